@@ -1,0 +1,232 @@
+//! Phase 1: the attribute's arguments, parsed and checked one by one.
+
+use proc_macro2::TokenStream;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, Lit, LitInt, LitStr, Meta, Token};
+
+/// The options of one `#[ai_short(...)]`, each kept with the literal it came from.
+#[derive(Default)]
+pub(crate) struct Args {
+    pub(crate) path: Option<LitStr>,
+    pub(crate) timeout: Option<(LitStr, u64)>,
+    pub(crate) concurrency: Option<(LitInt, u32)>,
+    pub(crate) krate: Option<syn::Path>,
+}
+
+const OPTIONS: &str = "`path`, `timeout`, `concurrency`, `crate`";
+
+/// Parses the options, reporting every mistake at once.
+pub(crate) fn parse(tokens: TokenStream) -> Result<Args, syn::Error> {
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens)?;
+    let mut args = Args::default();
+    let mut errors = Errors::default();
+    for meta in metas {
+        let Some(name) = meta.path().get_ident().map(ToString::to_string) else {
+            errors.push(syn::Error::new(
+                meta.path().span(),
+                format!("unknown `#[ai_short]` option; expected one of {OPTIONS}"),
+            ));
+            continue;
+        };
+        let value = match &meta {
+            Meta::NameValue(nv) => &nv.value,
+            _ => {
+                errors.push(syn::Error::new(
+                    meta.span(),
+                    format!("`#[ai_short]` options are written `name = value`, e.g. `{name} = ...`"),
+                ));
+                continue;
+            }
+        };
+        let result = match name.as_str() {
+            "path" => string(value)
+                .and_then(check_path)
+                .map(|lit| set(&mut args.path, lit, &meta)),
+            "timeout" => string(value)
+                .and_then(|lit| {
+                    let millis = parse_duration(&lit.value()).map_err(|why| {
+                        syn::Error::new(lit.span(), format!("invalid `timeout` {:?}: {why}", lit.value()))
+                    })?;
+                    Ok((lit, millis))
+                })
+                .map(|v| set(&mut args.timeout, v, &meta)),
+            "concurrency" => integer(value)
+                .and_then(|lit| {
+                    let n: u32 = lit.base10_parse()?;
+                    if n == 0 {
+                        return Err(syn::Error::new(lit.span(), "`concurrency` must be at least 1"));
+                    }
+                    Ok((lit, n))
+                })
+                .map(|v| set(&mut args.concurrency, v, &meta)),
+            "crate" => string(value)
+                .and_then(|lit| lit.parse::<syn::Path>())
+                .map(|path| set(&mut args.krate, path, &meta)),
+            other => Err(syn::Error::new(
+                meta.path().span(),
+                format!("unknown `#[ai_short]` option `{other}`; expected one of {OPTIONS}"),
+            )),
+        };
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(duplicate)) | Err(duplicate) => errors.push(duplicate),
+        }
+    }
+    errors.finish(args)
+}
+
+/// Stores an option, refusing a second occurrence.
+fn set<T>(slot: &mut Option<T>, value: T, meta: &Meta) -> Result<(), syn::Error> {
+    if slot.is_some() {
+        let name = meta
+            .path()
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        return Err(syn::Error::new(
+            meta.path().span(),
+            format!("duplicate `#[ai_short]` option `{name}`"),
+        ));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn string(value: &Expr) -> Result<LitStr, syn::Error> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => Ok(lit.clone()),
+        other => Err(syn::Error::new(
+            other.span(),
+            "expected a string literal, e.g. `\"...\"`",
+        )),
+    }
+}
+
+fn integer(value: &Expr) -> Result<LitInt, syn::Error> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(lit), ..
+        }) => Ok(lit.clone()),
+        other => Err(syn::Error::new(
+            other.span(),
+            "expected an integer literal, e.g. `4`",
+        )),
+    }
+}
+
+/// A route path: absolute, no trailing slash, no route parameters.
+fn check_path(lit: LitStr) -> Result<LitStr, syn::Error> {
+    let path = lit.value();
+    let fail = |why: &str| {
+        Err(syn::Error::new(
+            lit.span(),
+            format!("invalid `path` {path:?}: {why}"),
+        ))
+    };
+    if !path.starts_with('/') {
+        return fail("it must start with `/`, e.g. \"/report\"");
+    }
+    if path.len() > 1 && path.ends_with('/') {
+        return fail("it must not end with `/`");
+    }
+    if path.contains("//") {
+        return fail("it must not contain an empty segment");
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '~')))
+    {
+        return fail(&format!(
+            "`{c}` is not allowed; use letters, digits, `/`, `-`, `_`, `.` and `~`"
+        ));
+    }
+    Ok(lit)
+}
+
+/// Parses a duration such as `90s`, `10m`, `1h 30m` or `500ms` into milliseconds, with the same
+/// syntax (humantime's) as the runtime's configuration.
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e}; expected a number with a unit, e.g. \"30s\", \"10m\" or \"1h 30m\""))?;
+    let millis = u64::try_from(duration.as_millis()).map_err(|_| "it is too long".to_owned())?;
+    if millis == 0 {
+        return Err("it must be at least 1ms".to_owned());
+    }
+    Ok(millis)
+}
+
+/// Collects independent mistakes so they are reported together.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(first) => first.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub(crate) fn finish<T>(self, value: T) -> Result<T, syn::Error> {
+        match self.0 {
+            Some(error) => Err(error),
+            None => Ok(value),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(500));
+        assert_eq!(parse_duration("30s"), Ok(30_000));
+        assert_eq!(parse_duration("10m"), Ok(600_000));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration("2d"), Ok(172_800_000));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn options() {
+        let args = parse(quote!(
+            path = "/report",
+            timeout = "10m",
+            concurrency = 4,
+            crate = "::my::shorts"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(args.path.map(|p| p.value()).as_deref(), Some("/report"));
+        assert_eq!(args.timeout.map(|t| t.1), Some(600_000));
+        assert_eq!(args.concurrency.map(|c| c.1), Some(4));
+        assert!(args.krate.is_some());
+    }
+
+    #[test]
+    fn mistakes_are_reported_together() {
+        let Err(error) = parse(quote!(foo = 1, timeout = "ten", concurrency = 0, path = "x")) else {
+            panic!("expected errors");
+        };
+        assert_eq!(error.into_iter().count(), 4);
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let Err(error) = parse(quote!(concurrency = 1, concurrency = 2)) else {
+            panic!("expected an error");
+        };
+        assert!(error.to_string().contains("duplicate"));
+    }
+}

@@ -1,0 +1,269 @@
+//! An application: the shorts to serve, the configuration, and the engine running orders.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::delivery::Delivery;
+use crate::short::Short;
+use crate::worker::{Engine, Lane};
+
+/// Why an [`App`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration is incomplete or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// There is no short to serve.
+    #[error("no shorts to serve: annotate an `async fn` with `#[ai_short]`")]
+    NoShorts,
+    /// Two shorts share a route.
+    #[error("two shorts are served at `{path}`: {first} and {second}; give one a different `path`")]
+    DuplicatePath {
+        /// The shared route.
+        path: String,
+        /// The first short.
+        first: String,
+        /// The second short.
+        second: String,
+    },
+    /// Two shorts share a name.
+    #[error("two shorts are named `{name}`: {first} and {second}; rename one")]
+    DuplicateName {
+        /// The shared name.
+        name: String,
+        /// The first short.
+        first: String,
+        /// The second short.
+        second: String,
+    },
+    /// A short's route cannot be served.
+    #[error("{short} cannot be served at {path:?}: {reason}")]
+    InvalidPath {
+        /// The short.
+        short: String,
+        /// The route.
+        path: String,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// The HTTP client could not be created (e.g. no TLS roots).
+    #[error("the HTTP client could not be created: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// Builds an [`App`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct AppBuilder {
+    config: Option<Config>,
+    shorts: Vec<Short>,
+    skip_registered: bool,
+}
+
+impl AppBuilder {
+    /// Uses this configuration instead of reading the environment.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Adds a short built by hand.
+    pub fn short(mut self, short: Short) -> Self {
+        self.shorts.push(short);
+        self
+    }
+
+    /// Serves only the shorts added with [`AppBuilder::short`], not those registered with
+    /// `#[ai_short]`.
+    pub fn without_registered(mut self) -> Self {
+        self.skip_registered = true;
+        self
+    }
+
+    /// Checks the shorts and the configuration and builds the application.
+    ///
+    /// # Errors
+    ///
+    /// When the configuration is missing what serving needs (the callback secret, the webhook
+    /// auth header), when there is no short, or when two shorts share a name or a route.
+    pub fn build(self) -> Result<App, BuildError> {
+        let config = match self.config {
+            Some(config) => config,
+            None => Config::from_env()?,
+        };
+        config.check_serving()?;
+        let mut shorts = if self.skip_registered {
+            Vec::new()
+        } else {
+            Short::registered()
+        };
+        shorts.extend(self.shorts);
+        check_shorts(&shorts)?;
+
+        let secret = config.callback_secret.clone().ok_or(ConfigError::Missing {
+            var: "SHORTS_CALLBACK_SECRET",
+            hint: "set it to the callback secret shown in the Connect step",
+        })?;
+        let delivery = Delivery::new(&config, secret).map_err(BuildError::Client)?;
+        let lanes = shorts
+            .into_iter()
+            .map(|short| Arc::new(Lane::new(short)))
+            .collect();
+        Ok(App {
+            inner: Arc::new(AppInner {
+                config,
+                lanes,
+                engine: Arc::new(Engine::new(delivery)),
+            }),
+        })
+    }
+}
+
+fn check_shorts(shorts: &[Short]) -> Result<(), BuildError> {
+    if shorts.is_empty() {
+        return Err(BuildError::NoShorts);
+    }
+    let mut names: HashMap<&str, &Short> = HashMap::new();
+    let mut paths: HashMap<&str, &Short> = HashMap::new();
+    for short in shorts {
+        check_path(short)?;
+        if let Some(first) = names.insert(&short.name, short) {
+            return Err(BuildError::DuplicateName {
+                name: short.name.to_string(),
+                first: first.origin(),
+                second: short.origin(),
+            });
+        }
+        if let Some(first) = paths.insert(&short.path, short) {
+            return Err(BuildError::DuplicatePath {
+                path: short.path.clone(),
+                first: first.origin(),
+                second: short.origin(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `#[ai_short]` checks its `path` at compile time; this catches shorts built by hand.
+fn check_path(short: &Short) -> Result<(), BuildError> {
+    let path = &short.path;
+    let reason = if !path.starts_with('/') {
+        Some("a route must start with `/`")
+    } else if path == "/healthz" {
+        Some("`/healthz` is the health check")
+    } else if (path.len() > 1 && path.ends_with('/')) || path.contains("//") {
+        Some("a route must not contain empty segments")
+    } else if !path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '~'))
+    {
+        Some("use letters, digits, `/`, `-`, `_`, `.` and `~`")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(BuildError::InvalidPath {
+            short: short.origin(),
+            path: path.clone(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A built application: serve it with [`App::serve`], or nest [`App::router`] in an axum app.
+#[derive(Clone)]
+pub struct App {
+    pub(crate) inner: Arc<AppInner>,
+}
+
+pub(crate) struct AppInner {
+    pub(crate) config: Config,
+    pub(crate) lanes: Vec<Arc<Lane>>,
+    pub(crate) engine: Arc<Engine>,
+}
+
+impl App {
+    /// Starts a builder that serves every `#[ai_short]` in the binary.
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
+    }
+
+    /// Every registered short, configured from the environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`AppBuilder::build`].
+    pub fn from_env() -> Result<Self, BuildError> {
+        Self::builder().build()
+    }
+
+    /// The shorts served, in order.
+    pub fn shorts(&self) -> impl Iterator<Item = &Short> {
+        self.inner.lanes.iter().map(|lane| &lane.short)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The webhook routes and `GET /healthz`, to nest in an existing axum application. Orders run
+    /// on tasks of the current tokio runtime.
+    pub fn router(&self) -> Router {
+        crate::server::router(&self.inner)
+    }
+
+    /// Serves on `listener` until `shutdown` completes; then stops accepting, lets open requests
+    /// finish, and waits up to the configured grace period for running orders.
+    ///
+    /// # Errors
+    ///
+    /// Only when the listener's address cannot be read.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let addr = listener.local_addr()?;
+        let config = &self.inner.config;
+        info!(%addr, shorts = self.inner.lanes.len(), "serving");
+        for short in self.shorts() {
+            info!(short = %short.name, route = %short.path, "route");
+        }
+        crate::server::serve(
+            listener,
+            self.router(),
+            config.header_read_timeout,
+            config.shutdown_grace,
+            shutdown,
+        )
+        .await;
+        let abandoned = self.inner.engine.shutdown(config.shutdown_grace).await;
+        if abandoned > 0 {
+            warn!(abandoned, "orders still running at shutdown were abandoned");
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field(
+                "shorts",
+                &self.inner.lanes.iter().map(|l| &l.short).collect::<Vec<_>>(),
+            )
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}

@@ -1,0 +1,290 @@
+//! `run()`: the command line every short binary gets.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::app::App;
+use crate::config::{Config, Secret, WebhookAuth};
+use crate::short::Short;
+use crate::testing::MockPlatform;
+use crate::wire::webhook::Webhook;
+use crate::worker::{Job, Submitted};
+
+/// Exit code for a usage or configuration error.
+const USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(about = "An AI Short server for the SellerShorts marketplace", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve every short (the default); configured from the environment.
+    Serve,
+    /// Run one order in-process against a built-in mock of the platform and print the callback.
+    Invoke {
+        /// The short to run (see `list`).
+        short: String,
+        /// The buyer's inputs as JSON, or a whole webhook body.
+        #[arg(long, conflicts_with = "input_file", required_unless_present = "input_file")]
+        input: Option<String>,
+        /// A file holding the inputs as JSON, or a whole webhook body.
+        #[arg(long, value_name = "FILE")]
+        input_file: Option<PathBuf>,
+        /// Where to write returned files.
+        #[arg(long, value_name = "DIR", default_value = "shorts-out")]
+        out: PathBuf,
+    },
+    /// List the shorts in this binary, their routes and options.
+    #[command(alias = "shorts")]
+    List,
+}
+
+/// Runs the command line: `serve` (the default), `invoke`, or `list`.
+///
+/// Installs a `tracing` subscriber (filtered by `RUST_LOG`, default `info`) and a tokio runtime.
+/// Configuration errors print one line and exit with code 2.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(1, &format!("could not start the tokio runtime: {e}")),
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime.block_on(serve()),
+        Command::List => list(),
+        Command::Invoke {
+            short,
+            input,
+            input_file,
+            out,
+        } => runtime.block_on(invoke(&short, input, input_file, &out)),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+async fn serve() -> ExitCode {
+    let app = match App::from_env() {
+        Ok(app) => app,
+        Err(e) => return fail(USAGE, &e.to_string()),
+    };
+    let bind = app.config().bind;
+    let listener = match TcpListener::bind(bind).await {
+        Ok(listener) => listener,
+        Err(e) => return fail(1, &format!("could not listen on {bind}: {e}")),
+    };
+    match app.serve(listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, &e.to_string()),
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => info!("SIGINT received; shutting down"),
+        () = terminate => info!("SIGTERM received; shutting down"),
+    }
+}
+
+fn list() -> ExitCode {
+    let shorts = Short::registered();
+    if shorts.is_empty() {
+        println!("no shorts: annotate an `async fn` with `#[ai_short]`");
+        return ExitCode::SUCCESS;
+    }
+    let width = shorts.iter().map(|s| s.name().len()).max().unwrap_or(0);
+    let route_width = shorts.iter().map(|s| s.route().len()).max().unwrap_or(0);
+    for short in &shorts {
+        println!(
+            "{:width$}  POST {:route_width$}  timeout {}  concurrency {}  {}",
+            short.name(),
+            short.route(),
+            humantime::format_duration(short.timeout_duration()),
+            short.concurrency_limit(),
+            short.description(),
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+async fn invoke(name: &str, input: Option<String>, input_file: Option<PathBuf>, out: &Path) -> ExitCode {
+    let text = match (input, input_file) {
+        (Some(text), _) => text,
+        (None, Some(path)) => match tokio::fs::read_to_string(&path).await {
+            Ok(text) => text,
+            Err(e) => return fail(USAGE, &format!("could not read {}: {e}", path.display())),
+        },
+        (None, None) => {
+            return fail(
+                USAGE,
+                "give the inputs with `--input JSON` or `--input-file FILE`",
+            );
+        }
+    };
+    let value: Value = match serde_json::from_str(&text) {
+        Ok(value) => value,
+        Err(e) => return fail(USAGE, &format!("the input is not JSON: {e}")),
+    };
+
+    let platform = match MockPlatform::start().await {
+        Ok(platform) => platform,
+        Err(e) => return fail(1, &format!("could not start the mock platform: {e}")),
+    };
+    let app = match invoke_app(&platform, name) {
+        Ok(app) => app,
+        Err(message) => return fail(USAGE, &message),
+    };
+    let Some(lane) = app.inner.lanes.first().cloned() else {
+        return fail(USAGE, "no short to run");
+    };
+
+    // A whole webhook body (it has `order_id`) is replayed as is; anything else is the inputs.
+    let body = if value.get("order_id").is_some() && value.get("inputs").is_some() {
+        let mut body = value;
+        body["callback_url"] = Value::String(platform.callback_url());
+        body
+    } else {
+        platform.webhook_body(&uuid::Uuid::new_v4().to_string(), value)
+    };
+    let payload = bytes::Bytes::from(body.to_string());
+    let webhook = match Webhook::parse(&payload) {
+        Ok(webhook) => webhook,
+        Err(e) => {
+            return fail(
+                USAGE,
+                &format!("invalid webhook body at `{}`: {}", e.path, e.message),
+            );
+        }
+    };
+    let order_id = webhook.order_id.clone();
+    if app.inner.engine.submit(&lane, Job { webhook, payload }) == Submitted::Duplicate {
+        return fail(1, "the order was not started");
+    }
+
+    let wait = lane.short.timeout_duration() + Duration::from_secs(60);
+    let Some(callback) = platform.wait_for(&order_id, wait).await else {
+        return fail(1, "no callback arrived; see the log above");
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&abbreviated(&callback.body)).unwrap_or_default()
+    );
+    if let Err(e) = write_files(&callback.body, out) {
+        return fail(1, &e);
+    }
+    if callback.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// An app running only `name`, delivering to the in-process mock.
+fn invoke_app(platform: &MockPlatform, name: &str) -> Result<App, String> {
+    let registered = Short::registered();
+    let Some(short) = registered.iter().find(|s| s.name() == name).cloned() else {
+        let names: Vec<&str> = registered.iter().map(Short::name).collect();
+        return Err(format!(
+            "no short named `{name}`; this binary has: {}",
+            names.join(", ")
+        ));
+    };
+    let mut config: Config = platform.config();
+    config.callback_secret = Some(Secret::new(platform.secret()));
+    config.webhook_auth = WebhookAuth::new("x-invoke", "local").into_iter().collect();
+    App::builder()
+        .config(config)
+        .without_registered()
+        .short(short)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The callback with long base64 strings shortened, for the terminal.
+fn abbreviated(body: &Value) -> Value {
+    match body {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, value)| match value {
+                    Value::String(s) if key == "file_base64" && s.len() > 96 => (
+                        key.clone(),
+                        Value::String(format!("{}… ({} base64 characters)", &s[..64], s.len())),
+                    ),
+                    other => (key.clone(), abbreviated(other)),
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(abbreviated).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Writes the callback's inline files into `dir`, and says where.
+fn write_files(body: &Value, dir: &Path) -> Result<(), String> {
+    let mut entries: Vec<&Value> = body["files"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    if body.get("file_base64").is_some() {
+        entries.push(body);
+    }
+    for entry in entries {
+        let (Some(name), Some(data)) = (entry["filename"].as_str(), entry["file_base64"].as_str()) else {
+            continue;
+        };
+        let bytes = STANDARD
+            .decode(data)
+            .map_err(|e| format!("file `{name}` is not valid base64: {e}"))?;
+        // Only the last path component: a short must not write outside `dir`.
+        let file_name = Path::new(name)
+            .file_name()
+            .map(|n| n.to_owned())
+            .ok_or_else(|| format!("file name {name:?} is not usable"))?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("could not create {}: {e}", dir.display()))?;
+        let path = dir.join(file_name);
+        std::fs::write(&path, &bytes).map_err(|e| format!("could not write {}: {e}", path.display()))?;
+        eprintln!("wrote {} ({} bytes)", path.display(), bytes.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,417 @@
+//! Configuration: from the environment, or built in code.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::wire::platform::DEFAULT_CALLBACK_URL;
+
+/// Why the configuration could not be read. Each message names the variable to fix and never
+/// repeats a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("`{var}` is not set: {hint}")]
+    Missing {
+        /// The variable.
+        var: &'static str,
+        /// What to set it to.
+        hint: &'static str,
+    },
+    /// A variable is set to something that cannot be used.
+    #[error("`{var}` is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A secret value whose `Debug` output is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A header the platform must send on every webhook, e.g. `x-api-key: abc`.
+#[derive(Clone)]
+pub struct WebhookAuth {
+    pub(crate) name: HeaderName,
+    pub(crate) value: Secret,
+}
+
+impl WebhookAuth {
+    /// A header name and the exact value expected.
+    ///
+    /// # Errors
+    ///
+    /// When the name is not a valid header name or the value is empty or not a valid header value.
+    pub fn new(name: &str, value: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            var: "SHORTS_WEBHOOK_AUTH",
+            reason: reason.to_owned(),
+        };
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| invalid("the header name is not a valid HTTP header name"))?;
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(invalid("the header value is empty"));
+        }
+        HeaderValue::from_str(value)
+            .map_err(|_| invalid("the header value is not a valid HTTP header value"))?;
+        Ok(Self {
+            name,
+            value: Secret::new(value),
+        })
+    }
+
+    /// Parses `name: value`, as in `SHORTS_WEBHOOK_AUTH`.
+    ///
+    /// # Errors
+    ///
+    /// When there is no `:` or either side is invalid.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let (name, value) = text.split_once(':').ok_or_else(|| ConfigError::Invalid {
+            var: "SHORTS_WEBHOOK_AUTH",
+            reason:
+                "expected `header-name: value`, e.g. `x-api-key: abc123` or `Authorization: Bearer abc123`"
+                    .to_owned(),
+        })?;
+        Self::new(name, value)
+    }
+
+    /// The header's name.
+    pub fn header_name(&self) -> &str {
+        self.name.as_str()
+    }
+}
+
+impl fmt::Debug for WebhookAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookAuth")
+            .field("name", &self.name)
+            .field("value", &self.value)
+            .finish()
+    }
+}
+
+/// Where orders are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreConfig {
+    /// In this process's memory: lost on restart.
+    Memory,
+}
+
+/// Everything `serve` needs. Read it with [`Config::from_env`], or start from [`Config::default`]
+/// and set fields in code.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Listen address (`SHORTS_BIND`, or `0.0.0.0:$PORT`). Default `0.0.0.0:8080`.
+    pub bind: SocketAddr,
+    /// Value of `x-callback-secret` on every callback (`SHORTS_CALLBACK_SECRET`). Required to serve.
+    pub callback_secret: Option<Secret>,
+    /// Headers every webhook must carry (`SHORTS_WEBHOOK_AUTH`, `name: value`). At least one is
+    /// required to serve.
+    pub webhook_auth: Vec<WebhookAuth>,
+    /// The platform's callback endpoint (`SHORTS_CALLBACK_URL`). A webhook's `callback_url` is used
+    /// only when its scheme, host and port match this one.
+    pub callback_url: url::Url,
+    /// Where orders are kept (`SHORTS_STORE`).
+    pub store: StoreConfig,
+    /// Delays before each callback attempt (`SHORTS_RETRY_SCHEDULE`, e.g. `0s,5s,30s,2m`), each
+    /// jittered by ±20 %. After the last one the order is dead-lettered.
+    pub retry_schedule: Vec<Duration>,
+    /// Delay between attempts while the platform answers 401 (`SHORTS_UNAUTHORIZED_RETRY`).
+    /// Those attempts do not use up the schedule. Default 10 minutes.
+    pub unauthorized_retry: Duration,
+    /// Largest webhook body accepted (`SHORTS_MAX_BODY`, e.g. `64MiB`). Default 64 MiB.
+    pub max_body: usize,
+    /// Time allowed for a client to send its request headers (`SHORTS_HEADER_TIMEOUT`). Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Time allowed for a client to send the body (`SHORTS_BODY_TIMEOUT`). Default 60 s.
+    pub body_read_timeout: Duration,
+    /// Time allowed for one callback request (`SHORTS_CALLBACK_TIMEOUT`). Default 30 s.
+    pub callback_timeout: Duration,
+    /// How long running orders may take to finish on shutdown (`SHORTS_SHUTDOWN_GRACE`). Default 30 s.
+    pub shutdown_grace: Duration,
+}
+
+/// The default callback retry schedule: about three days in 12 attempts.
+pub const DEFAULT_RETRY_SCHEDULE: &str = "0s,5s,30s,2m,5m,30m,2h,5h,10h,14h,20h,24h";
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            callback_secret: None,
+            webhook_auth: Vec::new(),
+            callback_url: default_callback_url(),
+            store: StoreConfig::Memory,
+            retry_schedule: parse_schedule("SHORTS_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE)
+                .unwrap_or_default(),
+            unauthorized_retry: Duration::from_secs(600),
+            max_body: 64 << 20,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            callback_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[allow(clippy::expect_used, reason = "a constant, covered by the `defaults` test")]
+fn default_callback_url() -> url::Url {
+    url::Url::parse(DEFAULT_CALLBACK_URL).expect("DEFAULT_CALLBACK_URL is a valid URL")
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    ///
+    /// # Errors
+    ///
+    /// When a variable is set to a value that cannot be used. Missing required values are reported
+    /// by [`Config::check_serving`], since `invoke` and `list` do not need them.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|var| std::env::var(var).ok())
+    }
+
+    /// Reads the configuration from any variable lookup (used by tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::from_env`].
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |var: &str| lookup(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut config = Config::default();
+
+        if let Some(port) = get("PORT") {
+            let port: u16 = port.parse().map_err(|_| ConfigError::Invalid {
+                var: "PORT",
+                reason: format!("{port:?} is not a port number"),
+            })?;
+            config.bind = SocketAddr::from(([0, 0, 0, 0], port));
+        }
+        if let Some(bind) = get("SHORTS_BIND") {
+            config.bind = bind.parse().map_err(|_| ConfigError::Invalid {
+                var: "SHORTS_BIND",
+                reason: format!("{bind:?} is not an address such as `0.0.0.0:8080`"),
+            })?;
+        }
+        config.callback_secret = get("SHORTS_CALLBACK_SECRET").map(Secret::new);
+        if let Some(auth) = get("SHORTS_WEBHOOK_AUTH") {
+            config.webhook_auth = vec![WebhookAuth::parse(&auth)?];
+        }
+        if let Some(url) = get("SHORTS_CALLBACK_URL") {
+            config.callback_url = parse_callback_url(&url)?;
+        }
+        if let Some(store) = get("SHORTS_STORE") {
+            config.store = match store.as_str() {
+                "memory" => StoreConfig::Memory,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "SHORTS_STORE",
+                        reason: format!("{store:?} is not supported; this version keeps orders in `memory`"),
+                    });
+                }
+            };
+        }
+        if let Some(schedule) = get("SHORTS_RETRY_SCHEDULE") {
+            config.retry_schedule = parse_schedule("SHORTS_RETRY_SCHEDULE", &schedule)?;
+        }
+        let durations: [(&'static str, &mut Duration); 5] = [
+            ("SHORTS_UNAUTHORIZED_RETRY", &mut config.unauthorized_retry),
+            ("SHORTS_HEADER_TIMEOUT", &mut config.header_read_timeout),
+            ("SHORTS_BODY_TIMEOUT", &mut config.body_read_timeout),
+            ("SHORTS_CALLBACK_TIMEOUT", &mut config.callback_timeout),
+            ("SHORTS_SHUTDOWN_GRACE", &mut config.shutdown_grace),
+        ];
+        for (var, slot) in durations {
+            if let Some(text) = get(var) {
+                *slot = parse_duration(var, &text)?;
+            }
+        }
+        if let Some(size) = get("SHORTS_MAX_BODY") {
+            config.max_body = parse_size("SHORTS_MAX_BODY", &size)?;
+        }
+        Ok(config)
+    }
+
+    /// Checks that everything `serve` needs is set.
+    ///
+    /// # Errors
+    ///
+    /// When the callback secret or the webhook auth header is missing.
+    pub fn check_serving(&self) -> Result<(), ConfigError> {
+        if self.callback_secret.is_none() {
+            return Err(ConfigError::Missing {
+                var: "SHORTS_CALLBACK_SECRET",
+                hint: "set it to the callback secret shown in the Connect step",
+            });
+        }
+        if self.webhook_auth.is_empty() {
+            return Err(ConfigError::Missing {
+                var: "SHORTS_WEBHOOK_AUTH",
+                hint: "set it to the auth header configured in the Connect step, e.g. `x-api-key: abc123`",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Parses the callback endpoint: absolute http(s), no credentials.
+pub(crate) fn parse_callback_url(text: &str) -> Result<url::Url, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        var: "SHORTS_CALLBACK_URL",
+        reason,
+    };
+    let url = url::Url::parse(text).map_err(|e| invalid(format!("{text:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+        return Err(invalid(format!("{text:?} is not an http(s) URL")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("the URL must not carry credentials".to_owned()));
+    }
+    Ok(url)
+}
+
+fn parse_duration(var: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
+        var,
+        reason: format!("{text:?}: {e}; expected e.g. `30s`, `10m` or `1h 30m`"),
+    })
+}
+
+fn parse_schedule(var: &'static str, text: &str) -> Result<Vec<Duration>, ConfigError> {
+    let schedule = text
+        .split(',')
+        .map(|step| parse_duration(var, step.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if schedule.is_empty() {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: "the schedule needs at least one delay".to_owned(),
+        });
+    }
+    Ok(schedule)
+}
+
+/// Parses `67108864`, `64MiB`, `64MB`, `512KiB`, `1GiB`.
+fn parse_size(var: &'static str, text: &str) -> Result<usize, ConfigError> {
+    let invalid = || ConfigError::Invalid {
+        var,
+        reason: format!("{text:?} is not a size; expected e.g. `64MiB`, `100MB` or `1048576`"),
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let number: u64 = text[..split].parse().map_err(|_| invalid())?;
+    let factor: u64 = match text[split..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return Err(invalid()),
+    };
+    number
+        .checked_mul(factor)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|var| vars.get(var).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let config = from(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.bind.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.max_body, 64 << 20);
+        assert_eq!(config.retry_schedule.len(), 12);
+        assert_eq!(config.retry_schedule[11], Duration::from_secs(24 * 3600));
+        assert_eq!(config.callback_url.as_str(), DEFAULT_CALLBACK_URL);
+        assert!(config.check_serving().is_err());
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let config = from(&[
+            ("PORT", "9000"),
+            ("SHORTS_CALLBACK_SECRET", "s3cret"),
+            ("SHORTS_WEBHOOK_AUTH", "Authorization: Bearer t0ken"),
+            ("SHORTS_CALLBACK_URL", "http://127.0.0.1:9/api/orders/callback"),
+            ("SHORTS_RETRY_SCHEDULE", "0s, 1s,2m"),
+            ("SHORTS_MAX_BODY", "1MiB"),
+            ("SHORTS_SHUTDOWN_GRACE", "5s"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.bind.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.webhook_auth[0].header_name(), "authorization");
+        assert_eq!(config.webhook_auth[0].value.expose(), "Bearer t0ken");
+        assert_eq!(
+            config.retry_schedule,
+            [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(120)]
+        );
+        assert_eq!(config.max_body, 1 << 20);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(5));
+        assert!(config.check_serving().is_ok());
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(!format!("{config:?}").contains("t0ken"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_without_echoing_secrets() {
+        let error = from(&[("SHORTS_WEBHOOK_AUTH", "Bearer-only-no-colon")])
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            error.as_deref().is_some_and(
+                |e| e.starts_with("`SHORTS_WEBHOOK_AUTH` is invalid") && !e.contains("Bearer-only")
+            )
+        );
+        for (var, value) in [
+            ("PORT", "http"),
+            ("SHORTS_CALLBACK_URL", "ftp://x"),
+            ("SHORTS_RETRY_SCHEDULE", "1s,soon"),
+            ("SHORTS_MAX_BODY", "lots"),
+            ("SHORTS_STORE", "redis://x"),
+        ] {
+            let error = from(&[(var, value)])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.contains(var), "{var}: {error}");
+        }
+    }
+}

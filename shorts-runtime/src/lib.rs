@@ -1,0 +1,143 @@
+//! # shorts
+//!
+//! Serve an AI Short on the [SellerShorts](https://sellershorts.com) marketplace from one async
+//! function. The platform POSTs each paid order to your webhook; shorts checks the auth header,
+//! parses the order, runs your function on its own task (with a concurrency limit, a timeout and
+//! panics caught) and POSTs the result to the platform's callback endpoint in the documented v1
+//! format, retrying until the platform accepts it.
+//!
+//! ```no_run
+//! use shorts_runtime::prelude::*;
+//!
+//! #[derive(Deserialize)]
+//! struct Input {
+//!     text: String,
+//!     #[serde(default)]
+//!     shout: bool,
+//! }
+//!
+//! /// Echo the buyer's text back.
+//! #[ai_short]
+//! async fn echo(input: Input) -> Result<String> {
+//!     Ok(if input.shout { input.text.to_uppercase() } else { input.text })
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     shorts_runtime::run()
+//! }
+//! ```
+//!
+//! `cargo run` then serves `POST /shorts/echo`; `cargo run -- invoke echo --input '{"text":"hi"}'`
+//! runs one order against a built-in mock of the platform and prints the callback; `cargo run --
+//! list` lists the shorts. Configuration comes from the environment: see [`Config`].
+//!
+//! Handlers run at least once per order and at most once per process; a duplicate webhook for an
+//! order already received runs nothing.
+
+mod app;
+mod cli;
+mod config;
+mod delivery;
+mod server;
+mod short;
+mod store;
+pub mod wire;
+mod worker;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+#[cfg(not(feature = "testing"))]
+#[allow(unreachable_pub, dead_code)]
+mod testing;
+
+pub use app::{App, AppBuilder, BuildError};
+pub use cli::run;
+pub use config::{Config, ConfigError, DEFAULT_RETRY_SCHEDULE, Secret, StoreConfig, WebhookAuth};
+pub use short::error::{Error, ErrorKind, IntoError, Result};
+pub use short::inputs::{DateRange, FileInput, FileInputError, Tags};
+pub use short::order::Order;
+pub use short::output::{Csv, File, Html, IntoOutput, Json, Output, Url};
+pub use short::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, FromCall, HandlerResult, Short};
+
+/// Turns an `async fn` into an AI Short.
+///
+/// ```
+/// use shorts_runtime::prelude::*;
+///
+/// #[derive(Deserialize)]
+/// struct ReportInput { topic: String }
+///
+/// /// Render a report as a text file.
+/// #[ai_short(path = "/report", timeout = "10m", concurrency = 4)]
+/// async fn report(input: ReportInput, order: Order) -> Result<File> {
+///     let text = format!("Report on {} for order {}", input.topic, order.id());
+///     Ok(File::from_bytes("report.txt", "text/plain", text.into_bytes()))
+/// }
+/// ```
+///
+/// - The first argument is the buyer's input: any `serde::de::DeserializeOwned` type, built from
+///   the webhook's `inputs`. Inputs that do not fit end the order with an `ok: false` callback naming
+///   the field.
+/// - The optional second argument is the [`Order`].
+/// - The return type is `Result<T, E>`: `T` is an output ([`String`] for text, [`Html`], [`Json`],
+///   [`Csv`], [`Url`], [`File`], `Vec<File>` or [`Output`]); `E` is any error convertible into
+///   [`Error`] — every `std::error::Error + Send + Sync + 'static`, `String`, `anyhow::Error`.
+///   An error, a panic or a timeout ends the order with an `ok: false` callback carrying the error's
+///   message.
+/// - The function itself is unchanged: call it directly in unit tests.
+///
+/// Options:
+///
+/// | option | meaning | default |
+/// | --- | --- | --- |
+/// | `path = "/report"` | the webhook route | `/shorts/<fn name>` |
+/// | `timeout = "10m"` | fail an order that runs longer (`500ms`, `30s`, `1h 30m`, ...) | 15 minutes |
+/// | `concurrency = 4` | orders of this short running at once | 32 |
+/// | `crate = "path"` | where `shorts_runtime` is, when renamed or re-exported | `::shorts_runtime` |
+///
+/// # Equivalent code without `#[ai_short]`
+///
+/// The attribute registers the function so that [`run`] and [`App::builder`] find it. The same
+/// short, built by hand and given to the builder:
+///
+/// ```
+/// use std::time::Duration;
+/// use shorts_runtime::prelude::*;
+///
+/// #[derive(Deserialize)]
+/// struct ReportInput { topic: String }
+///
+/// async fn report(input: ReportInput, order: Order) -> Result<File> {
+///     let text = format!("Report on {} for order {}", input.topic, order.id());
+///     Ok(File::from_bytes("report.txt", "text/plain", text.into_bytes()))
+/// }
+///
+/// let short = Short::new("report", report)
+///     .path("/report")
+///     .timeout(Duration::from_secs(600))
+///     .concurrency(4);
+/// let builder = App::builder().short(short);
+/// ```
+pub use shorts_macros::ai_short;
+
+/// Everything a short usually needs: `use shorts_runtime::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        App, Csv, DateRange, Error, File, FileInput, Html, Json, Order, Output, Result, Short, Tags, Url,
+        ai_short,
+    };
+    pub use serde::{Deserialize, Serialize};
+}
+
+/// What `#[ai_short]` expansions name. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::short::{
+        Call, FromCall, HandlerFuture, HandlerResult, ShortDef, input, into_error, into_output,
+    };
+    pub use inventory;
+    pub use std::boxed::Box;
+    pub use std::option::Option::{None, Some};
+    pub use std::result::Result::{Err, Ok};
+    pub use std::{file, line, module_path};
+}

@@ -1,0 +1,222 @@
+//! The HTTP side: the webhook routes, their auth, limits and answers.
+
+mod serve;
+
+pub(crate) use serve::serve;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use subtle::ConstantTimeEq;
+use tracing::{debug, warn};
+
+use crate::app::AppInner;
+use crate::wire::platform::WEBHOOK_ACK_BODY;
+use crate::wire::webhook::Webhook;
+use crate::worker::{Job, Lane, Submitted};
+
+#[derive(Clone)]
+struct WebhookState {
+    app: Arc<AppInner>,
+    lane: Arc<Lane>,
+}
+
+/// Every short's webhook route behind the auth check, plus `GET /healthz`.
+pub(crate) fn router(app: &Arc<AppInner>) -> Router {
+    let mut shorts = Router::new();
+    for lane in &app.lanes {
+        let state = WebhookState {
+            app: Arc::clone(app),
+            lane: Arc::clone(lane),
+        };
+        shorts = shorts.route(&lane.short.path, post(webhook).with_state(state));
+    }
+    let shorts = shorts.route_layer(middleware::from_fn_with_state(Arc::clone(app), authenticate));
+    Router::new().route("/healthz", get(healthz)).merge(shorts)
+}
+
+async fn healthz() -> Response {
+    json(StatusCode::OK, WEBHOOK_ACK_BODY.to_owned())
+}
+
+/// Every configured header must be present with exactly the configured value, compared in
+/// constant time. A failure stores nothing and runs nothing.
+async fn authenticate(State(app): State<Arc<AppInner>>, request: Request, next: Next) -> Response {
+    if authorized(&app.config.webhook_auth, request.headers()) {
+        next.run(request).await
+    } else {
+        warn!(
+            path = request.uri().path(),
+            "webhook refused: missing or wrong auth header"
+        );
+        rejection(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid authentication header",
+            None,
+        )
+    }
+}
+
+fn authorized(expected: &[crate::config::WebhookAuth], headers: &HeaderMap) -> bool {
+    !expected.is_empty()
+        && expected.iter().all(|auth| {
+            headers
+                .get(&auth.name)
+                .is_some_and(|value| bool::from(value.as_bytes().ct_eq(auth.value.expose().as_bytes())))
+        })
+}
+
+async fn webhook(State(state): State<WebhookState>, request: Request) -> Response {
+    let config = &state.app.config;
+    let (parts, body) = request.into_parts();
+    if !is_json(&parts.headers) {
+        return rejection(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected `Content-Type: application/json`",
+            None,
+        );
+    }
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > config.max_body as u64) {
+        return too_large(config.max_body);
+    }
+    let body = match read_body(body, config.max_body, config.body_read_timeout).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let webhook = match Webhook::parse(&body) {
+        Ok(webhook) => webhook,
+        Err(e) => {
+            warn!(path = %e.path, error = %e.message, "webhook refused: not a SellerShorts webhook body");
+            return rejection(StatusCode::BAD_REQUEST, &e.message, Some(&e.path));
+        }
+    };
+    let job = Job {
+        webhook,
+        payload: body,
+    };
+    match state.app.engine.submit(&state.lane, job) {
+        Submitted::New | Submitted::Duplicate => json(StatusCode::OK, WEBHOOK_ACK_BODY.to_owned()),
+    }
+}
+
+async fn read_body(body: Body, limit: usize, timeout: std::time::Duration) -> Result<bytes::Bytes, Response> {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large(limit)),
+        Ok(Err(e)) => {
+            debug!(error = %e, "webhook body could not be read");
+            Err(rejection(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+                None,
+            ))
+        }
+        Err(_) => Err(rejection(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body was not received in time",
+            None,
+        )),
+    }
+}
+
+fn too_large(limit: usize) -> Response {
+    rejection(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the body is larger than the limit of {limit} bytes (SHORTS_MAX_BODY)"),
+        None,
+    )
+}
+
+/// `application/json`, with or without parameters, or any `application/*+json`.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A JSON error answer: `{"ok": false, "error": "...", "path": "..."}`.
+fn rejection(status: StatusCode, message: &str, path: Option<&str>) -> Response {
+    let mut body = serde_json::Map::new();
+    body.insert("ok".into(), false.into());
+    body.insert("error".into(), message.into());
+    if let Some(path) = path {
+        body.insert("path".into(), path.into());
+    }
+    json(status, serde_json::Value::Object(body).to_string())
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WebhookAuth;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn every_configured_header_must_match() {
+        let auth = [
+            WebhookAuth::parse("x-api-key: abc").unwrap_or_else(|e| panic!("{e}")),
+            WebhookAuth::parse("Authorization: Bearer t").unwrap_or_else(|e| panic!("{e}")),
+        ];
+        assert!(authorized(
+            &auth,
+            &headers(&[("x-api-key", "abc"), ("authorization", "Bearer t")])
+        ));
+        assert!(!authorized(&auth, &headers(&[("x-api-key", "abc")])));
+        assert!(!authorized(
+            &auth,
+            &headers(&[("x-api-key", "abd"), ("authorization", "Bearer t")])
+        ));
+        assert!(!authorized(
+            &auth,
+            &headers(&[("x-api-key", "ab"), ("authorization", "Bearer t")])
+        ));
+        assert!(!authorized(&[], &headers(&[])));
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json(&headers(&[("content-type", "application/json")])));
+        assert!(is_json(&headers(&[(
+            "content-type",
+            "Application/JSON; charset=utf-8"
+        )])));
+        assert!(is_json(&headers(&[("content-type", "application/vnd.api+json")])));
+        assert!(!is_json(&headers(&[("content-type", "text/plain")])));
+        assert!(!is_json(&headers(&[])));
+    }
+}

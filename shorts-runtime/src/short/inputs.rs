@@ -1,0 +1,258 @@
+//! Typed helpers for the platform's input types (protocol.md §3).
+//!
+//! Use them as field types of a short's input struct:
+//!
+//! ```
+//! use shorts_runtime::prelude::*;
+//!
+//! #[derive(Deserialize)]
+//! struct Input {
+//!     keywords: Tags,
+//!     period: DateRange,
+//!     #[serde(default)]
+//!     upload_document: Vec<FileInput>,
+//! }
+//! ```
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// One uploaded file of a `file_*` input. The platform sends a file input as an array, even for
+/// one file, so the field type is `Vec<FileInput>`.
+#[derive(Clone, Deserialize)]
+pub struct FileInput {
+    /// The name the buyer uploaded.
+    pub filename: String,
+    /// The MIME type the platform reported.
+    #[serde(default)]
+    pub mime_type: String,
+    /// The size the platform declared, in bytes.
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    file_base64: String,
+}
+
+/// Why a [`FileInput`]'s contents could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileInputError {
+    /// The content is not valid base64.
+    #[error("the uploaded file `{filename}` is not valid base64: {source}")]
+    Base64 {
+        /// The file's name.
+        filename: String,
+        /// What the decoder found.
+        source: base64::DecodeError,
+    },
+    /// The decoded size differs from `size_bytes`.
+    #[error("the uploaded file `{filename}` has {actual} bytes, but its declared size is {declared}")]
+    Size {
+        /// The file's name.
+        filename: String,
+        /// `size_bytes` as sent.
+        declared: u64,
+        /// The decoded length.
+        actual: u64,
+    },
+}
+
+/// Standard alphabet, padding optional: the docs do not say which the platform sends.
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+impl FileInput {
+    /// Creates a file input, as the platform would send it (useful in tests).
+    pub fn new(filename: impl Into<String>, mime_type: impl Into<String>, contents: &[u8]) -> Self {
+        Self {
+            filename: filename.into(),
+            mime_type: mime_type.into(),
+            size_bytes: Some(contents.len() as u64),
+            file_base64: base64::engine::general_purpose::STANDARD.encode(contents),
+        }
+    }
+
+    /// Decodes the contents and checks them against the declared size. Each call decodes anew, so
+    /// keep the result rather than calling it twice.
+    ///
+    /// # Errors
+    ///
+    /// When the content is not base64, or its decoded length differs from `size_bytes`.
+    pub fn bytes(&self) -> Result<Vec<u8>, FileInputError> {
+        let encoded = self.encoded();
+        let decoded = if encoded.bytes().any(|b| b.is_ascii_whitespace()) {
+            let compact: Vec<u8> = encoded.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            LENIENT.decode(compact)
+        } else {
+            LENIENT.decode(encoded)
+        }
+        .map_err(|source| FileInputError::Base64 {
+            filename: self.filename.clone(),
+            source,
+        })?;
+        if let Some(declared) = self.size_bytes
+            && declared != decoded.len() as u64
+        {
+            return Err(FileInputError::Size {
+                filename: self.filename.clone(),
+                declared,
+                actual: decoded.len() as u64,
+            });
+        }
+        Ok(decoded)
+    }
+
+    /// The base64 text as received, without a `data:...;base64,` prefix if one was sent.
+    pub fn encoded(&self) -> &str {
+        match self.file_base64.split_once(";base64,") {
+            Some((prefix, rest)) if prefix.starts_with("data:") => rest,
+            _ => &self.file_base64,
+        }
+    }
+}
+
+impl fmt::Debug for FileInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileInput")
+            .field("filename", &self.filename)
+            .field("mime_type", &self.mime_type)
+            .field("size_bytes", &self.size_bytes)
+            .field("base64_len", &self.file_base64.len())
+            .finish()
+    }
+}
+
+/// A `date_range` input. The docs show both `{"from": .., "to": ..}` and `start`/`end`; both are
+/// accepted. Dates are kept as the strings sent (usually `YYYY-MM-DD`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct DateRange {
+    /// The first day (`start` or `from`).
+    #[serde(alias = "from")]
+    pub start: String,
+    /// The last day (`end` or `to`).
+    #[serde(alias = "to")]
+    pub end: String,
+}
+
+/// A `tags` input: a comma-separated string (`"seo, ads"`) or an array of strings, trimmed, empty
+/// entries dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Tags(pub Vec<String>);
+
+impl Tags {
+    /// The tags, in order.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Tags {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TagsVisitor;
+
+        fn push(tags: &mut Vec<String>, tag: &str) {
+            let tag = tag.trim();
+            if !tag.is_empty() {
+                tags.push(tag.to_owned());
+            }
+        }
+
+        impl<'de> Visitor<'de> for TagsVisitor {
+            type Value = Tags;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a comma-separated string or an array of strings")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Tags, E> {
+                let mut tags = Vec::new();
+                for tag in value.split(',') {
+                    push(&mut tags, tag);
+                }
+                Ok(Tags(tags))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tags, A::Error> {
+                let mut tags = Vec::new();
+                while let Some(tag) = seq.next_element::<String>()? {
+                    push(&mut tags, &tag);
+                }
+                Ok(Tags(tags))
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Tags, E> {
+                Ok(Tags::default())
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<Tags, E> {
+                Ok(Tags::default())
+            }
+        }
+
+        deserializer.deserialize_any(TagsVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tags_from_a_string_or_an_array() {
+        let from_string: Tags =
+            serde_json::from_value(json!("selling, seo ,, optimization")).unwrap_or_default();
+        assert_eq!(from_string.0, ["selling", "seo", "optimization"]);
+        let from_array: Tags = serde_json::from_value(json!([" a", "b", ""])).unwrap_or_default();
+        assert_eq!(from_array.0, ["a", "b"]);
+        assert!(serde_json::from_value::<Tags>(json!(5)).is_err());
+    }
+
+    #[test]
+    fn date_range_from_either_key_pair() {
+        let a: DateRange = serde_json::from_value(json!({"from": "2024-01-01", "to": "2024-01-31"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b: DateRange = serde_json::from_value(json!({"start": "2024-01-01", "end": "2024-01-31"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a, b);
+        assert!(serde_json::from_value::<DateRange>(json!({"from": "2024-01-01"})).is_err());
+    }
+
+    #[test]
+    fn file_input_decodes_leniently_and_checks_the_size() {
+        let file = FileInput::new("a.txt", "text/plain", b"hello world");
+        assert_eq!(file.bytes().ok().as_deref(), Some(&b"hello world"[..]));
+
+        let unpadded: FileInput = serde_json::from_value(json!({
+            "filename": "a.txt", "mime_type": "text/plain", "size_bytes": 11,
+            "file_base64": "aGVsbG8g\nd29ybGQ"
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(unpadded.bytes().ok().as_deref(), Some(&b"hello world"[..]));
+
+        let lying: FileInput = serde_json::from_value(json!({
+            "filename": "a.txt", "size_bytes": 12, "file_base64": "aGVsbG8gd29ybGQ="
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let error = lying.bytes().err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            error,
+            "the uploaded file `a.txt` has 11 bytes, but its declared size is 12"
+        );
+
+        let broken: FileInput = serde_json::from_value(json!({"filename": "b.bin", "file_base64": "!!!"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(broken.bytes(), Err(FileInputError::Base64 { .. })));
+
+        let data_url: FileInput = serde_json::from_value(json!({
+            "filename": "c.txt", "file_base64": "data:text/plain;base64,aGk="
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(data_url.bytes().ok().as_deref(), Some(&b"hi"[..]));
+    }
+}

@@ -1,0 +1,289 @@
+//! Shorts: registration, the handler's calling convention, and the types a handler uses.
+
+pub(crate) mod error;
+pub(crate) mod inputs;
+pub(crate) mod order;
+pub(crate) mod output;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use self::error::{Error, ErrorKind, IntoError};
+use self::order::Order;
+use self::output::{IntoOutput, Output};
+
+/// How long a short may run when it sets no `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// How many orders of one short run at once when it sets no `concurrency`.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// The boxed future a type-erased handler returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Output, Error>> + Send + 'static>>;
+
+type HandlerFn = Arc<dyn Fn(Call) -> HandlerFuture + Send + Sync>;
+
+/// One short: a name, a route, its limits and its handler.
+///
+/// `#[ai_short]` builds these for you; build one by hand to register a closure or to choose
+/// options at run time, and pass it to [`AppBuilder::short`](crate::AppBuilder::short).
+#[derive(Clone)]
+pub struct Short {
+    pub(crate) name: Arc<str>,
+    pub(crate) doc: String,
+    pub(crate) path: String,
+    pub(crate) timeout: Duration,
+    pub(crate) concurrency: usize,
+    pub(crate) handler: HandlerFn,
+    pub(crate) location: Option<String>,
+}
+
+impl Short {
+    /// A short named `name`, served at `/shorts/<name>`, running `handler` for every order.
+    ///
+    /// ```
+    /// use shorts_runtime::prelude::*;
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Input { text: String }
+    ///
+    /// let short = Short::new("echo", |input: Input, _order: Order| async move {
+    ///     Ok::<_, Error>(input.text)
+    /// });
+    /// assert_eq!(short.route(), "/shorts/echo");
+    /// ```
+    pub fn new<I, F, Fut, R>(name: &str, handler: F) -> Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        F: Fn(I, Order) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: HandlerResult,
+        R::Ok: IntoOutput,
+        R::Err: IntoError,
+    {
+        let handler = Arc::new(handler);
+        Self::from_handler(
+            name,
+            Arc::new(move |call: Call| -> HandlerFuture {
+                let handler = Arc::clone(&handler);
+                Box::pin(async move {
+                    let input = input::<I>(&call)?;
+                    match handler(input, call.order).await.into_result() {
+                        Ok(value) => value.into_output(),
+                        Err(error) => Err(error.into_error()),
+                    }
+                })
+            }),
+        )
+    }
+
+    fn from_handler(name: &str, handler: HandlerFn) -> Self {
+        Self {
+            name: Arc::from(name),
+            doc: String::new(),
+            path: format!("/shorts/{name}"),
+            timeout: DEFAULT_TIMEOUT,
+            concurrency: DEFAULT_CONCURRENCY,
+            handler,
+            location: None,
+        }
+    }
+
+    pub(crate) fn from_def(def: &ShortDef) -> Self {
+        let handler = def.handler;
+        let mut short = Self::from_handler(def.name, Arc::new(handler));
+        short.doc = def.doc.to_owned();
+        if let Some(path) = def.path {
+            short.path = path.to_owned();
+        }
+        if let Some(millis) = def.timeout_ms {
+            short.timeout = Duration::from_millis(millis);
+        }
+        if let Some(n) = def.concurrency {
+            short.concurrency = n as usize;
+        }
+        short.location = Some(format!("{}:{}", def.file, def.line));
+        short
+    }
+
+    /// Serves the short at `path` instead of `/shorts/<name>`.
+    #[must_use]
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// Fails an order whose handler runs longer than `timeout`.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs at most `n` orders of this short at once; more wait their turn.
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// The short's name (its function's name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The route the webhook is served at.
+    pub fn route(&self) -> &str {
+        &self.path
+    }
+
+    /// The first line of the function's documentation.
+    pub fn description(&self) -> &str {
+        &self.doc
+    }
+
+    /// How long one order may run.
+    pub fn timeout_duration(&self) -> Duration {
+        self.timeout
+    }
+
+    /// How many orders run at once.
+    pub fn concurrency_limit(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Every short registered with `#[ai_short]` in this binary, sorted by name.
+    pub fn registered() -> Vec<Short> {
+        let mut shorts: Vec<Short> = inventory::iter::<ShortDef>().map(Short::from_def).collect();
+        shorts.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.location.cmp(&b.location)));
+        shorts
+    }
+
+    /// Where the short was declared, for error messages.
+    pub(crate) fn origin(&self) -> String {
+        match &self.location {
+            Some(location) => format!("`{}` ({location})", self.name),
+            None => format!("`{}`", self.name),
+        }
+    }
+}
+
+impl fmt::Debug for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Short")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("timeout", &self.timeout)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A short as `#[ai_short]` registers it; built in a `const` context.
+#[doc(hidden)]
+pub struct ShortDef {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub path: Option<&'static str>,
+    pub timeout_ms: Option<u64>,
+    pub concurrency: Option<u32>,
+    pub handler: fn(Call) -> HandlerFuture,
+    pub module: &'static str,
+    pub file: &'static str,
+    pub line: u32,
+}
+
+inventory::collect!(ShortDef);
+
+/// One order, as handed to a type-erased handler.
+#[doc(hidden)]
+pub struct Call {
+    pub(crate) inputs: Option<Box<RawValue>>,
+    pub(crate) order: Order,
+}
+
+/// Deserializes the buyer's inputs into the short's input type, naming the field that does not fit.
+#[doc(hidden)]
+pub fn input<T: DeserializeOwned>(call: &Call) -> Result<T, Error> {
+    let raw = call.inputs.as_deref().map_or("{}", RawValue::get);
+    let raw = if raw == "null" { "{}" } else { raw };
+    let mut deserializer = serde_json::Deserializer::from_str(raw);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let message = without_position(&error.inner().to_string());
+        let message = if path == "." {
+            format!("invalid input: {message}")
+        } else {
+            format!("invalid input `{path}`: {message}")
+        };
+        Error::with_kind(ErrorKind::Input, message)
+    })
+}
+
+/// serde_json appends " at line L column C", which means nothing to a buyer.
+pub(crate) fn without_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) if message[index..].contains(" column ") => message[..index].to_owned(),
+        _ => message.to_owned(),
+    }
+}
+
+/// Types a short may take as its second argument.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the second argument of an `#[ai_short]` function",
+    label = "expected `Order`",
+    note = "the second argument, when present, is the order: `order: shorts_runtime::Order`"
+)]
+pub trait FromCall {
+    /// Extracts the value from the order being run.
+    fn from_call(call: &Call) -> Self;
+}
+
+impl FromCall for Order {
+    fn from_call(call: &Call) -> Self {
+        call.order.clone()
+    }
+}
+
+/// The return type of a short: a `Result` whose `Ok` is an output and whose `Err` is an error.
+#[diagnostic::on_unimplemented(
+    message = "`#[ai_short]` functions must return `Result<T, E>`, not `{Self}`",
+    label = "expected `Result<T, E>`",
+    note = "e.g. `-> shorts_runtime::Result<String>`"
+)]
+pub trait HandlerResult {
+    /// The success value.
+    type Ok;
+    /// The error.
+    type Err;
+    /// Splits the result.
+    ///
+    /// # Errors
+    ///
+    /// Returns the handler's own error.
+    fn into_result(self) -> Result<Self::Ok, Self::Err>;
+}
+
+impl<T, E> HandlerResult for Result<T, E> {
+    type Ok = T;
+    type Err = E;
+
+    fn into_result(self) -> Result<T, E> {
+        self
+    }
+}
+
+#[doc(hidden)]
+pub fn into_output<T: IntoOutput>(value: T) -> Result<Output, Error> {
+    value.into_output()
+}
+
+#[doc(hidden)]
+pub fn into_error<E: IntoError>(error: E) -> Error {
+    error.into_error()
+}

@@ -1,0 +1,225 @@
+//! What a short returns, and how it maps onto the platform's `output_type`s.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::error::{Error, ErrorKind};
+
+/// A finished result, one variant per v1 `output_type` of the callback.
+///
+/// Handlers usually return one of the wrapper types (`String`, [`Html`], [`Json`], [`Csv`], [`Url`],
+/// [`File`], `Vec<File>`) and let the framework build this.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Output {
+    /// `output_type: "text"`.
+    Text(String),
+    /// `output_type: "html"`, inline. Newer platform docs prefer hosting the page and returning a [`Url`].
+    Html(String),
+    /// `output_type: "json"`: the serialized JSON, sent as the *string* `result_text`.
+    Json(String),
+    /// `output_type: "csv"`.
+    Csv(String),
+    /// `output_type: "url"`: a hosted result.
+    Url(String),
+    /// `output_type: "file"`: one file, or several as a `files` array.
+    Files(Vec<File>),
+}
+
+impl Output {
+    /// Serializes `value` into a JSON output.
+    ///
+    /// # Errors
+    ///
+    /// When `value` cannot be serialized (e.g. a map with non-string keys).
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
+        serde_json::to_string(value)
+            .map(Output::Json)
+            .map_err(|e| Error::with_kind(ErrorKind::Output, format!("the output is not valid JSON: {e}")))
+    }
+
+    /// The `output_type` this output is sent as.
+    pub fn output_type(&self) -> &'static str {
+        match self {
+            Output::Text(_) => "text",
+            Output::Html(_) => "html",
+            Output::Json(_) => "json",
+            Output::Csv(_) => "csv",
+            Output::Url(_) => "url",
+            Output::Files(_) => "file",
+        }
+    }
+}
+
+/// An HTML page sent inline (`output_type: "html"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Html(pub String);
+
+/// A value sent as JSON (`output_type: "json"`); the platform receives it serialized as a string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Json<T>(pub T);
+
+/// CSV text (`output_type: "csv"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Csv(pub String);
+
+/// The address of a hosted result (`output_type: "url"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url(pub String);
+
+/// A file returned to the buyer.
+#[derive(Clone)]
+pub struct File {
+    name: String,
+    mime: String,
+    data: Bytes,
+}
+
+impl File {
+    /// A file from bytes in memory, with its name and MIME type.
+    pub fn from_bytes(name: impl Into<String>, mime: impl Into<String>, bytes: impl Into<Bytes>) -> Self {
+        Self {
+            name: name.into(),
+            mime: mime.into(),
+            data: bytes.into(),
+        }
+    }
+
+    /// A file from bytes in memory, its MIME type guessed from the name's extension
+    /// (`application/octet-stream` when unknown).
+    pub fn new(name: impl Into<String>, bytes: impl Into<Bytes>) -> Self {
+        let name = name.into();
+        let mime = mime_guess::from_path(&name)
+            .first_or_octet_stream()
+            .essence_str()
+            .to_owned();
+        Self::from_bytes(name, mime, bytes)
+    }
+
+    /// Replaces the MIME type.
+    #[must_use]
+    pub fn with_mime(mut self, mime: impl Into<String>) -> Self {
+        self.mime = mime.into();
+        self
+    }
+
+    /// The file name the buyer sees.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The MIME type.
+    pub fn mime(&self) -> &str {
+        &self.mime
+    }
+
+    /// The size in bytes.
+    pub fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The contents.
+    pub fn bytes(&self) -> &Bytes {
+        &self.data
+    }
+}
+
+impl fmt::Debug for File {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("File")
+            .field("name", &self.name)
+            .field("mime", &self.mime)
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+/// Turns a short's success value into an [`Output`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the output of an AI Short",
+    label = "not an output",
+    note = "return `String` (text), `Html`, `Json<T>`, `Csv`, `Url`, `File`, `Vec<File>` or `Output`"
+)]
+pub trait IntoOutput {
+    /// Performs the conversion.
+    ///
+    /// # Errors
+    ///
+    /// When the value cannot be represented, e.g. a `Json<T>` that fails to serialize or an empty
+    /// `Vec<File>`.
+    fn into_output(self) -> Result<Output, Error>;
+}
+
+impl IntoOutput for Output {
+    fn into_output(self) -> Result<Output, Error> {
+        match &self {
+            Output::Files(files) if files.is_empty() => Err(no_files()),
+            _ => Ok(self),
+        }
+    }
+}
+
+impl IntoOutput for String {
+    fn into_output(self) -> Result<Output, Error> {
+        Ok(Output::Text(self))
+    }
+}
+
+impl IntoOutput for &'static str {
+    fn into_output(self) -> Result<Output, Error> {
+        Ok(Output::Text(self.to_owned()))
+    }
+}
+
+impl IntoOutput for Html {
+    fn into_output(self) -> Result<Output, Error> {
+        Ok(Output::Html(self.0))
+    }
+}
+
+impl IntoOutput for Csv {
+    fn into_output(self) -> Result<Output, Error> {
+        Ok(Output::Csv(self.0))
+    }
+}
+
+impl IntoOutput for Url {
+    fn into_output(self) -> Result<Output, Error> {
+        Ok(Output::Url(self.0))
+    }
+}
+
+impl<T: Serialize> IntoOutput for Json<T> {
+    fn into_output(self) -> Result<Output, Error> {
+        Output::json(&self.0)
+    }
+}
+
+impl IntoOutput for serde_json::Value {
+    fn into_output(self) -> Result<Output, Error> {
+        Output::json(&self)
+    }
+}
+
+impl IntoOutput for File {
+    fn into_output(self) -> Result<Output, Error> {
+        Ok(Output::Files(vec![self]))
+    }
+}
+
+impl IntoOutput for Vec<File> {
+    fn into_output(self) -> Result<Output, Error> {
+        Output::Files(self).into_output()
+    }
+}
+
+fn no_files() -> Error {
+    Error::with_kind(ErrorKind::Output, "the short returned no files".to_owned())
+}

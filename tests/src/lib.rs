@@ -1,1 +1,129 @@
-//! Helpers shared by the end-to-end suites: a served app on 127.0.0.1 next to a mock platform.
+//! Helpers shared by the end-to-end suites: the real server on 127.0.0.1 next to a mock platform.
+//!
+//! Helpers panic on failure: they only run inside tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use shorts_runtime::testing::MockPlatform;
+use shorts_runtime::{App, AppBuilder, Config};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a test waits for a callback that should come.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A served application and the mock platform it delivers to.
+pub struct Served {
+    /// The platform double.
+    pub platform: MockPlatform,
+    /// Where the application listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Served {
+    /// Every `#[ai_short]` of the test binary, configured for the mock.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}, |builder| builder).await
+    }
+
+    /// As [`Served::start`], with the configuration and the builder adjusted first.
+    pub async fn start_with(
+        configure: impl FnOnce(&mut Config),
+        build: impl FnOnce(AppBuilder) -> AppBuilder,
+    ) -> Self {
+        let platform = MockPlatform::start().await.expect("mock platform");
+        let mut config = platform.config();
+        configure(&mut config);
+        let app = build(App::builder().config(config)).build().expect("app");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Served {
+            platform,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// The URL of `path` on the server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs the documented webhook body for `order_id` with `inputs` to `path`.
+    pub async fn order(&self, path: &str, order_id: &str, inputs: Value) -> u16 {
+        let body = self.platform.webhook_body(order_id, inputs);
+        self.platform
+            .send_webhook(&self.url(path), &body)
+            .await
+            .expect("webhook sent")
+    }
+
+    /// POSTs `body` to `path` with the given headers; returns the status and the JSON answer.
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let mut request = reqwest::Client::new().post(self.url(path)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// The callback for `order_id`, waiting for it.
+    pub async fn callback(&self, order_id: &str) -> Value {
+        self.platform
+            .wait_for(order_id, PATIENCE)
+            .await
+            .unwrap_or_else(|| panic!("no callback for {order_id}"))
+            .body
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    /// Stops the server gracefully and waits for it, keeping the platform for inspection.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("stopped in time")
+                .expect("server task")
+                .expect("served");
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Headers of a well-formed webhook.
+pub const WEBHOOK_HEADERS: &[(&str, &str)] = &[
+    ("content-type", "application/json"),
+    ("x-api-key", MockPlatform::WEBHOOK_KEY),
+];

@@ -92,41 +92,10 @@ impl Delivery {
     /// Delivers one callback body, retrying on 5xx, 408, 429 and network errors as the schedule
     /// says, and slowly (without using up the schedule) while the platform answers 401.
     pub(crate) async fn deliver(&self, url: &Url, body: Bytes) -> Delivered {
-        let mut attempts = 0u32;
-        let mut steps = self.schedule.iter();
-        let mut wait = steps.next().copied().unwrap_or_default();
-        loop {
-            tokio::time::sleep(jitter(wait)).await;
-            attempts += 1;
-            match self.attempt(url, body.clone()).await {
-                Attempt::Done(Delivered::Accepted { .. }) => {
-                    info!(attempts, "callback accepted");
-                    return Delivered::Accepted { attempts };
-                }
-                Attempt::Done(other) => return other,
-                Attempt::Unauthorized => {
-                    error!(
-                        attempts,
-                        retry_in = %humantime::format_duration(self.unauthorized_retry),
-                        "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
-                    );
-                    wait = self.unauthorized_retry;
-                }
-                Attempt::Retry { reason, after } => match steps.next() {
-                    Some(next) => {
-                        let next = after.map_or(*next, |after| after.min(MAX_RETRY_AFTER).max(*next));
-                        warn!(attempts, %reason, retry_in = %humantime::format_duration(next), "callback failed; will retry");
-                        wait = next;
-                    }
-                    None => {
-                        return Delivered::Exhausted {
-                            attempts,
-                            last: reason,
-                        };
-                    }
-                },
-            }
-        }
+        retry(&self.schedule, self.unauthorized_retry, || {
+            self.attempt(url, body.clone())
+        })
+        .await
     }
 
     async fn attempt(&self, url: &Url, body: Bytes) -> Attempt {
@@ -171,6 +140,51 @@ impl Delivery {
                 status: s.as_u16(),
                 detail,
             }),
+        }
+    }
+}
+
+/// Runs `attempt` until it is done: after each retryable failure it waits for the next step of
+/// `schedule` (or longer, when the platform asked with `Retry-After`), jittered; after a 401 it
+/// waits `unauthorized` without using up a step.
+async fn retry<F, Fut>(schedule: &[Duration], unauthorized: Duration, mut attempt: F) -> Delivered
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Attempt>,
+{
+    let mut attempts = 0u32;
+    let mut steps = schedule.iter();
+    let mut wait = steps.next().copied().unwrap_or_default();
+    loop {
+        tokio::time::sleep(jitter(wait)).await;
+        attempts += 1;
+        match attempt().await {
+            Attempt::Done(Delivered::Accepted { .. }) => {
+                info!(attempts, "callback accepted");
+                return Delivered::Accepted { attempts };
+            }
+            Attempt::Done(other) => return other,
+            Attempt::Unauthorized => {
+                error!(
+                    attempts,
+                    retry_in = %humantime::format_duration(unauthorized),
+                    "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
+                );
+                wait = unauthorized;
+            }
+            Attempt::Retry { reason, after } => match steps.next() {
+                Some(next) => {
+                    let next = after.map_or(*next, |after| after.min(MAX_RETRY_AFTER).max(*next));
+                    warn!(attempts, %reason, retry_in = %humantime::format_duration(next), "callback failed; will retry");
+                    wait = next;
+                }
+                None => {
+                    return Delivered::Exhausted {
+                        attempts,
+                        last: reason,
+                    };
+                }
+            },
         }
     }
 }
@@ -253,6 +267,112 @@ mod tests {
             delivery.target(None).as_str(),
             "https://api.sellershorts.com/api/orders/callback"
         );
+    }
+
+    use std::cell::RefCell;
+    use tokio::time::Instant;
+
+    /// Replays `script` as the platform's answers, recording when each attempt was made.
+    async fn replay(schedule: &[Duration], script: Vec<Attempt>) -> (Delivered, Vec<Duration>) {
+        let start = Instant::now();
+        let times = RefCell::new(Vec::new());
+        let script = RefCell::new(script.into_iter());
+        let outcome = retry(schedule, Duration::from_secs(600), || {
+            times.borrow_mut().push(start.elapsed());
+            let next = script.borrow_mut().next();
+            async move { next.unwrap_or(Attempt::Done(Delivered::Accepted { attempts: 0 })) }
+        })
+        .await;
+        (outcome, times.into_inner())
+    }
+
+    fn retryable() -> Attempt {
+        Attempt::Retry {
+            reason: "503".into(),
+            after: None,
+        }
+    }
+
+    fn within(actual: Duration, expected: Duration) -> bool {
+        actual >= expected.mul_f64(0.8) && actual <= expected.mul_f64(1.2) + Duration::from_millis(5)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_default_schedule_spans_about_three_days() {
+        let schedule = Config::default().retry_schedule;
+        let (outcome, times) = replay(&schedule, (0..12).map(|_| retryable()).collect()).await;
+        assert_eq!(
+            outcome,
+            Delivered::Exhausted {
+                attempts: 12,
+                last: "503".into()
+            }
+        );
+        assert_eq!(times.len(), 12);
+        assert!(
+            times[0] < Duration::from_millis(5),
+            "the first attempt is immediate"
+        );
+        for (i, pair) in times.windows(2).enumerate() {
+            let gap = pair[1] - pair[0];
+            assert!(
+                within(gap, schedule[i + 1]),
+                "gap {i}: {gap:?} vs {:?}",
+                schedule[i + 1]
+            );
+        }
+        let total = times[11];
+        let days = total.as_secs_f64() / 86_400.0;
+        assert!((2.4..3.6).contains(&days), "{days} days");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_after_failures_stops_retrying() {
+        let schedule = [0, 5, 30].map(Duration::from_secs);
+        let (outcome, times) = replay(&schedule, vec![retryable(), retryable()]).await;
+        assert_eq!(outcome, Delivered::Accepted { attempts: 3 });
+        assert_eq!(times.len(), 3);
+        assert!(within(times[1], Duration::from_secs(5)));
+        assert!(within(times[2] - times[1], Duration::from_secs(30)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_not_retried() {
+        let schedule = [0, 5].map(Duration::from_secs);
+        let refused = Attempt::Done(Delivered::Rejected {
+            status: 400,
+            detail: String::new(),
+        });
+        let (outcome, times) = replay(&schedule, vec![refused]).await;
+        assert!(matches!(outcome, Delivered::Rejected { status: 400, .. }));
+        assert_eq!(times.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unauthorized_retries_slowly_without_using_up_the_schedule() {
+        let schedule = [0, 5].map(Duration::from_secs);
+        let script = (0..20)
+            .map(|_| Attempt::Unauthorized)
+            .chain([retryable()])
+            .collect();
+        let (outcome, times) = replay(&schedule, script).await;
+        // 20 refusals of the secret, one 503, then success on the schedule's second step.
+        assert_eq!(outcome, Delivered::Accepted { attempts: 22 });
+        for pair in times[..21].windows(2) {
+            assert!(within(pair[1] - pair[0], Duration::from_secs(600)));
+        }
+        assert!(within(times[21] - times[20], Duration::from_secs(5)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_lengthens_a_step() {
+        let schedule = [0, 5, 5].map(Duration::from_secs);
+        let slow_down = Attempt::Retry {
+            reason: "429".into(),
+            after: Some(Duration::from_secs(60)),
+        };
+        let (_, times) = replay(&schedule, vec![slow_down]).await;
+        assert!(within(times[1], Duration::from_secs(60)));
     }
 
     #[test]

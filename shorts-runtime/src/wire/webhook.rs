@@ -63,6 +63,15 @@ pub(crate) struct EnvelopeError {
 
 impl Webhook {
     pub(crate) fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
+        // serde would also read a struct from an array; a webhook is always an object.
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+        {
+            return Err(EnvelopeError {
+                path: ".".to_owned(),
+                message: "expected a JSON object with an `order_id`".to_owned(),
+            });
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(body);
         let webhook: Webhook =
             serde_path_to_error::deserialize(&mut deserializer).map_err(|e| EnvelopeError {

@@ -1,0 +1,209 @@
+//! The binary's command line: `invoke`, `list`, configuration errors, and `serve` for real.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shorts_runtime::testing::MockPlatform;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hello-short");
+
+/// The binary with a clean environment.
+fn hello() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.stdin(Stdio::null()).output().expect("the binary runs")
+}
+
+fn stdout_json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn invoke_prints_the_callback() {
+    let output = run(hello().args(["invoke", "echo", "--input", r#"{"text": "hello", "shout": true}"#]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let callback = stdout_json(&output);
+    assert_eq!(callback["ok"], true);
+    assert_eq!(callback["output_type"], "text");
+    assert_eq!(callback["result_text"], "HELLO");
+    assert!(callback["order_id"].as_str().is_some_and(|id| id.len() == 36));
+}
+
+#[test]
+fn invoke_replays_a_whole_webhook_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("hello-short-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("webhook.json");
+    let webhook = json!({
+        "short_id": "abc123",
+        "order_id": "550e8400-e29b-41d4-a716-446655440000",
+        "inputs": {"text": "from a file"},
+        "callback_url": "https://api.sellershorts.com/api/orders/callback",
+        "ts": 1736032405
+    });
+    std::fs::write(&file, webhook.to_string()).expect("write");
+    let output = run(hello().args(["invoke", "echo", "--input-file"]).arg(&file));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout_json(&output),
+        json!({"ok": true, "order_id": "550e8400-e29b-41d4-a716-446655440000",
+               "output_type": "text", "result_text": "from a file"})
+    );
+}
+
+#[test]
+fn invoke_exits_1_on_a_failed_order() {
+    let output = run(hello().args(["invoke", "echo", "--input", r#"{"txt": "typo"}"#]));
+    assert_eq!(output.status.code(), Some(1));
+    let callback = stdout_json(&output);
+    assert_eq!(callback["ok"], false);
+    assert_eq!(callback["error"], "invalid input: missing field `text`");
+}
+
+#[test]
+fn invoke_usage_errors_exit_2() {
+    let unknown = run(hello().args(["invoke", "nope", "--input", "{}"]));
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(
+        stderr(&unknown).trim(),
+        "error: no short named `nope`; this binary has: echo"
+    );
+
+    let not_json = run(hello().args(["invoke", "echo", "--input", "{text"]));
+    assert_eq!(not_json.status.code(), Some(2));
+    assert!(stderr(&not_json).starts_with("error: the input is not JSON"));
+
+    let missing = run(hello().args(["invoke", "echo"]));
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn list_shows_the_short() {
+    let output = run(hello().arg("list"));
+    assert_eq!(output.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        text.trim(),
+        "echo  POST /shorts/echo  timeout 15m  concurrency 32  Echo the buyer's text back."
+    );
+}
+
+#[test]
+fn configuration_errors_are_one_line_and_exit_2() {
+    let no_secret = run(hello().env("SHORTS_WEBHOOK_AUTH", "x-api-key: k"));
+    assert_eq!(no_secret.status.code(), Some(2));
+    assert_eq!(
+        stderr(&no_secret).trim(),
+        "error: `SHORTS_CALLBACK_SECRET` is not set: set it to the callback secret shown in the Connect step"
+    );
+
+    let bad_auth = run(hello()
+        .arg("serve")
+        .env("SHORTS_CALLBACK_SECRET", "s")
+        .env("SHORTS_WEBHOOK_AUTH", "k"));
+    assert_eq!(bad_auth.status.code(), Some(2));
+    let message = stderr(&bad_auth);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.starts_with("error: `SHORTS_WEBHOOK_AUTH` is invalid"),
+        "{message}"
+    );
+
+    let bad_port = run(hello().env("PORT", "eighty"));
+    assert_eq!(bad_port.status.code(), Some(2));
+    assert_eq!(
+        stderr(&bad_port).trim(),
+        "error: `PORT` is invalid: \"eighty\" is not a port number"
+    );
+}
+
+/// Kills the child if the test fails before it exits.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_takes_a_webhook_and_stops_on_sigterm() {
+    let platform = MockPlatform::start().await.expect("mock");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = hello()
+        .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
+        .env("SHORTS_CALLBACK_SECRET", platform.secret())
+        .env("SHORTS_CALLBACK_URL", platform.callback_url())
+        .env(
+            "SHORTS_WEBHOOK_AUTH",
+            format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut child = Child(child);
+
+    // Wait (bounded) for the server to answer its health check.
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ready = false;
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the server did not start listening on {health}");
+
+    let order = "550e8400-e29b-41d4-a716-446655440000";
+    let body = platform.webhook_body(order, json!({"text": "over the wire"}));
+    let status = platform
+        .send_webhook(&format!("http://127.0.0.1:{port}/shorts/echo"), &body)
+        .await
+        .expect("webhook sent");
+    assert_eq!(status, 200);
+    let callback = platform
+        .wait_for(order, Duration::from_secs(10))
+        .await
+        .expect("callback");
+    assert_eq!(callback.body["result_text"], "over the wire");
+
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(terminated.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, Some(0));
+}

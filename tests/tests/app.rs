@@ -1,0 +1,163 @@
+//! Building an application: the checks at start-up, the concurrency limit, graceful shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shorts_runtime::prelude::*;
+use shorts_runtime::testing::MockPlatform;
+use shorts_runtime::{BuildError, Config};
+use shorts_tests::{PATIENCE, Served};
+
+#[derive(Deserialize)]
+struct Input {}
+
+/// Two shorts of this binary claim the same route: the binary must refuse to start.
+#[ai_short(path = "/clash")]
+async fn first(_input: Input) -> Result<String> {
+    Ok("first".into())
+}
+
+#[ai_short(path = "/clash")]
+async fn second(_input: Input) -> Result<String> {
+    Ok("second".into())
+}
+
+fn ok_short(name: &str) -> Short {
+    Short::new(name, |_: Value, _: Order| async { Ok::<_, Error>("ok") })
+}
+
+async fn config() -> (MockPlatform, Config) {
+    let platform = MockPlatform::start().await.expect("mock");
+    let config = platform.config();
+    (platform, config)
+}
+
+#[tokio::test]
+async fn shorts_of_the_binary_sharing_a_route_are_refused_at_start_up() {
+    let (_platform, config) = config().await;
+    let error = App::builder()
+        .config(config)
+        .build()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.starts_with("two shorts are served at `/clash`: `first` (tests/tests/app.rs:"),
+        "{error}"
+    );
+    assert!(error.contains("and `second` (tests/tests/app.rs:"), "{error}");
+}
+
+#[tokio::test]
+async fn hand_built_shorts_are_checked_too() {
+    let (_platform, config) = config().await;
+    let build = |shorts: Vec<Short>| {
+        let mut builder = App::builder().config(config.clone()).without_registered();
+        for short in shorts {
+            builder = builder.short(short);
+        }
+        builder.build()
+    };
+    assert!(matches!(build(vec![]), Err(BuildError::NoShorts)));
+    assert!(matches!(
+        build(vec![ok_short("a"), ok_short("a").path("/other")]),
+        Err(BuildError::DuplicateName { .. })
+    ));
+    assert!(matches!(
+        build(vec![ok_short("a").path("/x"), ok_short("b").path("/x")]),
+        Err(BuildError::DuplicatePath { .. })
+    ));
+    for path in ["x", "/x/", "/a//b", "/{id}", "/healthz", "/a b"] {
+        assert!(
+            matches!(
+                build(vec![ok_short("a").path(path)]),
+                Err(BuildError::InvalidPath { .. })
+            ),
+            "{path}"
+        );
+    }
+    assert!(build(vec![ok_short("a"), ok_short("b").path("/v1/b-c_d.e~f")]).is_ok());
+}
+
+#[tokio::test]
+async fn serving_needs_the_secret_and_the_auth_header() {
+    let (_platform, config) = config().await;
+    let mut without_secret = config.clone();
+    without_secret.callback_secret = None;
+    let error = App::builder()
+        .config(without_secret)
+        .short(ok_short("a"))
+        .without_registered()
+        .build();
+    assert!(
+        error
+            .err()
+            .is_some_and(|e| e.to_string().contains("SHORTS_CALLBACK_SECRET"))
+    );
+    let mut without_auth = config;
+    without_auth.webhook_auth.clear();
+    let error = App::builder()
+        .config(without_auth)
+        .short(ok_short("a"))
+        .without_registered()
+        .build();
+    assert!(
+        error
+            .err()
+            .is_some_and(|e| e.to_string().contains("SHORTS_WEBHOOK_AUTH"))
+    );
+}
+
+#[tokio::test]
+async fn the_concurrency_limit_holds() {
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (Arc::clone(&running), Arc::clone(&peak));
+    let short = Short::new("limited", move |_: Value, _: Order| {
+        let (running, peak) = (Arc::clone(&r), Arc::clone(&p));
+        async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, Error>("done")
+        }
+    })
+    .concurrency(2);
+    let served = Served::start_with(|_| {}, |b| b.without_registered().short(short)).await;
+    for i in 0..6 {
+        assert_eq!(
+            served
+                .order("/shorts/limited", &format!("o-{i}"), json!({}))
+                .await,
+            200
+        );
+    }
+    let callbacks = served
+        .platform
+        .wait_for_count(6, PATIENCE)
+        .await
+        .expect("six callbacks");
+    assert!(callbacks.iter().all(|c| c.ok()));
+    assert_eq!(peak.load(Ordering::SeqCst), 2);
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_running_orders_finish() {
+    let short = Short::new("slow", |_: Value, _: Order| async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok::<_, Error>("finished")
+    });
+    let mut served = Served::start_with(|_| {}, |b| b.without_registered().short(short)).await;
+    assert_eq!(served.order("/shorts/slow", "o-grace", json!({})).await, 200);
+    assert!(served.platform.callbacks().is_empty(), "still running");
+    served.shutdown().await;
+    let callbacks = served.platform.callbacks();
+    assert_eq!(callbacks.len(), 1, "delivered before shutdown returned");
+    assert_eq!(callbacks[0].body["result_text"], "finished");
+    // The listener is closed.
+    assert!(tokio::net::TcpStream::connect(served.addr).await.is_err());
+}

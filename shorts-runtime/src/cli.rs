@@ -31,7 +31,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve every short (the default); configured from the environment.
-    Serve,
+    Serve {
+        /// Deliver callbacks to a built-in mock of the platform and print them, to try the server
+        /// locally with curl. The webhook auth header defaults to `x-api-key: local-test-key`.
+        #[arg(long)]
+        mock: bool,
+    },
     /// Run one order in-process against a built-in mock of the platform and print the callback.
     Invoke {
         /// The short to run (see `list`).
@@ -62,8 +67,8 @@ pub fn run() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(1, &format!("could not start the tokio runtime: {e}")),
     };
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => runtime.block_on(serve()),
+    match cli.command.unwrap_or(Command::Serve { mock: false }) {
+        Command::Serve { mock } => runtime.block_on(serve(mock)),
         Command::List => list(),
         Command::Invoke {
             short,
@@ -89,8 +94,20 @@ fn fail(code: u8, message: &str) -> ExitCode {
     ExitCode::from(code)
 }
 
-async fn serve() -> ExitCode {
-    let app = match App::from_env() {
+async fn serve(mock: bool) -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => return fail(USAGE, &e.to_string()),
+    };
+    let (config, platform) = if mock {
+        match with_mock_platform(config).await {
+            Ok((config, platform)) => (config, Some(platform)),
+            Err(message) => return fail(1, &message),
+        }
+    } else {
+        (config, None)
+    };
+    let app = match App::builder().config(config).build() {
         Ok(app) => app,
         Err(e) => return fail(USAGE, &e.to_string()),
     };
@@ -99,11 +116,56 @@ async fn serve() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(1, &format!("could not listen on {bind}: {e}")),
     };
-    match app.serve(listener, shutdown_signal()).await {
+    let result = app.serve(listener, shutdown_signal()).await;
+    drop(platform);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e.to_string()),
     }
 }
+
+/// Points `config` at an in-process mock platform that prints every callback it accepts.
+async fn with_mock_platform(mut config: Config) -> Result<(Config, MockPlatform), String> {
+    let mut builder = MockPlatform::builder();
+    if let Some(secret) = &config.callback_secret {
+        builder = builder.secret(secret.expose());
+    }
+    let platform = builder
+        .start()
+        .await
+        .map_err(|e| format!("could not start the mock platform: {e}"))?;
+    config.callback_secret = Some(Secret::new(platform.secret()));
+    config.callback_url =
+        url::Url::parse(&platform.callback_url()).map_err(|e| format!("mock platform URL: {e}"))?;
+    if config.webhook_auth.is_empty() {
+        config.webhook_auth =
+            vec![WebhookAuth::new("x-api-key", MOCK_WEBHOOK_KEY).map_err(|e| e.to_string())?];
+    }
+    let auth = config
+        .webhook_auth
+        .iter()
+        .map(WebhookAuth::header_name)
+        .collect::<Vec<_>>()
+        .join(", ");
+    info!(callback_url = %config.callback_url, webhook_auth = %auth, "callbacks go to a local mock platform and are printed");
+    let mut accepted = platform.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match accepted.recv().await {
+                Ok(callback) => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&abbreviated(&callback.body)).unwrap_or_default()
+                ),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+    Ok((config, platform))
+}
+
+/// The webhook auth value `serve --mock` expects when `SHORTS_WEBHOOK_AUTH` is not set.
+const MOCK_WEBHOOK_KEY: &str = "local-test-key";
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {

@@ -144,13 +144,46 @@ impl Drop for Child {
     }
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Waits (bounded) until the server listens on `port`.
+async fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not start listening on port {port}");
+}
+
+/// Sends SIGTERM and returns the exit code (bounded wait).
+async fn terminate(child: &mut Child) -> Option<i32> {
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(terminated.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            return status.code();
+        }
+        assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn serve_takes_a_webhook_and_stops_on_sigterm() {
     let platform = MockPlatform::start().await.expect("mock");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let child = hello()
         .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
         .env("SHORTS_CALLBACK_SECRET", platform.secret())
@@ -165,19 +198,7 @@ async fn serve_takes_a_webhook_and_stops_on_sigterm() {
         .spawn()
         .expect("spawn");
     let mut child = Child(child);
-
-    // Wait (bounded) for the server to answer its health check.
-    let health = format!("http://127.0.0.1:{port}/healthz");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut ready = false;
-    while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the server did not start listening on {health}");
+    wait_listening(port).await;
 
     let order = "550e8400-e29b-41d4-a716-446655440000";
     let body = platform.webhook_body(order, json!({"text": "over the wire"}));
@@ -191,19 +212,57 @@ async fn serve_takes_a_webhook_and_stops_on_sigterm() {
         .await
         .expect("callback");
     assert_eq!(callback.body["result_text"], "over the wire");
+    assert_eq!(terminate(&mut child).await, Some(0));
+}
 
-    let terminated = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(terminated.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(status) = child.0.try_wait().expect("wait") {
-            break status.code();
+#[tokio::test]
+async fn serve_with_the_mock_platform_prints_callbacks() {
+    // Only used to build the webhook body and send it with the right header.
+    let sender = MockPlatform::start().await.expect("mock");
+    let port = free_port();
+    let child = hello()
+        .args(["serve", "--mock"])
+        .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
+        .env(
+            "SHORTS_WEBHOOK_AUTH",
+            format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut child = Child(child);
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
         }
-        assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(code, Some(0));
+    });
+    wait_listening(port).await;
+
+    let body = sender.webhook_body("o-mock", json!({"text": "local"}));
+    let status = sender
+        .send_webhook(&format!("http://127.0.0.1:{port}/shorts/echo"), &body)
+        .await
+        .expect("webhook sent");
+    assert_eq!(status, 200);
+    let mut printed = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !printed.ends_with("}\n") && Instant::now() < deadline {
+        if let Ok(line) = received.recv_timeout(Duration::from_millis(100)) {
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+    }
+    let callback: Value = serde_json::from_str(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"));
+    assert_eq!(
+        callback,
+        json!({"ok": true, "order_id": "o-mock", "output_type": "text", "result_text": "local"})
+    );
+    assert_eq!(terminate(&mut child).await, Some(0));
 }

@@ -55,7 +55,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -112,13 +112,26 @@ impl Callback {
     }
 }
 
-#[derive(Default)]
 struct State {
     faults: Mutex<VecDeque<Fault>>,
     attempts: Mutex<Vec<Attempt>>,
     callbacks: Mutex<Vec<Callback>>,
     completed: Mutex<HashSet<String>>,
     changed: Notify,
+    accepted: broadcast::Sender<Callback>,
+}
+
+impl State {
+    fn new() -> Self {
+        Self {
+            faults: Mutex::default(),
+            attempts: Mutex::default(),
+            callbacks: Mutex::default(),
+            completed: Mutex::default(),
+            changed: Notify::new(),
+            accepted: broadcast::channel(64).0,
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -154,7 +167,7 @@ impl MockPlatformBuilder {
     pub async fn start(self) -> std::io::Result<MockPlatform> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(State::default());
+        let state = Arc::new(State::new());
         let server = Server {
             state: Arc::clone(&state),
             secret: Arc::from(self.secret.as_str()),
@@ -284,6 +297,11 @@ impl MockPlatform {
     /// Every request received so far, in order.
     pub fn attempts(&self) -> Vec<Attempt> {
         lock(&self.state.attempts).clone()
+    }
+
+    /// A stream of the callbacks accepted from now on (a slow reader misses the oldest).
+    pub fn subscribe(&self) -> broadcast::Receiver<Callback> {
+        self.state.accepted.subscribe()
     }
 
     /// Every callback accepted so far, duplicates included, in order.
@@ -429,11 +447,14 @@ impl Server {
         };
         let order_id = parsed["order_id"].as_str().unwrap_or_default().to_owned();
         let duplicate = !lock(&self.state.completed).insert(order_id);
-        lock(&self.state.callbacks).push(Callback {
+        let callback = Callback {
             body: parsed,
             duplicate,
             size: body.len(),
-        });
+        };
+        lock(&self.state.callbacks).push(callback.clone());
+        // No subscriber is fine.
+        let _ = self.state.accepted.send(callback);
         self.record(200, secret, body, "")
     }
 

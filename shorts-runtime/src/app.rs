@@ -59,12 +59,23 @@ pub enum BuildError {
 }
 
 /// Builds an [`App`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 #[must_use]
 pub struct AppBuilder {
     config: Option<Config>,
     shorts: Vec<Short>,
     skip_registered: bool,
+    progress: Option<crate::delivery::Progress>,
+}
+
+impl std::fmt::Debug for AppBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppBuilder")
+            .field("config", &self.config)
+            .field("shorts", &self.shorts)
+            .field("skip_registered", &self.skip_registered)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AppBuilder {
@@ -84,6 +95,12 @@ impl AppBuilder {
     /// `#[ai_short]`.
     pub fn without_registered(mut self) -> Self {
         self.skip_registered = true;
+        self
+    }
+
+    /// Reports the progress of large uploads to `progress` (file name, bytes sent, total).
+    pub(crate) fn upload_progress(mut self, progress: crate::delivery::Progress) -> Self {
+        self.progress = Some(progress);
         self
     }
 
@@ -111,7 +128,7 @@ impl AppBuilder {
             var: "SHORTS_CALLBACK_SECRET",
             hint: "set it to the callback secret shown in the Connect step",
         })?;
-        let delivery = Delivery::new(&config, secret).map_err(BuildError::Client)?;
+        let delivery = Delivery::new(&config, secret, self.progress).map_err(BuildError::Client)?;
         let lanes = shorts
             .into_iter()
             .map(|short| Arc::new(Lane::new(short)))

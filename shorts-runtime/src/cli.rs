@@ -1,7 +1,9 @@
 //! `run()`: the command line every short binary gets.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -14,7 +16,7 @@ use tracing::info;
 use crate::app::App;
 use crate::config::{Config, Secret, WebhookAuth};
 use crate::short::Short;
-use crate::testing::MockPlatform;
+use crate::testing::{MockPlatform, StoredObject};
 use crate::wire::webhook::Webhook;
 use crate::worker::{Job, Submitted};
 
@@ -229,7 +231,12 @@ async fn invoke(name: &str, input: Option<String>, input_file: Option<PathBuf>, 
         Err(e) => return fail(USAGE, &format!("the input is not JSON: {e}")),
     };
 
-    let platform = match MockPlatform::start().await {
+    let objects = std::env::temp_dir().join(format!("shorts-invoke-{}", uuid::Uuid::new_v4()));
+    if let Err(e) = std::fs::create_dir_all(&objects) {
+        return fail(1, &format!("could not create {}: {e}", objects.display()));
+    }
+    let _cleanup = RemoveDir(objects.clone());
+    let platform = match MockPlatform::builder().save_objects_to(&objects).start().await {
         Ok(platform) => platform,
         Err(e) => return fail(1, &format!("could not start the mock platform: {e}")),
     };
@@ -272,7 +279,7 @@ async fn invoke(name: &str, input: Option<String>, input_file: Option<PathBuf>, 
         "{}",
         serde_json::to_string_pretty(&abbreviated(&callback.body)).unwrap_or_default()
     );
-    if let Err(e) = write_files(&callback.body, out) {
+    if let Err(e) = write_files(&callback.body, &platform.objects(), out) {
         return fail(1, &e);
     }
     if callback.ok() {
@@ -295,12 +302,34 @@ fn invoke_app(platform: &MockPlatform, name: &str) -> Result<App, String> {
     let mut config: Config = platform.config();
     config.callback_secret = Some(Secret::new(platform.secret()));
     config.webhook_auth = WebhookAuth::new("x-invoke", "local").into_iter().collect();
-    App::builder()
-        .config(config)
-        .without_registered()
-        .short(short)
-        .build()
-        .map_err(|e| e.to_string())
+    let mut builder = App::builder().config(config).without_registered().short(short);
+    if std::io::stderr().is_terminal() {
+        builder = builder.upload_progress(Arc::new(print_progress));
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// `uploading video.mp4   52.4 / 150.0 MB  35%`, redrawn in place.
+fn print_progress(name: &str, sent: u64, total: u64) {
+    const MB: f64 = 1_000_000.0;
+    let percent = if total == 0 { 100 } else { sent * 100 / total };
+    eprint!(
+        "\ruploading {name}  {:.1} / {:.1} MB  {percent:>3}%",
+        sent as f64 / MB,
+        total as f64 / MB
+    );
+    if sent >= total {
+        eprintln!();
+    }
+}
+
+/// Removes a folder when dropped.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The callback with long base64 strings shortened, for the terminal.
@@ -322,8 +351,9 @@ fn abbreviated(body: &Value) -> Value {
     }
 }
 
-/// Writes the callback's inline files into `dir`, and says where.
-fn write_files(body: &Value, dir: &Path) -> Result<(), String> {
+/// Writes the callback's files into `dir` (inline ones decoded, uploaded ones moved from the mock's
+/// storage), and says where.
+fn write_files(body: &Value, objects: &[StoredObject], dir: &Path) -> Result<(), String> {
     let mut entries: Vec<&Value> = body["files"]
         .as_array()
         .map(|a| a.iter().collect())
@@ -332,12 +362,9 @@ fn write_files(body: &Value, dir: &Path) -> Result<(), String> {
         entries.push(body);
     }
     for entry in entries {
-        let (Some(name), Some(data)) = (entry["filename"].as_str(), entry["file_base64"].as_str()) else {
+        let Some(name) = entry["filename"].as_str() else {
             continue;
         };
-        let bytes = STANDARD
-            .decode(data)
-            .map_err(|e| format!("file `{name}` is not valid base64: {e}"))?;
         // Only the last path component: a short must not write outside `dir`.
         let file_name = Path::new(name)
             .file_name()
@@ -345,8 +372,55 @@ fn write_files(body: &Value, dir: &Path) -> Result<(), String> {
             .ok_or_else(|| format!("file name {name:?} is not usable"))?;
         std::fs::create_dir_all(dir).map_err(|e| format!("could not create {}: {e}", dir.display()))?;
         let path = dir.join(file_name);
-        std::fs::write(&path, &bytes).map_err(|e| format!("could not write {}: {e}", path.display()))?;
-        eprintln!("wrote {} ({} bytes)", path.display(), bytes.len());
+        let written = if let Some(data) = entry["file_base64"].as_str() {
+            let bytes = STANDARD
+                .decode(data)
+                .map_err(|e| format!("file `{name}` is not valid base64: {e}"))?;
+            std::fs::write(&path, &bytes).map_err(|e| format!("could not write {}: {e}", path.display()))?;
+            bytes.len() as u64
+        } else if let Some(key) = entry["object_key"].as_str() {
+            let object = objects
+                .iter()
+                .find(|o| o.object_key == key)
+                .and_then(|o| o.path.as_ref())
+                .ok_or_else(|| format!("the uploaded file `{name}` was not stored"))?;
+            std::fs::copy(object, &path).map_err(|e| format!("could not write {}: {e}", path.display()))?
+        } else {
+            continue;
+        };
+        eprintln!("wrote {} ({written} bytes)", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn long_base64_is_abbreviated_for_the_terminal() {
+        let long = "A".repeat(200);
+        let shown =
+            abbreviated(&json!({"files": [{"file_base64": long, "filename": "a"}], "file_base64": "QQ=="}));
+        assert_eq!(shown["file_base64"], "QQ==");
+        let entry = shown["files"][0]["file_base64"].as_str().unwrap_or_default();
+        assert!(entry.ends_with("… (200 base64 characters)"), "{entry}");
+    }
+
+    #[test]
+    fn files_are_written_inside_the_folder_only() {
+        let dir = std::env::temp_dir().join(format!("shorts-cli-{}", uuid::Uuid::new_v4()));
+        let body = json!({"files": [
+            {"filename": "../../escape.txt", "file_base64": "aGk="},
+            {"filename": "b.txt", "file_base64": "eW8="}
+        ]});
+        assert!(write_files(&body, &[], &dir).is_ok());
+        assert_eq!(
+            std::fs::read(dir.join("escape.txt")).ok().as_deref(),
+            Some(&b"hi"[..])
+        );
+        assert_eq!(std::fs::read(dir.join("b.txt")).ok().as_deref(), Some(&b"yo"[..]));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::wire::platform::DEFAULT_CALLBACK_URL;
+use crate::wire::platform::{DEFAULT_CALLBACK_URL, DEFAULT_INLINE_LIMIT};
 
 /// Why the configuration could not be read. Each message names the variable to fix and never
 /// repeats a secret.
@@ -138,6 +138,12 @@ pub struct Config {
     /// The platform's callback endpoint (`SHORTS_CALLBACK_URL`). A webhook's `callback_url` is used
     /// only when its scheme, host and port match this one.
     pub callback_url: url::Url,
+    /// The platform's prepare endpoint for direct uploads (`SHORTS_PREPARE_URL`). Default: the
+    /// callback URL's path followed by `/prepare`.
+    pub prepare_url: Option<url::Url>,
+    /// Largest callback body sent with files inline (`SHORTS_INLINE_LIMIT`); larger results go
+    /// through direct upload. Default 4,450,000 bytes, just under the platform's 4.5 MB.
+    pub inline_limit: u64,
     /// Where orders are kept (`SHORTS_STORE`).
     pub store: StoreConfig,
     /// Delays before each callback attempt (`SHORTS_RETRY_SCHEDULE`, e.g. `0s,5s,30s,2m`), each
@@ -168,6 +174,8 @@ impl Default for Config {
             callback_secret: None,
             webhook_auth: Vec::new(),
             callback_url: default_callback_url(),
+            prepare_url: None,
+            inline_limit: DEFAULT_INLINE_LIMIT,
             store: StoreConfig::Memory,
             retry_schedule: parse_schedule("SHORTS_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE)
                 .unwrap_or_default(),
@@ -224,7 +232,13 @@ impl Config {
             config.webhook_auth = vec![WebhookAuth::parse(&auth)?];
         }
         if let Some(url) = get("SHORTS_CALLBACK_URL") {
-            config.callback_url = parse_callback_url(&url)?;
+            config.callback_url = parse_url("SHORTS_CALLBACK_URL", &url)?;
+        }
+        if let Some(url) = get("SHORTS_PREPARE_URL") {
+            config.prepare_url = Some(parse_url("SHORTS_PREPARE_URL", &url)?);
+        }
+        if let Some(size) = get("SHORTS_INLINE_LIMIT") {
+            config.inline_limit = parse_size("SHORTS_INLINE_LIMIT", &size)? as u64;
         }
         if let Some(store) = get("SHORTS_STORE") {
             config.store = match store.as_str() {
@@ -280,12 +294,9 @@ impl Config {
     }
 }
 
-/// Parses the callback endpoint: absolute http(s), no credentials.
-pub(crate) fn parse_callback_url(text: &str) -> Result<url::Url, ConfigError> {
-    let invalid = |reason: String| ConfigError::Invalid {
-        var: "SHORTS_CALLBACK_URL",
-        reason,
-    };
+/// Parses a platform endpoint: absolute http(s), no credentials.
+fn parse_url(var: &'static str, text: &str) -> Result<url::Url, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { var, reason };
     let url = url::Url::parse(text).map_err(|e| invalid(format!("{text:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
         return Err(invalid(format!("{text:?} is not an http(s) URL")));

@@ -133,7 +133,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::short::{
-        Call, FromCall, HandlerFuture, HandlerResult, ShortDef, input, into_error, into_output,
+        Call, FromCall, HandlerFuture, HandlerResult, ShortDef, ShortInput, input, into_error, into_output,
     };
     pub use inventory;
     pub use std::boxed::Box;

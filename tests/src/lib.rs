@@ -37,6 +37,15 @@ impl Served {
         build: impl FnOnce(AppBuilder) -> AppBuilder,
     ) -> Self {
         let platform = MockPlatform::start().await.expect("mock platform");
+        Self::start_on(platform, configure, build).await
+    }
+
+    /// As [`Served::start_with`], delivering to a mock platform built by the caller.
+    pub async fn start_on(
+        platform: MockPlatform,
+        configure: impl FnOnce(&mut Config),
+        build: impl FnOnce(AppBuilder) -> AppBuilder,
+    ) -> Self {
         let mut config = platform.config();
         configure(&mut config);
         let app = build(App::builder().config(config)).build().expect("app");

@@ -174,28 +174,23 @@ async fn a_413_sends_a_failure_instead() {
         .start()
         .await
         .expect("mock");
-    let served = Served::start_with(
-        |config| *config = platform.config(),
+    let served = Served::start_on(
+        platform,
+        |_| {},
         |builder| builder.without_registered().short(short),
     )
     .await;
     assert_eq!(
-        platform
-            .send_webhook(
-                &served.url("/shorts/big"),
-                &platform.webhook_body("o-413", json!({"size": 20_000}))
-            )
-            .await
-            .ok(),
-        Some(200)
+        served
+            .order("/shorts/big", "o-413", json!({"size": 20_000}))
+            .await,
+        200
     );
-    let callback = platform.wait_for("o-413", PATIENCE).await.expect("callback");
     assert_eq!(
-        callback.body,
+        served.callback("o-413").await,
         json!({"ok": false, "order_id": "o-413", "error": "the result is larger than the platform accepts in a callback"})
     );
-    let statuses: Vec<_> = platform.attempts().iter().map(|a| a.status).collect();
-    assert_eq!(statuses, [Some(413), Some(200)]);
+    assert_eq!(statuses(&served.platform), [Some(413), Some(200)]);
 }
 
 #[tokio::test]

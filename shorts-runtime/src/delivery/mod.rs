@@ -1,15 +1,24 @@
-//! Delivering callbacks: one shared client, the retry schedule, and what each answer means.
+//! Delivering results: one shared client, the retry schedule, inline or uploaded files, and what
+//! each answer of the platform means.
+
+mod body;
+mod upload;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::StatusCode;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use tracing::{error, info, warn};
 use url::Url;
 
 use crate::config::{Config, Secret};
-use crate::wire::platform::CALLBACK_SECRET_HEADER;
+use crate::short::error::Error;
+use crate::short::output::{File, Output};
+use crate::wire::callback;
+use crate::wire::platform::{CALLBACK_SECRET_HEADER, PREPARE_PATH_SUFFIX, SINGLE_FILE_AT_TOP_LEVEL};
+
+pub(crate) use body::StreamBody;
+pub(crate) use upload::Progress;
 
 /// How a callback ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,40 +33,86 @@ pub(crate) enum Delivered {
     Exhausted { attempts: u32, last: String },
 }
 
-/// Sends callbacks with the configured secret, retrying as the schedule says.
+/// What one HTTP exchange means for the retry loop.
+pub(crate) enum Attempt<T> {
+    /// Finished, well or badly: no retry.
+    Done(T),
+    /// A retryable failure: try again at the next step of the schedule (or later, if asked).
+    Retry { reason: String, after: Option<Duration> },
+    /// The platform refused the secret: try again slowly, without using up the schedule.
+    Unauthorized,
+}
+
+/// Every step of the schedule failed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Exhausted {
+    pub(crate) attempts: u32,
+    pub(crate) last: String,
+}
+
+/// What a status code means, for every call to the platform.
+enum Class {
+    Success,
+    Unauthorized,
+    TooLarge,
+    Retryable,
+    Redirect,
+    Refused,
+}
+
+fn classify(status: StatusCode) -> Class {
+    match status {
+        s if s.is_success() => Class::Success,
+        StatusCode::UNAUTHORIZED => Class::Unauthorized,
+        StatusCode::PAYLOAD_TOO_LARGE => Class::TooLarge,
+        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => Class::Retryable,
+        s if s.is_server_error() => Class::Retryable,
+        s if s.is_redirection() => Class::Redirect,
+        _ => Class::Refused,
+    }
+}
+
+/// Sends results to the platform with the configured secret, retrying as the schedule says.
 pub(crate) struct Delivery {
     client: reqwest::Client,
     secret: Secret,
     callback_url: Url,
+    prepare_url: Option<Url>,
     schedule: Vec<Duration>,
     unauthorized_retry: Duration,
+    inline_limit: u64,
+    request_timeout: Duration,
+    progress: Option<Progress>,
 }
+
+/// The slowest transfer rate a request is given time for, on top of the configured timeout.
+const SLOWEST_RATE: u64 = 256 * 1024;
 
 /// Longest wait a `Retry-After` header may impose on one attempt.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// One attempt's result.
-enum Attempt {
-    Done(Delivered),
-    Retry { reason: String, after: Option<Duration> },
-    Unauthorized,
-}
-
 impl Delivery {
     /// Builds the process's one HTTP client: no redirects, bounded timeouts.
-    pub(crate) fn new(config: &Config, secret: Secret) -> Result<Self, reqwest::Error> {
+    pub(crate) fn new(
+        config: &Config,
+        secret: Secret,
+        progress: Option<Progress>,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
-            .timeout(config.callback_timeout)
             .user_agent(concat!("shorts/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
             client,
             secret,
             callback_url: config.callback_url.clone(),
+            prepare_url: config.prepare_url.clone(),
             schedule: config.retry_schedule.clone(),
             unauthorized_retry: config.unauthorized_retry,
+            inline_limit: config.inline_limit,
+            request_timeout: config.callback_timeout,
+            progress,
         })
     }
 
@@ -89,68 +144,191 @@ impl Delivery {
         }
     }
 
-    /// Delivers one callback body, retrying on 5xx, 408, 429 and network errors as the schedule
-    /// says, and slowly (without using up the schedule) while the platform answers 401.
-    pub(crate) async fn deliver(&self, url: &Url, body: Bytes) -> Delivered {
-        retry(&self.schedule, self.unauthorized_retry, || {
-            self.attempt(url, body.clone())
-        })
-        .await
+    /// The prepare endpoint for an order whose callback goes to `target`: configured, or
+    /// `<callback path>/prepare` on the same host.
+    fn prepare_url(&self, target: &Url) -> Url {
+        if let Some(url) = &self.prepare_url {
+            return url.clone();
+        }
+        let mut url = target.clone();
+        let path = format!("{}{PREPARE_PATH_SUFFIX}", target.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url.set_query(None);
+        url
     }
 
-    async fn attempt(&self, url: &Url, body: Bytes) -> Attempt {
-        let response = self
-            .client
-            .post(url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header(CALLBACK_SECRET_HEADER, self.secret.expose())
-            .body(body)
-            .send()
-            .await;
-        let response = match response {
-            Ok(response) => response,
-            Err(e) => {
-                return Attempt::Retry {
-                    reason: describe(&e),
-                    after: None,
-                };
+    /// Sends an order's result: a failure, inline content, or files inline when the callback fits
+    /// the inline limit and through direct upload otherwise.
+    pub(crate) async fn complete(
+        &self,
+        target: &Url,
+        order_id: &str,
+        result: Result<Output, Error>,
+    ) -> Delivered {
+        let (output_type, field, value) = match result {
+            Err(e) => return self.send_failure(target, order_id, e.message()).await,
+            Ok(Output::Files(files)) => return self.send_files(target, order_id, files).await,
+            Ok(Output::Text(text)) => ("text", "result_text", text),
+            Ok(Output::Html(html)) => ("html", "result_text", html),
+            Ok(Output::Json(json)) => ("json", "result_text", json),
+            Ok(Output::Csv(csv)) => ("csv", "result_text", csv),
+            Ok(Output::Url(url)) => ("url", "result_url", url),
+        };
+        let body = StreamBody::literal(callback::content(order_id, output_type, field, &value));
+        match self.post_callback(target, &body).await {
+            Delivered::TooLarge => {
+                warn!("the platform refused the callback as too large (413)");
+                let message = "the result is larger than the platform accepts in a callback";
+                self.send_failure(target, order_id, message).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_failure(&self, target: &Url, order_id: &str, message: &str) -> Delivered {
+        let body = StreamBody::literal(callback::failure(order_id, message));
+        self.post_callback(target, &body).await
+    }
+
+    async fn send_files(&self, target: &Url, order_id: &str, files: Vec<File>) -> Delivered {
+        let mut sized = Vec::with_capacity(files.len());
+        for file in files {
+            match file.size().await {
+                Ok(size) => sized.push((file, size)),
+                Err(e) => {
+                    let message = format!("the file `{}` could not be read: {e}", file.name());
+                    error!(error = %message, "order failed");
+                    return self.send_failure(target, order_id, &message).await;
+                }
+            }
+        }
+        let inline = body::inline_files(order_id, &sized, SINGLE_FILE_AT_TOP_LEVEL);
+        if inline.len() <= self.inline_limit {
+            match self.post_callback(target, &inline).await {
+                Delivered::TooLarge => {
+                    warn!(
+                        bytes = inline.len(),
+                        "the platform refused the inline files (413); uploading them instead"
+                    );
+                }
+                other => return other,
+            }
+        } else {
+            info!(
+                bytes = inline.len(),
+                limit = self.inline_limit,
+                "the files do not fit in a callback; uploading them"
+            );
+        }
+        let uploaded = match self.upload_all(target, order_id, &sized).await {
+            Ok(uploaded) => uploaded,
+            Err(message) => {
+                error!(error = %message, "upload failed");
+                return self.send_failure(target, order_id, &message).await;
             }
         };
-        let status = response.status();
-        let after = retry_after(&response);
-        let detail = read_detail(response).await;
-        match status {
-            s if s.is_success() => Attempt::Done(Delivered::Accepted { attempts: 0 }),
-            StatusCode::UNAUTHORIZED => Attempt::Unauthorized,
-            StatusCode::PAYLOAD_TOO_LARGE => Attempt::Done(Delivered::TooLarge),
-            StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => Attempt::Retry {
-                reason: format!("the platform answered {status}"),
-                after,
-            },
-            s if s.is_server_error() => Attempt::Retry {
-                reason: format!("the platform answered {status}"),
-                after,
-            },
-            s if s.is_redirection() => Attempt::Done(Delivered::Rejected {
-                status: s.as_u16(),
-                detail: "the platform redirected the callback; redirects are not followed, check SHORTS_CALLBACK_URL"
-                    .to_owned(),
-            }),
-            s => Attempt::Done(Delivered::Rejected {
-                status: s.as_u16(),
-                detail,
-            }),
+        let body = StreamBody::literal(callback::uploaded(order_id, &uploaded));
+        match self.post_callback(target, &body).await {
+            Delivered::TooLarge => {
+                let message = "the platform refused the callback listing the uploaded files as too large";
+                self.send_failure(target, order_id, message).await
+            }
+            other => other,
         }
+    }
+
+    async fn upload_all(
+        &self,
+        target: &Url,
+        order_id: &str,
+        files: &[(File, u64)],
+    ) -> Result<Vec<callback::UploadedFile>, String> {
+        let prepare_url = self.prepare_url(target);
+        let mut uploaded = Vec::with_capacity(files.len());
+        for (file, size) in files {
+            uploaded.push(self.upload(&prepare_url, order_id, file, *size).await?);
+        }
+        Ok(uploaded)
+    }
+
+    /// POSTs a callback body until the platform has it or refuses it.
+    pub(crate) async fn post_callback(&self, url: &Url, body: &StreamBody) -> Delivered {
+        let result = self
+            .retry("callback", || async {
+                let response = self
+                    .client
+                    .post(url.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .header(CONTENT_LENGTH, body.len())
+                    .header(CALLBACK_SECRET_HEADER, self.secret.expose())
+                    .timeout(self.timeout_for(body.len()))
+                    .body(body.to_request_body())
+                    .send()
+                    .await;
+                let response = match response {
+                    Ok(response) => response,
+                    Err(e) => return retry_network(&e),
+                };
+                let status = response.status();
+                let after = retry_after(&response);
+                let detail = read_detail(response).await;
+                match classify(status) {
+                    Class::Success => Attempt::Done(Delivered::Accepted { attempts: 0 }),
+                    Class::Unauthorized => Attempt::Unauthorized,
+                    Class::TooLarge => Attempt::Done(Delivered::TooLarge),
+                    Class::Retryable => Attempt::Retry {
+                        reason: format!("the platform answered {status}"),
+                        after,
+                    },
+                    Class::Redirect => Attempt::Done(Delivered::Rejected {
+                        status: status.as_u16(),
+                        detail: "the platform redirected the callback; redirects are not followed, check SHORTS_CALLBACK_URL"
+                            .to_owned(),
+                    }),
+                    Class::Refused => Attempt::Done(Delivered::Rejected {
+                        status: status.as_u16(),
+                        detail,
+                    }),
+                }
+            })
+            .await;
+        match result {
+            Ok((Delivered::Accepted { .. }, attempts)) => {
+                info!(attempts, "callback accepted");
+                Delivered::Accepted { attempts }
+            }
+            Ok((other, _)) => other,
+            Err(Exhausted { attempts, last }) => Delivered::Exhausted { attempts, last },
+        }
+    }
+
+    /// Time allowed for a request sending `bytes`: the configured timeout, plus the time the body
+    /// takes at the slowest rate expected.
+    fn timeout_for(&self, bytes: u64) -> Duration {
+        self.request_timeout + Duration::from_secs(bytes / SLOWEST_RATE)
+    }
+
+    async fn retry<T, F, Fut>(&self, what: &'static str, attempt: F) -> Result<(T, u32), Exhausted>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
+        retry(&self.schedule, self.unauthorized_retry, what, attempt).await
     }
 }
 
 /// Runs `attempt` until it is done: after each retryable failure it waits for the next step of
 /// `schedule` (or longer, when the platform asked with `Retry-After`), jittered; after a 401 it
-/// waits `unauthorized` without using up a step.
-async fn retry<F, Fut>(schedule: &[Duration], unauthorized: Duration, mut attempt: F) -> Delivered
+/// waits `unauthorized` without using up a step. Returns the result and the number of attempts.
+async fn retry<T, F, Fut>(
+    schedule: &[Duration],
+    unauthorized: Duration,
+    what: &'static str,
+    mut attempt: F,
+) -> Result<(T, u32), Exhausted>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Attempt>,
+    Fut: std::future::Future<Output = Attempt<T>>,
 {
     let mut attempts = 0u32;
     let mut steps = schedule.iter();
@@ -159,13 +337,10 @@ where
         tokio::time::sleep(jitter(wait)).await;
         attempts += 1;
         match attempt().await {
-            Attempt::Done(Delivered::Accepted { .. }) => {
-                info!(attempts, "callback accepted");
-                return Delivered::Accepted { attempts };
-            }
-            Attempt::Done(other) => return other,
+            Attempt::Done(done) => return Ok((done, attempts)),
             Attempt::Unauthorized => {
                 error!(
+                    what,
                     attempts,
                     retry_in = %humantime::format_duration(unauthorized),
                     "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
@@ -175,14 +350,14 @@ where
             Attempt::Retry { reason, after } => match steps.next() {
                 Some(next) => {
                     let next = after.map_or(*next, |after| after.min(MAX_RETRY_AFTER).max(*next));
-                    warn!(attempts, %reason, retry_in = %humantime::format_duration(next), "callback failed; will retry");
+                    warn!(what, attempts, %reason, retry_in = %humantime::format_duration(next), "failed; will retry");
                     wait = next;
                 }
                 None => {
-                    return Delivered::Exhausted {
+                    return Err(Exhausted {
                         attempts,
                         last: reason,
-                    };
+                    });
                 }
             },
         }
@@ -197,12 +372,19 @@ pub(crate) fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
 
+fn retry_network<T>(error: &reqwest::Error) -> Attempt<T> {
+    Attempt::Retry {
+        reason: describe(error),
+        after: None,
+    }
+}
+
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// The start of the platform's answer, for the logs.
+/// The start of an answer's body, for the logs and failure messages.
 async fn read_detail(response: reqwest::Response) -> String {
     const LIMIT: usize = 512;
     let mut response = response;
@@ -213,7 +395,7 @@ async fn read_detail(response: reqwest::Response) -> String {
             _ => break,
         }
     }
-    String::from_utf8_lossy(&detail).into_owned()
+    String::from_utf8_lossy(&detail).trim().to_owned()
 }
 
 /// A network error's causes in one line (reqwest's own message is only "error sending request").
@@ -237,7 +419,7 @@ mod tests {
             callback_url: Url::parse(callback_url).ok()?,
             ..Config::default()
         };
-        Delivery::new(&config, Secret::new("s")).ok()
+        Delivery::new(&config, Secret::new("s"), None).ok()
     }
 
     #[test]
@@ -273,11 +455,13 @@ mod tests {
     use tokio::time::Instant;
 
     /// Replays `script` as the platform's answers, recording when each attempt was made.
-    async fn replay(schedule: &[Duration], script: Vec<Attempt>) -> (Delivered, Vec<Duration>) {
+    type Outcome = Result<(Delivered, u32), Exhausted>;
+
+    async fn replay(schedule: &[Duration], script: Vec<Attempt<Delivered>>) -> (Outcome, Vec<Duration>) {
         let start = Instant::now();
         let times = RefCell::new(Vec::new());
         let script = RefCell::new(script.into_iter());
-        let outcome = retry(schedule, Duration::from_secs(600), || {
+        let outcome = retry(schedule, Duration::from_secs(600), "test", || {
             times.borrow_mut().push(start.elapsed());
             let next = script.borrow_mut().next();
             async move { next.unwrap_or(Attempt::Done(Delivered::Accepted { attempts: 0 })) }
@@ -286,7 +470,11 @@ mod tests {
         (outcome, times.into_inner())
     }
 
-    fn retryable() -> Attempt {
+    fn accepted(attempts: u32) -> Outcome {
+        Ok((Delivered::Accepted { attempts: 0 }, attempts))
+    }
+
+    fn retryable() -> Attempt<Delivered> {
         Attempt::Retry {
             reason: "503".into(),
             after: None,
@@ -303,10 +491,10 @@ mod tests {
         let (outcome, times) = replay(&schedule, (0..12).map(|_| retryable()).collect()).await;
         assert_eq!(
             outcome,
-            Delivered::Exhausted {
+            Err(Exhausted {
                 attempts: 12,
                 last: "503".into()
-            }
+            })
         );
         assert_eq!(times.len(), 12);
         assert!(
@@ -330,7 +518,7 @@ mod tests {
     async fn success_after_failures_stops_retrying() {
         let schedule = [0, 5, 30].map(Duration::from_secs);
         let (outcome, times) = replay(&schedule, vec![retryable(), retryable()]).await;
-        assert_eq!(outcome, Delivered::Accepted { attempts: 3 });
+        assert_eq!(outcome, accepted(3));
         assert_eq!(times.len(), 3);
         assert!(within(times[1], Duration::from_secs(5)));
         assert!(within(times[2] - times[1], Duration::from_secs(30)));
@@ -344,7 +532,10 @@ mod tests {
             detail: String::new(),
         });
         let (outcome, times) = replay(&schedule, vec![refused]).await;
-        assert!(matches!(outcome, Delivered::Rejected { status: 400, .. }));
+        assert!(matches!(
+            outcome,
+            Ok((Delivered::Rejected { status: 400, .. }, 1))
+        ));
         assert_eq!(times.len(), 1);
     }
 
@@ -357,7 +548,7 @@ mod tests {
             .collect();
         let (outcome, times) = replay(&schedule, script).await;
         // 20 refusals of the secret, one 503, then success on the schedule's second step.
-        assert_eq!(outcome, Delivered::Accepted { attempts: 22 });
+        assert_eq!(outcome, accepted(22));
         for pair in times[..21].windows(2) {
             assert!(within(pair[1] - pair[0], Duration::from_secs(600)));
         }

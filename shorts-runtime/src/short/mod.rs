@@ -207,9 +207,21 @@ pub struct Call {
     pub(crate) order: Order,
 }
 
+/// The input type of a short: anything serde can build from the buyer's JSON inputs. Only named by
+/// `#[ai_short]` expansions, to word the error when the type does not fit.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the input of an `#[ai_short]` function",
+    label = "the input must implement `Deserialize`",
+    note = "the buyer's inputs arrive as JSON: add `#[derive(Deserialize)]` to `{Self}`"
+)]
+pub trait ShortInput: DeserializeOwned {}
+
+impl<T: DeserializeOwned> ShortInput for T {}
+
 /// Deserializes the buyer's inputs into the short's input type, naming the field that does not fit.
 #[doc(hidden)]
-pub fn input<T: DeserializeOwned>(call: &Call) -> Result<T, Error> {
+pub fn input<T: ShortInput>(call: &Call) -> Result<T, Error> {
     let raw = call.inputs.as_deref().map_or("{}", RawValue::get);
     let raw = if raw == "null" { "{}" } else { raw };
     let mut deserializer = serde_json::Deserializer::from_str(raw);

@@ -1,6 +1,8 @@
 //! What a short returns, and how it maps onto the platform's `output_type`s.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -69,12 +71,43 @@ pub struct Csv(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url(pub String);
 
-/// A file returned to the buyer.
+/// A file returned to the buyer: bytes in memory, or a file on disk read only when it is sent.
+///
+/// However large, a file is never held in memory by the framework: files that fit in a callback are
+/// base64-encoded as a stream into its body, larger ones are streamed to the platform's storage.
 #[derive(Clone)]
 pub struct File {
     name: String,
     mime: String,
-    data: Bytes,
+    pub(crate) source: Source,
+}
+
+/// Where a file's bytes are.
+#[derive(Clone)]
+pub(crate) enum Source {
+    Bytes(Bytes),
+    Path(PathBuf, Option<Arc<TempFile>>),
+}
+
+/// Deletes a temporary file once the last [`File`] naming it is gone.
+pub(crate) struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // Already gone is fine; anything else is worth a line in the log.
+        if let Err(e) = std::fs::remove_file(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.0.display(), error = %e, "could not delete a temporary file");
+        }
+    }
+}
+
+fn guess_mime(name: &str) -> String {
+    mime_guess::from_path(name)
+        .first_or_octet_stream()
+        .essence_str()
+        .to_owned()
 }
 
 impl File {
@@ -83,7 +116,7 @@ impl File {
         Self {
             name: name.into(),
             mime: mime.into(),
-            data: bytes.into(),
+            source: Source::Bytes(bytes.into()),
         }
     }
 
@@ -91,11 +124,41 @@ impl File {
     /// (`application/octet-stream` when unknown).
     pub fn new(name: impl Into<String>, bytes: impl Into<Bytes>) -> Self {
         let name = name.into();
-        let mime = mime_guess::from_path(&name)
-            .first_or_octet_stream()
-            .essence_str()
-            .to_owned();
+        let mime = guess_mime(&name);
         Self::from_bytes(name, mime, bytes)
+    }
+
+    /// A file on disk, named after the path's last component, its MIME type guessed from the
+    /// extension. Nothing is read until the file is sent; it is then streamed, never loaded whole.
+    pub fn from_path(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mime = guess_mime(&name);
+        Self {
+            name,
+            mime,
+            source: Source::Path(path, None),
+        }
+    }
+
+    /// As [`File::from_path`], for a file the handler wrote only to return it: the file is deleted
+    /// once it has been delivered (or the order is over).
+    pub fn from_temp_path(path: impl Into<PathBuf>) -> Self {
+        let mut file = Self::from_path(path);
+        if let Source::Path(path, temp) = &mut file.source {
+            *temp = Some(Arc::new(TempFile(path.clone())));
+        }
+        file
+    }
+
+    /// Replaces the name the buyer sees.
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
     }
 
     /// Replaces the MIME type.
@@ -115,29 +178,48 @@ impl File {
         &self.mime
     }
 
-    /// The size in bytes.
-    pub fn len(&self) -> u64 {
-        self.data.len() as u64
+    /// The path of a file on disk; `None` for bytes in memory.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.source {
+            Source::Bytes(_) => None,
+            Source::Path(path, _) => Some(path),
+        }
     }
 
-    /// Whether the file is empty.
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+    /// The size in bytes (read from disk for a file on disk).
+    ///
+    /// # Errors
+    ///
+    /// When a file on disk cannot be inspected.
+    pub async fn size(&self) -> std::io::Result<u64> {
+        match &self.source {
+            Source::Bytes(bytes) => Ok(bytes.len() as u64),
+            Source::Path(path, _) => Ok(tokio::fs::metadata(path).await?.len()),
+        }
     }
 
-    /// The contents.
-    pub fn bytes(&self) -> &Bytes {
-        &self.data
+    /// The whole contents, in memory (meant for tests of small files).
+    ///
+    /// # Errors
+    ///
+    /// When a file on disk cannot be read.
+    pub async fn read(&self) -> std::io::Result<Bytes> {
+        match &self.source {
+            Source::Bytes(bytes) => Ok(bytes.clone()),
+            Source::Path(path, _) => tokio::fs::read(path).await.map(Bytes::from),
+        }
     }
 }
 
 impl fmt::Debug for File {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("File")
-            .field("name", &self.name)
-            .field("mime", &self.mime)
-            .field("len", &self.data.len())
-            .finish()
+        let mut debug = f.debug_struct("File");
+        debug.field("name", &self.name).field("mime", &self.mime);
+        match &self.source {
+            Source::Bytes(bytes) => debug.field("len", &bytes.len()),
+            Source::Path(path, temp) => debug.field("path", path).field("temporary", &temp.is_some()),
+        };
+        debug.finish()
     }
 }
 

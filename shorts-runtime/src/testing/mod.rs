@@ -1,9 +1,18 @@
 //! A real HTTP double of the SellerShorts platform, for tests.
 //!
-//! [`MockPlatform`] listens on `127.0.0.1`, plays the platform's callback endpoint as documented —
-//! the secret checked (401), JSON only (415), the 4.5 MB body limit (413), duplicates answered 200 —
-//! records every callback, and can be told to misbehave: given status codes, delays, or dropped
-//! connections for the next calls.
+//! [`MockPlatform`] listens on `127.0.0.1` and plays the platform's side of the protocol as
+//! documented:
+//!
+//! - the callback endpoint: the secret checked (401), JSON only (415), the 4.5 MB body limit (413),
+//!   `object_key`s checked against the uploads (400), duplicates answered 200, every callback
+//!   recorded;
+//! - the prepare endpoint of direct upload, answering signed upload URLs that expire, with
+//!   `requires_headers` and `max_bytes`;
+//! - the storage behind those URLs, which, like S3, wants every required header, an exact
+//!   `Content-Length` and no chunked body (501), and records each object's size and SHA-256.
+//!
+//! Each endpoint can be told to misbehave on its next calls: given status codes, delays, or dropped
+//! connections.
 //!
 //! Test a short of your own end to end like this (add `shorts-runtime` with the `testing` feature
 //! to your `[dev-dependencies]`):
@@ -42,30 +51,46 @@
 //! # }
 //! ```
 
-use std::collections::{HashSet, VecDeque};
+mod server;
+
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{Config, Secret, WebhookAuth};
-use crate::wire::platform::{CALLBACK_BODY_LIMIT, CALLBACK_SECRET_HEADER};
+use crate::wire::platform::CALLBACK_BODY_LIMIT;
 
 /// The platform's callback path.
 const CALLBACK_PATH: &str = "/api/orders/callback";
+/// The platform's prepare path.
+const PREPARE_PATH: &str = "/api/orders/callback/prepare";
+/// Where the mock's storage serves signed upload URLs.
+const STORAGE_PREFIX: &str = "/storage/";
 
-/// What the mock does to one of the next calls.
+/// The documented example's `max_bytes`: 150 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 157_286_400;
+
+/// One of the mock's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `POST /api/orders/callback`.
+    Callback,
+    /// `POST /api/orders/callback/prepare`.
+    Prepare,
+    /// `PUT` to a signed upload URL.
+    Storage,
+}
+
+/// What the mock does to one of the next calls of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
@@ -80,11 +105,14 @@ pub enum Fault {
 /// One request the mock received, whatever it answered.
 #[derive(Debug, Clone)]
 pub struct Attempt {
+    /// The endpoint called.
+    pub endpoint: Endpoint,
     /// The status answered; `None` when the connection was dropped.
     pub status: Option<u16>,
     /// The `x-callback-secret` header, if sent.
     pub secret: Option<String>,
-    /// The raw body (empty when a fault answered before reading it).
+    /// The raw body for callback and prepare calls (empty when a fault answered before reading
+    /// it; always empty for storage).
     pub body: Bytes,
 }
 
@@ -112,11 +140,37 @@ impl Callback {
     }
 }
 
+/// An object stored through a signed upload URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// The `object_key` prepare returned.
+    pub object_key: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256, in lowercase hex.
+    pub sha256: String,
+    /// The `Content-Type` it was uploaded with.
+    pub content_type: String,
+    /// Where its bytes were saved, when the mock saves objects
+    /// ([`MockPlatformBuilder::save_objects_to`]).
+    pub path: Option<PathBuf>,
+}
+
+/// An upload slot handed out by prepare.
+struct Slot {
+    object_key: String,
+    mime_type: String,
+    expires_at: Instant,
+}
+
 struct State {
-    faults: Mutex<VecDeque<Fault>>,
+    faults: Mutex<HashMap<Endpoint, VecDeque<Fault>>>,
     attempts: Mutex<Vec<Attempt>>,
     callbacks: Mutex<Vec<Callback>>,
     completed: Mutex<HashSet<String>>,
+    slots: Mutex<HashMap<String, Slot>>,
+    objects: Mutex<Vec<StoredObject>>,
+    expire_next: Mutex<usize>,
     changed: Notify,
     accepted: broadcast::Sender<Callback>,
 }
@@ -128,6 +182,9 @@ impl State {
             attempts: Mutex::default(),
             callbacks: Mutex::default(),
             completed: Mutex::default(),
+            slots: Mutex::default(),
+            objects: Mutex::default(),
+            expire_next: Mutex::default(),
             changed: Notify::new(),
             accepted: broadcast::channel(64).0,
         }
@@ -144,6 +201,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct MockPlatformBuilder {
     secret: String,
     body_limit: usize,
+    max_bytes: u64,
+    expires_in: Duration,
+    save_to: Option<PathBuf>,
 }
 
 impl MockPlatformBuilder {
@@ -159,6 +219,24 @@ impl MockPlatformBuilder {
         self
     }
 
+    /// The `max_bytes` prepare answers and the storage enforces (default 150 MiB).
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// How long upload URLs stay valid (default one hour).
+    pub fn expires_in(mut self, expires_in: Duration) -> Self {
+        self.expires_in = expires_in;
+        self
+    }
+
+    /// Saves uploaded objects as files in `dir` (by default only their size and hash are kept).
+    pub fn save_objects_to(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.save_to = Some(dir.into());
+        self
+    }
+
     /// Starts listening on a free port of 127.0.0.1.
     ///
     /// # Errors
@@ -168,10 +246,14 @@ impl MockPlatformBuilder {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new());
-        let server = Server {
+        let server = server::Server {
             state: Arc::clone(&state),
             secret: Arc::from(self.secret.as_str()),
+            addr,
             body_limit: self.body_limit,
+            max_bytes: self.max_bytes,
+            expires_in: self.expires_in,
+            save_to: self.save_to.map(Arc::from),
         };
         let task = tokio::spawn(server.run(listener));
         Ok(MockPlatform {
@@ -195,11 +277,14 @@ impl MockPlatform {
     /// The webhook auth value [`MockPlatform::config`] configures, sent as `x-api-key`.
     pub const WEBHOOK_KEY: &'static str = "mock-webhook-key";
 
-    /// A builder, to choose the secret or the body limit.
+    /// A builder, to choose the secret or the limits.
     pub fn builder() -> MockPlatformBuilder {
         MockPlatformBuilder {
             secret: format!("mock-secret-{:016x}", fastrand::u64(..)),
             body_limit: CALLBACK_BODY_LIMIT,
+            max_bytes: DEFAULT_MAX_BYTES,
+            expires_in: Duration::from_secs(3600),
+            save_to: None,
         }
     }
 
@@ -274,29 +359,51 @@ impl MockPlatform {
         Ok(response.status().as_u16())
     }
 
-    /// Applies `fault` to each of the next `n` calls (after faults already queued).
-    pub fn inject(&self, n: usize, fault: Fault) {
-        lock(&self.state.faults).extend(std::iter::repeat_n(fault, n));
+    /// Applies `fault` to each of the next `n` calls of `endpoint` (after faults already queued).
+    pub fn inject(&self, endpoint: Endpoint, n: usize, fault: Fault) {
+        lock(&self.state.faults)
+            .entry(endpoint)
+            .or_default()
+            .extend(std::iter::repeat_n(fault, n));
     }
 
-    /// Answers the next `n` calls with `status`.
+    /// Answers the next `n` callbacks with `status`.
     pub fn fail_next(&self, n: usize, status: u16) {
-        self.inject(n, Fault::Status(status));
+        self.inject(Endpoint::Callback, n, Fault::Status(status));
     }
 
-    /// Delays the next `n` calls by `delay`.
+    /// Delays the next `n` callbacks by `delay`.
     pub fn delay_next(&self, n: usize, delay: Duration) {
-        self.inject(n, Fault::Delay(delay));
+        self.inject(Endpoint::Callback, n, Fault::Delay(delay));
     }
 
-    /// Drops the connection of the next `n` calls without answering.
+    /// Drops the connection of the next `n` callbacks without answering.
     pub fn drop_next(&self, n: usize) {
-        self.inject(n, Fault::Drop);
+        self.inject(Endpoint::Callback, n, Fault::Drop);
     }
 
-    /// Every request received so far, in order.
+    /// Hands out the next `n` upload URLs already expired (`expires_in: 0`, refused by the storage).
+    pub fn expire_next_uploads(&self, n: usize) {
+        *lock(&self.state.expire_next) += n;
+    }
+
+    /// Every callback request received so far, in order.
     pub fn attempts(&self) -> Vec<Attempt> {
-        lock(&self.state.attempts).clone()
+        self.attempts_at(Endpoint::Callback)
+    }
+
+    /// Every request to `endpoint` received so far, in order.
+    pub fn attempts_at(&self, endpoint: Endpoint) -> Vec<Attempt> {
+        lock(&self.state.attempts)
+            .iter()
+            .filter(|a| a.endpoint == endpoint)
+            .cloned()
+            .collect()
+    }
+
+    /// Every object uploaded so far, in order.
+    pub fn objects(&self) -> Vec<StoredObject> {
+        lock(&self.state.objects).clone()
     }
 
     /// A stream of the callbacks accepted from now on (a slow reader misses the oldest).
@@ -357,126 +464,5 @@ impl std::fmt::Debug for MockPlatform {
         f.debug_struct("MockPlatform")
             .field("addr", &self.addr)
             .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone)]
-struct Server {
-    state: Arc<State>,
-    secret: Arc<str>,
-    body_limit: usize,
-}
-
-/// Returned to hyper to close a connection without an answer.
-#[derive(Debug)]
-struct Dropped;
-
-impl std::fmt::Display for Dropped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection dropped by a scripted fault")
-    }
-}
-
-impl std::error::Error for Dropped {}
-
-type Answer = Result<Response<Full<Bytes>>, Dropped>;
-
-impl Server {
-    async fn run(self, listener: TcpListener) {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            };
-            let server = self.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let server = server.clone();
-                    async move { server.handle(request).await }
-                });
-                // A dropped connection surfaces here as an error; that is the point.
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    }
-
-    async fn handle(&self, request: Request<Incoming>) -> Answer {
-        let fault = lock(&self.state.faults).pop_front();
-        let secret = request
-            .headers()
-            .get(CALLBACK_SECRET_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        match fault {
-            Some(Fault::Status(status)) => {
-                return self.record(status, secret, Bytes::new(), "scripted fault");
-            }
-            Some(Fault::Drop) => {
-                self.push_attempt(None, secret, Bytes::new());
-                return Err(Dropped);
-            }
-            Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
-            None => {}
-        }
-        if request.method() != Method::POST || request.uri().path() != CALLBACK_PATH {
-            return self.record(404, secret, Bytes::new(), "not found");
-        }
-        if secret.as_deref() != Some(&*self.secret) {
-            return self.record(401, secret, Bytes::new(), "missing or invalid x-callback-secret");
-        }
-        let json = request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !json {
-            return self.record(415, secret, Bytes::new(), "expected application/json");
-        }
-        let body = match Limited::new(request.into_body(), self.body_limit).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(_) => return self.record(413, secret, Bytes::new(), "body exceeds the size limit"),
-        };
-        let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-        let valid = parsed
-            .as_ref()
-            .is_some_and(|v| v["ok"].is_boolean() && v["order_id"].as_str().is_some_and(|id| !id.is_empty()));
-        let Some(parsed) = parsed.filter(|_| valid) else {
-            return self.record(400, secret, body, "invalid payload");
-        };
-        let order_id = parsed["order_id"].as_str().unwrap_or_default().to_owned();
-        let duplicate = !lock(&self.state.completed).insert(order_id);
-        let callback = Callback {
-            body: parsed,
-            duplicate,
-            size: body.len(),
-        };
-        lock(&self.state.callbacks).push(callback.clone());
-        // No subscriber is fine.
-        let _ = self.state.accepted.send(callback);
-        self.record(200, secret, body, "")
-    }
-
-    fn push_attempt(&self, status: Option<u16>, secret: Option<String>, body: Bytes) {
-        lock(&self.state.attempts).push(Attempt { status, secret, body });
-        self.state.changed.notify_waiters();
-    }
-
-    fn record(&self, status: u16, secret: Option<String>, body: Bytes, error: &str) -> Answer {
-        self.push_attempt(Some(status), secret, body);
-        let body = if status == 200 {
-            r#"{"ok":true}"#.to_owned()
-        } else {
-            serde_json::json!({ "ok": false, "error": error }).to_string()
-        };
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        Ok(response)
     }
 }

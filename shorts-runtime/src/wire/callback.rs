@@ -1,31 +1,42 @@
 //! The v1 callback bodies (protocol.md §4.3, §4.4).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
 
-use super::platform::{FAILURE_MESSAGE_FIELD, SINGLE_FILE_AT_TOP_LEVEL};
-use crate::short::output::{File, Output};
+use super::platform::FAILURE_MESSAGE_FIELD;
 
-/// The body of a success callback.
-pub(crate) fn success(order_id: &str, output: &Output) -> Vec<u8> {
+/// The body of a success callback with inline content: `result_text` or `result_url`.
+/// (Files are streamed: see `delivery::body`.)
+pub(crate) fn content(order_id: &str, output_type: &str, field: &str, value: &str) -> Vec<u8> {
     let mut body = envelope(true, order_id);
-    body.insert("output_type".into(), output.output_type().into());
-    match output {
-        Output::Text(text) | Output::Html(text) | Output::Json(text) | Output::Csv(text) => {
-            body.insert("result_text".into(), text.as_str().into());
-        }
-        Output::Url(url) => {
-            body.insert("result_url".into(), url.as_str().into());
-        }
-        Output::Files(files) => match files.as_slice() {
-            [file] if SINGLE_FILE_AT_TOP_LEVEL => body.extend(file_entry(file)),
-            files => {
-                let entries = files.iter().map(|f| Value::Object(file_entry(f))).collect();
-                body.insert("files".into(), Value::Array(entries));
-            }
-        },
-    }
+    body.insert("output_type".into(), output_type.into());
+    body.insert(field.into(), value.into());
+    to_vec(&body)
+}
+
+/// A file delivered by direct upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UploadedFile {
+    /// The name the prepare step returned.
+    pub(crate) filename: String,
+    pub(crate) mime_type: String,
+    pub(crate) object_key: String,
+}
+
+/// The callback after direct uploads (protocol.md §5.3): a `files` array of `object_key`s.
+pub(crate) fn uploaded(order_id: &str, files: &[UploadedFile]) -> Vec<u8> {
+    let mut body = envelope(true, order_id);
+    body.insert("output_type".into(), "file".into());
+    let entries = files
+        .iter()
+        .map(|file| {
+            let mut entry = Map::new();
+            entry.insert("filename".into(), file.filename.as_str().into());
+            entry.insert("mime_type".into(), file.mime_type.as_str().into());
+            entry.insert("object_key".into(), file.object_key.as_str().into());
+            Value::Object(entry)
+        })
+        .collect();
+    body.insert("files".into(), Value::Array(entries));
     to_vec(&body)
 }
 
@@ -43,14 +54,6 @@ fn envelope(ok: bool, order_id: &str) -> Map<String, Value> {
     body
 }
 
-fn file_entry(file: &File) -> Map<String, Value> {
-    let mut entry = Map::new();
-    entry.insert("filename".into(), file.name().into());
-    entry.insert("mime_type".into(), file.mime().into());
-    entry.insert("file_base64".into(), STANDARD.encode(file.bytes()).into());
-    entry
-}
-
 fn to_vec(body: &Map<String, Value>) -> Vec<u8> {
     // A map of strings, booleans and arrays of them always serializes.
     serde_json::to_vec(body).unwrap_or_default()
@@ -66,41 +69,29 @@ mod tests {
     }
 
     #[test]
-    fn text_json_and_url_bodies_are_the_documented_ones() {
+    fn content_bodies_are_the_documented_ones() {
         assert_eq!(
-            parse(success("o1", &Output::Text("hi".into()))),
+            parse(content("o1", "text", "result_text", "hi")),
             json!({"ok": true, "order_id": "o1", "output_type": "text", "result_text": "hi"})
         );
-        let json = Output::json(&json!({"status": "success", "data": [1, 2, 3]}))
-            .unwrap_or(Output::Text(String::new()));
         assert_eq!(
-            parse(success("o1", &json)),
-            json!({"ok": true, "order_id": "o1", "output_type": "json",
-                   "result_text": "{\"data\":[1,2,3],\"status\":\"success\"}"})
-        );
-        assert_eq!(
-            parse(success("o1", &Output::Url("https://x.test/r.pdf".into()))),
+            parse(content("o1", "url", "result_url", "https://x.test/r.pdf")),
             json!({"ok": true, "order_id": "o1", "output_type": "url", "result_url": "https://x.test/r.pdf"})
         );
     }
 
     #[test]
-    fn files_are_inline_base64() {
-        let one = Output::Files(vec![File::from_bytes("a.txt", "text/plain", &b"hi"[..])]);
+    fn uploaded_files_are_listed_by_object_key() {
+        let file = UploadedFile {
+            filename: "20241109-ab12cd-final-video.mp4".into(),
+            mime_type: "video/mp4".into(),
+            object_key: "orders/o1/20241109-ab12cd-final-video.mp4".into(),
+        };
         assert_eq!(
-            parse(success("o1", &one)),
-            json!({"ok": true, "order_id": "o1", "output_type": "file",
-                   "file_base64": "aGk=", "filename": "a.txt", "mime_type": "text/plain"})
-        );
-        let two = Output::Files(vec![
-            File::from_bytes("a.txt", "text/plain", &b"hi"[..]),
-            File::from_bytes("b.csv", "text/csv", &b"x,y"[..]),
-        ]);
-        assert_eq!(
-            parse(success("o1", &two)),
+            parse(uploaded("o1", &[file])),
             json!({"ok": true, "order_id": "o1", "output_type": "file", "files": [
-                {"filename": "a.txt", "mime_type": "text/plain", "file_base64": "aGk="},
-                {"filename": "b.csv", "mime_type": "text/csv", "file_base64": "eCx5"}
+                {"filename": "20241109-ab12cd-final-video.mp4", "mime_type": "video/mp4",
+                 "object_key": "orders/o1/20241109-ab12cd-final-video.mp4"}
             ]})
         );
     }

@@ -15,7 +15,6 @@ use crate::short::order::{Order, OrderInner};
 use crate::short::output::Output;
 use crate::short::{Call, Short};
 use crate::store::{MemoryStore, OrderState};
-use crate::wire::callback;
 use crate::wire::webhook::Webhook;
 
 /// A short with its concurrency limit.
@@ -91,32 +90,16 @@ impl Engine {
         };
         info!("order accepted");
 
-        let body = match run(lane, call).await {
-            Ok(output) => {
-                info!(output_type = output.output_type(), "order finished");
-                callback::success(&order_id, &output)
-            }
-            Err(e) => {
-                match e.chain() {
-                    causes if causes.is_empty() => {
-                        warn!(kind = ?e.kind(), error = e.message(), "order failed")
-                    }
-                    causes => warn!(kind = ?e.kind(), error = e.message(), causes, "order failed"),
-                }
-                callback::failure(&order_id, e.message())
-            }
-        };
-        self.store.set(&order_id, OrderState::Delivering);
-
-        let mut outcome = self.delivery.deliver(&target, Bytes::from(body)).await;
-        if outcome == Delivered::TooLarge {
-            warn!("the platform refused the callback as too large (413); sending a failure instead");
-            let message = "the result is larger than the platform accepts in a callback";
-            outcome = self
-                .delivery
-                .deliver(&target, Bytes::from(callback::failure(&order_id, message)))
-                .await;
+        let result = run(lane, call).await;
+        match &result {
+            Ok(output) => info!(output_type = output.output_type(), "order finished"),
+            Err(e) => match e.chain() {
+                causes if causes.is_empty() => warn!(kind = ?e.kind(), error = e.message(), "order failed"),
+                causes => warn!(kind = ?e.kind(), error = e.message(), causes, "order failed"),
+            },
         }
+        self.store.set(&order_id, OrderState::Delivering);
+        let outcome = self.delivery.complete(&target, &order_id, result).await;
         let state = match outcome {
             Delivered::Accepted { .. } => OrderState::Delivered,
             Delivered::Rejected { status, detail } => {

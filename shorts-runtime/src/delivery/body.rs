@@ -1,0 +1,336 @@
+//! Request bodies whose exact length is known before a byte is read: callbacks with files
+//! base64-encoded as a stream into the JSON, and raw uploads streamed from disk.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use tokio::io::AsyncReadExt;
+
+use crate::short::output::{File, Source};
+
+/// Bytes read from a source per chunk: a multiple of 3, so each chunk encodes to base64 without
+/// padding.
+const CHUNK: usize = 3 * 16 * 1024;
+
+/// The length of `n` bytes in padded base64.
+pub(crate) fn base64_len(n: u64) -> u64 {
+    n.div_ceil(3) * 4
+}
+
+/// One piece of a body.
+#[derive(Clone)]
+enum Part {
+    /// Literal bytes (JSON around the files).
+    Literal(Bytes),
+    /// A file's bytes, base64-encoded on the way out.
+    Base64(Source, u64),
+    /// A file's bytes as they are.
+    Raw(Source, u64),
+}
+
+impl Part {
+    fn len(&self) -> u64 {
+        match self {
+            Part::Literal(bytes) => bytes.len() as u64,
+            Part::Base64(_, size) => base64_len(*size),
+            Part::Raw(_, size) => *size,
+        }
+    }
+}
+
+/// A body that can be sent any number of times (each attempt reads it anew), with its exact length.
+#[derive(Clone)]
+pub(crate) struct StreamBody {
+    parts: Arc<[Part]>,
+    len: u64,
+    /// Raw bytes read so far by the latest attempt, for progress reports.
+    pub(crate) progress: Arc<AtomicU64>,
+}
+
+impl StreamBody {
+    fn new(parts: Vec<Part>) -> Self {
+        let len = parts.iter().map(Part::len).sum();
+        Self {
+            parts: parts.into(),
+            len,
+            progress: Arc::default(),
+        }
+    }
+
+    /// A body of literal bytes.
+    pub(crate) fn literal(bytes: impl Into<Bytes>) -> Self {
+        Self::new(vec![Part::Literal(bytes.into())])
+    }
+
+    /// A file's raw bytes, for an upload.
+    pub(crate) fn raw(file: &File, size: u64) -> Self {
+        Self::new(vec![Part::Raw(file.source.clone(), size)])
+    }
+
+    /// The exact number of bytes the body has.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The whole body in memory (only for small bodies: logs, tests, storage of JSON).
+    #[cfg(test)]
+    pub(crate) async fn collect(&self) -> io::Result<Bytes> {
+        let mut reader = Reader::new(self);
+        let mut out = bytes::BytesMut::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        while let Some(chunk) = reader.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out.freeze())
+    }
+
+    /// A fresh streaming request body.
+    pub(crate) fn to_request_body(&self) -> reqwest::Body {
+        self.progress.store(0, Ordering::Relaxed);
+        let stream = futures_util::stream::unfold(Reader::new(self), |mut reader| async move {
+            reader.next().await.map(|chunk| (chunk, reader))
+        });
+        reqwest::Body::wrap_stream(stream)
+    }
+}
+
+/// Reads a body's parts in order, one chunk at a time.
+struct Reader {
+    parts: Arc<[Part]>,
+    next_part: usize,
+    open: Option<Open>,
+    progress: Arc<AtomicU64>,
+}
+
+/// The part being read.
+enum Open {
+    Bytes {
+        bytes: Bytes,
+        offset: usize,
+        encode: bool,
+    },
+    File {
+        file: tokio::fs::File,
+        remaining: u64,
+        encode: bool,
+    },
+}
+
+impl Reader {
+    fn new(body: &StreamBody) -> Self {
+        Self {
+            parts: Arc::clone(&body.parts),
+            next_part: 0,
+            open: None,
+            progress: Arc::clone(&body.progress),
+        }
+    }
+
+    async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            if let Some(open) = &mut self.open {
+                match read_chunk(open).await {
+                    Ok(Some((chunk, raw))) => {
+                        self.progress.fetch_add(raw, Ordering::Relaxed);
+                        return Some(Ok(chunk));
+                    }
+                    Ok(None) => self.open = None,
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            let part = self.parts.get(self.next_part)?.clone();
+            self.next_part += 1;
+            match part {
+                Part::Literal(bytes) => return Some(Ok(bytes)),
+                Part::Base64(source, size) => match open(&source, size, true).await {
+                    Ok(open) => self.open = Some(open),
+                    Err(e) => return Some(Err(e)),
+                },
+                Part::Raw(source, size) => match open(&source, size, false).await {
+                    Ok(open) => self.open = Some(open),
+                    Err(e) => return Some(Err(e)),
+                },
+            }
+        }
+    }
+}
+
+async fn open(source: &Source, size: u64, encode: bool) -> io::Result<Open> {
+    Ok(match source {
+        Source::Bytes(bytes) => Open::Bytes {
+            bytes: bytes.slice(..usize::try_from(size).unwrap_or(usize::MAX).min(bytes.len())),
+            offset: 0,
+            encode,
+        },
+        Source::Path(path, _) => Open::File {
+            file: tokio::fs::File::open(path).await?,
+            remaining: size,
+            encode,
+        },
+    })
+}
+
+/// The next chunk (encoded when asked) and how many raw bytes it holds; `None` at the end.
+async fn read_chunk(open: &mut Open) -> io::Result<Option<(Bytes, u64)>> {
+    match open {
+        Open::Bytes {
+            bytes,
+            offset,
+            encode,
+        } => {
+            if *offset >= bytes.len() {
+                return Ok(None);
+            }
+            let end = (*offset + CHUNK).min(bytes.len());
+            let raw = bytes.slice(*offset..end);
+            *offset = end;
+            let len = raw.len() as u64;
+            Ok(Some((if *encode { encode_chunk(&raw) } else { raw }, len)))
+        }
+        Open::File {
+            file,
+            remaining,
+            encode,
+        } => {
+            if *remaining == 0 {
+                return Ok(None);
+            }
+            let want = usize::try_from(*remaining).unwrap_or(CHUNK).min(CHUNK);
+            let mut buffer = vec![0u8; want];
+            let mut filled = 0;
+            while filled < want {
+                let n = file.read(&mut buffer[filled..]).await?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file became shorter while it was being sent",
+                    ));
+                }
+                filled += n;
+            }
+            *remaining -= want as u64;
+            let raw = Bytes::from(buffer);
+            let len = raw.len() as u64;
+            Ok(Some((if *encode { encode_chunk(&raw) } else { raw }, len)))
+        }
+    }
+}
+
+fn encode_chunk(raw: &[u8]) -> Bytes {
+    Bytes::from(STANDARD.encode(raw))
+}
+
+/// A success callback carrying `files` inline, as a stream: the literal JSON around each file's
+/// `file_base64`, whose value is encoded on the way out. `file_base64` comes last in each object
+/// so the JSON can be written in one pass.
+pub(crate) fn inline_files(order_id: &str, files: &[(File, u64)], single_at_top_level: bool) -> StreamBody {
+    let mut head = Map::new();
+    head.insert("ok".into(), true.into());
+    head.insert("order_id".into(), order_id.into());
+    head.insert("output_type".into(), "file".into());
+    let mut parts = Vec::new();
+    match files {
+        [(file, size)] if single_at_top_level => {
+            head.insert("filename".into(), file.name().into());
+            head.insert("mime_type".into(), file.mime().into());
+            parts.push(Part::Literal(open_object(&head, ",\"file_base64\":\"")));
+            parts.push(Part::Base64(file.source.clone(), *size));
+            parts.push(Part::Literal(Bytes::from_static(b"\"}")));
+        }
+        files => {
+            parts.push(Part::Literal(open_object(&head, ",\"files\":[")));
+            for (index, (file, size)) in files.iter().enumerate() {
+                let mut entry = Map::new();
+                entry.insert("filename".into(), file.name().into());
+                entry.insert("mime_type".into(), file.mime().into());
+                let separator = if index == 0 { "" } else { "," };
+                let mut literal = separator.as_bytes().to_vec();
+                literal.extend_from_slice(&open_object(&entry, ",\"file_base64\":\""));
+                parts.push(Part::Literal(literal.into()));
+                parts.push(Part::Base64(file.source.clone(), *size));
+                parts.push(Part::Literal(Bytes::from_static(b"\"}")));
+            }
+            parts.push(Part::Literal(Bytes::from_static(b"]}")));
+        }
+    }
+    StreamBody::new(parts)
+}
+
+/// `map` as JSON without its closing brace, followed by `rest`.
+fn open_object(map: &Map<String, Value>, rest: &str) -> Bytes {
+    // A map of strings and booleans always serializes, and ends with `}`.
+    let mut json = serde_json::to_vec(map).unwrap_or_else(|_| b"{}".to_vec());
+    json.pop();
+    json.extend_from_slice(rest.as_bytes());
+    Bytes::from(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn base64_lengths() {
+        assert_eq!([0, 1, 2, 3, 4, 5, 6].map(base64_len), [0, 4, 4, 4, 8, 8, 8]);
+        for n in [0usize, 1, 2, 3, 100, 49_151, 49_152, 49_153] {
+            assert_eq!(
+                base64_len(n as u64),
+                STANDARD.encode(vec![7u8; n]).len() as u64,
+                "{n}"
+            );
+        }
+    }
+
+    async fn check(files: &[(File, u64)], single: bool) -> Value {
+        let body = inline_files("o\"1\u{e9}", files, single);
+        let bytes = body.collect().await.unwrap_or_default();
+        assert_eq!(body.len(), bytes.len() as u64, "the planned length is exact");
+        serde_json::from_slice(&bytes).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn inline_bodies_are_exact_and_valid_json() {
+        let sizes = [0usize, 1, 2, 3, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 2];
+        for n in sizes {
+            let data: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+            let file = File::from_bytes("na\"me\\ \u{1F600}.bin", "application/octet-stream", data.clone());
+            let one = check(&[(file.clone(), n as u64)], true).await;
+            assert_eq!(one["file_base64"], STANDARD.encode(&data), "{n}");
+            assert_eq!(one["filename"], "na\"me\\ \u{1F600}.bin");
+            assert_eq!(one["order_id"], "o\"1\u{e9}");
+            let two = check(&[(file.clone(), n as u64), (file, n as u64)], true).await;
+            assert_eq!(two["files"][1]["file_base64"], STANDARD.encode(&data));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_on_disk_is_streamed_and_checked_for_its_length() {
+        let dir = std::env::temp_dir().join(format!("shorts-body-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let path = dir.join("data.bin");
+        let data: Vec<u8> = (0..(2 * CHUNK + 5)).map(|i| (i % 256) as u8).collect();
+        std::fs::write(&path, &data).unwrap_or_default();
+        let file = File::from_path(&path);
+        let size = file.size().await.unwrap_or_default();
+        let one = check(&[(file.clone(), size)], true).await;
+        assert_eq!(
+            one,
+            json!({"ok": true, "order_id": "o\"1\u{e9}", "output_type": "file",
+            "filename": "data.bin", "mime_type": "application/octet-stream",
+            "file_base64": STANDARD.encode(&data)})
+        );
+
+        let raw = StreamBody::raw(&file, size);
+        assert_eq!(raw.collect().await.ok().as_deref(), Some(&data[..]));
+
+        // Planned longer than the file: the read fails instead of sending a short body.
+        let too_long = StreamBody::raw(&file, size + 1);
+        assert!(too_long.collect().await.is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

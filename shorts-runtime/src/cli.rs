@@ -312,7 +312,7 @@ fn invoke_app(platform: &MockPlatform, name: &str) -> Result<App, String> {
 /// `uploading video.mp4   52.4 / 150.0 MB  35%`, redrawn in place.
 fn print_progress(name: &str, sent: u64, total: u64) {
     const MB: f64 = 1_000_000.0;
-    let percent = if total == 0 { 100 } else { sent * 100 / total };
+    let percent = (sent * 100).checked_div(total).unwrap_or(100);
     eprint!(
         "\ruploading {name}  {:.1} / {:.1} MB  {percent:>3}%",
         sent as f64 / MB,

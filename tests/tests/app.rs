@@ -1,4 +1,5 @@
 //! Building an application: the checks at start-up, the concurrency limit, graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,4 +1,5 @@
 //! Callback delivery against a misbehaving platform: retries, refusals, the secret, the URL.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
 //! Every way an order can fail ends in an `ok: false` callback with the error's own message.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 use std::time::Duration;
 

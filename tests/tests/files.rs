@@ -1,5 +1,6 @@
 //! Files of any size: inline under the limit, direct upload over it, every failure of the flow
 //! ending in success or a clear `ok: false`. Every uploaded object is checked by its SHA-256.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 use std::path::PathBuf;
 

@@ -1,4 +1,5 @@
 //! Every output type, end to end: the documented webhook in, the exact v1 callback out.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 use serde_json::{Value, json};
 use shorts_runtime::prelude::*;

@@ -1,4 +1,5 @@
 //! What the webhook refuses, and that a refusal stores nothing and runs nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -1,4 +1,5 @@
 //! `invoke` on the file shorts: inline files and a direct upload, written to `--out`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

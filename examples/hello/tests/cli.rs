@@ -1,4 +1,5 @@
 //! The binary's command line: `invoke`, `list`, configuration errors, and `serve` for real.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -154,6 +154,8 @@ pub struct StoredObject {
     /// Where its bytes were saved, when the mock saves objects
     /// ([`MockPlatformBuilder::save_objects_to`]).
     pub path: Option<PathBuf>,
+    /// How long the body took to arrive, from the request's headers to its last byte.
+    pub elapsed: Duration,
 }
 
 /// An upload slot handed out by prepare.

@@ -237,6 +237,7 @@ impl Server {
 
     /// A signed PUT, checked as S3 checks one.
     async fn storage(&self, token: &str, request: Request<Incoming>) -> Reply {
+        let started = Instant::now();
         let (object_key, mime_type) = {
             let slots = lock(&self.state.slots);
             let Some(slot) = slots.get(token) else {
@@ -304,6 +305,7 @@ impl Server {
             sha256: hex(&hasher.finalize()),
             content_type: mime_type,
             path: file.map(|(_, path)| path),
+            elapsed: started.elapsed(),
         };
         let mut objects = lock(&self.state.objects);
         objects.retain(|o| o.object_key != object.object_key);

@@ -1,0 +1,122 @@
+//! `shorts-bench`: measures shorts against hand-written baselines on this machine.
+//!
+//! ```text
+//! cargo run --release -p shorts-bench -- files            # the figures of BENCHMARKS.md
+//! cargo run --release -p shorts-bench -- files --quick    # a smoke run (CI)
+//! ```
+//!
+//! The framework side runs as a child process of this binary (`serve`, through
+//! `shorts_runtime::run()`), so its memory and CPU time are its own; each baseline runs as a child
+//! process too, against the same mock platform on 127.0.0.1.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a measuring tool: failing loudly is the point"
+)]
+
+mod baseline;
+mod files;
+mod proc;
+
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use shorts_runtime::prelude::*;
+use shorts_runtime::testing::MockPlatform;
+
+/// Returns the file at `path` (read from disk when delivered).
+#[ai_short(timeout = "10m")]
+async fn blob(input: BlobInput) -> Result<File> {
+    Ok(File::from_path(input.path))
+}
+
+#[derive(Deserialize)]
+struct BlobInput {
+    path: String,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("serve" | "invoke" | "list") => shorts_runtime::run(),
+        Some("__bare-put") => baseline::bare_put(&args[1..]),
+        Some("__bare-inline") => baseline::bare_inline(&args[1..]),
+        Some("files") => {
+            let quick = args.iter().any(|a| a == "--quick");
+            runtime().block_on(files::run(quick))
+        }
+        _ => {
+            eprintln!("usage: shorts-bench files [--quick]");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The framework under test: this binary's `serve`, delivering to `platform`.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+}
+
+impl Server {
+    pub(crate) async fn start(platform: &MockPlatform, extra_env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut command = Command::new(std::env::current_exe().expect("own path"));
+        command
+            .arg("serve")
+            .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
+            .env("SHORTS_CALLBACK_SECRET", platform.secret())
+            .env("SHORTS_CALLBACK_URL", platform.callback_url())
+            .env(
+                "SHORTS_WEBHOOK_AUTH",
+                format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
+            )
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("spawn the server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "the server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child, port }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Prints the machine's description.
+pub(crate) fn machine() -> String {
+    format!(
+        "{} ({} cores available)",
+        proc::cpu_model(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    )
+}

@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, ExprLit, Lit, LitInt, LitStr, Meta, Token};
+use syn::{Expr, ExprLit, Lit, LitInt, LitStr, Meta, MetaNameValue, Token};
 
 /// The options of one `#[ai_short(...)]`, each kept with the literal it came from.
 #[derive(Default)]
@@ -17,34 +17,44 @@ pub(crate) struct Args {
 
 const OPTIONS: &str = "`path`, `timeout`, `concurrency`, `crate`";
 
+/// Each option written correctly, for error messages; `None` for an unknown option.
+fn example(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "path" => "path = \"/report\"",
+        "timeout" => "timeout = \"10m\"",
+        "concurrency" => "concurrency = 4",
+        "crate" => "crate = \"::shorts_runtime\"",
+        _ => return None,
+    })
+}
+
 /// Parses the options, reporting every mistake at once.
 pub(crate) fn parse(tokens: TokenStream) -> Result<Args, syn::Error> {
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens)?;
     let mut args = Args::default();
     let mut errors = Errors::default();
     for meta in metas {
-        let Some(name) = meta.path().get_ident().map(ToString::to_string) else {
-            errors.push(syn::Error::new(
-                meta.path().span(),
-                format!("unknown `#[ai_short]` option; expected one of {OPTIONS}"),
+        let name = meta.path().get_ident().map(ToString::to_string);
+        let Some(example) = name.as_deref().and_then(example) else {
+            let name = name.map(|name| format!(" `{name}`")).unwrap_or_default();
+            errors.push(syn::Error::new_spanned(
+                meta.path(),
+                format!("unknown `#[ai_short]` option{name}; expected one of {OPTIONS}"),
             ));
             continue;
         };
-        let value = match &meta {
-            Meta::NameValue(nv) => &nv.value,
-            _ => {
-                errors.push(syn::Error::new(
-                    meta.span(),
-                    format!("`#[ai_short]` options are written `name = value`, e.g. `{name} = ...`"),
-                ));
-                continue;
-            }
+        let Meta::NameValue(MetaNameValue { value, .. }) = &meta else {
+            errors.push(syn::Error::new_spanned(
+                &meta,
+                format!("`#[ai_short]` options are written `name = value`, e.g. `{example}`"),
+            ));
+            continue;
         };
-        let result = match name.as_str() {
-            "path" => string(value)
+        let result = match name.as_deref() {
+            Some("path") => string(value, example)
                 .and_then(check_path)
                 .map(|lit| set(&mut args.path, lit, &meta)),
-            "timeout" => string(value)
+            Some("timeout") => string(value, example)
                 .and_then(|lit| {
                     let millis = parse_duration(&lit.value()).map_err(|why| {
                         syn::Error::new(lit.span(), format!("invalid `timeout` {:?}: {why}", lit.value()))
@@ -52,7 +62,7 @@ pub(crate) fn parse(tokens: TokenStream) -> Result<Args, syn::Error> {
                     Ok((lit, millis))
                 })
                 .map(|v| set(&mut args.timeout, v, &meta)),
-            "concurrency" => integer(value)
+            Some("concurrency") => integer(value, example)
                 .and_then(|lit| {
                     let n: u32 = lit.base10_parse()?;
                     if n == 0 {
@@ -61,13 +71,10 @@ pub(crate) fn parse(tokens: TokenStream) -> Result<Args, syn::Error> {
                     Ok((lit, n))
                 })
                 .map(|v| set(&mut args.concurrency, v, &meta)),
-            "crate" => string(value)
+            // `crate`, the last option `example` knows.
+            _ => string(value, example)
                 .and_then(|lit| lit.parse::<syn::Path>())
                 .map(|path| set(&mut args.krate, path, &meta)),
-            other => Err(syn::Error::new(
-                meta.path().span(),
-                format!("unknown `#[ai_short]` option `{other}`; expected one of {OPTIONS}"),
-            )),
         };
         match result {
             Ok(Ok(())) => {}
@@ -94,26 +101,28 @@ fn set<T>(slot: &mut Option<T>, value: T, meta: &Meta) -> Result<(), syn::Error>
     Ok(())
 }
 
-fn string(value: &Expr) -> Result<LitStr, syn::Error> {
+/// The option's value as a string literal; `example` shows the option written correctly.
+fn string(value: &Expr, example: &str) -> Result<LitStr, syn::Error> {
     match value {
         Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
         }) => Ok(lit.clone()),
-        other => Err(syn::Error::new(
-            other.span(),
-            "expected a string literal, e.g. `\"...\"`",
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("expected a string literal, e.g. `{example}`"),
         )),
     }
 }
 
-fn integer(value: &Expr) -> Result<LitInt, syn::Error> {
+/// The option's value as an integer literal; `example` shows the option written correctly.
+fn integer(value: &Expr, example: &str) -> Result<LitInt, syn::Error> {
     match value {
         Expr::Lit(ExprLit {
             lit: Lit::Int(lit), ..
         }) => Ok(lit.clone()),
-        other => Err(syn::Error::new(
-            other.span(),
-            "expected an integer literal, e.g. `4`",
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("expected an integer literal, e.g. `{example}`"),
         )),
     }
 }
@@ -150,8 +159,19 @@ fn check_path(lit: LitStr) -> Result<LitStr, syn::Error> {
 /// Parses a duration such as `90s`, `10m`, `1h 30m` or `500ms` into milliseconds, with the same
 /// syntax (humantime's) as the runtime's configuration.
 pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
-    let duration = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{e}; expected a number with a unit, e.g. \"30s\", \"10m\" or \"1h 30m\""))?;
+    use humantime::DurationError;
+
+    const EXPECTED: &str = "expected a number with a unit, e.g. \"30s\", \"10m\" or \"1h 30m\"";
+    let duration = humantime::parse_duration(text.trim()).map_err(|error| match error {
+        DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
+            format!("`{value}` needs a unit, e.g. \"{value}s\" or \"{value}m\"")
+        }
+        DurationError::UnknownUnit { unit, .. } => {
+            format!("unknown unit `{unit}`; expected one of `ms`, `s`, `m`, `h`, `d`")
+        }
+        DurationError::NumberOverflow => "it is too long".to_owned(),
+        _ => EXPECTED.to_owned(),
+    })?;
     let millis = u64::try_from(duration.as_millis()).map_err(|_| "it is too long".to_owned())?;
     if millis == 0 {
         return Err("it must be at least 1ms".to_owned());
@@ -197,6 +217,37 @@ mod tests {
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn duration_mistakes_say_what_to_write() {
+        let error = |text: &str| parse_duration(text).err().unwrap_or_default();
+        assert_eq!(
+            error("ten"),
+            "expected a number with a unit, e.g. \"30s\", \"10m\" or \"1h 30m\""
+        );
+        assert_eq!(error("10"), "`10` needs a unit, e.g. \"10s\" or \"10m\"");
+        assert_eq!(
+            error("10 parsecs"),
+            "unknown unit `parsecs`; expected one of `ms`, `s`, `m`, `h`, `d`"
+        );
+        assert_eq!(error("0s"), "it must be at least 1ms");
+    }
+
+    #[test]
+    fn values_of_the_wrong_kind_show_the_option_written_correctly() {
+        let Err(error) = parse(quote!(timeout = 10, concurrency = "4", path)) else {
+            panic!("expected errors");
+        };
+        let messages: Vec<String> = error.into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            messages,
+            [
+                "expected a string literal, e.g. `timeout = \"10m\"`",
+                "expected an integer literal, e.g. `concurrency = 4`",
+                "`#[ai_short]` options are written `name = value`, e.g. `path = \"/report\"`",
+            ]
+        );
     }
 
     #[test]

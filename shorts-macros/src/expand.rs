@@ -1,9 +1,9 @@
 //! Phase 3: code generation, the only place that writes tokens.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
-use syn::ItemFn;
 use syn::spanned::Spanned;
+use syn::{ItemFn, Type};
 
 use crate::args::{self, Args};
 use crate::model::Handler;
@@ -58,43 +58,63 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
     };
     let doc = doc_summary(item);
 
-    // Each step is spanned at the user's token it depends on, so that a type that does not fit is
-    // reported there, once.
+    // Each step that can fail to type-check is spanned at the user's token it depends on, down to
+    // the path of the runtime, so that a type that does not fit is reported there, once. The spans
+    // keep the attribute's hygiene, so that the locals below resolve even when the tokens they are
+    // placed at come from different macro contexts.
+    let at = |ty: &Type| Span::call_site().located_at(ty.span());
+    let input_span = at(handler.input);
     let input_ty = handler.input;
-    let input = quote_spanned! {input_ty.span()=>
-        #private::input::<#input_ty>(&__shorts_call)
+    let at_input = private_at(&private, input_span);
+    let input = quote_spanned! {input_span=>
+        #at_input::input::<#input_ty>(&__shorts_call)
     };
     let mut call_args = vec![quote!(__shorts_input)];
     if let Some(order_ty) = handler.order {
-        call_args.push(quote_spanned! {order_ty.span()=>
-            <#order_ty as #private::FromCall>::from_call(&__shorts_call)
+        let order_span = at(order_ty);
+        let at_order = private_at(&private, order_span);
+        call_args.push(quote_spanned! {order_span=>
+            <#order_ty as #at_order::FromCall>::from_call(&__shorts_call)
         });
     }
-    let output_ty = handler.output;
-    let split = quote_spanned! {output_ty.span()=>
-        #private::HandlerResult::into_result(__shorts_result)
+    let output_span = at(handler.output);
+    let ok_span = handler.ok_type.map_or(output_span, at);
+    let err_span = handler.err_type.map_or(output_span, at);
+    let at_ok = private_at(&private, ok_span);
+    let into_output = quote_spanned!(ok_span=> #at_ok::into_output(__shorts_value));
+    let at_err = private_at(&private, err_span);
+    let into_error = quote_spanned!(err_span=> #at_err::into_error(__shorts_error));
+    // The whole `match` sits on the return type: when it is not a `Result`, every use of its
+    // `Ok` and `Err` fails at that one span and the compiler reports it once.
+    let at_output = private_at(&private, output_span);
+    let finish = quote_spanned! {output_span=>
+        match #at_output::HandlerResult::into_result(__shorts_result) {
+            #at_output::Ok(__shorts_value) => #into_output,
+            #at_output::Err(__shorts_error) => #at_output::Err(#into_error),
+        }
     };
-    let ok_span = handler.ok_type.map_or_else(|| output_ty.span(), Spanned::span);
-    let err_span = handler.err_type.map_or_else(|| output_ty.span(), Spanned::span);
-    let into_output = quote_spanned!(ok_span=> #private::into_output(__shorts_value));
-    let into_error = quote_spanned!(err_span=> #private::into_error(__shorts_error));
+
+    // The future sits on the function's `async`: a future that is not `Send` is reported there,
+    // with the compiler's note pointing at the value held across an `.await`.
+    let future_span = Span::call_site().located_at(handler.asyncness.span);
+    let at_future = private_at(&private, future_span);
+    let future = quote_spanned! {future_span=>
+        #at_future::Box::pin(async move {
+            let __shorts_input = match #input {
+                #at_future::Ok(__shorts_input) => __shorts_input,
+                #at_future::Err(__shorts_error) => return #at_future::Err(__shorts_error),
+            };
+            let __shorts_result = #ident(#(#call_args),*).await;
+            #finish
+        })
+    };
 
     quote! {
         #item
 
         const _: () = {
             fn __shorts_handler(__shorts_call: #private::Call) -> #private::HandlerFuture {
-                #private::Box::pin(async move {
-                    let __shorts_input = match #input {
-                        #private::Ok(__shorts_input) => __shorts_input,
-                        #private::Err(__shorts_error) => return #private::Err(__shorts_error),
-                    };
-                    let __shorts_result = #ident(#(#call_args),*).await;
-                    match #split {
-                        #private::Ok(__shorts_value) => #into_output,
-                        #private::Err(__shorts_error) => #private::Err(#into_error),
-                    }
-                })
+                #future
             }
 
             #private::inventory::submit! {
@@ -112,6 +132,19 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
             }
         };
     }
+}
+
+/// The path to the runtime's `__private` module with every token spanned at `span`, so that an
+/// error in a call through it points at the user's token rather than at the attribute.
+fn private_at(private: &TokenStream, span: Span) -> TokenStream {
+    private
+        .clone()
+        .into_iter()
+        .map(|mut token| {
+            token.set_span(span);
+            token
+        })
+        .collect()
 }
 
 /// The first line of the function's doc comment, shown by `list`.

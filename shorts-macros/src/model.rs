@@ -1,13 +1,17 @@
 //! Phase 2: the annotated function, checked against what a short may be.
 
+use proc_macro2::TokenStream;
+use quote::ToTokens;
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, PatType, ReturnType, Type};
+use syn::{FnArg, ItemFn, PatType, ReturnType, Token, Type};
 
 use crate::args::Errors;
 
 /// A function that can be served as a short. Borrowed from the user's item.
 pub(crate) struct Handler<'a> {
     pub(crate) item: &'a ItemFn,
+    /// The function's `async`, where its future is reported (e.g. when it is not `Send`).
+    pub(crate) asyncness: Token![async],
     /// The buyer's input type (first argument).
     pub(crate) input: &'a Type,
     /// The type of the optional second argument (the order context).
@@ -43,20 +47,25 @@ impl<'a> Handler<'a> {
             ));
         }
         if let Some(abi) = &sig.abi {
-            errors.push(syn::Error::new(
-                abi.span(),
+            errors.push(syn::Error::new_spanned(
+                abi,
                 "`#[ai_short]` functions cannot have an ABI",
             ));
         }
-        if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-            errors.push(syn::Error::new(
-                sig.generics.span(),
+        if !sig.generics.params.is_empty() {
+            errors.push(syn::Error::new_spanned(
+                &sig.generics,
                 "`#[ai_short]` functions cannot be generic; name the input type, e.g. `input: Input`",
+            ));
+        } else if let Some(where_clause) = &sig.generics.where_clause {
+            errors.push(syn::Error::new_spanned(
+                where_clause,
+                "`#[ai_short]` functions cannot have a `where` clause",
             ));
         }
         if let Some(variadic) = &sig.variadic {
-            errors.push(syn::Error::new(
-                variadic.span(),
+            errors.push(syn::Error::new_spanned(
+                variadic,
                 "`#[ai_short]` functions cannot be variadic",
             ));
         }
@@ -64,8 +73,8 @@ impl<'a> Handler<'a> {
         let mut typed = Vec::new();
         for arg in &sig.inputs {
             match arg {
-                FnArg::Receiver(receiver) => errors.push(syn::Error::new(
-                    receiver.span(),
+                FnArg::Receiver(receiver) => errors.push(syn::Error::new_spanned(
+                    receiver,
                     "`#[ai_short]` functions cannot take `self`; write a free function",
                 )),
                 FnArg::Typed(PatType { ty, .. }) => typed.push(&**ty),
@@ -77,9 +86,13 @@ impl<'a> Handler<'a> {
                 "`#[ai_short]` functions take the buyer's input as their first argument, e.g. `input: Input`",
             ));
         }
-        if let Some(extra) = sig.inputs.iter().nth(2) {
-            errors.push(syn::Error::new(
-                extra.span(),
+        if sig.inputs.len() > 2 {
+            let mut extra = TokenStream::new();
+            for arg in sig.inputs.iter().skip(2) {
+                arg.to_tokens(&mut extra);
+            }
+            errors.push(syn::Error::new_spanned(
+                extra,
                 "`#[ai_short]` functions take at most two arguments: the input and an `Order`",
             ));
         }
@@ -95,11 +108,12 @@ impl<'a> Handler<'a> {
             }
         };
 
-        let handler = match (typed.first(), output) {
-            (Some(input), Some(output)) => {
+        let handler = match (sig.asyncness, typed.first(), output) {
+            (Some(asyncness), Some(input), Some(output)) => {
                 let (ok_type, err_type) = result_arguments(output);
                 Some(Handler {
                     item,
+                    asyncness,
                     input,
                     order: typed.get(1).copied(),
                     output,

@@ -1,0 +1,6 @@
+use shorts_runtime::prelude::*;
+
+#[ai_short]
+struct Echo;
+
+fn main() {}

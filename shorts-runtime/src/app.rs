@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::{Config, ConfigError};
 use crate::delivery::Delivery;
 use crate::short::Short;
-use crate::worker::{Engine, Lane};
+use crate::store::{AnyStore, StoreError};
+use crate::worker::{Engine, Lane, Timing};
 
 /// Why an [`App`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,9 @@ pub enum BuildError {
         /// Why not.
         reason: &'static str,
     },
+    /// The order store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The HTTP client could not be created (e.g. no TLS roots).
     #[error("the HTTP client could not be created: {0}")]
     Client(#[source] reqwest::Error),
@@ -104,13 +108,16 @@ impl AppBuilder {
         self
     }
 
-    /// Checks the shorts and the configuration and builds the application.
+    /// Checks the shorts and the configuration, opens the order store (migrating its schema), and
+    /// starts the engine: orders left by an earlier run or another instance are picked up from
+    /// here on.
     ///
     /// # Errors
     ///
     /// When the configuration is missing what serving needs (the callback secret, the webhook
-    /// auth header), when there is no short, or when two shorts share a name or a route.
-    pub fn build(self) -> Result<App, BuildError> {
+    /// auth header), when there is no short, when two shorts share a name or a route, or when the
+    /// store cannot be opened.
+    pub async fn build(self) -> Result<App, BuildError> {
         let config = match self.config {
             Some(config) => config,
             None => Config::from_env()?,
@@ -129,15 +136,24 @@ impl AppBuilder {
             hint: "set it to the callback secret shown in the Connect step",
         })?;
         let delivery = Delivery::new(&config, secret, self.progress).map_err(BuildError::Client)?;
-        let lanes = shorts
+        let lanes: Vec<Arc<Lane>> = shorts
             .into_iter()
             .map(|short| Arc::new(Lane::new(short)))
             .collect();
+        let store = AnyStore::open(&config.store).await?;
+        let timing = Timing {
+            lease: config.lease,
+            poll: config.poll_interval,
+            schedule: config.retry_schedule.clone(),
+            unauthorized_retry: config.unauthorized_retry,
+        };
+        let engine = Engine::new(store, delivery, &lanes, timing);
+        engine.start();
         Ok(App {
             inner: Arc::new(AppInner {
                 config,
                 lanes,
-                engine: Arc::new(Engine::new(delivery)),
+                engine,
             }),
         })
     }
@@ -219,8 +235,8 @@ impl App {
     /// # Errors
     ///
     /// As [`AppBuilder::build`].
-    pub fn from_env() -> Result<Self, BuildError> {
-        Self::builder().build()
+    pub async fn from_env() -> Result<Self, BuildError> {
+        Self::builder().build().await
     }
 
     /// The shorts served, in order.
@@ -264,11 +280,8 @@ impl App {
             shutdown,
         )
         .await;
-        let abandoned = self.inner.engine.shutdown(config.shutdown_grace).await;
-        if abandoned > 0 {
-            warn!(abandoned, "orders still running at shutdown were abandoned");
-        }
-        info!("stopped");
+        let released = self.inner.engine.shutdown(config.shutdown_grace).await;
+        info!(released, "stopped");
         Ok(())
     }
 }

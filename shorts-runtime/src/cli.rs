@@ -14,8 +14,9 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::app::App;
-use crate::config::{Config, Secret, WebhookAuth};
+use crate::config::{Config, Secret, StoreConfig, WebhookAuth};
 use crate::short::Short;
+use crate::store::{AnyStore, OrderState, Store as _};
 use crate::testing::{MockPlatform, StoredObject};
 use crate::wire::webhook::Webhook;
 use crate::worker::{Job, Submitted};
@@ -35,7 +36,8 @@ enum Command {
     /// Serve every short (the default); configured from the environment.
     Serve {
         /// Deliver callbacks to a built-in mock of the platform and print them, to try the server
-        /// locally with curl. The webhook auth header defaults to `x-api-key: local-test-key`.
+        /// locally with curl. The webhook auth header defaults to `x-api-key: local-test-key`, the
+        /// store to `memory`.
         #[arg(long)]
         mock: bool,
     },
@@ -56,6 +58,20 @@ enum Command {
     /// List the shorts in this binary, their routes and options.
     #[command(alias = "shorts")]
     List,
+    /// List the orders in the store (`SHORTS_STORE`), oldest first.
+    Orders {
+        /// Only orders in this state: received, delivering, paused, delivered or dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Deliver a dead or paused order's callback again (the running server picks it up).
+    Retry {
+        /// The order's `order_id`.
+        order_id: String,
+    },
 }
 
 /// Runs the command line: `serve` (the default), `invoke`, or `list`.
@@ -72,6 +88,8 @@ pub fn run() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve { mock: false }) {
         Command::Serve { mock } => runtime.block_on(serve(mock)),
         Command::List => list(),
+        Command::Orders { state, limit } => runtime.block_on(orders(state.as_deref(), limit)),
+        Command::Retry { order_id } => runtime.block_on(retry(&order_id)),
         Command::Invoke {
             short,
             input,
@@ -109,7 +127,7 @@ async fn serve(mock: bool) -> ExitCode {
     } else {
         (config, None)
     };
-    let app = match App::builder().config(config).build() {
+    let app = match App::builder().config(config).build().await {
         Ok(app) => app,
         Err(e) => return fail(USAGE, &e.to_string()),
     };
@@ -137,6 +155,10 @@ async fn with_mock_platform(mut config: Config) -> Result<(Config, MockPlatform)
         .await
         .map_err(|e| format!("could not start the mock platform: {e}"))?;
     config.callback_secret = Some(Secret::new(platform.secret()));
+    // A trial: unless a store is chosen, keep orders in memory so that a resent test order runs.
+    if std::env::var_os("SHORTS_STORE").is_none() {
+        config.store = StoreConfig::Memory;
+    }
     config.callback_url =
         url::Url::parse(&platform.callback_url()).map_err(|e| format!("mock platform URL: {e}"))?;
     if config.webhook_auth.is_empty() {
@@ -212,6 +234,70 @@ fn list() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+async fn open_store() -> Result<AnyStore, ExitCode> {
+    let config = Config::from_env().map_err(|e| fail(USAGE, &e.to_string()))?;
+    AnyStore::open(&config.store)
+        .await
+        .map_err(|e| fail(1, &e.to_string()))
+}
+
+async fn orders(state: Option<&str>, limit: u32) -> ExitCode {
+    let state = match state.map(|name| OrderState::parse(name).ok_or(name)) {
+        None => None,
+        Some(Ok(state)) => Some(state),
+        Some(Err(name)) => {
+            let states: Vec<&str> = OrderState::ALL.iter().map(|s| s.as_str()).collect();
+            return fail(
+                USAGE,
+                &format!("unknown state `{name}`; expected one of {}", states.join(", ")),
+            );
+        }
+    };
+    let store = match open_store().await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let records = match store.list(state, limit).await {
+        Ok(records) => records,
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    for record in records {
+        let received = u64::try_from(record.received_at)
+            .ok()
+            .and_then(|ms| std::time::UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+            .unwrap_or_default();
+        println!(
+            "{received}  {:<10}  {}  short={}  runs={}  attempts={}{}",
+            record.state.as_str(),
+            record.id,
+            record.short,
+            record.runs,
+            record.attempts,
+            record
+                .last_error
+                .map(|e| format!("  error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+async fn retry(order_id: &str) -> ExitCode {
+    let store = match open_store().await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    match store.retry(order_id).await {
+        Ok(true) => {
+            println!("order {order_id} will be delivered again");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => fail(1, &format!("no dead or paused order `{order_id}`")),
+        Err(e) => fail(1, &e.to_string()),
+    }
+}
+
 async fn invoke(name: &str, input: Option<String>, input_file: Option<PathBuf>, out: &Path) -> ExitCode {
     let text = match (input, input_file) {
         (Some(text), _) => text,
@@ -240,7 +326,7 @@ async fn invoke(name: &str, input: Option<String>, input_file: Option<PathBuf>, 
         Ok(platform) => platform,
         Err(e) => return fail(1, &format!("could not start the mock platform: {e}")),
     };
-    let app = match invoke_app(&platform, name) {
+    let app = match invoke_app(&platform, name).await {
         Ok(app) => app,
         Err(message) => return fail(USAGE, &message),
     };
@@ -267,8 +353,10 @@ async fn invoke(name: &str, input: Option<String>, input_file: Option<PathBuf>, 
         }
     };
     let order_id = webhook.order_id.clone();
-    if app.inner.engine.submit(&lane, Job { webhook, payload }) == Submitted::Duplicate {
-        return fail(1, "the order was not started");
+    match app.inner.engine.submit(&lane, Job { webhook, payload }).await {
+        Ok(Submitted::New) => {}
+        Ok(Submitted::Duplicate) => return fail(1, "the order was not started"),
+        Err(e) => return fail(1, &e.to_string()),
     }
 
     let wait = lane.short.timeout_duration() + Duration::from_secs(60);
@@ -290,7 +378,7 @@ async fn invoke(name: &str, input: Option<String>, input_file: Option<PathBuf>, 
 }
 
 /// An app running only `name`, delivering to the in-process mock.
-fn invoke_app(platform: &MockPlatform, name: &str) -> Result<App, String> {
+async fn invoke_app(platform: &MockPlatform, name: &str) -> Result<App, String> {
     let registered = Short::registered();
     let Some(short) = registered.iter().find(|s| s.name() == name).cloned() else {
         let names: Vec<&str> = registered.iter().map(Short::name).collect();
@@ -306,7 +394,7 @@ fn invoke_app(platform: &MockPlatform, name: &str) -> Result<App, String> {
     if std::io::stderr().is_terminal() {
         builder = builder.upload_progress(Arc::new(print_progress));
     }
-    builder.build().map_err(|e| e.to_string())
+    builder.build().await.map_err(|e| e.to_string())
 }
 
 /// `uploading video.mp4   52.4 / 150.0 MB  35%`, redrawn in place.

@@ -115,12 +115,51 @@ impl fmt::Debug for WebhookAuth {
     }
 }
 
-/// Where orders are kept.
+/// Where orders are kept (`SHORTS_STORE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreConfig {
-    /// In this process's memory: lost on restart.
+    /// `memory`: in this process's memory, lost on restart (tests, trials).
     Memory,
+    /// `sqlite://PATH`: an embedded database file, the default (`sqlite://shorts.db`).
+    Sqlite(std::path::PathBuf),
+    /// `postgres://...`: a PostgreSQL database, shared by several instances.
+    Postgres(Secret),
+}
+
+impl StoreConfig {
+    /// Parses `memory`, `sqlite://PATH` (or `sqlite:PATH`) or `postgres://...` (or `postgresql://`).
+    ///
+    /// # Errors
+    ///
+    /// For anything else, or an empty path.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            var: "SHORTS_STORE",
+            reason: reason.to_owned(),
+        };
+        if text == "memory" {
+            return Ok(StoreConfig::Memory);
+        }
+        if let Some(path) = text
+            .strip_prefix("sqlite://")
+            .or_else(|| text.strip_prefix("sqlite:"))
+        {
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() {
+                return Err(invalid(
+                    "`sqlite://` needs a file path, e.g. `sqlite://shorts.db`",
+                ));
+            }
+            return Ok(StoreConfig::Sqlite(path.into()));
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(StoreConfig::Postgres(Secret::new(text)));
+        }
+        Err(invalid(
+            "expected `sqlite://PATH`, `postgres://USER@HOST/DB` or `memory`",
+        ))
+    }
 }
 
 /// Everything `serve` needs. Read it with [`Config::from_env`], or start from [`Config::default`]
@@ -144,8 +183,13 @@ pub struct Config {
     /// Largest callback body sent with files inline (`SHORTS_INLINE_LIMIT`); larger results go
     /// through direct upload. Default 4,450,000 bytes, just under the platform's 4.5 MB.
     pub inline_limit: u64,
-    /// Where orders are kept (`SHORTS_STORE`).
+    /// Where orders are kept (`SHORTS_STORE`). Default `sqlite://shorts.db`.
     pub store: StoreConfig,
+    /// How long an instance's claim on an order lasts without a heartbeat (`SHORTS_LEASE`): the
+    /// time after which a dead instance's orders pass to a live one. Default 5 s.
+    pub lease: std::time::Duration,
+    /// How often an instance looks for orders that need work (`SHORTS_POLL_INTERVAL`). Default 1 s.
+    pub poll_interval: std::time::Duration,
     /// Delays before each callback attempt (`SHORTS_RETRY_SCHEDULE`, e.g. `0s,5s,30s,2m`), each
     /// jittered by ±20 %. After the last one the order is dead-lettered.
     pub retry_schedule: Vec<Duration>,
@@ -176,7 +220,9 @@ impl Default for Config {
             callback_url: default_callback_url(),
             prepare_url: None,
             inline_limit: DEFAULT_INLINE_LIMIT,
-            store: StoreConfig::Memory,
+            store: StoreConfig::Sqlite("shorts.db".into()),
+            lease: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
             retry_schedule: parse_schedule("SHORTS_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE)
                 .unwrap_or_default(),
             unauthorized_retry: Duration::from_secs(600),
@@ -241,20 +287,14 @@ impl Config {
             config.inline_limit = parse_size("SHORTS_INLINE_LIMIT", &size)? as u64;
         }
         if let Some(store) = get("SHORTS_STORE") {
-            config.store = match store.as_str() {
-                "memory" => StoreConfig::Memory,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        var: "SHORTS_STORE",
-                        reason: format!("{store:?} is not supported; this version keeps orders in `memory`"),
-                    });
-                }
-            };
+            config.store = StoreConfig::parse(&store)?;
         }
         if let Some(schedule) = get("SHORTS_RETRY_SCHEDULE") {
             config.retry_schedule = parse_schedule("SHORTS_RETRY_SCHEDULE", &schedule)?;
         }
-        let durations: [(&'static str, &mut Duration); 5] = [
+        let durations: [(&'static str, &mut Duration); 7] = [
+            ("SHORTS_LEASE", &mut config.lease),
+            ("SHORTS_POLL_INTERVAL", &mut config.poll_interval),
             ("SHORTS_UNAUTHORIZED_RETRY", &mut config.unauthorized_retry),
             ("SHORTS_HEADER_TIMEOUT", &mut config.header_read_timeout),
             ("SHORTS_BODY_TIMEOUT", &mut config.body_read_timeout),
@@ -373,6 +413,23 @@ mod tests {
         assert_eq!(config.retry_schedule[11], Duration::from_secs(24 * 3600));
         assert_eq!(config.callback_url.as_str(), DEFAULT_CALLBACK_URL);
         assert!(config.check_serving().is_err());
+        assert_eq!(config.store, StoreConfig::Sqlite("shorts.db".into()));
+    }
+
+    #[test]
+    fn stores() {
+        assert_eq!(StoreConfig::parse("memory").ok(), Some(StoreConfig::Memory));
+        assert_eq!(
+            StoreConfig::parse("sqlite://data/o.db").ok(),
+            Some(StoreConfig::Sqlite("data/o.db".into()))
+        );
+        assert_eq!(
+            StoreConfig::parse("sqlite:o.db").ok(),
+            Some(StoreConfig::Sqlite("o.db".into()))
+        );
+        let pg = StoreConfig::parse("postgres://u:pw@h/db").ok();
+        assert!(matches!(pg, Some(StoreConfig::Postgres(url)) if url.expose() == "postgres://u:pw@h/db"));
+        assert!(!format!("{:?}", StoreConfig::parse("postgres://u:pw@h/db")).contains("pw"));
     }
 
     #[test]
@@ -417,6 +474,8 @@ mod tests {
             ("SHORTS_RETRY_SCHEDULE", "1s,soon"),
             ("SHORTS_MAX_BODY", "lots"),
             ("SHORTS_STORE", "redis://x"),
+            ("SHORTS_STORE", "sqlite://"),
+            ("SHORTS_LEASE", "soon"),
         ] {
             let error = from(&[(var, value)])
                 .err()

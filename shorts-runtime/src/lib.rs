@@ -31,8 +31,12 @@
 //! runs one order against a built-in mock of the platform and prints the callback; `cargo run --
 //! list` lists the shorts. Configuration comes from the environment: see [`Config`].
 //!
-//! Handlers run at least once per order and at most once per process; a duplicate webhook for an
-//! order already received runs nothing.
+//! Every order is committed to a store (SQLite by default, PostgreSQL for several instances)
+//! before the webhook is answered, and its callback body before the first POST, so a crash, a
+//! `kill -9` or a deploy loses nothing: at the next start, results not yet delivered are delivered
+//! and orders without a result run again. **Handlers therefore run at least once per order** (an
+//! order whose run was interrupted runs again; one that ended the process three times is failed
+//! instead). A duplicate webhook for an order already received runs nothing.
 
 mod app;
 mod cli;
@@ -58,6 +62,7 @@ pub use short::inputs::{DateRange, FileInput, FileInputError, Tags};
 pub use short::order::Order;
 pub use short::output::{Csv, File, Html, IntoOutput, Json, Output, Url};
 pub use short::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, FromCall, HandlerResult, Short};
+pub use store::{OrderRecord, OrderState, StoreError};
 
 /// Turns an `async fn` into an AI Short.
 ///

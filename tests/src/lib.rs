@@ -48,7 +48,7 @@ impl Served {
     ) -> Self {
         let mut config = platform.config();
         configure(&mut config);
-        let app = build(App::builder().config(config)).build().expect("app");
+        let app = build(App::builder().config(config)).build().await.expect("app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();

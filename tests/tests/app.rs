@@ -41,6 +41,7 @@ async fn shorts_of_the_binary_sharing_a_route_are_refused_at_start_up() {
     let error = App::builder()
         .config(config)
         .build()
+        .await
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -54,32 +55,36 @@ async fn shorts_of_the_binary_sharing_a_route_are_refused_at_start_up() {
 #[tokio::test]
 async fn hand_built_shorts_are_checked_too() {
     let (_platform, config) = config().await;
-    let build = |shorts: Vec<Short>| {
+    async fn build(config: &Config, shorts: Vec<Short>) -> Result<App, BuildError> {
         let mut builder = App::builder().config(config.clone()).without_registered();
         for short in shorts {
             builder = builder.short(short);
         }
-        builder.build()
-    };
-    assert!(matches!(build(vec![]), Err(BuildError::NoShorts)));
+        builder.build().await
+    }
+    assert!(matches!(build(&config, vec![]).await, Err(BuildError::NoShorts)));
     assert!(matches!(
-        build(vec![ok_short("a"), ok_short("a").path("/other")]),
+        build(&config, vec![ok_short("a"), ok_short("a").path("/other")]).await,
         Err(BuildError::DuplicateName { .. })
     ));
     assert!(matches!(
-        build(vec![ok_short("a").path("/x"), ok_short("b").path("/x")]),
+        build(&config, vec![ok_short("a").path("/x"), ok_short("b").path("/x")]).await,
         Err(BuildError::DuplicatePath { .. })
     ));
     for path in ["x", "/x/", "/a//b", "/{id}", "/healthz", "/a b"] {
         assert!(
             matches!(
-                build(vec![ok_short("a").path(path)]),
+                build(&config, vec![ok_short("a").path(path)]).await,
                 Err(BuildError::InvalidPath { .. })
             ),
             "{path}"
         );
     }
-    assert!(build(vec![ok_short("a"), ok_short("b").path("/v1/b-c_d.e~f")]).is_ok());
+    assert!(
+        build(&config, vec![ok_short("a"), ok_short("b").path("/v1/b-c_d.e~f")])
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -91,7 +96,8 @@ async fn serving_needs_the_secret_and_the_auth_header() {
         .config(without_secret)
         .short(ok_short("a"))
         .without_registered()
-        .build();
+        .build()
+        .await;
     assert!(
         error
             .err()
@@ -103,7 +109,8 @@ async fn serving_needs_the_secret_and_the_auth_header() {
         .config(without_auth)
         .short(ok_short("a"))
         .without_registered()
-        .build();
+        .build()
+        .await;
     assert!(
         error
             .err()

@@ -185,8 +185,10 @@ async fn terminate(child: &mut Child) -> Option<i32> {
 async fn serve_takes_a_webhook_and_stops_on_sigterm() {
     let platform = MockPlatform::start().await.expect("mock");
     let port = free_port();
+    let db = std::env::temp_dir().join(format!("hello-short-{port}.db"));
     let child = hello()
         .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
+        .env("SHORTS_STORE", format!("sqlite://{}", db.display()))
         .env("SHORTS_CALLBACK_SECRET", platform.secret())
         .env("SHORTS_CALLBACK_URL", platform.callback_url())
         .env(
@@ -214,6 +216,9 @@ async fn serve_takes_a_webhook_and_stops_on_sigterm() {
         .expect("callback");
     assert_eq!(callback.body["result_text"], "over the wire");
     assert_eq!(terminate(&mut child).await, Some(0));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
 }
 
 #[tokio::test]
@@ -223,6 +228,7 @@ async fn serve_with_the_mock_platform_prints_callbacks() {
     let port = free_port();
     let child = hello()
         .args(["serve", "--mock"])
+        .env("SHORTS_STORE", "memory")
         .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
         .env(
             "SHORTS_WEBHOOK_AUTH",

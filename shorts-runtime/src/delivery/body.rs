@@ -62,11 +62,6 @@ impl StreamBody {
         }
     }
 
-    /// A body of literal bytes.
-    pub(crate) fn literal(bytes: impl Into<Bytes>) -> Self {
-        Self::new(vec![Part::Literal(bytes.into())])
-    }
-
     /// A file's raw bytes, for an upload.
     pub(crate) fn raw(file: &File, size: u64) -> Self {
         Self::new(vec![Part::Raw(file.source.clone(), size)])
@@ -77,8 +72,7 @@ impl StreamBody {
         self.len
     }
 
-    /// The whole body in memory (only for small bodies: logs, tests, storage of JSON).
-    #[cfg(test)]
+    /// The whole body in memory (for bodies under the inline limit, which are stored).
     pub(crate) async fn collect(&self) -> io::Result<Bytes> {
         let mut reader = Reader::new(self);
         let mut out = bytes::BytesMut::with_capacity(usize::try_from(self.len).unwrap_or(0));

@@ -7,7 +7,7 @@ mod upload;
 use std::time::Duration;
 
 use http::StatusCode;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use tracing::{error, info, warn};
 use url::Url;
 
@@ -17,20 +17,24 @@ use crate::short::output::{File, Output};
 use crate::wire::callback;
 use crate::wire::platform::{CALLBACK_SECRET_HEADER, PREPARE_PATH_SUFFIX, SINGLE_FILE_AT_TOP_LEVEL};
 
+use bytes::Bytes;
+
 pub(crate) use body::StreamBody;
 pub(crate) use upload::Progress;
 
-/// How a callback ended.
+/// What one POST of a callback achieved.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Delivered {
+pub(crate) enum Posted {
     /// The platform answered 2xx (a duplicate is answered 200 too).
-    Accepted { attempts: u32 },
+    Accepted,
     /// The platform refused the body for good (400, another 4xx, or a redirect).
     Rejected { status: u16, detail: String },
     /// The platform answered 413: the body is too large for it.
     TooLarge,
-    /// Every attempt of the schedule failed on a retryable error.
-    Exhausted { attempts: u32, last: String },
+    /// A retryable failure (5xx, 408, 429, network); `after` when the platform asked for a delay.
+    Retry { reason: String, after: Option<Duration> },
+    /// The platform refused the callback secret (401).
+    Unauthorized,
 }
 
 /// What one HTTP exchange means for the retry loop.
@@ -89,7 +93,7 @@ pub(crate) struct Delivery {
 const SLOWEST_RATE: u64 = 256 * 1024;
 
 /// Longest wait a `Retry-After` header may impose on one attempt.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 impl Delivery {
     /// Builds the process's one HTTP client: no redirects, bounded timeouts.
@@ -157,40 +161,23 @@ impl Delivery {
         url
     }
 
-    /// Sends an order's result: a failure, inline content, or files inline when the callback fits
-    /// the inline limit and through direct upload otherwise.
-    pub(crate) async fn complete(
-        &self,
-        target: &Url,
-        order_id: &str,
-        result: Result<Output, Error>,
-    ) -> Delivered {
+    /// The callback body for an order's result: a failure, inline content, or files — inline when
+    /// the body fits the inline limit, uploaded first (then listed by `object_key`) otherwise. A
+    /// file that cannot be read or uploaded makes the result a failure saying why.
+    pub(crate) async fn render(&self, target: &Url, order_id: &str, result: Result<Output, Error>) -> Bytes {
         let (output_type, field, value) = match result {
-            Err(e) => return self.send_failure(target, order_id, e.message()).await,
-            Ok(Output::Files(files)) => return self.send_files(target, order_id, files).await,
+            Err(e) => return callback::failure(order_id, e.message()).into(),
+            Ok(Output::Files(files)) => return self.render_files(target, order_id, files).await,
             Ok(Output::Text(text)) => ("text", "result_text", text),
             Ok(Output::Html(html)) => ("html", "result_text", html),
             Ok(Output::Json(json)) => ("json", "result_text", json),
             Ok(Output::Csv(csv)) => ("csv", "result_text", csv),
             Ok(Output::Url(url)) => ("url", "result_url", url),
         };
-        let body = StreamBody::literal(callback::content(order_id, output_type, field, &value));
-        match self.post_callback(target, &body).await {
-            Delivered::TooLarge => {
-                warn!("the platform refused the callback as too large (413)");
-                let message = "the result is larger than the platform accepts in a callback";
-                self.send_failure(target, order_id, message).await
-            }
-            other => other,
-        }
+        callback::content(order_id, output_type, field, &value).into()
     }
 
-    async fn send_failure(&self, target: &Url, order_id: &str, message: &str) -> Delivered {
-        let body = StreamBody::literal(callback::failure(order_id, message));
-        self.post_callback(target, &body).await
-    }
-
-    async fn send_files(&self, target: &Url, order_id: &str, files: Vec<File>) -> Delivered {
+    async fn render_files(&self, target: &Url, order_id: &str, files: Vec<File>) -> Bytes {
         let mut sized = Vec::with_capacity(files.len());
         for file in files {
             match file.size().await {
@@ -198,107 +185,92 @@ impl Delivery {
                 Err(e) => {
                     let message = format!("the file `{}` could not be read: {e}", file.name());
                     error!(error = %message, "order failed");
-                    return self.send_failure(target, order_id, &message).await;
+                    return callback::failure(order_id, &message).into();
                 }
             }
         }
         let inline = body::inline_files(order_id, &sized, SINGLE_FILE_AT_TOP_LEVEL);
         if inline.len() <= self.inline_limit {
-            match self.post_callback(target, &inline).await {
-                Delivered::TooLarge => {
-                    warn!(
-                        bytes = inline.len(),
-                        "the platform refused the inline files (413); uploading them instead"
-                    );
+            match inline.collect().await {
+                Ok(body) => return body,
+                Err(e) => {
+                    let message = format!("the files could not be read: {e}");
+                    error!(error = %message, "order failed");
+                    return callback::failure(order_id, &message).into();
                 }
-                other => return other,
             }
-        } else {
-            info!(
-                bytes = inline.len(),
-                limit = self.inline_limit,
-                "the files do not fit in a callback; uploading them"
-            );
         }
-        let uploaded = match self.upload_all(target, order_id, &sized).await {
-            Ok(uploaded) => uploaded,
-            Err(message) => {
-                error!(error = %message, "upload failed");
-                return self.send_failure(target, order_id, &message).await;
-            }
-        };
-        let body = StreamBody::literal(callback::uploaded(order_id, &uploaded));
-        match self.post_callback(target, &body).await {
-            Delivered::TooLarge => {
-                let message = "the platform refused the callback listing the uploaded files as too large";
-                self.send_failure(target, order_id, message).await
-            }
-            other => other,
-        }
+        info!(
+            bytes = inline.len(),
+            limit = self.inline_limit,
+            "the files do not fit in a callback; uploading them"
+        );
+        self.upload_files(target, order_id, &sized).await
     }
 
-    async fn upload_all(
-        &self,
-        target: &Url,
-        order_id: &str,
-        files: &[(File, u64)],
-    ) -> Result<Vec<callback::UploadedFile>, String> {
+    /// The callback listing `files` by `object_key` after uploading them, or a failure saying why.
+    async fn upload_files(&self, target: &Url, order_id: &str, files: &[(File, u64)]) -> Bytes {
         let prepare_url = self.prepare_url(target);
         let mut uploaded = Vec::with_capacity(files.len());
         for (file, size) in files {
-            uploaded.push(self.upload(&prepare_url, order_id, file, *size).await?);
+            match self.upload(&prepare_url, order_id, file, *size).await {
+                Ok(file) => uploaded.push(file),
+                Err(message) => {
+                    error!(error = %message, "upload failed");
+                    return callback::failure(order_id, &message).into();
+                }
+            }
         }
-        Ok(uploaded)
+        callback::uploaded(order_id, &uploaded).into()
     }
 
-    /// POSTs a callback body until the platform has it or refuses it.
-    pub(crate) async fn post_callback(&self, url: &Url, body: &StreamBody) -> Delivered {
-        let result = self
-            .retry("callback", || async {
-                let response = self
-                    .client
-                    .post(url.clone())
-                    .header(CONTENT_TYPE, "application/json")
-                    .header(CONTENT_LENGTH, body.len())
-                    .header(CALLBACK_SECRET_HEADER, self.secret.expose())
-                    .timeout(self.timeout_for(body.len()))
-                    .body(body.to_request_body())
-                    .send()
-                    .await;
-                let response = match response {
-                    Ok(response) => response,
-                    Err(e) => return retry_network(&e),
-                };
-                let status = response.status();
-                let after = retry_after(&response);
-                let detail = read_detail(response).await;
-                match classify(status) {
-                    Class::Success => Attempt::Done(Delivered::Accepted { attempts: 0 }),
-                    Class::Unauthorized => Attempt::Unauthorized,
-                    Class::TooLarge => Attempt::Done(Delivered::TooLarge),
-                    Class::Retryable => Attempt::Retry {
-                        reason: format!("the platform answered {status}"),
-                        after,
-                    },
-                    Class::Redirect => Attempt::Done(Delivered::Rejected {
-                        status: status.as_u16(),
-                        detail: "the platform redirected the callback; redirects are not followed, check SHORTS_CALLBACK_URL"
-                            .to_owned(),
-                    }),
-                    Class::Refused => Attempt::Done(Delivered::Rejected {
-                        status: status.as_u16(),
-                        detail,
-                    }),
-                }
-            })
+    /// After a 413: the same result with its inline files uploaded instead, or `None` when the
+    /// body carries no inline file.
+    pub(crate) async fn reupload(&self, target: &Url, order_id: &str, body: &[u8]) -> Option<Bytes> {
+        let files = callback::inline_files(body)?;
+        Some(self.upload_files(target, order_id, &files).await)
+    }
+
+    /// One POST of a callback body.
+    pub(crate) async fn post(&self, url: &Url, body: &Bytes) -> Posted {
+        let response = self
+            .client
+            .post(url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(CALLBACK_SECRET_HEADER, self.secret.expose())
+            .timeout(self.timeout_for(body.len() as u64))
+            .body(body.clone())
+            .send()
             .await;
-        match result {
-            Ok((Delivered::Accepted { .. }, attempts)) => {
-                info!(attempts, "callback accepted");
-                Delivered::Accepted { attempts }
+        let response = match response {
+            Ok(response) => response,
+            Err(e) => {
+                return Posted::Retry {
+                    reason: describe(&e),
+                    after: None,
+                };
             }
-            Ok((other, _)) => other,
-            Err(Exhausted { attempts, last }) => Delivered::Exhausted { attempts, last },
+        };
+        let status = response.status();
+        let after = retry_after(&response);
+        let detail = read_detail(response).await;
+        match classify(status) {
+            Class::Success => Posted::Accepted,
+            Class::Unauthorized => Posted::Unauthorized,
+            Class::TooLarge => Posted::TooLarge,
+            Class::Retryable => Posted::Retry {
+                reason: format!("the platform answered {status}"),
+                after,
+            },
+            Class::Redirect => Posted::Rejected {
+                status: status.as_u16(),
+                detail: "the platform redirected the callback; redirects are not followed, check SHORTS_CALLBACK_URL"
+                    .to_owned(),
+            },
+            Class::Refused => Posted::Rejected {
+                status: status.as_u16(),
+                detail,
+            },
         }
     }
 
@@ -455,6 +427,12 @@ mod tests {
     use tokio::time::Instant;
 
     /// Replays `script` as the platform's answers, recording when each attempt was made.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Delivered {
+        Accepted,
+        Rejected,
+    }
+
     type Outcome = Result<(Delivered, u32), Exhausted>;
 
     async fn replay(schedule: &[Duration], script: Vec<Attempt<Delivered>>) -> (Outcome, Vec<Duration>) {
@@ -464,14 +442,14 @@ mod tests {
         let outcome = retry(schedule, Duration::from_secs(600), "test", || {
             times.borrow_mut().push(start.elapsed());
             let next = script.borrow_mut().next();
-            async move { next.unwrap_or(Attempt::Done(Delivered::Accepted { attempts: 0 })) }
+            async move { next.unwrap_or(Attempt::Done(Delivered::Accepted)) }
         })
         .await;
         (outcome, times.into_inner())
     }
 
     fn accepted(attempts: u32) -> Outcome {
-        Ok((Delivered::Accepted { attempts: 0 }, attempts))
+        Ok((Delivered::Accepted, attempts))
     }
 
     fn retryable() -> Attempt<Delivered> {
@@ -527,15 +505,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn refusals_are_not_retried() {
         let schedule = [0, 5].map(Duration::from_secs);
-        let refused = Attempt::Done(Delivered::Rejected {
-            status: 400,
-            detail: String::new(),
-        });
+        let refused = Attempt::Done(Delivered::Rejected);
         let (outcome, times) = replay(&schedule, vec![refused]).await;
-        assert!(matches!(
-            outcome,
-            Ok((Delivered::Rejected { status: 400, .. }, 1))
-        ));
+        assert!(matches!(outcome, Ok((Delivered::Rejected, 1))));
         assert_eq!(times.len(), 1);
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,10 +16,12 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use subtle::ConstantTimeEq;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::app::AppInner;
+use crate::store::Store as _;
 use crate::wire::platform::WEBHOOK_ACK_BODY;
+use crate::wire::polling;
 use crate::wire::webhook::Webhook;
 use crate::worker::{Job, Lane, Submitted};
 
@@ -37,10 +39,32 @@ pub(crate) fn router(app: &Arc<AppInner>) -> Router {
             app: Arc::clone(app),
             lane: Arc::clone(lane),
         };
-        shorts = shorts.route(&lane.short.path, post(webhook).with_state(state));
+        let status_path = format!("{}/status/{{order_id}}", lane.short.path.trim_end_matches('/'));
+        shorts = shorts
+            .route(&lane.short.path, post(webhook).with_state(state.clone()))
+            .route(&status_path, get(status).with_state(state));
     }
     let shorts = shorts.route_layer(middleware::from_fn_with_state(Arc::clone(app), authenticate));
     Router::new().route("/healthz", get(healthz)).merge(shorts)
+}
+
+/// Polling mode: where an order is, with its result once there is one. Same auth as the webhook.
+async fn status(State(state): State<WebhookState>, Path(order_id): Path<String>) -> Response {
+    match state.app.engine.store.get(&order_id).await {
+        Ok(Some(record)) if *record.short == *state.lane.short.name => json(
+            StatusCode::OK,
+            polling::status(record.result.as_deref()).to_string(),
+        ),
+        Ok(_) => rejection(StatusCode::NOT_FOUND, "no such order for this short", None),
+        Err(e) => {
+            error!(error = %e, "could not read an order's status");
+            rejection(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the order store is unavailable",
+                None,
+            )
+        }
+    }
 }
 
 async fn healthz() -> Response {
@@ -107,8 +131,16 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
         webhook,
         payload: body,
     };
-    match state.app.engine.submit(&state.lane, job) {
-        Submitted::New | Submitted::Duplicate => json(StatusCode::OK, WEBHOOK_ACK_BODY.to_owned()),
+    match state.app.engine.submit(&state.lane, job).await {
+        Ok(Submitted::New | Submitted::Duplicate) => json(StatusCode::OK, WEBHOOK_ACK_BODY.to_owned()),
+        Err(e) => {
+            error!(error = %e, "the order could not be stored; answering 503 so that it is sent again");
+            rejection(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the order could not be stored; try again",
+                None,
+            )
+        }
     }
 }
 

@@ -33,7 +33,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
 //! let platform = MockPlatform::start().await?;
-//! let app = App::builder().config(platform.config()).build()?;
+//! let app = App::builder().config(platform.config()).build().await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;
 //! tokio::spawn(app.serve(listener, std::future::pending()));
@@ -206,6 +206,7 @@ pub struct MockPlatformBuilder {
     max_bytes: u64,
     expires_in: Duration,
     save_to: Option<PathBuf>,
+    flaky: f64,
 }
 
 impl MockPlatformBuilder {
@@ -233,6 +234,13 @@ impl MockPlatformBuilder {
         self
     }
 
+    /// Fails this share (0.0 to 1.0) of the callbacks not already given a scripted fault: half
+    /// answered 503, half dropped without an answer, chosen at random.
+    pub fn flaky(mut self, share: f64) -> Self {
+        self.flaky = share.clamp(0.0, 1.0);
+        self
+    }
+
     /// Saves uploaded objects as files in `dir` (by default only their size and hash are kept).
     pub fn save_objects_to(mut self, dir: impl Into<PathBuf>) -> Self {
         self.save_to = Some(dir.into());
@@ -256,6 +264,7 @@ impl MockPlatformBuilder {
             max_bytes: self.max_bytes,
             expires_in: self.expires_in,
             save_to: self.save_to.map(Arc::from),
+            flaky: self.flaky,
         };
         let task = tokio::spawn(server.run(listener));
         Ok(MockPlatform {
@@ -287,6 +296,7 @@ impl MockPlatform {
             max_bytes: DEFAULT_MAX_BYTES,
             expires_in: Duration::from_secs(3600),
             save_to: None,
+            flaky: 0.0,
         }
     }
 
@@ -315,8 +325,8 @@ impl MockPlatform {
     }
 
     /// A configuration that serves on `127.0.0.1:0`, delivers to this mock with its secret,
-    /// expects `x-api-key: `[`MockPlatform::WEBHOOK_KEY`] on webhooks, and retries quickly
-    /// (`0s, 50ms, 100ms, 200ms, 400ms`).
+    /// expects `x-api-key: `[`MockPlatform::WEBHOOK_KEY`] on webhooks, keeps orders in memory, and
+    /// retries quickly (`0s, 50ms, 100ms, 200ms, 400ms`).
     pub fn config(&self) -> Config {
         Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -329,6 +339,9 @@ impl MockPlatform {
             retry_schedule: [0, 50, 100, 200, 400].map(Duration::from_millis).to_vec(),
             unauthorized_retry: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
+            store: crate::config::StoreConfig::Memory,
+            lease: Duration::from_secs(2),
+            poll_interval: Duration::from_millis(200),
             ..Config::default()
         }
     }

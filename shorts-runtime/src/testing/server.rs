@@ -34,6 +34,7 @@ pub(super) struct Server {
     pub(super) max_bytes: u64,
     pub(super) expires_in: Duration,
     pub(super) save_to: Option<Arc<Path>>,
+    pub(super) flaky: f64,
 }
 
 /// Returned to hyper to close a connection without an answer.
@@ -110,9 +111,19 @@ impl Server {
             .get(CALLBACK_SECRET_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let fault = lock(&self.state.faults)
+        let scripted = lock(&self.state.faults)
             .get_mut(&endpoint)
             .and_then(|queue| queue.pop_front());
+        let fault = scripted.or_else(|| {
+            let flaky = endpoint == Endpoint::Callback && fastrand::f64() < self.flaky;
+            flaky.then(|| {
+                if fastrand::bool() {
+                    Fault::Status(503)
+                } else {
+                    Fault::Drop
+                }
+            })
+        });
         let reply = match fault {
             Some(Fault::Status(status)) => Reply::error(status, "scripted fault"),
             Some(Fault::Drop) => {

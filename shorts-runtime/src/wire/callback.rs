@@ -2,7 +2,11 @@
 
 use serde_json::{Map, Value};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
 use super::platform::FAILURE_MESSAGE_FIELD;
+use crate::short::output::File;
 
 /// The body of a success callback with inline content: `result_text` or `result_url`.
 /// (Files are streamed: see `delivery::body`.)
@@ -38,6 +42,33 @@ pub(crate) fn uploaded(order_id: &str, files: &[UploadedFile]) -> Vec<u8> {
         .collect();
     body.insert("files".into(), Value::Array(entries));
     to_vec(&body)
+}
+
+/// The files a callback body carries inline (`file_base64`), decoded, with their sizes; `None`
+/// when it carries none or one does not decode.
+pub(crate) fn inline_files(body: &[u8]) -> Option<Vec<(File, u64)>> {
+    let body: Value = serde_json::from_slice(body).ok()?;
+    let entries: Vec<&Value> = match body.get("files").and_then(Value::as_array) {
+        Some(files) => files.iter().collect(),
+        None => vec![&body],
+    };
+    let mut files = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let data = STANDARD.decode(entry.get("file_base64")?.as_str()?).ok()?;
+        let name = entry.get("filename").and_then(Value::as_str).unwrap_or("file");
+        let mime = entry
+            .get("mime_type")
+            .and_then(Value::as_str)
+            .unwrap_or("application/octet-stream");
+        let size = data.len() as u64;
+        files.push((File::from_bytes(name, mime, data), size));
+    }
+    Some(files)
+}
+
+/// Whether a callback body reports a failure (`"ok": false`).
+pub(crate) fn is_failure(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|body| body["ok"] == false)
 }
 
 /// The body of a failure callback.
@@ -94,6 +125,21 @@ mod tests {
                  "object_key": "orders/o1/20241109-ab12cd-final-video.mp4"}
             ]})
         );
+    }
+
+    #[test]
+    fn inline_files_are_read_back() {
+        let one = br#"{"ok":true,"order_id":"o","output_type":"file","filename":"a.txt","mime_type":"text/plain","file_base64":"aGk="}"#;
+        let files = inline_files(one).unwrap_or_default();
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            (files[0].0.name(), files[0].0.mime(), files[0].1),
+            ("a.txt", "text/plain", 2)
+        );
+        let two = br#"{"files":[{"filename":"a","file_base64":"aGk="},{"filename":"b","file_base64":""}]}"#;
+        assert_eq!(inline_files(two).map(|f| f.len()), Some(2));
+        assert!(inline_files(br#"{"ok":true,"output_type":"text","result_text":"x"}"#).is_none());
+        assert!(inline_files(br#"{"files":[{"object_key":"k"}]}"#).is_none());
     }
 
     #[test]

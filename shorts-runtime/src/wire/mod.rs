@@ -5,4 +5,5 @@
 
 pub(crate) mod callback;
 pub mod platform;
+pub(crate) mod polling;
 pub(crate) mod webhook;

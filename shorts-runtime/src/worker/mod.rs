@@ -1,21 +1,33 @@
-//! Running orders: one task per order, a concurrency limit per short, the timeout, panics caught,
-//! and the result handed to delivery.
+//! Running orders: commit at intake, claim with a lease, run the short (concurrency limit,
+//! timeout, panics caught), commit the callback body, deliver it with attempts recorded in the
+//! store, and pick up whatever a crashed or stopped instance left behind.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
+use url::Url;
 
-use crate::delivery::{Delivered, Delivery};
+use crate::delivery::{Delivery, MAX_RETRY_AFTER, Posted, jitter};
 use crate::short::error::{Error, ErrorKind};
 use crate::short::order::{Order, OrderInner};
 use crate::short::output::Output;
 use crate::short::{Call, Short};
-use crate::store::{MemoryStore, OrderState};
+use crate::store::{AnyStore, Claimed, NewOrder, Settle, Store, StoreError, ms, now_ms};
+use crate::wire::callback;
 use crate::wire::webhook::Webhook;
+
+/// Runs of the short on one order after which it is failed instead of run again: each run that
+/// did not store a result ended with the process (a crash, a kill).
+pub(crate) const MAX_RUNS: i32 = 3;
+
+/// Orders claimed per query.
+const CLAIM_BATCH: u32 = 64;
 
 /// A short with its concurrency limit.
 pub(crate) struct Lane {
@@ -43,40 +55,221 @@ pub(crate) enum Submitted {
     Duplicate,
 }
 
+/// How the engine delivers.
+pub(crate) struct Timing {
+    pub(crate) lease: Duration,
+    pub(crate) poll: Duration,
+    pub(crate) schedule: Vec<Duration>,
+    pub(crate) unauthorized_retry: Duration,
+}
+
 /// Runs orders and delivers their callbacks.
 pub(crate) struct Engine {
-    pub(crate) store: MemoryStore,
+    pub(crate) store: AnyStore,
     delivery: Delivery,
+    lanes: HashMap<Arc<str>, Arc<Lane>>,
+    /// This instance's name in leases.
+    owner: String,
+    timing: Timing,
+    wake: Notify,
     tasks: TaskTracker,
+    stop: CancellationToken,
+    /// Orders whose short is running in this process.
+    running: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Engine {
-    pub(crate) fn new(delivery: Delivery) -> Self {
-        Self {
-            store: MemoryStore::default(),
+    pub(crate) fn new(store: AnyStore, delivery: Delivery, lanes: &[Arc<Lane>], timing: Timing) -> Arc<Self> {
+        Arc::new(Self {
+            store,
             delivery,
+            lanes: lanes
+                .iter()
+                .map(|lane| (Arc::clone(&lane.short.name), Arc::clone(lane)))
+                .collect(),
+            owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            timing,
+            wake: Notify::new(),
             tasks: TaskTracker::new(),
-        }
+            stop: CancellationToken::new(),
+            running: std::sync::Mutex::default(),
+        })
     }
 
-    /// Records the order and starts it on its own task; a known `order_id` starts nothing.
-    pub(crate) fn submit(self: &Arc<Self>, lane: &Arc<Lane>, job: Job) -> Submitted {
-        if !self.store.accept(&job.webhook.order_id) {
-            info!(order_id = %job.webhook.order_id, short = %lane.short.name, "duplicate order ignored");
-            return Submitted::Duplicate;
-        }
-        let span = info_span!("order", order_id = %job.webhook.order_id, short = %lane.short.name);
+    /// Starts looking for work: orders left by earlier runs or other instances, due retries, and
+    /// the heartbeat that keeps this instance's leases.
+    pub(crate) fn start(self: &Arc<Self>) {
         let engine = Arc::clone(self);
-        let lane = Arc::clone(lane);
-        self.tasks
-            .spawn(async move { engine.process(&lane, job).await }.instrument(span));
-        Submitted::New
+        tokio::spawn(async move { engine.poll().await });
+        let engine = Arc::clone(self);
+        tokio::spawn(async move { engine.heartbeat().await });
     }
 
-    async fn process(&self, lane: &Lane, job: Job) {
-        let Job { webhook, payload } = job;
-        let order_id = webhook.order_id.clone();
-        let target = self.delivery.target(webhook.callback_url.as_deref());
+    /// Commits the order and starts it on its own task; a known `order_id` starts nothing.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails: the webhook must not be acknowledged then.
+    pub(crate) async fn submit(self: &Arc<Self>, lane: &Lane, job: Job) -> Result<Submitted, StoreError> {
+        let target = self.delivery.target(job.webhook.callback_url.as_deref());
+        let order = NewOrder {
+            id: job.webhook.order_id,
+            short: lane.short.name.to_string(),
+            payload: job.payload,
+            callback_url: target.to_string(),
+        };
+        let id = order.id.clone();
+        match self.store.accept(order, &self.owner, self.timing.lease).await? {
+            Some(claimed) => {
+                self.spawn(claimed);
+                Ok(Submitted::New)
+            }
+            None => {
+                info!(order_id = %id, short = %lane.short.name, "duplicate order ignored");
+                Ok(Submitted::Duplicate)
+            }
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, claimed: Claimed) {
+        let span = info_span!("order", order_id = %claimed.id, short = %claimed.short);
+        let engine = Arc::clone(self);
+        self.tasks
+            .spawn(async move { engine.process(claimed).await }.instrument(span));
+    }
+
+    async fn poll(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.timing.poll) => {}
+                () = self.stop.cancelled() => return,
+            }
+            loop {
+                match self
+                    .store
+                    .claim(&self.owner, self.timing.lease, CLAIM_BATCH)
+                    .await
+                {
+                    Ok(batch) => {
+                        let full = batch.len() as u32 == CLAIM_BATCH;
+                        for claimed in batch {
+                            self.spawn(claimed);
+                        }
+                        if !full || self.stop.is_cancelled() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        error!(error = %e, "could not claim orders");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(self: Arc<Self>) {
+        let every = self.timing.lease / 3;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.stop.cancelled() => return,
+            }
+            if let Err(e) = self.store.heartbeat(&self.owner, self.timing.lease).await {
+                error!(error = %e, "could not renew leases");
+            }
+        }
+    }
+
+    async fn process(self: Arc<Self>, claimed: Claimed) {
+        let target = Url::parse(&claimed.callback_url).unwrap_or_else(|_| self.delivery.target(None));
+        let body = match &claimed.result {
+            Some(body) => body.clone(),
+            None => {
+                let Some(body) = self.produce(&claimed, &target).await else {
+                    return;
+                };
+                match self
+                    .store
+                    .save_result(&claimed.id, claimed.fence, body.clone())
+                    .await
+                {
+                    Ok(true) => body,
+                    Ok(false) => {
+                        warn!("another instance took this order over; dropping this result");
+                        return;
+                    }
+                    Err(e) => {
+                        error!(error = %e, "could not store the result; the order will run again");
+                        return;
+                    }
+                }
+            }
+        };
+        self.deliver(&claimed, &target, body).await;
+    }
+
+    /// Runs the short and renders its callback body; `None` when another instance took the order.
+    async fn produce(&self, claimed: &Claimed, target: &Url) -> Option<Bytes> {
+        let result = self.run_short(claimed).await?;
+        match &result {
+            Ok(output) => info!(output_type = output.output_type(), "order finished"),
+            Err(e) => match e.chain() {
+                causes if causes.is_empty() => warn!(kind = ?e.kind(), error = e.message(), "order failed"),
+                causes => warn!(kind = ?e.kind(), error = e.message(), causes, "order failed"),
+            },
+        }
+        Some(self.delivery.render(target, &claimed.id, result).await)
+    }
+
+    /// Runs the short once a slot of its concurrency limit is free, after committing the start of
+    /// the run; `None` when another instance took the order.
+    async fn run_short(&self, claimed: &Claimed) -> Option<Result<Output, Error>> {
+        let Some(lane) = self.lanes.get(claimed.short.as_str()) else {
+            return Some(Err(Error::with_kind(
+                ErrorKind::Handler,
+                format!("this server has no short named `{}`", claimed.short),
+            )));
+        };
+        let webhook = match Webhook::parse(&claimed.payload) {
+            Ok(webhook) => webhook,
+            Err(e) => {
+                let message = format!("the stored order is unreadable: {}", e.message);
+                return Some(Err(Error::with_kind(ErrorKind::Input, message)));
+            }
+        };
+        // The semaphore is never closed, so acquiring only waits.
+        let _permit = Arc::clone(&lane.permits).acquire_owned().await.ok();
+        let run_number = match self.store.start_run(&claimed.id, claimed.fence).await {
+            Ok(Some(run)) => run,
+            Ok(None) => {
+                warn!("another instance took this order over");
+                return None;
+            }
+            Err(e) => {
+                error!(error = %e, "could not record the start of the run; the order will run later");
+                return None;
+            }
+        };
+        if run_number > MAX_RUNS {
+            error!(
+                runs = run_number - 1,
+                "the short ended the process on every run of this order"
+            );
+            return Some(Err(Error::with_kind(
+                ErrorKind::Panic,
+                format!("the short stopped the server {MAX_RUNS} times while running this order"),
+            )));
+        }
+        if run_number > 1 {
+            info!(
+                run = run_number,
+                "running the order again after an interrupted run"
+            );
+        } else {
+            info!("order accepted");
+        }
         let call = Call {
             inputs: webhook.inputs,
             order: Order::new(OrderInner {
@@ -85,62 +278,149 @@ impl Engine {
                 ts: webhook.ts,
                 job_token: webhook.job_token,
                 short: Arc::clone(&lane.short.name),
-                payload,
+                payload: claimed.payload.clone(),
             }),
         };
-        info!("order accepted");
-
+        self.running_set().insert(claimed.id.clone());
         let result = run(lane, call).await;
-        match &result {
-            Ok(output) => info!(output_type = output.output_type(), "order finished"),
-            Err(e) => match e.chain() {
-                causes if causes.is_empty() => warn!(kind = ?e.kind(), error = e.message(), "order failed"),
-                causes => warn!(kind = ?e.kind(), error = e.message(), causes, "order failed"),
-            },
-        }
-        self.store.set(&order_id, OrderState::Delivering);
-        let outcome = self.delivery.complete(&target, &order_id, result).await;
-        let state = match outcome {
-            Delivered::Accepted { .. } => OrderState::Delivered,
-            Delivered::Rejected { status, detail } => {
-                error!(
-                    status,
-                    detail, "the platform refused the callback; the order is dead-lettered"
-                );
-                OrderState::Dead
-            }
-            Delivered::TooLarge => {
-                error!(
-                    "the platform refused even the failure callback as too large; the order is dead-lettered"
-                );
-                OrderState::Dead
-            }
-            Delivered::Exhausted { attempts, last } => {
-                error!(
-                    attempts,
-                    last, "callback retries exhausted; the order is dead-lettered"
-                );
-                OrderState::Dead
-            }
-        };
-        self.store.set(&order_id, state);
+        self.running_set().remove(&claimed.id);
+        Some(result)
     }
 
-    /// Stops taking new orders' tasks into account and waits up to `grace` for running ones.
-    /// Returns how many were still running.
-    pub(crate) async fn shutdown(&self, grace: Duration) -> usize {
-        self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
-            return self.tasks.len();
+    fn running_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// POSTs the stored body and records the outcome; retries are left to the poller.
+    async fn deliver(self: &Arc<Self>, claimed: &Claimed, target: &Url, mut body: Bytes) {
+        let mut reuploaded = false;
+        let settle = loop {
+            match self.delivery.post(target, &body).await {
+                Posted::Accepted => {
+                    info!(attempts = claimed.attempts + 1, "callback accepted");
+                    break Settle::Delivered;
+                }
+                Posted::Rejected { status, detail } => {
+                    error!(
+                        status,
+                        detail, "the platform refused the callback; the order is dead-lettered"
+                    );
+                    break Settle::Dead(format!("the platform refused the callback ({status}): {detail}"));
+                }
+                Posted::TooLarge => {
+                    let replacement = if reuploaded {
+                        None
+                    } else {
+                        reuploaded = true;
+                        warn!(
+                            "the platform refused the callback as too large (413); uploading its files instead"
+                        );
+                        self.delivery.reupload(target, &claimed.id, &body).await
+                    };
+                    let replacement = match replacement {
+                        Some(replacement) => replacement,
+                        None if callback::is_failure(&body) => {
+                            error!("the platform refused even the failure callback as too large");
+                            break Settle::Dead(
+                                "the platform refused the callback as too large (413)".to_owned(),
+                            );
+                        }
+                        None => Bytes::from(callback::failure(
+                            &claimed.id,
+                            "the result is larger than the platform accepts in a callback",
+                        )),
+                    };
+                    match self
+                        .store
+                        .save_result(&claimed.id, claimed.fence, replacement.clone())
+                        .await
+                    {
+                        Ok(true) => body = replacement,
+                        Ok(false) => return,
+                        Err(e) => {
+                            error!(error = %e, "could not store the replacement result");
+                            return;
+                        }
+                    }
+                }
+                Posted::Retry { reason, after } => {
+                    let attempts = claimed.attempts + 1;
+                    let Some(step) = self.timing.schedule.get(attempts as usize) else {
+                        error!(attempts, %reason, "callback retries exhausted; the order is dead-lettered");
+                        break Settle::Dead(format!("gave up after {attempts} attempts: {reason}"));
+                    };
+                    let wait = after.map_or(jitter(*step), |after| {
+                        after.min(MAX_RETRY_AFTER).max(jitter(*step))
+                    });
+                    warn!(attempts, %reason, retry_in = %humantime::format_duration(wait), "callback failed; will retry");
+                    self.wake_after(wait);
+                    break Settle::Retry {
+                        at: now_ms() + ms(wait),
+                        attempts,
+                        error: reason,
+                    };
+                }
+                Posted::Unauthorized => {
+                    let wait = self.timing.unauthorized_retry;
+                    error!(
+                        retry_in = %humantime::format_duration(wait),
+                        "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
+                    );
+                    self.wake_after(wait);
+                    break Settle::Paused {
+                        at: now_ms() + ms(wait),
+                    };
+                }
+            }
+        };
+        match self.store.settle(&claimed.id, claimed.fence, settle).await {
+            Ok(true) => {}
+            Ok(false) => warn!("another instance took this order over"),
+            Err(e) => error!(error = %e, "could not record the delivery; it will be attempted again"),
         }
-        0
+    }
+
+    /// Wakes the poller once `wait` has passed, so that a retry due before the next poll is not
+    /// late.
+    fn wake_after(self: &Arc<Self>, wait: Duration) {
+        if wait >= self.timing.poll {
+            return;
+        }
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => engine.wake.notify_one(),
+                () = engine.stop.cancelled() => {}
+            }
+        });
+    }
+
+    /// Stops looking for work and waits up to `grace` for running orders; what is left is
+    /// released for another instance or the next start. Returns how many were released.
+    pub(crate) async fn shutdown(&self, grace: Duration) -> u64 {
+        self.stop.cancel();
+        self.tasks.close();
+        let finished = tokio::time::timeout(grace, self.tasks.wait()).await.is_ok();
+        let interrupted: Vec<String> = self.running_set().iter().cloned().collect();
+        match self.store.release(&self.owner, &interrupted).await {
+            Ok(released) => {
+                if !finished {
+                    warn!(released, "orders still running at shutdown were released");
+                }
+                released
+            }
+            Err(e) => {
+                error!(error = %e, "could not release this instance's orders; their leases will expire");
+                0
+            }
+        }
     }
 }
 
-/// Runs the handler under the short's limit and timeout, catching a panic.
+/// Runs the handler under the short's timeout, catching a panic.
 pub(crate) async fn run(lane: &Lane, call: Call) -> Result<Output, Error> {
-    // The semaphore is never closed, so acquiring only waits.
-    let _permit = Arc::clone(&lane.permits).acquire_owned().await.ok();
     let mut handle = tokio::spawn((lane.short.handler)(call));
     match tokio::time::timeout(lane.short.timeout, &mut handle).await {
         Ok(Ok(result)) => result,

@@ -1,0 +1,231 @@
+//! Orders in this process's memory: the same semantics as the databases, nothing survives a
+//! restart. For tests and `SHORTS_STORE=memory`.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
+
+#[derive(Debug, Clone)]
+struct Row {
+    record: OrderRecord,
+    payload: Bytes,
+    callback_url: String,
+    fence: i64,
+    owner: Option<String>,
+    lease_until: i64,
+    seq: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct MemoryStore {
+    rows: Mutex<(HashMap<String, Row>, u64)>,
+}
+
+impl MemoryStore {
+    fn rows(&self) -> MutexGuard<'_, (HashMap<String, Row>, u64)> {
+        self.rows.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn claimed(row: &Row) -> Claimed {
+    Claimed {
+        id: row.record.id.clone(),
+        short: row.record.short.clone(),
+        payload: row.payload.clone(),
+        callback_url: row.callback_url.clone(),
+        fence: row.fence,
+        attempts: row.record.attempts,
+        result: row.record.result.clone(),
+    }
+}
+
+/// Whether `row` needs work and nobody holds it.
+fn claimable(row: &Row, now: i64) -> bool {
+    let free = row.owner.is_none() || row.lease_until <= now;
+    let due = row.record.next_at.is_none_or(|at| at <= now);
+    free && match row.record.state {
+        OrderState::Received => true,
+        OrderState::Delivering | OrderState::Paused => due,
+        OrderState::Delivered | OrderState::Dead => false,
+    }
+}
+
+impl Store for MemoryStore {
+    async fn accept(
+        &self,
+        order: NewOrder,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let now = now_ms();
+        let mut guard = self.rows();
+        let (rows, seq) = &mut *guard;
+        if rows.contains_key(&order.id) {
+            return Ok(None);
+        }
+        *seq += 1;
+        let row = Row {
+            record: OrderRecord {
+                id: order.id.clone(),
+                short: order.short,
+                state: OrderState::Received,
+                runs: 0,
+                attempts: 0,
+                result: None,
+                last_error: None,
+                received_at: now,
+                next_at: None,
+            },
+            payload: order.payload,
+            callback_url: order.callback_url,
+            fence: 1,
+            owner: Some(owner.to_owned()),
+            lease_until: now + ms(lease),
+            seq: *seq,
+        };
+        let claim = claimed(&row);
+        rows.insert(order.id, row);
+        Ok(Some(claim))
+    }
+
+    async fn claim(&self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<Claimed>, StoreError> {
+        let now = now_ms();
+        let mut guard = self.rows();
+        let rows = &mut guard.0;
+        let mut ready: Vec<&mut Row> = rows.values_mut().filter(|row| claimable(row, now)).collect();
+        ready.sort_by_key(|row| (row.record.next_at.unwrap_or(row.record.received_at), row.seq));
+        Ok(ready
+            .into_iter()
+            .take(limit as usize)
+            .map(|row| {
+                row.fence += 1;
+                row.owner = Some(owner.to_owned());
+                row.lease_until = now + ms(lease);
+                claimed(row)
+            })
+            .collect())
+    }
+
+    async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
+        let until = now_ms() + ms(lease);
+        let mut guard = self.rows();
+        let mut n = 0;
+        for row in guard
+            .0
+            .values_mut()
+            .filter(|row| row.owner.as_deref() == Some(owner))
+        {
+            row.lease_until = until;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn start_run(&self, id: &str, fence: i64) -> Result<Option<i32>, StoreError> {
+        let mut guard = self.rows();
+        Ok(guard.0.get_mut(id).filter(|row| row.fence == fence).map(|row| {
+            row.record.runs += 1;
+            row.record.runs
+        }))
+    }
+
+    async fn save_result(&self, id: &str, fence: i64, body: Bytes) -> Result<bool, StoreError> {
+        let mut guard = self.rows();
+        match guard.0.get_mut(id) {
+            Some(row) if row.fence == fence => {
+                row.record.result = Some(body);
+                row.record.state = OrderState::Delivering;
+                row.record.next_at = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn settle(&self, id: &str, fence: i64, settle: Settle) -> Result<bool, StoreError> {
+        let mut guard = self.rows();
+        let Some(row) = guard.0.get_mut(id).filter(|row| row.fence == fence) else {
+            return Ok(false);
+        };
+        row.owner = None;
+        match settle {
+            Settle::Delivered => {
+                row.record.state = OrderState::Delivered;
+                row.record.next_at = None;
+            }
+            Settle::Dead(error) => {
+                row.record.state = OrderState::Dead;
+                row.record.next_at = None;
+                row.record.last_error = Some(error);
+            }
+            Settle::Retry { at, attempts, error } => {
+                row.record.state = OrderState::Delivering;
+                row.record.next_at = Some(at);
+                row.record.attempts = attempts;
+                row.record.last_error = Some(error);
+            }
+            Settle::Paused { at } => {
+                row.record.state = OrderState::Paused;
+                row.record.next_at = Some(at);
+                row.record.last_error = Some("the platform refused the callback secret (401)".to_owned());
+            }
+        }
+        Ok(true)
+    }
+
+    async fn release(&self, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {
+        let mut guard = self.rows();
+        let mut n = 0;
+        for row in guard
+            .0
+            .values_mut()
+            .filter(|row| row.owner.as_deref() == Some(owner))
+        {
+            row.owner = None;
+            if interrupted.contains(&row.record.id) {
+                row.record.runs -= 1;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
+        Ok(self.rows().0.get(id).map(|row| row.record.clone()))
+    }
+
+    async fn list(&self, state: Option<OrderState>, limit: u32) -> Result<Vec<OrderRecord>, StoreError> {
+        let guard = self.rows();
+        let mut rows: Vec<&Row> = guard
+            .0
+            .values()
+            .filter(|row| state.is_none_or(|s| row.record.state == s))
+            .collect();
+        rows.sort_by_key(|row| row.seq);
+        Ok(rows
+            .into_iter()
+            .take(limit as usize)
+            .map(|row| row.record.clone())
+            .collect())
+    }
+
+    async fn retry(&self, id: &str) -> Result<bool, StoreError> {
+        let mut guard = self.rows();
+        match guard.0.get_mut(id) {
+            Some(row)
+                if matches!(row.record.state, OrderState::Dead | OrderState::Paused)
+                    && row.record.result.is_some() =>
+            {
+                row.record.state = OrderState::Delivering;
+                row.record.next_at = Some(now_ms());
+                row.record.attempts = 0;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Where orders live between the webhook and the callback the platform accepted.
+//!
+//! Every order is committed before the webhook is answered; its callback body is committed before
+//! the first POST; delivery attempts and their next times are committed as they happen. An
+//! instance works on an order only while it holds the order's lease, which it renews with
+//! heartbeats; every write it makes carries the *fence* it got with the lease, so the late write
+//! of an instance whose lease passed to another is refused.
+
+mod memory;
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub(crate) use memory::MemoryStore;
+pub(crate) use postgres::PgStore;
+pub(crate) use sqlite::SqliteStore;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OrderState {
+    /// Accepted; the short has not produced a result yet (it may be running).
+    Received,
+    /// The callback body is stored and being delivered (or waiting for its next attempt).
+    Delivering,
+    /// The platform refused the callback secret (401); delivery is probed periodically.
+    Paused,
+    /// The platform accepted the callback.
+    Delivered,
+    /// The callback could not be delivered: refused (400) or retries exhausted.
+    Dead,
+}
+
+impl OrderState {
+    /// Every state, in the order of an order's life.
+    pub const ALL: [OrderState; 5] = [
+        OrderState::Received,
+        OrderState::Delivering,
+        OrderState::Paused,
+        OrderState::Delivered,
+        OrderState::Dead,
+    ];
+
+    /// The state's name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Received => "received",
+            OrderState::Delivering => "delivering",
+            OrderState::Paused => "paused",
+            OrderState::Delivered => "delivered",
+            OrderState::Dead => "dead",
+        }
+    }
+
+    /// Parses a state's name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for OrderState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed.
+    #[error("the order store failed: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("the order store's schema could not be migrated: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store's writer stopped (the process is shutting down).
+    #[error("the order store is closed")]
+    Closed,
+}
+
+/// A new order, as the webhook delivered it.
+#[derive(Debug, Clone)]
+pub(crate) struct NewOrder {
+    pub(crate) id: String,
+    pub(crate) short: String,
+    pub(crate) payload: Bytes,
+    /// Where its callback goes (already checked against the configured platform).
+    pub(crate) callback_url: String,
+}
+
+/// An order this instance holds the lease of.
+#[derive(Debug, Clone)]
+pub(crate) struct Claimed {
+    pub(crate) id: String,
+    pub(crate) short: String,
+    pub(crate) payload: Bytes,
+    pub(crate) callback_url: String,
+    /// Proves the lease on every write.
+    pub(crate) fence: i64,
+    /// Delivery attempts used on the retry schedule.
+    pub(crate) attempts: i32,
+    /// The stored callback body, once the short has finished.
+    pub(crate) result: Option<Bytes>,
+}
+
+/// What happens to an order after a delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// The platform has the callback.
+    Delivered,
+    /// Give up, with the reason.
+    Dead(String),
+    /// Try again at `at` (ms since the Unix epoch), with `attempts` attempts used.
+    Retry { at: i64, attempts: i32, error: String },
+    /// The platform refused the secret: probe again at `at`.
+    Paused { at: i64 },
+}
+
+/// An order as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord {
+    /// The platform's `order_id`.
+    pub id: String,
+    /// The short serving it.
+    pub short: String,
+    /// Where it is.
+    pub state: OrderState,
+    /// Times the short was started on it.
+    pub runs: i32,
+    /// Delivery attempts used on the retry schedule.
+    pub attempts: i32,
+    /// The stored callback body, once there is one.
+    pub result: Option<Bytes>,
+    /// The last delivery error, if any.
+    pub last_error: Option<String>,
+    /// When it was received, in ms since the Unix epoch.
+    pub received_at: i64,
+    /// When its next delivery attempt is due, in ms since the Unix epoch.
+    pub next_at: Option<i64>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The operations every store offers. Implementations keep the invariants in the module docs.
+pub(crate) trait Store: Send + Sync + 'static {
+    /// Commits a new order, leased to `owner`; `None` when the `order_id` is already known.
+    fn accept(
+        &self,
+        order: NewOrder,
+        owner: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Option<Claimed>, StoreError>> + Send;
+
+    /// Leases up to `limit` orders that need work: without a result and not leased (or whose
+    /// lease expired), or with a result whose next attempt is due.
+    fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Claimed>, StoreError>> + Send;
+
+    /// Extends every lease `owner` holds; returns how many.
+    fn heartbeat(&self, owner: &str, lease: Duration)
+    -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Counts a start of the short on the order and returns the run's number; `None` when the
+    /// fence is stale. Committed before the short runs, so a run that ends the process counts.
+    fn start_run(&self, id: &str, fence: i64)
+    -> impl Future<Output = Result<Option<i32>, StoreError>> + Send;
+
+    /// Stores the callback body; `false` when the fence is stale (another instance has the order).
+    fn save_result(
+        &self,
+        id: &str,
+        fence: i64,
+        body: Bytes,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records a delivery attempt's outcome and releases the lease; `false` when the fence is stale.
+    fn settle(
+        &self,
+        id: &str,
+        fence: i64,
+        settle: Settle,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Releases every lease `owner` holds (at shutdown); returns how many. The runs of
+    /// `interrupted` (stopped by the shutdown, not crashed) are not counted against them.
+    fn release(
+        &self,
+        owner: &str,
+        interrupted: &[String],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// One order.
+    fn get(&self, id: &str) -> impl Future<Output = Result<Option<OrderRecord>, StoreError>> + Send;
+
+    /// Orders in `state` (all when `None`), oldest first, at most `limit`.
+    fn list(
+        &self,
+        state: Option<OrderState>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<OrderRecord>, StoreError>> + Send;
+
+    /// Puts a dead or paused order back to delivery, due now, its attempts reset; `false` when
+    /// there is no such order in those states.
+    fn retry(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The store chosen by the configuration.
+pub(crate) enum AnyStore {
+    Memory(MemoryStore),
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Memory($store) => $call.await,
+            AnyStore::Sqlite($store) => $call.await,
+            AnyStore::Postgres($store) => $call.await,
+        }
+    };
+}
+
+impl AnyStore {
+    /// Opens the store at `url`: `memory`, `sqlite://PATH` or `postgres://...`.
+    pub(crate) async fn open(config: &crate::config::StoreConfig) -> Result<Self, StoreError> {
+        use crate::config::StoreConfig;
+        Ok(match config {
+            StoreConfig::Memory => AnyStore::Memory(MemoryStore::default()),
+            StoreConfig::Sqlite(path) => AnyStore::Sqlite(SqliteStore::open(path).await?),
+            StoreConfig::Postgres(url) => AnyStore::Postgres(PgStore::open(url.expose()).await?),
+        })
+    }
+}
+
+impl Store for AnyStore {
+    async fn accept(
+        &self,
+        order: NewOrder,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Claimed>, StoreError> {
+        dispatch!(self, s => s.accept(order, owner, lease))
+    }
+
+    async fn claim(&self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<Claimed>, StoreError> {
+        dispatch!(self, s => s.claim(owner, lease, limit))
+    }
+
+    async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.heartbeat(owner, lease))
+    }
+
+    async fn start_run(&self, id: &str, fence: i64) -> Result<Option<i32>, StoreError> {
+        dispatch!(self, s => s.start_run(id, fence))
+    }
+
+    async fn save_result(&self, id: &str, fence: i64, body: Bytes) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.save_result(id, fence, body))
+    }
+
+    async fn settle(&self, id: &str, fence: i64, settle: Settle) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.settle(id, fence, settle))
+    }
+
+    async fn release(&self, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.release(owner, interrupted))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
+        dispatch!(self, s => s.get(id))
+    }
+
+    async fn list(&self, state: Option<OrderState>, limit: u32) -> Result<Vec<OrderRecord>, StoreError> {
+        dispatch!(self, s => s.list(state, limit))
+    }
+
+    async fn retry(&self, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.retry(id))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod suite;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory() {
+        suite::run(MemoryStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        let dir = std::env::temp_dir().join(format!("shorts-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("orders.db");
+        suite::run(SqliteStore::open(&path).await.expect("open")).await;
+        // Committed means on disk: a new store on the same file sees every order.
+        let reopened = SqliteStore::open(&path).await.expect("reopen");
+        assert_eq!(
+            reopened.list(None, 10_000).await.expect("list").len(),
+            7 + 5 + 100 + 200
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        let url = test_postgres_url();
+        let schema = format!("shorts_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {url} is unreachable ({e}); set SHORTS_TEST_POSTGRES_URL")
+        });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .expect("create schema");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+        suite::run(PgStore::open(&scoped).await.expect("open")).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&admin)
+            .await
+            .expect("drop schema");
+    }
+
+    /// The PostgreSQL the tests use: `SHORTS_TEST_POSTGRES_URL`, or the local default.
+    pub(crate) fn test_postgres_url() -> String {
+        std::env::var("SHORTS_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+}

@@ -1,0 +1,358 @@
+//! One suite for every store: the same calls, the same answers.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{NewOrder, OrderState, Settle, Store, now_ms};
+
+const LONG: Duration = Duration::from_secs(60);
+const EXPIRED: Duration = Duration::ZERO;
+
+fn order(id: &str) -> NewOrder {
+    NewOrder {
+        id: id.to_owned(),
+        short: "echo".to_owned(),
+        payload: Bytes::from_static(br#"{"order_id":"x"}"#),
+        callback_url: "https://api.sellershorts.com/api/orders/callback".to_owned(),
+    }
+}
+
+async fn runs<S: Store>(store: &S, id: &str) -> i32 {
+    store.get(id).await.expect("get").expect("record").runs
+}
+
+async fn claim_ids<S: Store>(store: &S, owner: &str, lease: Duration) -> Vec<String> {
+    let claimed = store.claim(owner, lease, 100).await.expect("claim");
+    claimed.into_iter().map(|c| c.id).collect()
+}
+
+/// Runs every case against `store`, which must start empty.
+pub(crate) async fn run<S: Store>(store: S) {
+    accept_once(&store).await;
+    leases_and_fences(&store).await;
+    results_and_retries(&store).await;
+    dead_and_retry(&store).await;
+    paused(&store).await;
+    heartbeat_and_release(&store).await;
+    ordering_and_limits(&store).await;
+    let store = Arc::new(store);
+    concurrent_accepts(&store).await;
+    concurrent_claims(&store).await;
+}
+
+async fn accept_once<S: Store>(store: &S) {
+    let first = store.accept(order("a1"), "one", LONG).await.expect("accept");
+    let first = first.expect("new");
+    assert_eq!((first.id.as_str(), first.fence), ("a1", 1));
+    assert_eq!(store.start_run("a1", first.fence).await.expect("start"), Some(1));
+    assert_eq!(first.payload, Bytes::from_static(br#"{"order_id":"x"}"#));
+    assert!(first.result.is_none());
+    assert!(
+        store
+            .accept(order("a1"), "two", LONG)
+            .await
+            .expect("accept")
+            .is_none()
+    );
+    let record = store.get("a1").await.expect("get").expect("record");
+    assert_eq!(
+        (record.state, record.runs, record.attempts),
+        (OrderState::Received, 1, 0)
+    );
+    assert!(store.get("nope").await.expect("get").is_none());
+    // Leased: nobody else takes it.
+    assert!(!claim_ids(store, "two", LONG).await.contains(&"a1".to_owned()));
+    settle_delivered(store, "a1", first.fence).await;
+}
+
+async fn settle_delivered<S: Store>(store: &S, id: &str, fence: i64) {
+    assert!(
+        store
+            .save_result(id, fence, Bytes::from_static(b"{}"))
+            .await
+            .expect("save")
+    );
+    assert!(store.settle(id, fence, Settle::Delivered).await.expect("settle"));
+}
+
+async fn leases_and_fences<S: Store>(store: &S) {
+    let first = store
+        .accept(order("b1"), "one", EXPIRED)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert_eq!(store.start_run("b1", first.fence).await.expect("start"), Some(1));
+    // The lease has expired: another instance takes the order, which knows of the first run.
+    let taken = store.claim("two", LONG, 100).await.expect("claim");
+    let again = taken.into_iter().find(|c| c.id == "b1").expect("claimed by two");
+    assert_eq!(again.fence, first.fence + 1);
+    assert_eq!(runs(store, "b1").await, 1, "the first run is remembered");
+    // The first instance's late writes are refused.
+    assert_eq!(store.start_run("b1", first.fence).await.expect("start"), None);
+    assert_eq!(store.start_run("b1", again.fence).await.expect("start"), Some(2));
+    assert!(
+        !store
+            .save_result("b1", first.fence, Bytes::from_static(b"late"))
+            .await
+            .expect("save")
+    );
+    assert!(
+        !store
+            .settle("b1", first.fence, Settle::Delivered)
+            .await
+            .expect("settle")
+    );
+    assert!(
+        store
+            .save_result("b1", again.fence, Bytes::from_static(b"{\"ok\":true}"))
+            .await
+            .expect("save")
+    );
+    let record = store.get("b1").await.expect("get").expect("record");
+    assert_eq!(record.result.as_deref(), Some(&b"{\"ok\":true}"[..]));
+    assert_eq!(record.state, OrderState::Delivering);
+    assert!(
+        store
+            .settle("b1", again.fence, Settle::Delivered)
+            .await
+            .expect("settle")
+    );
+    assert_eq!(
+        store.get("b1").await.expect("get").map(|r| r.state),
+        Some(OrderState::Delivered)
+    );
+    assert!(!claim_ids(store, "three", LONG).await.contains(&"b1".to_owned()));
+}
+
+async fn results_and_retries<S: Store>(store: &S) {
+    let claimed = store
+        .accept(order("c1"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert!(
+        store
+            .save_result("c1", claimed.fence, Bytes::from_static(b"body"))
+            .await
+            .expect("save")
+    );
+    let later = now_ms() + 60_000;
+    let retry = Settle::Retry {
+        at: later,
+        attempts: 1,
+        error: "503".to_owned(),
+    };
+    assert!(store.settle("c1", claimed.fence, retry).await.expect("settle"));
+    let record = store.get("c1").await.expect("get").expect("record");
+    assert_eq!(
+        (record.state, record.attempts, record.next_at),
+        (OrderState::Delivering, 1, Some(later))
+    );
+    assert_eq!(record.last_error.as_deref(), Some("503"));
+    // Not due yet.
+    assert!(!claim_ids(store, "two", LONG).await.contains(&"c1".to_owned()));
+    let due = Settle::Retry {
+        at: now_ms() - 1,
+        attempts: 2,
+        error: "503".to_owned(),
+    };
+    // A settle without the lease is refused; with a fresh claim it is taken.
+    assert!(
+        !store
+            .settle("c1", claimed.fence - 1, due.clone())
+            .await
+            .expect("settle")
+    );
+    assert!(store.settle("c1", claimed.fence, due).await.expect("settle"));
+    let taken = store.claim("two", LONG, 100).await.expect("claim");
+    let retried = taken
+        .into_iter()
+        .find(|c| c.id == "c1")
+        .expect("due retry claimed");
+    assert_eq!(retried.result.as_deref(), Some(&b"body"[..]));
+    assert_eq!(retried.attempts, 2);
+    assert_eq!(runs(store, "c1").await, 0, "a delivery claim is not a run");
+    settle_delivered(store, "c1", retried.fence).await;
+}
+
+async fn dead_and_retry<S: Store>(store: &S) {
+    let claimed = store
+        .accept(order("d1"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert!(
+        !store.retry("d1").await.expect("retry"),
+        "only dead or paused orders are retried"
+    );
+    assert!(
+        store
+            .save_result("d1", claimed.fence, Bytes::from_static(b"body"))
+            .await
+            .expect("save")
+    );
+    assert!(
+        store
+            .settle("d1", claimed.fence, Settle::Dead("400".to_owned()))
+            .await
+            .expect("settle")
+    );
+    let dead = store.list(Some(OrderState::Dead), 100).await.expect("list");
+    assert_eq!(dead.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["d1"]);
+    assert_eq!(dead[0].last_error.as_deref(), Some("400"));
+    assert!(!claim_ids(store, "two", LONG).await.contains(&"d1".to_owned()));
+    assert!(store.retry("d1").await.expect("retry"));
+    let taken = store.claim("two", LONG, 100).await.expect("claim");
+    let again = taken
+        .into_iter()
+        .find(|c| c.id == "d1")
+        .expect("retried order claimed");
+    assert_eq!(again.attempts, 0);
+    settle_delivered(store, "d1", again.fence).await;
+    assert!(
+        store
+            .list(Some(OrderState::Dead), 100)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+async fn paused<S: Store>(store: &S) {
+    let claimed = store
+        .accept(order("e1"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert!(
+        store
+            .save_result("e1", claimed.fence, Bytes::from_static(b"body"))
+            .await
+            .expect("save")
+    );
+    let probe = Settle::Paused { at: now_ms() - 1 };
+    assert!(store.settle("e1", claimed.fence, probe).await.expect("settle"));
+    assert_eq!(
+        store.get("e1").await.expect("get").map(|r| r.state),
+        Some(OrderState::Paused)
+    );
+    let taken = store.claim("two", LONG, 100).await.expect("claim");
+    let again = taken
+        .into_iter()
+        .find(|c| c.id == "e1")
+        .expect("due probe claimed");
+    settle_delivered(store, "e1", again.fence).await;
+}
+
+async fn heartbeat_and_release<S: Store>(store: &S) {
+    let first = store
+        .accept(order("f1"), "one", EXPIRED)
+        .await
+        .expect("accept")
+        .expect("new");
+    let waiting = store
+        .accept(order("f2"), "one", EXPIRED)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert_eq!(store.start_run("f1", first.fence).await.expect("start"), Some(1));
+    assert_eq!(
+        store.start_run("f2", waiting.fence).await.expect("start"),
+        Some(1)
+    );
+    // The heartbeat renews the expired leases before anyone took them.
+    assert!(store.heartbeat("one", LONG).await.expect("heartbeat") >= 2);
+    assert!(!claim_ids(store, "two", LONG).await.contains(&"f1".to_owned()));
+    // Released at shutdown: another instance takes them at once; the run the shutdown
+    // interrupted is not counted against its order, the other one is.
+    assert!(store.release("one", &["f1".to_owned()]).await.expect("release") >= 2);
+    let taken = store.claim("two", LONG, 100).await.expect("claim");
+    let again = taken
+        .iter()
+        .find(|c| c.id == "f1")
+        .expect("released order claimed");
+    let other = taken
+        .iter()
+        .find(|c| c.id == "f2")
+        .expect("released order claimed");
+    assert_eq!((runs(store, "f1").await, runs(store, "f2").await), (0, 1));
+    settle_delivered(store, "f1", again.fence).await;
+    settle_delivered(store, "f2", other.fence).await;
+}
+
+async fn ordering_and_limits<S: Store>(store: &S) {
+    for i in 0..5 {
+        store
+            .accept(order(&format!("g{i}")), "one", EXPIRED)
+            .await
+            .expect("accept")
+            .expect("new");
+    }
+    let ids = |claimed: &[super::Claimed]| {
+        let mut ids: Vec<String> = claimed.iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    let first = store.claim("two", LONG, 2).await.expect("claim");
+    assert_eq!(ids(&first), ["g0", "g1"], "oldest first");
+    let rest = store.claim("two", LONG, 100).await.expect("claim");
+    assert_eq!(ids(&rest), ["g2", "g3", "g4"]);
+    for claimed in first.into_iter().chain(rest) {
+        settle_delivered(store, &claimed.id, claimed.fence).await;
+    }
+    let all = store.list(None, 1000).await.expect("list");
+    assert!(all.iter().all(|r| r.state == OrderState::Delivered), "{all:?}");
+    assert_eq!(store.list(None, 3).await.expect("list").len(), 3);
+}
+
+async fn concurrent_accepts<S: Store>(store: &Arc<S>) {
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = Arc::clone(store);
+        // Every order twice: exactly one of each pair is new.
+        tasks.push(tokio::spawn(async move {
+            store
+                .accept(order(&format!("h{}", i / 2)), "one", LONG)
+                .await
+                .expect("accept")
+                .is_some()
+        }));
+    }
+    let mut new = 0;
+    for task in tasks {
+        new += usize::from(task.await.expect("task"));
+    }
+    assert_eq!(new, 100);
+}
+
+async fn concurrent_claims<S: Store>(store: &Arc<S>) {
+    for i in 0..200 {
+        store
+            .accept(order(&format!("k{i}")), "one", EXPIRED)
+            .await
+            .expect("accept")
+            .expect("new");
+    }
+    let mut tasks = Vec::new();
+    for owner in 0..4 {
+        let store = Arc::clone(store);
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for _ in 0..20 {
+                let batch = store.claim(&format!("w{owner}"), LONG, 16).await.expect("claim");
+                mine.extend(batch.into_iter().map(|c| c.id).filter(|id| id.starts_with('k')));
+            }
+            mine
+        }));
+    }
+    let mut seen = HashSet::new();
+    for task in tasks {
+        for id in task.await.expect("task") {
+            assert!(seen.insert(id.clone()), "{id} claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 200, "every order claimed exactly once");
+}

@@ -11,7 +11,7 @@ use tracing::info;
 use crate::config::{Config, ConfigError};
 use crate::delivery::Delivery;
 use crate::short::Short;
-use crate::store::{AnyStore, StoreError};
+use crate::store::{AnyStore, OrderRecord, OrderState, Store as _, StoreError};
 use crate::worker::{Engine, Lane, Timing};
 
 /// Why an [`App`] could not be built.
@@ -247,6 +247,42 @@ impl App {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// One order as the store has it.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    pub async fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
+        self.inner.engine.store.get(order_id).await
+    }
+
+    /// Orders in `state` (all when `None`), oldest first, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    pub async fn orders(
+        &self,
+        state: Option<OrderState>,
+        limit: u32,
+    ) -> Result<Vec<OrderRecord>, StoreError> {
+        self.inner.engine.store.list(state, limit).await
+    }
+
+    /// Delivers a dead or paused order's callback again, from the first step of the retry
+    /// schedule; `false` when there is no such order in those states.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    pub async fn retry(&self, order_id: &str) -> Result<bool, StoreError> {
+        let retried = self.inner.engine.store.retry(order_id).await?;
+        if retried {
+            self.inner.engine.wake();
+        }
+        Ok(retried)
     }
 
     /// The webhook routes and `GET /healthz`, to nest in an existing axum application. Orders run

@@ -21,6 +21,8 @@ pub struct Served {
     pub platform: MockPlatform,
     /// Where the application listens.
     pub addr: SocketAddr,
+    /// The application (for its operator API).
+    pub app: App,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -52,12 +54,13 @@ impl Served {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.serve(listener, async {
+        let task = tokio::spawn(app.clone().serve(listener, async {
             let _ = stopped.await;
         }));
         Served {
             platform,
             addr,
+            app,
             stop: Some(stop),
             task: Some(task),
         }

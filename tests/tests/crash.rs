@@ -359,3 +359,56 @@ fn psql(url: &str, sql: &str) {
     .join()
     .expect("schema thread");
 }
+
+#[tokio::test]
+async fn an_order_that_ends_the_process_three_times_fails_instead_of_crashing_it_forever() {
+    let dir = temp_dir("abort");
+    let runs_file = dir.join("runs.log");
+    let platform = MockPlatform::start().await.expect("mock");
+    let store = format!("sqlite://{}", dir.join("orders.db").display());
+    let mut env = common_env(&platform, &store, &runs_file);
+    env.push(("SHORTS_LEASE".to_owned(), "300ms".to_owned()));
+    let port = free_port();
+    let mut instance = Instance::new(port, env);
+    let body = platform.webhook_body("o-abort", json!({"abort": true}));
+    let client = reqwest::Client::new();
+    // The webhook is committed before it is answered; the run may end the process first.
+    for _ in 0..100 {
+        let sent = client
+            .post(format!("http://127.0.0.1:{port}/shorts/work"))
+            .header("content-type", "application/json")
+            .header("x-api-key", MockPlatform::WEBHOOK_KEY)
+            .body(body.to_string())
+            .send()
+            .await;
+        if sent.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Restart after each crash until the order ends (bounded: 3 crashes, then the failure).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let callback = loop {
+        if let Some(callback) = platform.wait_for("o-abort", Duration::from_millis(100)).await {
+            break callback;
+        }
+        assert!(Instant::now() < deadline, "the order never ended");
+        let exited = instance
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+        if exited {
+            instance.kill();
+            instance.start();
+        }
+    };
+    assert_eq!(
+        callback.body,
+        json!({"ok": false, "order_id": "o-abort",
+               "error": "the short stopped the server 3 times while running this order"})
+    );
+    let runs = std::fs::read_to_string(&runs_file).unwrap_or_default();
+    assert_eq!(runs.lines().count(), 3, "three runs, each ended by the short");
+    assert_eq!(instance.starts, 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -273,3 +273,76 @@ async fn serve_with_the_mock_platform_prints_callbacks() {
     );
     assert_eq!(terminate(&mut child).await, Some(0));
 }
+
+#[tokio::test]
+async fn operators_list_orders_and_retry_a_dead_one() {
+    let platform = MockPlatform::start().await.expect("mock");
+    platform.fail_next(1, 400);
+    let port = free_port();
+    let db = std::env::temp_dir().join(format!("hello-short-ops-{port}.db"));
+    let store = format!("sqlite://{}", db.display());
+    let child = hello()
+        .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
+        .env("SHORTS_STORE", &store)
+        .env("SHORTS_CALLBACK_SECRET", platform.secret())
+        .env("SHORTS_CALLBACK_URL", platform.callback_url())
+        .env(
+            "SHORTS_WEBHOOK_AUTH",
+            format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
+        )
+        .env("SHORTS_POLL_INTERVAL", "100ms")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut child = Child(child);
+    wait_listening(port).await;
+    let body = platform.webhook_body("o-ops", json!({"text": "again"}));
+    let url = format!("http://127.0.0.1:{port}/shorts/echo");
+    assert_eq!(platform.send_webhook(&url, &body).await.expect("sent"), 200);
+
+    // The platform refused the callback (400): the order is dead.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let listed = run(hello()
+            .args(["orders", "--state", "dead"])
+            .env("SHORTS_STORE", &store));
+        let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+        if text.contains("o-ops") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        listed.contains("dead") && listed.contains("o-ops") && listed.contains("short=echo"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("error: the platform refused the callback (400)"),
+        "{listed}"
+    );
+
+    let retried = run(hello().args(["retry", "o-ops"]).env("SHORTS_STORE", &store));
+    assert_eq!(retried.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&retried.stdout).trim(),
+        "order o-ops will be delivered again"
+    );
+    let callback = platform
+        .wait_for("o-ops", Duration::from_secs(10))
+        .await
+        .expect("delivered after the retry");
+    assert_eq!(callback.body["result_text"], "again");
+
+    let unknown = run(hello().args(["retry", "nope"]).env("SHORTS_STORE", &store));
+    assert_eq!(unknown.status.code(), Some(1));
+    let bad_state = run(hello()
+        .args(["orders", "--state", "lost"])
+        .env("SHORTS_STORE", &store));
+    assert_eq!(bad_state.status.code(), Some(2));
+    assert_eq!(terminate(&mut child).await, Some(0));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}

@@ -105,6 +105,11 @@ impl Engine {
         tokio::spawn(async move { engine.heartbeat().await });
     }
 
+    /// Looks for work now rather than at the next poll.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Commits the order and starts it on its own task; a known `order_id` starts nothing.
     ///
     /// # Errors

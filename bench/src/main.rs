@@ -16,7 +16,9 @@
 
 mod baseline;
 mod files;
+mod load;
 mod proc;
+mod service;
 
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -35,18 +37,50 @@ struct BlobInput {
     path: String,
 }
 
+#[derive(Deserialize)]
+struct Text {
+    text: String,
+}
+
+/// Answers at once: the intake and end-to-end benchmarks.
+#[ai_short]
+async fn echo(input: Text) -> Result<String> {
+    Ok(input.text)
+}
+
+#[derive(Deserialize)]
+struct Sleep {
+    seconds: u64,
+}
+
+/// Sleeps: the in-flight memory benchmark.
+#[ai_short(concurrency = 20000, timeout = "1h")]
+async fn sleepy(input: Sleep) -> Result<String> {
+    tokio::time::sleep(Duration::from_secs(input.seconds)).await;
+    Ok("rested".into())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("serve" | "invoke" | "list") => shorts_runtime::run(),
         Some("__bare-put") => baseline::bare_put(&args[1..]),
         Some("__bare-inline") => baseline::bare_inline(&args[1..]),
-        Some("files") => {
+        Some(command @ ("files" | "service" | "all")) => {
             let quick = args.iter().any(|a| a == "--quick");
-            runtime().block_on(files::run(quick))
+            runtime().block_on(async {
+                if matches!(command, "service" | "all") {
+                    service::run(quick).await;
+                    println!();
+                }
+                if matches!(command, "files" | "all") {
+                    files::run(quick).await;
+                }
+                ExitCode::SUCCESS
+            })
         }
         _ => {
-            eprintln!("usage: shorts-bench files [--quick]");
+            eprintln!("usage: shorts-bench all | service | files [--quick]");
             ExitCode::from(2)
         }
     }

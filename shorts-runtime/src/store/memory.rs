@@ -40,6 +40,7 @@ fn claimed(row: &Row) -> Claimed {
         fence: row.fence,
         attempts: row.record.attempts,
         result: row.record.result.clone(),
+        started: false,
     }
 }
 
@@ -73,7 +74,7 @@ impl Store for MemoryStore {
                 id: order.id.clone(),
                 short: order.short,
                 state: OrderState::Received,
-                runs: 0,
+                runs: i32::from(order.started),
                 attempts: 0,
                 result: None,
                 last_error: None,
@@ -87,7 +88,8 @@ impl Store for MemoryStore {
             lease_until: now + ms(lease),
             seq: *seq,
         };
-        let claim = claimed(&row);
+        let mut claim = claimed(&row);
+        claim.started = order.started;
         rows.insert(order.id, row);
         Ok(Some(claim))
     }

@@ -92,6 +92,9 @@ pub(crate) struct NewOrder {
     pub(crate) payload: Bytes,
     /// Where its callback goes (already checked against the configured platform).
     pub(crate) callback_url: String,
+    /// The accepting instance starts the short at once: the run is counted with the order, which
+    /// saves a write per order.
+    pub(crate) started: bool,
 }
 
 /// An order this instance holds the lease of.
@@ -107,6 +110,8 @@ pub(crate) struct Claimed {
     pub(crate) attempts: i32,
     /// The stored callback body, once the short has finished.
     pub(crate) result: Option<Bytes>,
+    /// The first run was counted when the order was accepted (see [`NewOrder::started`]).
+    pub(crate) started: bool,
 }
 
 /// What happens to an order after a delivery attempt.

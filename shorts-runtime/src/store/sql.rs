@@ -44,6 +44,7 @@ macro_rules! mappers {
                 result: row
                     .try_get::<Option<Vec<u8>>, _>("result")?
                     .map(bytes::Bytes::from),
+                started: false,
             })
         }
 

@@ -238,8 +238,9 @@ async fn accept(
     lease: Duration,
 ) -> Result<Option<Claimed>, StoreError> {
     let now = now_ms();
+    let started = order.started;
     let row = sqlx::query(concat!("INSERT INTO shorts_orders (order_id, short, payload, callback_url, state, runs, fence, owner, lease_until, received_at)
-         VALUES ($1, $2, $3, $4, 'received', 0, 1, $5, $6, $7)
+         VALUES ($1, $2, $3, $4, 'received', $8, 1, $5, $6, $7)
          ON CONFLICT (order_id) DO NOTHING
          RETURNING ", claimed_columns!()))
     .bind(order.id)
@@ -249,9 +250,14 @@ async fn accept(
     .bind(owner)
     .bind(now + ms(lease))
     .bind(now)
+    .bind(i32::from(started))
     .fetch_optional(&mut *c)
     .await?;
-    Ok(row.as_ref().map(claimed).transpose()?)
+    let mut claimed = row.as_ref().map(claimed).transpose()?;
+    if let Some(claimed) = &mut claimed {
+        claimed.started = started;
+    }
+    Ok(claimed)
 }
 
 async fn claim(

@@ -17,6 +17,7 @@ fn order(id: &str) -> NewOrder {
         short: "echo".to_owned(),
         payload: Bytes::from_static(br#"{"order_id":"x"}"#),
         callback_url: "https://api.sellershorts.com/api/orders/callback".to_owned(),
+        started: false,
     }
 }
 

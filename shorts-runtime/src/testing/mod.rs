@@ -126,6 +126,8 @@ pub struct Callback {
     pub duplicate: bool,
     /// The size of the body in bytes.
     pub size: usize,
+    /// When the mock accepted it.
+    pub received_at: std::time::Instant,
 }
 
 impl Callback {

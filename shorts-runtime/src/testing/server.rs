@@ -193,6 +193,7 @@ impl Server {
             body,
             duplicate,
             size,
+            received_at: std::time::Instant::now(),
         };
         lock(&self.state.callbacks).push(callback.clone());
         // No subscriber is fine.

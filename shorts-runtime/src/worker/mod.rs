@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -117,16 +117,19 @@ impl Engine {
     /// When the store fails: the webhook must not be acknowledged then.
     pub(crate) async fn submit(self: &Arc<Self>, lane: &Lane, job: Job) -> Result<Submitted, StoreError> {
         let target = self.delivery.target(job.webhook.callback_url.as_deref());
+        // With a free slot the short starts at once, and its run is committed with the order.
+        let permit = Arc::clone(&lane.permits).try_acquire_owned().ok();
         let order = NewOrder {
             id: job.webhook.order_id,
             short: lane.short.name.to_string(),
             payload: job.payload,
             callback_url: target.to_string(),
+            started: permit.is_some(),
         };
         let id = order.id.clone();
         match self.store.accept(order, &self.owner, self.timing.lease).await? {
             Some(claimed) => {
-                self.spawn(claimed);
+                self.spawn(claimed, permit);
                 Ok(Submitted::New)
             }
             None => {
@@ -136,11 +139,11 @@ impl Engine {
         }
     }
 
-    fn spawn(self: &Arc<Self>, claimed: Claimed) {
+    fn spawn(self: &Arc<Self>, claimed: Claimed, permit: Option<OwnedSemaphorePermit>) {
         let span = info_span!("order", order_id = %claimed.id, short = %claimed.short);
         let engine = Arc::clone(self);
         self.tasks
-            .spawn(async move { engine.process(claimed).await }.instrument(span));
+            .spawn(async move { engine.process(claimed, permit).await }.instrument(span));
     }
 
     async fn poll(self: Arc<Self>) {
@@ -159,7 +162,7 @@ impl Engine {
                     Ok(batch) => {
                         let full = batch.len() as u32 == CLAIM_BATCH;
                         for claimed in batch {
-                            self.spawn(claimed);
+                            self.spawn(claimed, None);
                         }
                         if !full || self.stop.is_cancelled() {
                             break;
@@ -187,12 +190,12 @@ impl Engine {
         }
     }
 
-    async fn process(self: Arc<Self>, claimed: Claimed) {
+    async fn process(self: Arc<Self>, claimed: Claimed, permit: Option<OwnedSemaphorePermit>) {
         let target = Url::parse(&claimed.callback_url).unwrap_or_else(|_| self.delivery.target(None));
         let body = match &claimed.result {
             Some(body) => body.clone(),
             None => {
-                let Some(body) = self.produce(&claimed, &target).await else {
+                let Some(body) = self.produce(&claimed, &target, permit).await else {
                     return;
                 };
                 match self
@@ -216,8 +219,13 @@ impl Engine {
     }
 
     /// Runs the short and renders its callback body; `None` when another instance took the order.
-    async fn produce(&self, claimed: &Claimed, target: &Url) -> Option<Bytes> {
-        let result = self.run_short(claimed).await?;
+    async fn produce(
+        &self,
+        claimed: &Claimed,
+        target: &Url,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Option<Bytes> {
+        let result = self.run_short(claimed, permit).await?;
         match &result {
             Ok(output) => info!(output_type = output.output_type(), "order finished"),
             Err(e) => match e.chain() {
@@ -230,7 +238,11 @@ impl Engine {
 
     /// Runs the short once a slot of its concurrency limit is free, after committing the start of
     /// the run; `None` when another instance took the order.
-    async fn run_short(&self, claimed: &Claimed) -> Option<Result<Output, Error>> {
+    async fn run_short(
+        &self,
+        claimed: &Claimed,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Option<Result<Output, Error>> {
         let Some(lane) = self.lanes.get(claimed.short.as_str()) else {
             return Some(Err(Error::with_kind(
                 ErrorKind::Handler,
@@ -244,17 +256,22 @@ impl Engine {
                 return Some(Err(Error::with_kind(ErrorKind::Input, message)));
             }
         };
-        // The semaphore is never closed, so acquiring only waits.
-        let _permit = Arc::clone(&lane.permits).acquire_owned().await.ok();
-        let run_number = match self.store.start_run(&claimed.id, claimed.fence).await {
-            Ok(Some(run)) => run,
-            Ok(None) => {
-                warn!("another instance took this order over");
-                return None;
-            }
-            Err(e) => {
-                error!(error = %e, "could not record the start of the run; the order will run later");
-                return None;
+        let (_permit, run_number) = match permit {
+            Some(permit) if claimed.started => (Some(permit), 1),
+            _ => {
+                // The semaphore is never closed, so acquiring only waits.
+                let permit = Arc::clone(&lane.permits).acquire_owned().await.ok();
+                match self.store.start_run(&claimed.id, claimed.fence).await {
+                    Ok(Some(run)) => (permit, run),
+                    Ok(None) => {
+                        warn!("another instance took this order over");
+                        return None;
+                    }
+                    Err(e) => {
+                        error!(error = %e, "could not record the start of the run; the order will run later");
+                        return None;
+                    }
+                }
             }
         };
         if run_number > MAX_RUNS {

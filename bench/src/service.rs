@@ -1,0 +1,424 @@
+//! The figures of the service side: intake, latency, end to end, memory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shorts_runtime::testing::MockPlatform;
+
+use crate::load::{self, Run};
+use crate::{machine, proc};
+
+/// A server under test, as a child process.
+struct Contender {
+    name: &'static str,
+    child: Child,
+    url: String,
+}
+
+impl Drop for Contender {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    ShortsSqlite,
+    ShortsMemory,
+    B1,
+    B0,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::ShortsSqlite => "shorts (SQLite)",
+            Kind::ShortsMemory => "shorts (memory)",
+            Kind::B1 => "B1 (axum + SQLite, commit per request)",
+            Kind::B0 => "B0 (axum, not durable)",
+        }
+    }
+}
+
+async fn start(kind: Kind, platform: &MockPlatform, dir: &Path) -> Contender {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let own = std::env::current_exe().expect("own path");
+    let db = dir.join(format!(
+        "{}-{port}.db",
+        kind.name().split(' ').next().unwrap_or("db")
+    ));
+    let mut command = match kind {
+        Kind::ShortsSqlite | Kind::ShortsMemory => {
+            let mut command = Command::new(&own);
+            let store = if kind == Kind::ShortsSqlite {
+                format!("sqlite://{}", db.display())
+            } else {
+                "memory".to_owned()
+            };
+            command
+                .arg("serve")
+                .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
+                .env("SHORTS_STORE", store)
+                .env("SHORTS_CALLBACK_SECRET", platform.secret())
+                .env("SHORTS_CALLBACK_URL", platform.callback_url())
+                .env(
+                    "SHORTS_WEBHOOK_AUTH",
+                    format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
+                )
+                .env("RUST_LOG", "error");
+            command
+        }
+        Kind::B1 | Kind::B0 => {
+            let mut command = Command::new(own.with_file_name("hand-written-short"));
+            if kind == Kind::B1 {
+                command.arg("b1").arg(&db);
+            } else {
+                command.arg("b0");
+            }
+            command
+                .env("BIND", format!("127.0.0.1:{port}"))
+                .env("CALLBACK_URL", platform.callback_url())
+                .env("CALLBACK_SECRET", platform.secret())
+                .env("API_KEY", MockPlatform::WEBHOOK_KEY);
+            command
+        }
+    };
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not start {}: {e}", kind.name()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "{} did not start", kind.name());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Contender {
+        name: kind.name(),
+        child,
+        url: format!("http://127.0.0.1:{port}/shorts/echo"),
+    }
+}
+
+fn body(platform: &MockPlatform) -> impl Fn(&str) -> String + use<> {
+    let callback_url = platform.callback_url();
+    move |order_id: &str| {
+        json!({
+            "short_id": "abc123",
+            "order_id": order_id,
+            "inputs": {"text": "hello"},
+            "callback_url": callback_url,
+            "ts": 1_736_032_405
+        })
+        .to_string()
+    }
+}
+
+/// Waits (bounded) until the platform holds `count` callbacks, so runs do not overlap.
+async fn drain(platform: &MockPlatform, count: usize) {
+    let _ = platform.wait_for_count(count, Duration::from_secs(60)).await;
+}
+
+struct Settings {
+    trial: Duration,
+    fixed: Duration,
+    in_flight: usize,
+}
+
+pub(crate) async fn run(quick: bool) -> ExitCode {
+    let settings = if quick {
+        Settings {
+            trial: Duration::from_millis(500),
+            fixed: Duration::from_millis(500),
+            in_flight: 500,
+        }
+    } else {
+        Settings {
+            trial: Duration::from_secs(3),
+            fixed: Duration::from_secs(5),
+            in_flight: 10_000,
+        }
+    };
+    ensure_baselines();
+    let dir = std::env::temp_dir().join(format!("shorts-bench-service-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let platform = MockPlatform::start().await.expect("mock");
+    let client = load::client();
+
+    println!("machine: {}", machine());
+    println!(
+        "fsync rate: {:.0} per second (4 KiB write + fdatasync, {})",
+        fsync_rate(&dir),
+        dir.display()
+    );
+    println!();
+
+    // Intake: the highest rate with p99 <= 50 ms and no errors.
+    let mut intake = Vec::new();
+    for kind in [Kind::ShortsSqlite, Kind::ShortsMemory, Kind::B1, Kind::B0] {
+        let contender = start(kind, &platform, &dir).await;
+        let (rate, run) = max_rate(&client, &contender, &platform, &settings, quick).await;
+        println!(
+            "intake {:<42} {rate:>7.0} webhooks/s (p99 {:.1} ms)",
+            contender.name,
+            run.p(0.99)
+        );
+        intake.push((kind, rate));
+    }
+    let rate_of = |kind| intake.iter().find(|(k, _)| *k == kind).map_or(0.0, |(_, r)| *r);
+    let b1 = rate_of(Kind::B1);
+
+    println!();
+    println!("| figure | shorts (SQLite) | B1 | ratio | B0 | ratio | target |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let shorts = rate_of(Kind::ShortsSqlite);
+    println!(
+        "| intake, webhooks/s at p99 <= 50 ms | {shorts:.0} | {b1:.0} | {:.2}x | {:.0} | {:.2}x | >= 3x B1, >= 0.7x B0 |",
+        shorts / b1,
+        rate_of(Kind::B0),
+        shorts / rate_of(Kind::B0)
+    );
+    println!(
+        "| intake, shorts (memory) | {:.0} | | {:.2}x | | {:.2}x | |",
+        rate_of(Kind::ShortsMemory),
+        rate_of(Kind::ShortsMemory) / b1,
+        rate_of(Kind::ShortsMemory) / rate_of(Kind::B0)
+    );
+
+    // Latency at fixed shares of B1's maximum, and end to end at half of it.
+    for share in [0.25, 0.5, 0.75] {
+        let rate = (b1 * share).max(10.0);
+        let mut cells = Vec::new();
+        for kind in [Kind::ShortsSqlite, Kind::B1, Kind::B0] {
+            let contender = start(kind, &platform, &dir).await;
+            let before = platform.callbacks().len();
+            let run = fixed(&client, &contender, &platform, rate, settings.fixed).await;
+            drain(&platform, before + run.ok as usize).await;
+            cells.push(format!(
+                "{:.1} / {:.1} / {:.1}",
+                run.p(0.5),
+                run.p(0.99),
+                run.p(0.999)
+            ));
+        }
+        println!(
+            "| webhook latency p50 / p99 / p99.9 ms at {rate:.0}/s ({:.0} % of B1's max) | {} | {} | | {} | | |",
+            share * 100.0,
+            cells[0],
+            cells[1],
+            cells[2]
+        );
+    }
+    let rate = (b1 * 0.5).max(10.0);
+    let mut e2e = Vec::new();
+    for kind in [Kind::ShortsSqlite, Kind::B1, Kind::B0] {
+        let contender = start(kind, &platform, &dir).await;
+        let before = platform.callbacks().len();
+        let run = fixed(&client, &contender, &platform, rate, settings.fixed).await;
+        drain(&platform, before + run.ok as usize).await;
+        e2e.push(end_to_end(&platform, &run));
+    }
+    println!(
+        "| end to end p50 / p99 ms at {rate:.0}/s (webhook sent -> callback received) | {:.1} / {:.1} | {:.1} / {:.1} | {:.2}x (p99) | {:.1} / {:.1} | | p99 <= 1.25x B1 |",
+        e2e[0].0,
+        e2e[0].1,
+        e2e[1].0,
+        e2e[1].1,
+        e2e[0].1 / e2e[1].1,
+        e2e[2].0,
+        e2e[2].1
+    );
+
+    // Memory.
+    let (idle, loaded) = memory(&platform, &dir, settings.in_flight).await;
+    let per_order = loaded.saturating_sub(idle) as f64 / settings.in_flight as f64;
+    println!(
+        "| RSS idle / with {} in-flight sleeping orders | {:.1} MiB / {:.1} MiB ({:.1} KiB per order) | | | | | <= 64 KiB per order |",
+        settings.in_flight,
+        idle as f64 / 1_048_576.0,
+        loaded as f64 / 1_048_576.0,
+        per_order / 1024.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    ExitCode::SUCCESS
+}
+
+/// Doubles the rate until p99 passes 50 ms or errors appear, then bisects.
+async fn max_rate(
+    client: &reqwest::Client,
+    contender: &Contender,
+    platform: &MockPlatform,
+    settings: &Settings,
+    quick: bool,
+) -> (f64, Run) {
+    let good = |run: &Run| run.p(0.99) <= 50.0 && run.error_share() == 0.0;
+    let mut low = 0.0;
+    let mut best: Option<Run> = None;
+    let mut rate = 250.0;
+    let mut high = None;
+    while rate <= 64_000.0 {
+        let run = fixed(client, contender, platform, rate, settings.trial).await;
+        if good(&run) {
+            low = rate;
+            best = Some(run);
+            rate *= 2.0;
+        } else {
+            high = Some(rate);
+            break;
+        }
+    }
+    if let Some(mut high) = high {
+        for _ in 0..if quick { 1 } else { 4 } {
+            let mid = (low + high) / 2.0;
+            let run = fixed(client, contender, platform, mid, settings.trial).await;
+            if good(&run) {
+                low = mid;
+                best = Some(run);
+            } else {
+                high = mid;
+            }
+        }
+    }
+    let run = match best {
+        Some(run) => run,
+        None => fixed(client, contender, platform, 10.0, settings.trial).await,
+    };
+    (low, run)
+}
+
+async fn fixed(
+    client: &reqwest::Client,
+    contender: &Contender,
+    platform: &MockPlatform,
+    rate: f64,
+    duration: Duration,
+) -> Run {
+    let prefix = format!("o{}", fastrand::u64(..));
+    let before = platform.callbacks().len();
+    let run = load::open_loop(client, &contender.url, &prefix, rate, duration, body(platform)).await;
+    // Let the callbacks of this run arrive before the next starts.
+    drain(platform, before + run.ok as usize).await;
+    run
+}
+
+/// p50 and p99 of webhook-sent (intended) to callback-received, in ms.
+fn end_to_end(platform: &MockPlatform, run: &Run) -> (f64, f64) {
+    let mut histogram = load::histogram();
+    for callback in platform.callbacks() {
+        if let Some(intended) = run.intended.get(callback.order_id()) {
+            let latency = callback
+                .received_at
+                .saturating_duration_since(intended.into_std());
+            let _ = histogram.record(
+                u64::try_from(latency.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .clamp(1, 120_000_000),
+            );
+        }
+    }
+    (
+        histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        histogram.value_at_quantile(0.99) as f64 / 1000.0,
+    )
+}
+
+/// Idle RSS, and RSS with `count` orders whose handlers sleep.
+async fn memory(platform: &MockPlatform, dir: &Path, count: usize) -> (u64, u64) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .arg("serve")
+        .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
+        .env(
+            "SHORTS_STORE",
+            format!("sqlite://{}", dir.join("memory.db").display()),
+        )
+        .env("SHORTS_CALLBACK_SECRET", platform.secret())
+        .env("SHORTS_CALLBACK_URL", platform.callback_url())
+        .env(
+            "SHORTS_WEBHOOK_AUTH",
+            format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
+        )
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("server");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = load::client();
+    let url = format!("http://127.0.0.1:{port}/shorts/sleepy");
+    let warm = platform.webhook_body("warm-up", json!({"seconds": 0}));
+    let _ = platform.send_webhook(&url, &warm).await;
+    let _ = platform.wait_for("warm-up", Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = child.id();
+    let idle = proc::memory(pid, "VmRSS").unwrap_or(0);
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let mut sends = Vec::with_capacity(count);
+    for i in 0..count {
+        let permit = std::sync::Arc::clone(&permits)
+            .acquire_owned()
+            .await
+            .expect("permit");
+        let body = platform
+            .webhook_body(&format!("sleepy-{i}"), json!({"seconds": 600}))
+            .to_string();
+        let request = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-api-key", MockPlatform::WEBHOOK_KEY)
+            .body(body);
+        sends.push(tokio::spawn(async move {
+            let _permit = permit;
+            request.send().await.is_ok_and(|r| r.status().is_success())
+        }));
+    }
+    for send in sends {
+        assert!(send.await.unwrap_or(false), "an in-flight order was refused");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = proc::memory(pid, "VmRSS").unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    (idle, loaded)
+}
+
+/// Synchronous 4 KiB writes per second on the benchmark's disk, for 1 s.
+fn fsync_rate(dir: &Path) -> f64 {
+    use std::io::Write as _;
+    let path: PathBuf = dir.join("fsync.probe");
+    let mut file = std::fs::File::create(&path).expect("probe");
+    let block = [7u8; 4096];
+    let started = Instant::now();
+    let mut count = 0u32;
+    while started.elapsed() < Duration::from_secs(1) {
+        file.write_all(&block).expect("write");
+        file.sync_data().expect("fdatasync");
+        count += 1;
+    }
+    let _ = std::fs::remove_file(&path);
+    f64::from(count) / started.elapsed().as_secs_f64()
+}
+
+/// Builds the baselines' binary next to this one (a no-op when it is up to date).
+fn ensure_baselines() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "hand-written-short"])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "the baselines did not build");
+}

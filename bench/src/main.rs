@@ -1,8 +1,9 @@
 //! `shorts-bench`: measures shorts against hand-written baselines on this machine.
 //!
 //! ```text
-//! cargo run --release -p shorts-bench -- files            # the figures of BENCHMARKS.md
-//! cargo run --release -p shorts-bench -- files --quick    # a smoke run (CI)
+//! cargo run --release -p shorts-bench -- all              # the figures of BENCHMARKS.md
+//! cargo run --release -p shorts-bench -- all --quick      # a smoke run (CI)
+//! cargo run --release -p shorts-bench -- build            # clean build times (slow)
 //! ```
 //!
 //! The framework side runs as a child process of this binary (`serve`, through
@@ -15,6 +16,7 @@
 )]
 
 mod baseline;
+mod build;
 mod files;
 mod load;
 mod proc;
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Some("serve" | "invoke" | "list") => shorts_runtime::run(),
         Some("__bare-put") => baseline::bare_put(&args[1..]),
         Some("__bare-inline") => baseline::bare_inline(&args[1..]),
+        Some("build") => build::run(),
         Some(command @ ("files" | "service" | "all")) => {
             let quick = args.iter().any(|a| a == "--quick");
             runtime().block_on(async {
@@ -80,7 +83,7 @@ fn main() -> ExitCode {
             })
         }
         _ => {
-            eprintln!("usage: shorts-bench all | service | files [--quick]");
+            eprintln!("usage: shorts-bench all | service | files [--quick] | build");
             ExitCode::from(2)
         }
     }
@@ -97,6 +100,7 @@ fn runtime() -> tokio::runtime::Runtime {
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) port: u16,
+    db: std::path::PathBuf,
 }
 
 impl Server {
@@ -106,9 +110,11 @@ impl Server {
             .expect("free port")
             .port();
         let mut command = Command::new(std::env::current_exe().expect("own path"));
+        let db = std::env::temp_dir().join(format!("shorts-bench-{}-{port}.db", std::process::id()));
         command
             .arg("serve")
             .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
+            .env("SHORTS_STORE", format!("sqlite://{}", db.display()))
             .env("SHORTS_CALLBACK_SECRET", platform.secret())
             .env("SHORTS_CALLBACK_URL", platform.callback_url())
             .env(
@@ -127,7 +133,7 @@ impl Server {
             assert!(Instant::now() < deadline, "the server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Self { child, port }
+        Self { child, port, db }
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -143,6 +149,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
+        }
     }
 }
 

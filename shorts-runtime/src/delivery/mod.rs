@@ -233,27 +233,21 @@ impl Delivery {
 
     /// One POST of a callback body.
     pub(crate) async fn post(&self, url: &Url, body: &Bytes) -> Posted {
-        let response = self
+        let request = self
             .client
             .post(url.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(CALLBACK_SECRET_HEADER, self.secret.expose())
             .timeout(self.timeout_for(body.len() as u64))
-            .body(body.clone())
-            .send()
-            .await;
-        let response = match response {
-            Ok(response) => response,
-            Err(e) => {
-                return Posted::Retry {
-                    reason: describe(&e),
-                    after: None,
-                };
-            }
+            .body(body.clone());
+        let Answer {
+            status,
+            after,
+            detail,
+        } = match exchange(request, DETAIL_LIMIT).await {
+            Ok(answer) => answer,
+            Err(reason) => return Posted::Retry { reason, after: None },
         };
-        let status = response.status();
-        let after = retry_after(&response);
-        let detail = read_detail(response).await;
         match classify(status) {
             Class::Success => Posted::Accepted,
             Class::Unauthorized => Posted::Unauthorized,
@@ -344,11 +338,30 @@ pub(crate) fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
 
-fn retry_network<T>(error: &reqwest::Error) -> Attempt<T> {
-    Attempt::Retry {
-        reason: describe(error),
-        after: None,
-    }
+/// What every caller reads of an answer.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    /// The platform's `Retry-After`, in seconds.
+    pub(crate) after: Option<Duration>,
+    /// The start of the body, for logs and failure messages.
+    pub(crate) detail: String,
+}
+
+/// How much of an answer's body is kept for logs and failure messages.
+pub(crate) const DETAIL_LIMIT: usize = 512;
+
+/// Sends a request and reads its answer (up to `limit` bytes of body); a network failure is the
+/// reason, in one line.
+pub(crate) async fn exchange(request: reqwest::RequestBuilder, limit: usize) -> Result<Answer, String> {
+    let response = request.send().await.map_err(|e| describe(&e))?;
+    let status = response.status();
+    let after = retry_after(&response);
+    let detail = read_detail(response, limit).await;
+    Ok(Answer {
+        status,
+        after,
+        detail,
+    })
 }
 
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
@@ -356,14 +369,13 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// The start of an answer's body, for the logs and failure messages.
-async fn read_detail(response: reqwest::Response) -> String {
-    const LIMIT: usize = 512;
+/// The start of an answer's body, at most `limit` bytes.
+async fn read_detail(response: reqwest::Response, limit: usize) -> String {
     let mut response = response;
     let mut detail = Vec::new();
-    while detail.len() < LIMIT {
+    while detail.len() < limit {
         match response.chunk().await {
-            Ok(Some(chunk)) => detail.extend_from_slice(&chunk[..chunk.len().min(LIMIT - detail.len())]),
+            Ok(Some(chunk)) => detail.extend_from_slice(&chunk[..chunk.len().min(limit - detail.len())]),
             _ => break,
         }
     }

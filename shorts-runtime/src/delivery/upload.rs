@@ -13,15 +13,16 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 use url::Url;
 
-use super::{
-    Attempt, Class, Delivery, Exhausted, StreamBody, classify, read_detail, retry_after, retry_network,
-};
+use super::{Answer, Attempt, Class, DETAIL_LIMIT, Delivery, Exhausted, StreamBody, classify, exchange};
 use crate::short::output::File;
 use crate::wire::callback::UploadedFile;
 use crate::wire::platform::CALLBACK_SECRET_HEADER;
 
 /// Called about four times a second while a file uploads: the file's name, bytes sent, and total.
 pub(crate) type Progress = Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
+
+/// The largest prepare answer read.
+const PREPARE_ANSWER_LIMIT: usize = 64 * 1024;
 
 /// How often a file may get a fresh upload URL after the storage refused one (403).
 const MAX_FRESH_URLS: u32 = 3;
@@ -126,22 +127,22 @@ impl Delivery {
         let name = file.name();
         let result = self
             .retry("prepare", || async {
-                let response = self
+                let request = self
                     .client
                     .post(url.clone())
                     .header(CONTENT_TYPE, "application/json")
                     .header(CALLBACK_SECRET_HEADER, self.secret.expose())
                     .timeout(self.timeout_for(0))
-                    .body(body.clone())
-                    .send()
-                    .await;
-                let response = match response {
-                    Ok(response) => response,
-                    Err(e) => return retry_network(&e),
+                    .body(body.clone());
+                // The whole answer is needed: signed URLs can be long.
+                let Answer {
+                    status,
+                    after,
+                    detail,
+                } = match exchange(request, PREPARE_ANSWER_LIMIT).await {
+                    Ok(answer) => answer,
+                    Err(reason) => return Attempt::Retry { reason, after: None },
                 };
-                let status = response.status();
-                let after = retry_after(&response);
-                let detail = read_detail(response).await;
                 match classify(status) {
                     Class::Success => Attempt::Done(slot(&detail, name)),
                     Class::Unauthorized => Attempt::Unauthorized,
@@ -201,19 +202,18 @@ impl Delivery {
                 for (header, value) in &slot.headers {
                     request = request.header(header, value);
                 }
-                let response = request
+                let request = request
                     .header(CONTENT_LENGTH, size)
                     .timeout(self.timeout_for(size))
-                    .body(body.to_request_body())
-                    .send()
-                    .await;
-                let response = match response {
-                    Ok(response) => response,
-                    Err(e) => return retry_network(&e),
+                    .body(body.to_request_body());
+                let Answer {
+                    status,
+                    after,
+                    detail,
+                } = match exchange(request, DETAIL_LIMIT).await {
+                    Ok(answer) => answer,
+                    Err(reason) => return Attempt::Retry { reason, after: None },
                 };
-                let status = response.status();
-                let after = retry_after(&response);
-                let detail = read_detail(response).await;
                 match (status, classify(status)) {
                     (_, Class::Success) => Attempt::Done(Ok(())),
                     (StatusCode::FORBIDDEN, _) => Attempt::Done(Err(PutFailure::FreshUrl(format!(

@@ -7,7 +7,10 @@ use bytes::Bytes;
 use sqlx::PgPool;
 use sqlx::postgres::{PgPoolOptions, PgRow};
 
-use super::sql::{claimable, claimed_columns, mappers, record_columns, settled};
+use super::sql::{
+    HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, RELEASE, RETRY, SETTLE, START_RUN, claimable,
+    claimed_columns, mappers, select_records, settled, upsert_result,
+};
 use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
 
 mappers!(PgRow);
@@ -29,6 +32,34 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Loads the webhook and callback bodies of claimed orders.
+    async fn with_bodies(&self, mut claims: Vec<Claimed>) -> Result<Vec<Claimed>, StoreError> {
+        if claims.is_empty() {
+            return Ok(claims);
+        }
+        let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();
+        let rows: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT p.order_id, p.payload, r.body FROM shorts_payloads p
+             LEFT JOIN shorts_results r ON r.order_id = p.order_id WHERE p.order_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut bodies: std::collections::HashMap<String, (Vec<u8>, Option<Vec<u8>>)> = rows
+            .into_iter()
+            .map(|(id, payload, result)| (id, (payload, result)))
+            .collect();
+        for claimed in &mut claims {
+            if let Some((payload, result)) = bodies.remove(&claimed.id) {
+                claimed.payload = Bytes::from(payload);
+                claimed.result = result.map(Bytes::from);
+            }
+        }
+        Ok(claims)
+    }
+}
+
 impl Store for PgStore {
     async fn accept(
         &self,
@@ -37,26 +68,36 @@ impl Store for PgStore {
         lease: Duration,
     ) -> Result<Option<Claimed>, StoreError> {
         let now = now_ms();
-        let started = order.started;
-        let row = sqlx::query(concat!("INSERT INTO shorts_orders (order_id, short, payload, callback_url, state, runs, fence, owner, lease_until, received_at)
-             VALUES ($1, $2, $3, $4, 'received', $8, 1, $5, $6, $7)
-             ON CONFLICT (order_id) DO NOTHING
-             RETURNING ", claimed_columns!()))
-        .bind(order.id)
-        .bind(order.short)
-        .bind(order.payload.as_ref())
-        .bind(order.callback_url)
-        .bind(owner)
-        .bind(now + ms(lease))
-        .bind(now)
-        .bind(i32::from(started))
-        .fetch_optional(&self.pool)
-        .await?;
-        let mut claimed = row.as_ref().map(claimed).transpose()?;
-        if let Some(claimed) = &mut claimed {
-            claimed.started = started;
+        let mut transaction = self.pool.begin().await?;
+        let inserted = sqlx::query(INSERT_ORDER)
+            .bind(&order.id)
+            .bind(&order.short)
+            .bind(&order.callback_url)
+            .bind(i32::from(order.started))
+            .bind(owner)
+            .bind(now + ms(lease))
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        if inserted.rows_affected() == 0 {
+            return Ok(None);
         }
-        Ok(claimed)
+        sqlx::query(INSERT_PAYLOAD)
+            .bind(&order.id)
+            .bind(order.payload.as_ref())
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(Some(Claimed {
+            id: order.id,
+            short: order.short,
+            payload: order.payload,
+            callback_url: order.callback_url,
+            fence: 1,
+            attempts: 0,
+            result: None,
+            started: order.started,
+        }))
     }
 
     async fn claim(&self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<Claimed>, StoreError> {
@@ -79,11 +120,12 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(claimed).collect::<Result<_, _>>()?)
+        let claims = rows.iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
+        self.with_bodies(claims).await
     }
 
     async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE shorts_orders SET lease_until = $1 WHERE owner = $2")
+        let done = sqlx::query(HEARTBEAT)
             .bind(now_ms() + ms(lease))
             .bind(owner)
             .execute(&self.pool)
@@ -92,44 +134,44 @@ impl Store for PgStore {
     }
 
     async fn start_run(&self, id: &str, fence: i64) -> Result<Option<i32>, StoreError> {
-        let runs = sqlx::query_scalar(
-            "UPDATE shorts_orders SET runs = runs + 1 WHERE order_id = $1 AND fence = $2 RETURNING runs",
-        )
-        .bind(id)
-        .bind(fence)
-        .fetch_optional(&self.pool)
-        .await?;
+        let runs = sqlx::query_scalar(START_RUN)
+            .bind(id)
+            .bind(fence)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(runs)
     }
 
     async fn save_result(&self, id: &str, fence: i64, body: Bytes) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE shorts_orders SET result = $1, state = 'delivering', next_at = NULL
-             WHERE order_id = $2 AND fence = $3",
-        )
-        .bind(body.as_ref())
-        .bind(id)
-        .bind(fence)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut transaction = self.pool.begin().await?;
+        let updated = sqlx::query(MARK_RESULT)
+            .bind(id)
+            .bind(fence)
+            .execute(&mut *transaction)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(upsert_result!())
+            .bind(id)
+            .bind(body.as_ref())
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(true)
     }
 
     async fn settle(&self, id: &str, fence: i64, settle: Settle) -> Result<bool, StoreError> {
         let (state, next_at, attempts, error) = settled(settle);
-        let done = sqlx::query(
-            "UPDATE shorts_orders SET state = $1, next_at = $2, attempts = COALESCE($3, attempts),
-             last_error = COALESCE($4, last_error), owner = NULL
-             WHERE order_id = $5 AND fence = $6",
-        )
-        .bind(state)
-        .bind(next_at)
-        .bind(attempts)
-        .bind(error)
-        .bind(id)
-        .bind(fence)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(SETTLE)
+            .bind(state)
+            .bind(next_at)
+            .bind(attempts)
+            .bind(error)
+            .bind(id)
+            .bind(fence)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -140,7 +182,7 @@ impl Store for PgStore {
             .bind(owner)
             .execute(&mut *transaction)
             .await?;
-        let done = sqlx::query("UPDATE shorts_orders SET owner = NULL WHERE owner = $1")
+        let done = sqlx::query(RELEASE)
             .bind(owner)
             .execute(&mut *transaction)
             .await?;
@@ -149,22 +191,17 @@ impl Store for PgStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            record_columns!(),
-            " FROM shorts_orders WHERE order_id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(concat!(select_records!(), " WHERE o.order_id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(record).transpose()?)
     }
 
     async fn list(&self, state: Option<OrderState>, limit: u32) -> Result<Vec<OrderRecord>, StoreError> {
         let rows = sqlx::query(concat!(
-            "SELECT ",
-            record_columns!(),
-            " FROM shorts_orders WHERE ($1::TEXT IS NULL OR state = $1) ORDER BY seq LIMIT $2"
+            select_records!(),
+            " WHERE ($1::TEXT IS NULL OR o.state = $1) ORDER BY o.seq LIMIT $2"
         ))
         .bind(state.map(OrderState::as_str))
         .bind(i64::from(limit))
@@ -174,14 +211,11 @@ impl Store for PgStore {
     }
 
     async fn retry(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE shorts_orders SET state = 'delivering', next_at = $1, attempts = 0
-             WHERE order_id = $2 AND state IN ('dead', 'paused') AND result IS NOT NULL",
-        )
-        .bind(now_ms())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(RETRY)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -1,21 +1,23 @@
-//! What the SQLite and PostgreSQL stores share: the columns read back and their mapping.
+//! What the SQLite and PostgreSQL stores share: SQL fragments and the mapping of rows.
+//!
+//! SQL fragments are macros expanding to literals, so that every query is a `&'static str` built
+//! with `concat!` (sqlx accepts only those without an explicit audit).
 
 use super::Settle;
 
-// SQL fragments are macros expanding to literals, so that every query is a `&'static str` built
-// with `concat!` (sqlx accepts only those without an explicit audit).
-
-/// Columns of a claim.
+/// Columns of a claim, from `shorts_orders`.
 macro_rules! claimed_columns {
     () => {
-        "order_id, short, payload, callback_url, fence, attempts, result"
+        "order_id, short, callback_url, fence, attempts"
     };
 }
 
-/// Columns of a record.
-macro_rules! record_columns {
+/// A record: an order with its callback body, if any.
+macro_rules! select_records {
     () => {
-        "order_id, short, state, runs, attempts, result, last_error, received_at, next_at"
+        "SELECT o.order_id, o.short, o.state, o.runs, o.attempts, r.body AS result, o.last_error,
+                o.received_at, o.next_at
+         FROM shorts_orders o LEFT JOIN shorts_results r ON r.order_id = o.order_id"
     };
 }
 
@@ -27,9 +29,55 @@ macro_rules! claimable {
     };
 }
 
-pub(super) use {claimable, claimed_columns, record_columns};
+/// Stores a callback body, replacing an earlier one ($1 order, $2 body).
+macro_rules! upsert_result {
+    () => {
+        "INSERT INTO shorts_results (order_id, body) VALUES ($1, $2)
+         ON CONFLICT (order_id) DO UPDATE SET body = excluded.body"
+    };
+}
 
-/// Defines `claimed` and `record`, reading a claim and a record from one backend's rows.
+pub(super) use {claimable, claimed_columns, select_records, upsert_result};
+
+// Statements both engines run as they are.
+
+/// A new order, unless its `order_id` is known: $1 id, $2 short, $3 callback URL, $4 runs, $5
+/// owner, $6 lease end, $7 now.
+pub(super) const INSERT_ORDER: &str =
+    "INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at)
+     VALUES ($1, $2, $3, 'received', $4, 1, $5, $6, $7)
+     ON CONFLICT (order_id) DO NOTHING";
+
+/// The webhook body of a new order: $1 id, $2 body.
+pub(super) const INSERT_PAYLOAD: &str = "INSERT INTO shorts_payloads (order_id, payload) VALUES ($1, $2)";
+
+/// Renews an owner's leases: $1 lease end, $2 owner.
+pub(super) const HEARTBEAT: &str = "UPDATE shorts_orders SET lease_until = $1 WHERE owner = $2";
+
+/// Counts a run under the lease: $1 id, $2 fence.
+pub(super) const START_RUN: &str =
+    "UPDATE shorts_orders SET runs = runs + 1 WHERE order_id = $1 AND fence = $2 RETURNING runs";
+
+/// Moves an order to delivery under the lease (its body goes to `shorts_results`): $1 id, $2 fence.
+pub(super) const MARK_RESULT: &str =
+    "UPDATE shorts_orders SET state = 'delivering', next_at = NULL WHERE order_id = $1 AND fence = $2";
+
+/// Records an attempt's outcome and releases the lease: $1 state, $2 next attempt, $3 attempts,
+/// $4 error, $5 id, $6 fence.
+pub(super) const SETTLE: &str =
+    "UPDATE shorts_orders SET state = $1, next_at = $2, attempts = COALESCE($3, attempts),
+     last_error = COALESCE($4, last_error), owner = NULL
+     WHERE order_id = $5 AND fence = $6";
+
+/// Releases an owner's leases: $1 owner.
+pub(super) const RELEASE: &str = "UPDATE shorts_orders SET owner = NULL WHERE owner = $1";
+
+/// Puts a dead or paused order with a result back to delivery: $1 now, $2 id.
+pub(super) const RETRY: &str = "UPDATE shorts_orders SET state = 'delivering', next_at = $1, attempts = 0
+     WHERE order_id = $2 AND state IN ('dead', 'paused')
+       AND EXISTS (SELECT 1 FROM shorts_results r WHERE r.order_id = shorts_orders.order_id)";
+
+/// Defines `claimed` (a claim without its bodies) and `record`, for one backend's rows.
 macro_rules! mappers {
     ($row:ty) => {
         fn claimed(row: &$row) -> Result<super::Claimed, sqlx::Error> {
@@ -37,13 +85,11 @@ macro_rules! mappers {
             Ok(super::Claimed {
                 id: row.try_get("order_id")?,
                 short: row.try_get("short")?,
-                payload: bytes::Bytes::from(row.try_get::<Vec<u8>, _>("payload")?),
+                payload: bytes::Bytes::new(),
                 callback_url: row.try_get("callback_url")?,
                 fence: row.try_get("fence")?,
                 attempts: row.try_get("attempts")?,
-                result: row
-                    .try_get::<Option<Vec<u8>>, _>("result")?
-                    .map(bytes::Bytes::from),
+                result: None,
                 started: false,
             })
         }

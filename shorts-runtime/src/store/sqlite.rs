@@ -2,17 +2,21 @@
 //! commits every request waiting for it in one transaction, so durability costs one fsync per
 //! group of concurrent orders instead of one per order.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr as _;
 use std::time::Duration;
 
 use bytes::Bytes;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
-use sqlx::{Connection as _, SqliteConnection};
+use sqlx::{Connection as _, QueryBuilder, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
-use super::sql::{claimable, claimed_columns, mappers, record_columns, settled};
+use super::sql::{
+    HEARTBEAT, MARK_RESULT, RELEASE, RETRY, SETTLE, START_RUN, claimable, claimed_columns, mappers,
+    select_records, settled, upsert_result,
+};
 use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
 
 mappers!(SqliteRow);
@@ -88,7 +92,19 @@ async fn writer(mut connection: SqliteConnection, mut ops: mpsc::Receiver<Op>) {
         if let Err(e) = begun {
             error!(error = %e, "could not begin a transaction");
         }
+        // Accepts go first, in two statements for the whole group.
+        let mut accepts = Vec::new();
+        let mut others = Vec::new();
         for op in group.drain(..) {
+            match op {
+                Op::Accept(order, owner, lease, reply) => accepts.push((order, owner, lease, reply)),
+                other => others.push(other),
+            }
+        }
+        for chunk in chunks(accepts, ACCEPT_CHUNK) {
+            answers.extend(accept_many(&mut connection, chunk).await);
+        }
+        for op in others {
             answers.push(run(&mut connection, op).await);
         }
         let committed = sqlx::query("COMMIT").execute(&mut connection).await;
@@ -130,10 +146,13 @@ impl Answer {
 
 async fn run(c: &mut SqliteConnection, op: Op) -> Answer {
     match op {
-        Op::Accept(order, owner, lease, reply) => Answer::new(reply, accept(c, order, &owner, lease).await),
+        Op::Accept(order, owner, lease, reply) => {
+            let mut answers = accept_many(c, vec![(order, owner, lease, reply)]).await;
+            answers.pop().unwrap_or_else(|| Answer(Box::new(|_| {})))
+        }
         Op::Claim(owner, lease, limit, reply) => Answer::new(reply, claim(c, &owner, lease, limit).await),
         Op::Heartbeat(owner, lease, reply) => {
-            let result = sqlx::query("UPDATE shorts_orders SET lease_until = $1 WHERE owner = $2")
+            let result = sqlx::query(HEARTBEAT)
                 .bind(now_ms() + ms(lease))
                 .bind(owner)
                 .execute(&mut *c)
@@ -143,69 +162,44 @@ async fn run(c: &mut SqliteConnection, op: Op) -> Answer {
             Answer::new(reply, result)
         }
         Op::StartRun(id, fence, reply) => {
-            let result = sqlx::query(
-                "UPDATE shorts_orders SET runs = runs + 1 WHERE order_id = $1 AND fence = $2 RETURNING runs",
-            )
-            .bind(id)
-            .bind(fence)
-            .fetch_optional(&mut *c)
-            .await
-            .and_then(|row| row.map(|row| sqlx::Row::try_get::<i32, _>(&row, 0)).transpose())
-            .map_err(StoreError::from);
+            let result = sqlx::query_scalar(START_RUN)
+                .bind(id)
+                .bind(fence)
+                .fetch_optional(&mut *c)
+                .await
+                .map_err(StoreError::from);
             Answer::new(reply, result)
         }
-        Op::SaveResult(id, fence, body, reply) => {
-            let result = sqlx::query(
-                "UPDATE shorts_orders SET result = $1, state = 'delivering', next_at = NULL
-                 WHERE order_id = $2 AND fence = $3",
-            )
-            .bind(body.as_ref())
-            .bind(id)
-            .bind(fence)
-            .execute(&mut *c)
-            .await
-            .map(|done| done.rows_affected() == 1)
-            .map_err(StoreError::from);
-            Answer::new(reply, result)
-        }
+        Op::SaveResult(id, fence, body, reply) => Answer::new(reply, save_result(c, &id, fence, &body).await),
         Op::Settle(id, fence, settle, reply) => {
             let (state, next_at, attempts, error) = settled(settle);
-            let result = sqlx::query(
-                "UPDATE shorts_orders SET state = $1, next_at = $2, attempts = COALESCE($3, attempts),
-                 last_error = COALESCE($4, last_error), owner = NULL
-                 WHERE order_id = $5 AND fence = $6",
-            )
-            .bind(state)
-            .bind(next_at)
-            .bind(attempts)
-            .bind(error)
-            .bind(id)
-            .bind(fence)
-            .execute(&mut *c)
-            .await
-            .map(|done| done.rows_affected() == 1)
-            .map_err(StoreError::from);
+            let result = sqlx::query(SETTLE)
+                .bind(state)
+                .bind(next_at)
+                .bind(attempts)
+                .bind(error)
+                .bind(id)
+                .bind(fence)
+                .execute(&mut *c)
+                .await
+                .map(|done| done.rows_affected() == 1)
+                .map_err(StoreError::from);
             Answer::new(reply, result)
         }
         Op::Release(owner, interrupted, reply) => Answer::new(reply, release(c, &owner, &interrupted).await),
         Op::Get(id, reply) => {
-            let result = sqlx::query(concat!(
-                "SELECT ",
-                record_columns!(),
-                " FROM shorts_orders WHERE order_id = $1"
-            ))
-            .bind(id)
-            .fetch_optional(&mut *c)
-            .await
-            .and_then(|row| row.as_ref().map(record).transpose())
-            .map_err(StoreError::from);
+            let result = sqlx::query(concat!(select_records!(), " WHERE o.order_id = $1"))
+                .bind(id)
+                .fetch_optional(&mut *c)
+                .await
+                .and_then(|row| row.as_ref().map(record).transpose())
+                .map_err(StoreError::from);
             Answer::new(reply, result)
         }
         Op::List(state, limit, reply) => {
             let result = sqlx::query(concat!(
-                "SELECT ",
-                record_columns!(),
-                " FROM shorts_orders WHERE ($1 IS NULL OR state = $1) ORDER BY rowid LIMIT $2"
+                select_records!(),
+                " WHERE ($1 IS NULL OR o.state = $1) ORDER BY o.rowid LIMIT $2"
             ))
             .bind(state.map(OrderState::as_str))
             .bind(i64::from(limit))
@@ -216,48 +210,107 @@ async fn run(c: &mut SqliteConnection, op: Op) -> Answer {
             Answer::new(reply, result)
         }
         Op::Retry(id, reply) => {
-            let result = sqlx::query(
-                "UPDATE shorts_orders SET state = 'delivering', next_at = $1, attempts = 0
-                 WHERE order_id = $2 AND state IN ('dead', 'paused') AND result IS NOT NULL",
-            )
-            .bind(now_ms())
-            .bind(id)
-            .execute(&mut *c)
-            .await
-            .map(|done| done.rows_affected() == 1)
-            .map_err(StoreError::from);
+            let result = sqlx::query(RETRY)
+                .bind(now_ms())
+                .bind(id)
+                .execute(&mut *c)
+                .await
+                .map(|done| done.rows_affected() == 1)
+                .map_err(StoreError::from);
             Answer::new(reply, result)
         }
     }
 }
 
-async fn accept(
-    c: &mut SqliteConnection,
-    order: NewOrder,
-    owner: &str,
-    lease: Duration,
-) -> Result<Option<Claimed>, StoreError> {
-    let now = now_ms();
-    let started = order.started;
-    let row = sqlx::query(concat!("INSERT INTO shorts_orders (order_id, short, payload, callback_url, state, runs, fence, owner, lease_until, received_at)
-         VALUES ($1, $2, $3, $4, 'received', $8, 1, $5, $6, $7)
-         ON CONFLICT (order_id) DO NOTHING
-         RETURNING ", claimed_columns!()))
-    .bind(order.id)
-    .bind(order.short)
-    .bind(order.payload.as_ref())
-    .bind(order.callback_url)
-    .bind(owner)
-    .bind(now + ms(lease))
-    .bind(now)
-    .bind(i32::from(started))
-    .fetch_optional(&mut *c)
-    .await?;
-    let mut claimed = row.as_ref().map(claimed).transpose()?;
-    if let Some(claimed) = &mut claimed {
-        claimed.started = started;
+/// An accept waiting for its group.
+type Accepting = (
+    NewOrder,
+    String,
+    Duration,
+    oneshot::Sender<Result<Option<Claimed>, StoreError>>,
+);
+
+/// Accepts per statement: 9 parameters each, well under SQLite's limit of 32,766.
+const ACCEPT_CHUNK: usize = 256;
+
+fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut chunks = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        chunks.push(items.by_ref().take(size).collect());
     }
-    Ok(claimed)
+    chunks
+}
+
+/// Inserts a group of new orders with one statement for the orders and one for their bodies; an
+/// `order_id` already known (or twice in the group) is a duplicate.
+async fn accept_many(c: &mut SqliteConnection, accepts: Vec<Accepting>) -> Vec<Answer> {
+    let now = now_ms();
+    let mut orders = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at) ",
+    );
+    orders.push_values(&accepts, |mut row, (order, owner, lease, _)| {
+        row.push_bind(&order.id)
+            .push_bind(&order.short)
+            .push_bind(&order.callback_url)
+            .push_bind("received")
+            .push_bind(i32::from(order.started))
+            .push_bind(1_i64)
+            .push_bind(owner)
+            .push_bind(now + ms(*lease))
+            .push_bind(now);
+    });
+    orders.push(" ON CONFLICT (order_id) DO NOTHING RETURNING order_id");
+    let inserted = orders.build_query_scalar::<String>().fetch_all(&mut *c).await;
+    let mut inserted: HashSet<String> = match inserted {
+        Ok(ids) => ids.into_iter().collect(),
+        Err(e) => return failed(accepts, &e),
+    };
+    let new: Vec<&Accepting> = {
+        let mut seen = HashSet::new();
+        accepts
+            .iter()
+            .filter(|(order, ..)| inserted.contains(&order.id) && seen.insert(order.id.as_str()))
+            .collect()
+    };
+    if !new.is_empty() {
+        let mut payloads = QueryBuilder::<Sqlite>::new("INSERT INTO shorts_payloads (order_id, payload) ");
+        payloads.push_values(&new, |mut row, (order, ..)| {
+            row.push_bind(&order.id).push_bind(order.payload.as_ref());
+        });
+        if let Err(e) = payloads.build().execute(&mut *c).await {
+            return failed(accepts, &e);
+        }
+    }
+    accepts
+        .into_iter()
+        .map(|(order, _, _, reply)| {
+            let claimed = inserted.remove(&order.id).then(|| Claimed {
+                fence: 1,
+                attempts: 0,
+                result: None,
+                started: order.started,
+                id: order.id,
+                short: order.short,
+                payload: order.payload,
+                callback_url: order.callback_url,
+            });
+            Answer::new(reply, Ok(claimed))
+        })
+        .collect()
+}
+
+/// Answers every accept of a group with the error that stopped it.
+fn failed(accepts: Vec<Accepting>, error: &sqlx::Error) -> Vec<Answer> {
+    accepts
+        .into_iter()
+        .map(|(.., reply)| {
+            Answer::new(
+                reply,
+                Err(StoreError::Database(sqlx::Error::Protocol(error.to_string()))),
+            )
+        })
+        .collect()
 }
 
 async fn claim(
@@ -284,7 +337,43 @@ async fn claim(
     .bind(i64::from(limit))
     .fetch_all(&mut *c)
     .await?;
-    Ok(rows.iter().map(claimed).collect::<Result<_, _>>()?)
+    let mut claims = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut claimed = claimed(row)?;
+        let (payload, result): (Vec<u8>, Option<Vec<u8>>) = sqlx::query_as(
+            "SELECT p.payload, r.body FROM shorts_payloads p
+             LEFT JOIN shorts_results r ON r.order_id = p.order_id WHERE p.order_id = $1",
+        )
+        .bind(&claimed.id)
+        .fetch_one(&mut *c)
+        .await?;
+        claimed.payload = Bytes::from(payload);
+        claimed.result = result.map(Bytes::from);
+        claims.push(claimed);
+    }
+    Ok(claims)
+}
+
+async fn save_result(
+    c: &mut SqliteConnection,
+    id: &str,
+    fence: i64,
+    body: &[u8],
+) -> Result<bool, StoreError> {
+    let updated = sqlx::query(MARK_RESULT)
+        .bind(id)
+        .bind(fence)
+        .execute(&mut *c)
+        .await?;
+    if updated.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query(upsert_result!())
+        .bind(id)
+        .bind(body)
+        .execute(&mut *c)
+        .await?;
+    Ok(true)
 }
 
 async fn release(c: &mut SqliteConnection, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {
@@ -295,10 +384,7 @@ async fn release(c: &mut SqliteConnection, owner: &str, interrupted: &[String]) 
             .execute(&mut *c)
             .await?;
     }
-    let done = sqlx::query("UPDATE shorts_orders SET owner = NULL WHERE owner = $1")
-        .bind(owner)
-        .execute(&mut *c)
-        .await?;
+    let done = sqlx::query(RELEASE).bind(owner).execute(&mut *c).await?;
     Ok(done.rows_affected())
 }
 

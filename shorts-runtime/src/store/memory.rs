@@ -1,7 +1,7 @@
 //! Orders in this process's memory: the same semantics as the databases, nothing survives a
 //! restart. For tests and `SHORTS_STORE=memory`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,11 +22,19 @@ struct Row {
 
 #[derive(Debug, Default)]
 pub(crate) struct MemoryStore {
-    rows: Mutex<(HashMap<String, Row>, u64)>,
+    rows: Mutex<Rows>,
+}
+
+#[derive(Debug, Default)]
+struct Rows {
+    rows: HashMap<String, Row>,
+    seq: u64,
+    /// Orders that may still need work, so that a claim does not scan finished ones.
+    active: HashSet<String>,
 }
 
 impl MemoryStore {
-    fn rows(&self) -> MutexGuard<'_, (HashMap<String, Row>, u64)> {
+    fn rows(&self) -> MutexGuard<'_, Rows> {
         self.rows.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -64,11 +72,12 @@ impl Store for MemoryStore {
     ) -> Result<Option<Claimed>, StoreError> {
         let now = now_ms();
         let mut guard = self.rows();
-        let (rows, seq) = &mut *guard;
+        let Rows { rows, seq, active } = &mut *guard;
         if rows.contains_key(&order.id) {
             return Ok(None);
         }
         *seq += 1;
+        active.insert(order.id.clone());
         let row = Row {
             record: OrderRecord {
                 id: order.id.clone(),
@@ -97,19 +106,29 @@ impl Store for MemoryStore {
     async fn claim(&self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<Claimed>, StoreError> {
         let now = now_ms();
         let mut guard = self.rows();
-        let rows = &mut guard.0;
-        let mut ready: Vec<&mut Row> = rows.values_mut().filter(|row| claimable(row, now)).collect();
-        ready.sort_by_key(|row| (row.record.next_at.unwrap_or(row.record.received_at), row.seq));
-        Ok(ready
-            .into_iter()
-            .take(limit as usize)
+        let Rows { rows, active, .. } = &mut *guard;
+        let mut ready: Vec<(i64, u64, String)> = active
+            .iter()
+            .filter_map(|id| rows.get(id).filter(|row| claimable(row, now)))
             .map(|row| {
+                (
+                    row.record.next_at.unwrap_or(row.record.received_at),
+                    row.seq,
+                    row.record.id.clone(),
+                )
+            })
+            .collect();
+        ready.sort_unstable();
+        let mut claims = Vec::new();
+        for (_, _, id) in ready.into_iter().take(limit as usize) {
+            if let Some(row) = rows.get_mut(&id) {
                 row.fence += 1;
                 row.owner = Some(owner.to_owned());
                 row.lease_until = now + ms(lease);
-                claimed(row)
-            })
-            .collect())
+                claims.push(claimed(row));
+            }
+        }
+        Ok(claims)
     }
 
     async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
@@ -117,7 +136,7 @@ impl Store for MemoryStore {
         let mut guard = self.rows();
         let mut n = 0;
         for row in guard
-            .0
+            .rows
             .values_mut()
             .filter(|row| row.owner.as_deref() == Some(owner))
         {
@@ -129,15 +148,19 @@ impl Store for MemoryStore {
 
     async fn start_run(&self, id: &str, fence: i64) -> Result<Option<i32>, StoreError> {
         let mut guard = self.rows();
-        Ok(guard.0.get_mut(id).filter(|row| row.fence == fence).map(|row| {
-            row.record.runs += 1;
-            row.record.runs
-        }))
+        Ok(guard
+            .rows
+            .get_mut(id)
+            .filter(|row| row.fence == fence)
+            .map(|row| {
+                row.record.runs += 1;
+                row.record.runs
+            }))
     }
 
     async fn save_result(&self, id: &str, fence: i64, body: Bytes) -> Result<bool, StoreError> {
         let mut guard = self.rows();
-        match guard.0.get_mut(id) {
+        match guard.rows.get_mut(id) {
             Some(row) if row.fence == fence => {
                 row.record.result = Some(body);
                 row.record.state = OrderState::Delivering;
@@ -150,7 +173,7 @@ impl Store for MemoryStore {
 
     async fn settle(&self, id: &str, fence: i64, settle: Settle) -> Result<bool, StoreError> {
         let mut guard = self.rows();
-        let Some(row) = guard.0.get_mut(id).filter(|row| row.fence == fence) else {
+        let Some(row) = guard.rows.get_mut(id).filter(|row| row.fence == fence) else {
             return Ok(false);
         };
         row.owner = None;
@@ -176,6 +199,9 @@ impl Store for MemoryStore {
                 row.record.last_error = Some("the platform refused the callback secret (401)".to_owned());
             }
         }
+        if matches!(row.record.state, OrderState::Delivered | OrderState::Dead) {
+            guard.active.remove(id);
+        }
         Ok(true)
     }
 
@@ -183,7 +209,7 @@ impl Store for MemoryStore {
         let mut guard = self.rows();
         let mut n = 0;
         for row in guard
-            .0
+            .rows
             .values_mut()
             .filter(|row| row.owner.as_deref() == Some(owner))
         {
@@ -197,13 +223,13 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        Ok(self.rows().0.get(id).map(|row| row.record.clone()))
+        Ok(self.rows().rows.get(id).map(|row| row.record.clone()))
     }
 
     async fn list(&self, state: Option<OrderState>, limit: u32) -> Result<Vec<OrderRecord>, StoreError> {
         let guard = self.rows();
         let mut rows: Vec<&Row> = guard
-            .0
+            .rows
             .values()
             .filter(|row| state.is_none_or(|s| row.record.state == s))
             .collect();
@@ -217,7 +243,7 @@ impl Store for MemoryStore {
 
     async fn retry(&self, id: &str) -> Result<bool, StoreError> {
         let mut guard = self.rows();
-        match guard.0.get_mut(id) {
+        match guard.rows.get_mut(id) {
             Some(row)
                 if matches!(row.record.state, OrderState::Dead | OrderState::Paused)
                     && row.record.result.is_some() =>
@@ -225,6 +251,7 @@ impl Store for MemoryStore {
                 row.record.state = OrderState::Delivering;
                 row.record.next_at = Some(now_ms());
                 row.record.attempts = 0;
+                guard.active.insert(id.to_owned());
                 Ok(true)
             }
             _ => Ok(false),

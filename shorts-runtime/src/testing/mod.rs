@@ -428,6 +428,11 @@ impl MockPlatform {
         self.state.accepted.subscribe()
     }
 
+    /// How many callbacks have been accepted so far, duplicates included.
+    pub fn callback_count(&self) -> usize {
+        lock(&self.state.callbacks).len()
+    }
+
     /// Every callback accepted so far, duplicates included, in order.
     pub fn callbacks(&self) -> Vec<Callback> {
         lock(&self.state.callbacks).clone()
@@ -452,6 +457,13 @@ impl MockPlatform {
             (callbacks.len() >= n).then(|| callbacks.clone())
         };
         self.wait_until(timeout, enough).await
+    }
+
+    /// Waits up to `timeout` until `n` callbacks (duplicates included) have been accepted; returns
+    /// whether they were.
+    pub async fn wait_for_number(&self, n: usize, timeout: Duration) -> bool {
+        let enough = || (lock(&self.state.callbacks).len() >= n).then_some(());
+        self.wait_until(timeout, enough).await.is_some()
     }
 
     async fn wait_until<T>(&self, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {

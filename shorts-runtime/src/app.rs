@@ -146,6 +146,7 @@ impl AppBuilder {
             poll: config.poll_interval,
             schedule: config.retry_schedule.clone(),
             unauthorized_retry: config.unauthorized_retry,
+            retention: config.retention,
         };
         let engine = Engine::new(store, delivery, &lanes, timing);
         engine.start();

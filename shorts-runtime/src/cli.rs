@@ -426,10 +426,11 @@ fn abbreviated(body: &Value) -> Value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(key, value)| match value {
-                    Value::String(s) if key == "file_base64" && s.len() > 96 => (
-                        key.clone(),
-                        Value::String(format!("{}… ({} base64 characters)", &s[..64], s.len())),
-                    ),
+                    Value::String(s) if key == "file_base64" && s.len() > 96 => {
+                        let start: String = s.chars().take(64).collect();
+                        let shown = format!("{start}… ({} base64 characters)", s.len());
+                        (key.clone(), Value::String(shown))
+                    }
                     other => (key.clone(), abbreviated(other)),
                 })
                 .collect(),

@@ -190,6 +190,9 @@ pub struct Config {
     pub lease: std::time::Duration,
     /// How often an instance looks for orders that need work (`SHORTS_POLL_INTERVAL`). Default 1 s.
     pub poll_interval: std::time::Duration,
+    /// How long delivered orders are kept (`SHORTS_RETENTION`); `0s` keeps them forever. Dead
+    /// orders are always kept. Default 30 days.
+    pub retention: std::time::Duration,
     /// Delays before each callback attempt (`SHORTS_RETRY_SCHEDULE`, e.g. `0s,5s,30s,2m`), each
     /// jittered by ±20 %. After the last one the order is dead-lettered.
     pub retry_schedule: Vec<Duration>,
@@ -223,6 +226,7 @@ impl Default for Config {
             store: StoreConfig::Sqlite("shorts.db".into()),
             lease: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(30 * 86_400),
             retry_schedule: parse_schedule("SHORTS_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE)
                 .unwrap_or_default(),
             unauthorized_retry: Duration::from_secs(600),
@@ -292,7 +296,8 @@ impl Config {
         if let Some(schedule) = get("SHORTS_RETRY_SCHEDULE") {
             config.retry_schedule = parse_schedule("SHORTS_RETRY_SCHEDULE", &schedule)?;
         }
-        let durations: [(&'static str, &mut Duration); 7] = [
+        let durations: [(&'static str, &mut Duration); 8] = [
+            ("SHORTS_RETENTION", &mut config.retention),
             ("SHORTS_LEASE", &mut config.lease),
             ("SHORTS_POLL_INTERVAL", &mut config.poll_interval),
             ("SHORTS_UNAUTHORIZED_RETRY", &mut config.unauthorized_retry),
@@ -309,7 +314,48 @@ impl Config {
         if let Some(size) = get("SHORTS_MAX_BODY") {
             config.max_body = parse_size("SHORTS_MAX_BODY", &size)?;
         }
+        config.check_ranges()?;
         Ok(config)
+    }
+
+    /// Checks that durations are usable: a lease and a poll interval long enough not to spin, and
+    /// nothing longer than a year.
+    ///
+    /// # Errors
+    ///
+    /// Names the first variable out of range.
+    pub fn check_ranges(&self) -> Result<(), ConfigError> {
+        const YEAR: Duration = Duration::from_secs(365 * 86_400);
+        let out_of_range = |var: &'static str, reason: &str| ConfigError::Invalid {
+            var,
+            reason: reason.to_owned(),
+        };
+        if self.lease < Duration::from_millis(100) {
+            return Err(out_of_range("SHORTS_LEASE", "it must be at least 100ms"));
+        }
+        if self.poll_interval < Duration::from_millis(10) {
+            return Err(out_of_range("SHORTS_POLL_INTERVAL", "it must be at least 10ms"));
+        }
+        let durations = [
+            ("SHORTS_LEASE", self.lease),
+            ("SHORTS_POLL_INTERVAL", self.poll_interval),
+            ("SHORTS_RETENTION", self.retention),
+            ("SHORTS_UNAUTHORIZED_RETRY", self.unauthorized_retry),
+            ("SHORTS_HEADER_TIMEOUT", self.header_read_timeout),
+            ("SHORTS_BODY_TIMEOUT", self.body_read_timeout),
+            ("SHORTS_CALLBACK_TIMEOUT", self.callback_timeout),
+            ("SHORTS_SHUTDOWN_GRACE", self.shutdown_grace),
+        ];
+        let steps = self
+            .retry_schedule
+            .iter()
+            .map(|step| ("SHORTS_RETRY_SCHEDULE", *step));
+        for (var, duration) in durations.into_iter().chain(steps) {
+            if duration > YEAR {
+                return Err(out_of_range(var, "it must be at most a year"));
+            }
+        }
+        Ok(())
     }
 
     /// Checks that everything `serve` needs is set.
@@ -318,6 +364,7 @@ impl Config {
     ///
     /// When the callback secret or the webhook auth header is missing.
     pub fn check_serving(&self) -> Result<(), ConfigError> {
+        self.check_ranges()?;
         if self.callback_secret.is_none() {
             return Err(ConfigError::Missing {
                 var: "SHORTS_CALLBACK_SECRET",
@@ -476,6 +523,9 @@ mod tests {
             ("SHORTS_STORE", "redis://x"),
             ("SHORTS_STORE", "sqlite://"),
             ("SHORTS_LEASE", "soon"),
+            ("SHORTS_LEASE", "0s"),
+            ("SHORTS_POLL_INTERVAL", "0s"),
+            ("SHORTS_RETRY_SCHEDULE", "0s,1000years"),
         ] {
             let error = from(&[(var, value)])
                 .err()

@@ -382,9 +382,13 @@ async fn read_detail(response: reqwest::Response, limit: usize) -> String {
     String::from_utf8_lossy(&detail).trim().to_owned()
 }
 
-/// A network error's causes in one line (reqwest's own message is only "error sending request").
+/// A network error's causes in one line (reqwest's own message is only "error sending request"),
+/// without the URL: a signed upload URL is a credential.
 fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
+    if let Some(url) = error.url() {
+        text = text.replace(url.as_str(), "<url>");
+    }
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         text.push_str(": ");

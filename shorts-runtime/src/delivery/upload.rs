@@ -199,6 +199,9 @@ impl Delivery {
                     }
                 }
                 let mut request = self.client.put(slot.url.clone());
+                if !slot.headers.iter().any(|(header, _)| header == CONTENT_TYPE) {
+                    request = request.header(CONTENT_TYPE, file.mime());
+                }
                 for (header, value) in &slot.headers {
                     request = request.header(header, value);
                 }
@@ -273,9 +276,9 @@ fn slot(answer: &str, name: &str) -> Result<Slot, String> {
         .filter(|h| !matches!(h, Ok((header, _)) if header == CONTENT_LENGTH))
         .collect::<Result<Vec<_>, String>>()?;
     // Stop using a URL a little before it expires: a tenth of its life, at most 30 s.
-    let use_before = answer.expires_in.map(|secs| {
+    let use_before = answer.expires_in.and_then(|secs| {
         let life = Duration::from_secs(secs);
-        Instant::now() + life - (life / 10).min(Duration::from_secs(30))
+        Instant::now().checked_add(life - (life / 10).min(Duration::from_secs(30)))
     });
     Ok(Slot {
         filename: answer.filename.unwrap_or_else(|| name.to_owned()),

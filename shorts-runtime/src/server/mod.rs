@@ -131,7 +131,11 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
         webhook,
         payload: body,
     };
-    match state.app.engine.submit(&state.lane, job).await {
+    // On a task of its own: if the platform hangs up, an order already committed still starts.
+    let (engine, lane) = (Arc::clone(&state.app.engine), Arc::clone(&state.lane));
+    let submitted = tokio::spawn(async move { engine.submit(&lane, job).await }).await;
+    let submitted = submitted.unwrap_or_else(|_| Err(crate::store::StoreError::Closed));
+    match submitted {
         Ok(Submitted::New | Submitted::Duplicate) => json(StatusCode::OK, WEBHOOK_ACK_BODY.to_owned()),
         Err(e) => {
             error!(error = %e, "the order could not be stored; answering 503 so that it is sent again");

@@ -257,4 +257,25 @@ impl Store for MemoryStore {
             _ => Ok(false),
         }
     }
+
+    async fn purge(&self, before: i64) -> Result<u64, StoreError> {
+        let mut guard = self.rows();
+        let old: Vec<String> = guard
+            .rows
+            .values()
+            .filter(|row| row.record.state == OrderState::Delivered && row.record.received_at < before)
+            .map(|row| row.record.id.clone())
+            .collect();
+        for id in &old {
+            guard.rows.remove(id);
+        }
+        Ok(old.len() as u64)
+    }
+
+    async fn release_order(&self, id: &str, fence: i64) -> Result<(), StoreError> {
+        if let Some(row) = self.rows().rows.get_mut(id).filter(|row| row.fence == fence) {
+            row.owner = None;
+        }
+        Ok(())
+    }
 }

@@ -8,8 +8,9 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgPoolOptions, PgRow};
 
 use super::sql::{
-    HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, RELEASE, RETRY, SETTLE, START_RUN, claimable,
-    claimed_columns, mappers, select_records, settled, upsert_result,
+    HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS,
+    RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns, mappers, select_records,
+    settled, upsert_result,
 };
 use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
 
@@ -217,5 +218,32 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn purge(&self, before: i64) -> Result<u64, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(PURGE_PAYLOADS)
+            .bind(before)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(PURGE_RESULTS)
+            .bind(before)
+            .execute(&mut *transaction)
+            .await?;
+        let done = sqlx::query(PURGE_ORDERS)
+            .bind(before)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release_order(&self, id: &str, fence: i64) -> Result<(), StoreError> {
+        sqlx::query(RELEASE_ORDER)
+            .bind(id)
+            .bind(fence)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -24,7 +24,10 @@ macro_rules! select_records {
 /// The condition of orders that need work at `$1` (now) and that nobody holds.
 macro_rules! claimable {
     () => {
-        "(owner IS NULL OR lease_until <= $1)
+        // `state IN (...)` repeats the partial index's condition word for word: SQLite uses a
+        // partial index only for a query that contains its `WHERE` term.
+        "state IN ('received', 'delivering', 'paused')
+         AND (owner IS NULL OR lease_until <= $1)
          AND (state = 'received' OR (state IN ('delivering', 'paused') AND (next_at IS NULL OR next_at <= $1)))"
     };
 }
@@ -69,8 +72,20 @@ pub(super) const SETTLE: &str =
      last_error = COALESCE($4, last_error), owner = NULL
      WHERE order_id = $5 AND fence = $6";
 
+/// Releases one order's lease if the fence is current: $1 id, $2 fence.
+pub(super) const RELEASE_ORDER: &str =
+    "UPDATE shorts_orders SET owner = NULL WHERE order_id = $1 AND fence = $2";
+
 /// Releases an owner's leases: $1 owner.
 pub(super) const RELEASE: &str = "UPDATE shorts_orders SET owner = NULL WHERE owner = $1";
+
+/// Deletes the bodies of delivered orders received before $1, then (`PURGE_ORDERS`) the orders.
+pub(super) const PURGE_PAYLOADS: &str = "DELETE FROM shorts_payloads WHERE order_id IN
+     (SELECT order_id FROM shorts_orders WHERE state = 'delivered' AND received_at < $1)";
+pub(super) const PURGE_RESULTS: &str = "DELETE FROM shorts_results WHERE order_id IN
+     (SELECT order_id FROM shorts_orders WHERE state = 'delivered' AND received_at < $1)";
+pub(super) const PURGE_ORDERS: &str =
+    "DELETE FROM shorts_orders WHERE state = 'delivered' AND received_at < $1";
 
 /// Puts a dead or paused order with a result back to delivery: $1 now, $2 id.
 pub(super) const RETRY: &str = "UPDATE shorts_orders SET state = 'delivering', next_at = $1, attempts = 0

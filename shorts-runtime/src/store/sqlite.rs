@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use super::sql::{
-    HEARTBEAT, MARK_RESULT, RELEASE, RETRY, SETTLE, START_RUN, claimable, claimed_columns, mappers,
-    select_records, settled, upsert_result,
+    HEARTBEAT, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY,
+    SETTLE, START_RUN, claimable, claimed_columns, mappers, select_records, settled, upsert_result,
 };
 use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
 
@@ -50,6 +50,29 @@ enum Op {
         oneshot::Sender<Result<Vec<OrderRecord>, StoreError>>,
     ),
     Retry(String, oneshot::Sender<Result<bool, StoreError>>),
+    Purge(i64, oneshot::Sender<Result<u64, StoreError>>),
+    ReleaseOrder(String, i64, oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Op {
+    /// Answers the request with `error`.
+    fn fail(self, error: &sqlx::Error) {
+        let failure = || StoreError::Database(sqlx::Error::Protocol(error.to_string()));
+        match self {
+            Op::Accept(.., reply) => drop(reply.send(Err(failure()))),
+            Op::Claim(.., reply) => drop(reply.send(Err(failure()))),
+            Op::Heartbeat(.., reply) | Op::Release(.., reply) | Op::Purge(.., reply) => {
+                drop(reply.send(Err(failure())))
+            }
+            Op::StartRun(.., reply) => drop(reply.send(Err(failure()))),
+            Op::SaveResult(.., reply) | Op::Settle(.., reply) | Op::Retry(.., reply) => {
+                drop(reply.send(Err(failure())))
+            }
+            Op::Get(.., reply) => drop(reply.send(Err(failure()))),
+            Op::List(.., reply) => drop(reply.send(Err(failure()))),
+            Op::ReleaseOrder(.., reply) => drop(reply.send(Err(failure()))),
+        }
+    }
 }
 
 pub(crate) struct SqliteStore {
@@ -90,7 +113,13 @@ async fn writer(mut connection: SqliteConnection, mut ops: mpsc::Receiver<Op>) {
         let mut answers = Vec::with_capacity(group.len());
         let begun = sqlx::query("BEGIN IMMEDIATE").execute(&mut connection).await;
         if let Err(e) = begun {
+            // Nothing runs outside a transaction: every request of the group fails, none is
+            // half done.
             error!(error = %e, "could not begin a transaction");
+            for op in group.drain(..) {
+                op.fail(&e);
+            }
+            continue;
         }
         // Accepts go first, in two statements for the whole group.
         let mut accepts = Vec::new();
@@ -150,7 +179,13 @@ async fn run(c: &mut SqliteConnection, op: Op) -> Answer {
             let mut answers = accept_many(c, vec![(order, owner, lease, reply)]).await;
             answers.pop().unwrap_or_else(|| Answer(Box::new(|_| {})))
         }
-        Op::Claim(owner, lease, limit, reply) => Answer::new(reply, claim(c, &owner, lease, limit).await),
+        Op::Claim(owner, lease, limit, reply) => {
+            let result = atomic(c, async |c: &mut SqliteConnection| {
+                claim(c, &owner, lease, limit).await
+            })
+            .await;
+            Answer::new(reply, result)
+        }
         Op::Heartbeat(owner, lease, reply) => {
             let result = sqlx::query(HEARTBEAT)
                 .bind(now_ms() + ms(lease))
@@ -170,7 +205,13 @@ async fn run(c: &mut SqliteConnection, op: Op) -> Answer {
                 .map_err(StoreError::from);
             Answer::new(reply, result)
         }
-        Op::SaveResult(id, fence, body, reply) => Answer::new(reply, save_result(c, &id, fence, &body).await),
+        Op::SaveResult(id, fence, body, reply) => {
+            let result = atomic(c, async |c: &mut SqliteConnection| {
+                save_result(c, &id, fence, &body).await
+            })
+            .await;
+            Answer::new(reply, result)
+        }
         Op::Settle(id, fence, settle, reply) => {
             let (state, next_at, attempts, error) = settled(settle);
             let result = sqlx::query(SETTLE)
@@ -209,6 +250,20 @@ async fn run(c: &mut SqliteConnection, op: Op) -> Answer {
             .map_err(StoreError::from);
             Answer::new(reply, result)
         }
+        Op::Purge(before, reply) => {
+            let result = atomic(c, async |c: &mut SqliteConnection| purge(c, before).await).await;
+            Answer::new(reply, result)
+        }
+        Op::ReleaseOrder(id, fence, reply) => {
+            let result = sqlx::query(RELEASE_ORDER)
+                .bind(id)
+                .bind(fence)
+                .execute(&mut *c)
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from);
+            Answer::new(reply, result)
+        }
         Op::Retry(id, reply) => {
             let result = sqlx::query(RETRY)
                 .bind(now_ms())
@@ -245,6 +300,16 @@ fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
 /// Inserts a group of new orders with one statement for the orders and one for their bodies; an
 /// `order_id` already known (or twice in the group) is a duplicate.
 async fn accept_many(c: &mut SqliteConnection, accepts: Vec<Accepting>) -> Vec<Answer> {
+    // Both statements or neither: an order is never stored without its body.
+    if let Err(e) = sqlx::query("SAVEPOINT accept").execute(&mut *c).await {
+        return failed(accepts, &e);
+    }
+    let answers = accept_group(c, accepts).await;
+    let _ = sqlx::query("RELEASE accept").execute(&mut *c).await;
+    answers
+}
+
+async fn accept_group(c: &mut SqliteConnection, accepts: Vec<Accepting>) -> Vec<Answer> {
     let now = now_ms();
     let mut orders = QueryBuilder::<Sqlite>::new(
         "INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at) ",
@@ -264,7 +329,10 @@ async fn accept_many(c: &mut SqliteConnection, accepts: Vec<Accepting>) -> Vec<A
     let inserted = orders.build_query_scalar::<String>().fetch_all(&mut *c).await;
     let mut inserted: HashSet<String> = match inserted {
         Ok(ids) => ids.into_iter().collect(),
-        Err(e) => return failed(accepts, &e),
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK TO accept").execute(&mut *c).await;
+            return failed(accepts, &e);
+        }
     };
     let new: Vec<&Accepting> = {
         let mut seen = HashSet::new();
@@ -279,6 +347,7 @@ async fn accept_many(c: &mut SqliteConnection, accepts: Vec<Accepting>) -> Vec<A
             row.push_bind(&order.id).push_bind(order.payload.as_ref());
         });
         if let Err(e) = payloads.build().execute(&mut *c).await {
+            let _ = sqlx::query("ROLLBACK TO accept").execute(&mut *c).await;
             return failed(accepts, &e);
         }
     }
@@ -300,7 +369,7 @@ async fn accept_many(c: &mut SqliteConnection, accepts: Vec<Accepting>) -> Vec<A
         .collect()
 }
 
-/// Answers every accept of a group with the error that stopped it.
+/// Answers every accept of a group with the error that stopped it, undoing what it did.
 fn failed(accepts: Vec<Accepting>, error: &sqlx::Error) -> Vec<Answer> {
     accepts
         .into_iter()
@@ -354,6 +423,20 @@ async fn claim(
     Ok(claims)
 }
 
+/// Runs `work` so that it takes effect whole or not at all inside the group's transaction.
+async fn atomic<T>(
+    c: &mut SqliteConnection,
+    work: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    sqlx::query("SAVEPOINT op").execute(&mut *c).await?;
+    let result = work(&mut *c).await;
+    if result.is_err() {
+        let _ = sqlx::query("ROLLBACK TO op").execute(&mut *c).await;
+    }
+    let _ = sqlx::query("RELEASE op").execute(&mut *c).await;
+    result
+}
+
 async fn save_result(
     c: &mut SqliteConnection,
     id: &str,
@@ -374,6 +457,13 @@ async fn save_result(
         .execute(&mut *c)
         .await?;
     Ok(true)
+}
+
+async fn purge(c: &mut SqliteConnection, before: i64) -> Result<u64, StoreError> {
+    sqlx::query(PURGE_PAYLOADS).bind(before).execute(&mut *c).await?;
+    sqlx::query(PURGE_RESULTS).bind(before).execute(&mut *c).await?;
+    let done = sqlx::query(PURGE_ORDERS).bind(before).execute(&mut *c).await?;
+    Ok(done.rows_affected())
 }
 
 async fn release(c: &mut SqliteConnection, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {
@@ -442,5 +532,14 @@ impl Store for SqliteStore {
     async fn retry(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.ask(|reply| Op::Retry(id, reply)).await
+    }
+
+    async fn purge(&self, before: i64) -> Result<u64, StoreError> {
+        self.ask(|reply| Op::Purge(before, reply)).await
+    }
+
+    async fn release_order(&self, id: &str, fence: i64) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.ask(|reply| Op::ReleaseOrder(id, fence, reply)).await
     }
 }

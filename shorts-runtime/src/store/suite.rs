@@ -38,7 +38,9 @@ pub(crate) async fn run<S: Store>(store: S) {
     dead_and_retry(&store).await;
     paused(&store).await;
     heartbeat_and_release(&store).await;
+    release_one(&store).await;
     ordering_and_limits(&store).await;
+    purge(&store).await;
     let store = Arc::new(store);
     concurrent_accepts(&store).await;
     concurrent_claims(&store).await;
@@ -284,6 +286,24 @@ async fn heartbeat_and_release<S: Store>(store: &S) {
     settle_delivered(store, "f2", other.fence).await;
 }
 
+async fn release_one<S: Store>(store: &S) {
+    let held = store
+        .accept(order("r1"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    // A stale fence releases nothing; the current one releases the order at once.
+    store.release_order("r1", held.fence - 1).await.expect("release");
+    assert!(!claim_ids(store, "two", LONG).await.contains(&"r1".to_owned()));
+    store.release_order("r1", held.fence).await.expect("release");
+    let taken = store.claim("two", LONG, 100).await.expect("claim");
+    let again = taken
+        .iter()
+        .find(|c| c.id == "r1")
+        .expect("released order claimed");
+    settle_delivered(store, "r1", again.fence).await;
+}
+
 async fn ordering_and_limits<S: Store>(store: &S) {
     for i in 0..5 {
         store
@@ -307,6 +327,56 @@ async fn ordering_and_limits<S: Store>(store: &S) {
     let all = store.list(None, 1000).await.expect("list");
     assert!(all.iter().all(|r| r.state == OrderState::Delivered), "{all:?}");
     assert_eq!(store.list(None, 3).await.expect("list").len(), 3);
+}
+
+async fn purge<S: Store>(store: &S) {
+    let dead = store
+        .accept(order("p-dead"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert!(
+        store
+            .save_result("p-dead", dead.fence, Bytes::from_static(b"x"))
+            .await
+            .expect("save")
+    );
+    assert!(
+        store
+            .settle("p-dead", dead.fence, Settle::Dead("400".to_owned()))
+            .await
+            .expect("settle")
+    );
+    let delivered = store
+        .list(Some(OrderState::Delivered), 10_000)
+        .await
+        .expect("list")
+        .len() as u64;
+    assert!(delivered > 0);
+    // Nothing is older than a minute ago; everything delivered is older than a minute from now.
+    assert_eq!(store.purge(now_ms() - 60_000).await.expect("purge"), 0);
+    assert_eq!(store.purge(now_ms() + 60_000).await.expect("purge"), delivered);
+    assert!(
+        store
+            .list(Some(OrderState::Delivered), 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(store.get("a1").await.expect("get").is_none());
+    // Dead letters stay.
+    assert_eq!(
+        store.get("p-dead").await.expect("get").map(|r| r.state),
+        Some(OrderState::Dead)
+    );
+    // A purged order id is new again to the store; the platform never reuses one.
+    assert!(
+        store
+            .accept(order("a1"), "one", LONG)
+            .await
+            .expect("accept")
+            .is_some()
+    );
 }
 
 async fn concurrent_accepts<S: Store>(store: &Arc<S>) {

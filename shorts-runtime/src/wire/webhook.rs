@@ -29,8 +29,9 @@ const MAX_ORDER_ID_LEN: usize = 200;
 /// the id's format would leave it hanging, and the docs only show UUIDs by example.
 fn order_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     let id = String::deserialize(deserializer)?;
-    let trimmed = id.trim();
-    if trimmed.is_empty() {
+    // Kept exactly as sent: the callback must echo it.
+    let trimmed = id.as_str();
+    if trimmed.trim().is_empty() {
         return Err(de::Error::custom("`order_id` is empty"));
     }
     if trimmed.len() > MAX_ORDER_ID_LEN {

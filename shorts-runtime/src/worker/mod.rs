@@ -26,8 +26,15 @@ use crate::wire::webhook::Webhook;
 /// did not store a result ended with the process (a crash, a kill).
 pub(crate) const MAX_RUNS: i32 = 3;
 
+/// How long an instance keeps an order of a short it does not have before releasing it.
+const UNKNOWN_SHORT_WAIT: Duration = Duration::from_secs(30);
+
 /// Orders claimed per query.
 const CLAIM_BATCH: u32 = 64;
+
+/// Orders an instance works on at once before it stops claiming more (orders it accepts itself
+/// always start).
+const MAX_CLAIMED: usize = 4096;
 
 /// A short with its concurrency limit.
 pub(crate) struct Lane {
@@ -61,6 +68,8 @@ pub(crate) struct Timing {
     pub(crate) poll: Duration,
     pub(crate) schedule: Vec<Duration>,
     pub(crate) unauthorized_retry: Duration,
+    /// How long delivered orders are kept; zero keeps them forever.
+    pub(crate) retention: Duration,
 }
 
 /// Runs orders and delivers their callbacks.
@@ -73,7 +82,10 @@ pub(crate) struct Engine {
     timing: Timing,
     wake: Notify,
     tasks: TaskTracker,
+    /// Stops the poller and the purge at shutdown.
     stop: CancellationToken,
+    /// Stops the heartbeat, once the leases are released.
+    beat: CancellationToken,
     /// Orders whose short is running in this process.
     running: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -92,6 +104,7 @@ impl Engine {
             wake: Notify::new(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
+            beat: CancellationToken::new(),
             running: std::sync::Mutex::default(),
         })
     }
@@ -103,6 +116,27 @@ impl Engine {
         tokio::spawn(async move { engine.poll().await });
         let engine = Arc::clone(self);
         tokio::spawn(async move { engine.heartbeat().await });
+        if !self.timing.retention.is_zero() {
+            let engine = Arc::clone(self);
+            tokio::spawn(async move { engine.purge().await });
+        }
+    }
+
+    /// Deletes delivered orders older than the retention, a minute after start and then hourly.
+    async fn purge(self: Arc<Self>) {
+        let mut wait = Duration::from_secs(60);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.stop.cancelled() => return,
+            }
+            wait = Duration::from_secs(3600);
+            match self.store.purge(now_ms() - ms(self.timing.retention)).await {
+                Ok(0) => {}
+                Ok(purged) => info!(purged, "deleted delivered orders past their retention"),
+                Err(e) => error!(error = %e, "could not delete old orders"),
+            }
+        }
     }
 
     /// Looks for work now rather than at the next poll.
@@ -154,13 +188,15 @@ impl Engine {
                 () = self.stop.cancelled() => return,
             }
             loop {
-                match self
-                    .store
-                    .claim(&self.owner, self.timing.lease, CLAIM_BATCH)
-                    .await
-                {
+                let room = MAX_CLAIMED
+                    .saturating_sub(self.tasks.len())
+                    .min(CLAIM_BATCH as usize) as u32;
+                if room == 0 {
+                    break;
+                }
+                match self.store.claim(&self.owner, self.timing.lease, room).await {
                     Ok(batch) => {
-                        let full = batch.len() as u32 == CLAIM_BATCH;
+                        let full = batch.len() as u32 == room;
                         for claimed in batch {
                             self.spawn(claimed, None);
                         }
@@ -182,7 +218,7 @@ impl Engine {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
-                () = self.stop.cancelled() => return,
+                () = self.beat.cancelled() => return,
             }
             if let Err(e) = self.store.heartbeat(&self.owner, self.timing.lease).await {
                 error!(error = %e, "could not renew leases");
@@ -191,6 +227,12 @@ impl Engine {
     }
 
     async fn process(self: Arc<Self>, claimed: Claimed, permit: Option<OwnedSemaphorePermit>) {
+        // Whatever ends this task early (a store error, a panic), the lease does not outlive it.
+        let _lease = Lease {
+            engine: Arc::clone(&self),
+            id: claimed.id.clone(),
+            fence: claimed.fence,
+        };
         let target = Url::parse(&claimed.callback_url).unwrap_or_else(|_| self.delivery.target(None));
         let body = match &claimed.result {
             Some(body) => body.clone(),
@@ -244,10 +286,10 @@ impl Engine {
         permit: Option<OwnedSemaphorePermit>,
     ) -> Option<Result<Output, Error>> {
         let Some(lane) = self.lanes.get(claimed.short.as_str()) else {
-            return Some(Err(Error::with_kind(
-                ErrorKind::Handler,
-                format!("this server has no short named `{}`", claimed.short),
-            )));
+            // During a rolling deploy another instance may serve it: leave it to them.
+            warn!("this server has no short of that name; leaving the order to another instance");
+            tokio::time::sleep(UNKNOWN_SHORT_WAIT).await;
+            return None;
         };
         let webhook = match Webhook::parse(&claimed.payload) {
             Ok(webhook) => webhook,
@@ -377,7 +419,6 @@ impl Engine {
                         after.min(MAX_RETRY_AFTER).max(jitter(*step))
                     });
                     warn!(attempts, %reason, retry_in = %humantime::format_duration(wait), "callback failed; will retry");
-                    self.wake_after(wait);
                     break Settle::Retry {
                         at: now_ms() + ms(wait),
                         attempts,
@@ -390,15 +431,24 @@ impl Engine {
                         retry_in = %humantime::format_duration(wait),
                         "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
                     );
-                    self.wake_after(wait);
                     break Settle::Paused {
                         at: now_ms() + ms(wait),
                     };
                 }
             }
         };
+        let retry_at = match &settle {
+            Settle::Retry { at, .. } | Settle::Paused { at } => Some(*at),
+            Settle::Delivered | Settle::Dead(_) => None,
+        };
         match self.store.settle(&claimed.id, claimed.fence, settle).await {
-            Ok(true) => {}
+            Ok(true) => {
+                // Released: the poller can take it when it is due.
+                if let Some(at) = retry_at {
+                    let wait = u64::try_from(at - now_ms()).unwrap_or(0);
+                    self.wake_after(Duration::from_millis(wait));
+                }
+            }
             Ok(false) => warn!("another instance took this order over"),
             Err(e) => error!(error = %e, "could not record the delivery; it will be attempted again"),
         }
@@ -426,7 +476,10 @@ impl Engine {
         self.tasks.close();
         let finished = tokio::time::timeout(grace, self.tasks.wait()).await.is_ok();
         let interrupted: Vec<String> = self.running_set().iter().cloned().collect();
-        match self.store.release(&self.owner, &interrupted).await {
+        // Leases stay renewed through the grace period; they end with the release.
+        let released = self.store.release(&self.owner, &interrupted).await;
+        self.beat.cancel();
+        match released {
             Ok(released) => {
                 if !finished {
                     warn!(released, "orders still running at shutdown were released");
@@ -437,6 +490,30 @@ impl Engine {
                 error!(error = %e, "could not release this instance's orders; their leases will expire");
                 0
             }
+        }
+    }
+}
+
+/// Releases an order's lease when the task working on it ends without settling it; after a
+/// settle (or once another instance has the order) the fence no longer matches and this does
+/// nothing.
+struct Lease {
+    engine: Arc<Engine>,
+    id: String,
+    fence: i64,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let engine = Arc::clone(&self.engine);
+        let id = std::mem::take(&mut self.id);
+        let fence = self.fence;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = engine.store.release_order(&id, fence).await {
+                    error!(order_id = %id, error = %e, "could not release an order; its lease will expire");
+                }
+            });
         }
     }
 }

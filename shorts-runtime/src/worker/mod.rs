@@ -228,10 +228,11 @@ impl Engine {
 
     async fn process(self: Arc<Self>, claimed: Claimed, permit: Option<OwnedSemaphorePermit>) {
         // Whatever ends this task early (a store error, a panic), the lease does not outlive it.
-        let _lease = Lease {
+        let mut lease = Lease {
             engine: Arc::clone(&self),
             id: claimed.id.clone(),
             fence: claimed.fence,
+            settled: false,
         };
         let target = Url::parse(&claimed.callback_url).unwrap_or_else(|_| self.delivery.target(None));
         let body = match &claimed.result {
@@ -257,7 +258,7 @@ impl Engine {
                 }
             }
         };
-        self.deliver(&claimed, &target, body).await;
+        lease.settled = self.deliver(&claimed, &target, body).await;
     }
 
     /// Runs the short and renders its callback body; `None` when another instance took the order.
@@ -358,7 +359,8 @@ impl Engine {
     }
 
     /// POSTs the stored body and records the outcome; retries are left to the poller.
-    async fn deliver(self: &Arc<Self>, claimed: &Claimed, target: &Url, mut body: Bytes) {
+    /// Returns whether the outcome was recorded (which also released the lease).
+    async fn deliver(self: &Arc<Self>, claimed: &Claimed, target: &Url, mut body: Bytes) -> bool {
         let mut reuploaded = false;
         let settle = loop {
             match self.delivery.post(target, &body).await {
@@ -402,10 +404,10 @@ impl Engine {
                         .await
                     {
                         Ok(true) => body = replacement,
-                        Ok(false) => return,
+                        Ok(false) => return true,
                         Err(e) => {
                             error!(error = %e, "could not store the replacement result");
-                            return;
+                            return false;
                         }
                     }
                 }
@@ -448,9 +450,16 @@ impl Engine {
                     let wait = u64::try_from(at - now_ms()).unwrap_or(0);
                     self.wake_after(Duration::from_millis(wait));
                 }
+                true
             }
-            Ok(false) => warn!("another instance took this order over"),
-            Err(e) => error!(error = %e, "could not record the delivery; it will be attempted again"),
+            Ok(false) => {
+                warn!("another instance took this order over");
+                true
+            }
+            Err(e) => {
+                error!(error = %e, "could not record the delivery; it will be attempted again");
+                false
+            }
         }
     }
 
@@ -501,10 +510,15 @@ struct Lease {
     engine: Arc<Engine>,
     id: String,
     fence: i64,
+    /// Set once the order is settled: nothing left to release.
+    settled: bool,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
         let engine = Arc::clone(&self.engine);
         let id = std::mem::take(&mut self.id);
         let fence = self.fence;

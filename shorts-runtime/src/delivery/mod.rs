@@ -93,7 +93,7 @@ pub(crate) struct Delivery {
 const SLOWEST_RATE: u64 = 256 * 1024;
 
 /// Longest wait a `Retry-After` header may impose on one attempt.
-pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 impl Delivery {
     /// Builds the process's one HTTP client: no redirects, bounded timeouts.
@@ -297,10 +297,11 @@ where
     Fut: std::future::Future<Output = Attempt<T>>,
 {
     let mut attempts = 0u32;
-    let mut steps = schedule.iter();
-    let mut wait = steps.next().copied().unwrap_or_default();
+    // Steps of the schedule used: 401s do not use them.
+    let mut steps = 1;
+    let mut wait = jitter(schedule.first().copied().unwrap_or_default());
     loop {
-        tokio::time::sleep(jitter(wait)).await;
+        tokio::time::sleep(wait).await;
         attempts += 1;
         match attempt().await {
             Attempt::Done(done) => return Ok((done, attempts)),
@@ -311,11 +312,11 @@ where
                     retry_in = %humantime::format_duration(unauthorized),
                     "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
                 );
-                wait = unauthorized;
+                wait = jitter(unauthorized);
             }
-            Attempt::Retry { reason, after } => match steps.next() {
+            Attempt::Retry { reason, after } => match next_wait(schedule, steps, after) {
                 Some(next) => {
-                    let next = after.map_or(*next, |after| after.min(MAX_RETRY_AFTER).max(*next));
+                    steps += 1;
                     warn!(what, attempts, %reason, retry_in = %humantime::format_duration(next), "failed; will retry");
                     wait = next;
                 }
@@ -328,6 +329,14 @@ where
             },
         }
     }
+}
+
+/// The wait after `used` attempts of a retryable failure: the schedule's next step, jittered, or
+/// longer when the platform asked with `Retry-After` (at most an hour); `None` once the schedule is
+/// used up. Callbacks (in the engine) and uploads (here) retry by this one rule.
+pub(crate) fn next_wait(schedule: &[Duration], used: usize, after: Option<Duration>) -> Option<Duration> {
+    let step = jitter(*schedule.get(used)?);
+    Some(after.map_or(step, |after| after.min(MAX_RETRY_AFTER).max(step)))
 }
 
 /// ±20 % around `delay`, so that retries of many orders do not arrive together.
@@ -552,6 +561,26 @@ mod tests {
         };
         let (_, times) = replay(&schedule, vec![slow_down]).await;
         assert!(within(times[1], Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn next_wait_follows_the_schedule_and_retry_after() {
+        let schedule = [0, 10, 100].map(Duration::from_secs);
+        assert!(next_wait(&schedule, 1, None).is_some_and(|w| within(w, Duration::from_secs(10))));
+        // The platform's Retry-After wins when longer, capped at an hour, and is not jittered.
+        assert_eq!(
+            next_wait(&schedule, 1, Some(Duration::from_secs(50))),
+            Some(Duration::from_secs(50))
+        );
+        assert_eq!(
+            next_wait(&schedule, 1, Some(Duration::from_secs(99_999))),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert!(
+            next_wait(&schedule, 2, Some(Duration::from_secs(1)))
+                .is_some_and(|w| w >= Duration::from_secs(80))
+        );
+        assert_eq!(next_wait(&schedule, 3, None), None);
     }
 
     #[test]

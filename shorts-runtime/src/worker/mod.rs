@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 use url::Url;
 
-use crate::delivery::{Delivery, MAX_RETRY_AFTER, Posted, jitter};
+use crate::delivery::{Delivery, Posted, next_wait};
 use crate::short::error::{Error, ErrorKind};
 use crate::short::order::{Order, OrderInner};
 use crate::short::output::Output;
@@ -413,13 +413,10 @@ impl Engine {
                 }
                 Posted::Retry { reason, after } => {
                     let attempts = claimed.attempts + 1;
-                    let Some(step) = self.timing.schedule.get(attempts as usize) else {
+                    let Some(wait) = next_wait(&self.timing.schedule, attempts as usize, after) else {
                         error!(attempts, %reason, "callback retries exhausted; the order is dead-lettered");
                         break Settle::Dead(format!("gave up after {attempts} attempts: {reason}"));
                     };
-                    let wait = after.map_or(jitter(*step), |after| {
-                        after.min(MAX_RETRY_AFTER).max(jitter(*step))
-                    });
                     warn!(attempts, %reason, retry_in = %humantime::format_duration(wait), "callback failed; will retry");
                     break Settle::Retry {
                         at: now_ms() + ms(wait),

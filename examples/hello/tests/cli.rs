@@ -164,6 +164,23 @@ async fn wait_listening(port: u16) {
     panic!("the server did not start listening on port {port}");
 }
 
+/// The binary serving on `port`, delivering to `platform`, quiet.
+fn server(platform: &MockPlatform, port: u16) -> Command {
+    let mut command = hello();
+    command
+        .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
+        .env("SHORTS_CALLBACK_SECRET", platform.secret())
+        .env("SHORTS_CALLBACK_URL", platform.callback_url())
+        .env(
+            "SHORTS_WEBHOOK_AUTH",
+            format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
 /// Sends SIGTERM and returns the exit code (bounded wait).
 async fn terminate(child: &mut Child) -> Option<i32> {
     let terminated = Command::new("kill")
@@ -186,18 +203,8 @@ async fn serve_takes_a_webhook_and_stops_on_sigterm() {
     let platform = MockPlatform::start().await.expect("mock");
     let port = free_port();
     let db = std::env::temp_dir().join(format!("hello-short-{port}.db"));
-    let child = hello()
-        .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
+    let child = server(&platform, port)
         .env("SHORTS_STORE", format!("sqlite://{}", db.display()))
-        .env("SHORTS_CALLBACK_SECRET", platform.secret())
-        .env("SHORTS_CALLBACK_URL", platform.callback_url())
-        .env(
-            "SHORTS_WEBHOOK_AUTH",
-            format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
     let mut child = Child(child);
@@ -281,19 +288,9 @@ async fn operators_list_orders_and_retry_a_dead_one() {
     let port = free_port();
     let db = std::env::temp_dir().join(format!("hello-short-ops-{port}.db"));
     let store = format!("sqlite://{}", db.display());
-    let child = hello()
-        .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
+    let child = server(&platform, port)
         .env("SHORTS_STORE", &store)
-        .env("SHORTS_CALLBACK_SECRET", platform.secret())
-        .env("SHORTS_CALLBACK_URL", platform.callback_url())
-        .env(
-            "SHORTS_WEBHOOK_AUTH",
-            format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
-        )
         .env("SHORTS_POLL_INTERVAL", "100ms")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
     let mut child = Child(child);

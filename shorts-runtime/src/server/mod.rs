@@ -53,7 +53,7 @@ async fn status(State(state): State<WebhookState>, Path(order_id): Path<String>)
     match state.app.engine.store.get(&order_id).await {
         Ok(Some(record)) if *record.short == *state.lane.short.name => json(
             StatusCode::OK,
-            polling::status(record.result.as_deref()).to_string(),
+            polling::status(&record).to_string(),
         ),
         Ok(_) => rejection(StatusCode::NOT_FOUND, "no such order for this short", None),
         Err(e) => {

@@ -6,13 +6,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use sqlx::PgPool;
 use sqlx::postgres::{PgPoolOptions, PgRow};
+use tracing::warn;
 
 use super::sql::{
-    HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS,
+    DROP_DELIVERED_BODY, HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS,
     RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns, mappers, select_records,
     settled, upsert_result,
 };
-use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
+use super::{Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
 
 mappers!(PgRow);
 
@@ -163,6 +164,7 @@ impl Store for PgStore {
     }
 
     async fn settle(&self, id: &str, fence: i64, settle: Settle) -> Result<bool, StoreError> {
+        let delivered = settle == Settle::Delivered;
         let (state, next_at, attempts, error) = settled(settle);
         let done = sqlx::query(SETTLE)
             .bind(state)
@@ -173,7 +175,19 @@ impl Store for PgStore {
             .bind(fence)
             .execute(&self.pool)
             .await?;
-        Ok(done.rows_affected() == 1)
+        let settled = done.rows_affected() == 1;
+        if settled && delivered {
+            // Failing leaves the body in place, which is harmless: the settle stands.
+            let dropped = sqlx::query(DROP_DELIVERED_BODY)
+                .bind(id)
+                .bind(KEPT_BODY_LIMIT as i64)
+                .execute(&self.pool)
+                .await;
+            if let Err(e) = dropped {
+                warn!(error = %e, order_id = id, "could not drop a delivered callback body");
+            }
+        }
+        Ok(settled)
     }
 
     async fn release(&self, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {

@@ -72,6 +72,10 @@ pub(super) const SETTLE: &str =
      last_error = COALESCE($4, last_error), owner = NULL
      WHERE order_id = $5 AND fence = $6";
 
+/// Drops a delivered order's callback body if it is longer than $2 bytes: $1 id.
+pub(super) const DROP_DELIVERED_BODY: &str =
+    "DELETE FROM shorts_results WHERE order_id = $1 AND length(body) > $2";
+
 /// Releases one order's lease if the fence is current: $1 id, $2 fence.
 pub(super) const RELEASE_ORDER: &str =
     "UPDATE shorts_orders SET owner = NULL WHERE order_id = $1 AND fence = $2";

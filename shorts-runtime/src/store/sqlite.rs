@@ -11,13 +11,13 @@ use bytes::Bytes;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{Connection as _, QueryBuilder, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
-use tracing::error;
+use tracing::{error, warn};
 
 use super::sql::{
-    HEARTBEAT, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY,
+    DROP_DELIVERED_BODY, HEARTBEAT, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY,
     SETTLE, START_RUN, claimable, claimed_columns, mappers, select_records, settled, upsert_result,
 };
-use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
+use super::{Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
 
 mappers!(SqliteRow);
 
@@ -213,18 +213,22 @@ async fn run(c: &mut SqliteConnection, op: Op) -> Answer {
             Answer::new(reply, result)
         }
         Op::Settle(id, fence, settle, reply) => {
+            let delivered = settle == Settle::Delivered;
             let (state, next_at, attempts, error) = settled(settle);
             let result = sqlx::query(SETTLE)
                 .bind(state)
                 .bind(next_at)
                 .bind(attempts)
                 .bind(error)
-                .bind(id)
+                .bind(&id)
                 .bind(fence)
                 .execute(&mut *c)
                 .await
                 .map(|done| done.rows_affected() == 1)
                 .map_err(StoreError::from);
+            if delivered && matches!(result, Ok(true)) {
+                drop_delivered_body(c, &id).await;
+            }
             Answer::new(reply, result)
         }
         Op::Release(owner, interrupted, reply) => Answer::new(reply, release(c, &owner, &interrupted).await),
@@ -457,6 +461,19 @@ async fn save_result(
         .execute(&mut *c)
         .await?;
     Ok(true)
+}
+
+/// Drops a delivered order's body if it is long. Failing leaves the body in place, which is
+/// harmless: the settle it follows stands.
+async fn drop_delivered_body(c: &mut SqliteConnection, id: &str) {
+    let dropped = sqlx::query(DROP_DELIVERED_BODY)
+        .bind(id)
+        .bind(KEPT_BODY_LIMIT as i64)
+        .execute(&mut *c)
+        .await;
+    if let Err(e) = dropped {
+        warn!(error = %e, order_id = id, "could not drop a delivered callback body");
+    }
 }
 
 async fn purge(c: &mut SqliteConnection, before: i64) -> Result<u64, StoreError> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{NewOrder, OrderState, Settle, Store, now_ms};
+use super::{KEPT_BODY_LIMIT, NewOrder, OrderState, Settle, Store, now_ms};
 
 const LONG: Duration = Duration::from_secs(60);
 const EXPIRED: Duration = Duration::ZERO;
@@ -35,6 +35,7 @@ pub(crate) async fn run<S: Store>(store: S) {
     accept_once(&store).await;
     leases_and_fences(&store).await;
     results_and_retries(&store).await;
+    long_bodies_dropped_once_delivered(&store).await;
     dead_and_retry(&store).await;
     paused(&store).await;
     heartbeat_and_release(&store).await;
@@ -128,6 +129,33 @@ async fn leases_and_fences<S: Store>(store: &S) {
         Some(OrderState::Delivered)
     );
     assert!(!claim_ids(store, "three", LONG).await.contains(&"b1".to_owned()));
+}
+
+/// A long body is kept while it is being delivered (a retry needs it) and dropped once the
+/// platform has it; a short one stays.
+async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
+    let long = Bytes::from(vec![b'x'; KEPT_BODY_LIMIT + 1]);
+    let short = Bytes::from(vec![b'y'; KEPT_BODY_LIMIT]);
+    for (id, body) in [("l1", &long), ("l2", &short)] {
+        let claimed = store.accept(order(id), "one", LONG).await.expect("accept").expect("new");
+        assert!(store.save_result(id, claimed.fence, body.clone()).await.expect("save"));
+        let retry = Settle::Retry {
+            at: now_ms() - 1,
+            attempts: 1,
+            error: "503".to_owned(),
+        };
+        assert!(store.settle(id, claimed.fence, retry).await.expect("settle"));
+        let record = store.get(id).await.expect("get").expect("record");
+        assert_eq!(record.result.as_ref(), Some(body), "kept while delivering");
+        let again = store.claim("one", LONG, 100).await.expect("claim");
+        let again = again.into_iter().find(|c| c.id == id).expect("due retry claimed");
+        assert_eq!(again.result.as_ref(), Some(body));
+        assert!(store.settle(id, again.fence, Settle::Delivered).await.expect("settle"));
+    }
+    let dropped = store.get("l1").await.expect("get").expect("record");
+    assert_eq!((dropped.state, dropped.result), (OrderState::Delivered, None));
+    let kept = store.get("l2").await.expect("get").expect("record");
+    assert_eq!((kept.state, kept.result), (OrderState::Delivered, Some(short)));
 }
 
 async fn results_and_retries<S: Store>(store: &S) {

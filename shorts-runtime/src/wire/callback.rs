@@ -71,11 +71,29 @@ pub(crate) fn is_failure(body: &[u8]) -> bool {
     serde_json::from_slice::<Value>(body).is_ok_and(|body| body["ok"] == false)
 }
 
+/// Failure messages are cut to this many bytes (at a character boundary, ending with `…`): the
+/// message is for a person to read, and a failure body then stays well under
+/// `store::KEPT_BODY_LIMIT`, so it is never dropped after delivery.
+pub(crate) const FAILURE_MESSAGE_LIMIT: usize = 8 * 1024;
+
 /// The body of a failure callback.
 pub(crate) fn failure(order_id: &str, message: &str) -> Vec<u8> {
     let mut body = envelope(false, order_id);
-    body.insert(FAILURE_MESSAGE_FIELD.into(), message.into());
+    body.insert(FAILURE_MESSAGE_FIELD.into(), cut(message).into());
     to_vec(&body)
+}
+
+/// `message`, cut to [`FAILURE_MESSAGE_LIMIT`] bytes.
+fn cut(message: &str) -> String {
+    if message.len() <= FAILURE_MESSAGE_LIMIT {
+        return message.to_owned();
+    }
+    let mark = "…";
+    let mut end = FAILURE_MESSAGE_LIMIT - mark.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{mark}", &message[..end])
 }
 
 fn envelope(ok: bool, order_id: &str) -> Map<String, Value> {
@@ -148,5 +166,19 @@ mod tests {
             parse(failure("o1", "boom")),
             json!({"ok": false, "order_id": "o1", "error": "boom"})
         );
+    }
+
+    #[test]
+    fn long_failure_messages_are_cut_at_a_character_boundary() {
+        let exact = "x".repeat(FAILURE_MESSAGE_LIMIT);
+        assert_eq!(parse(failure("o", &exact))["error"], exact.as_str());
+        // Three-byte characters straddle the limit.
+        let long = "€".repeat(FAILURE_MESSAGE_LIMIT);
+        let body = parse(failure("o", &long));
+        let cut = body["error"].as_str().unwrap_or_default();
+        assert!(cut.len() <= FAILURE_MESSAGE_LIMIT, "{}", cut.len());
+        assert!(cut.len() > FAILURE_MESSAGE_LIMIT - 6);
+        assert!(cut.ends_with('…'));
+        assert!(cut.trim_end_matches('…').chars().all(|c| c == '€'));
     }
 }

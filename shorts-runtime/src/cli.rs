@@ -81,6 +81,7 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    crate::malloc::tune();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(1, &format!("could not start the tokio runtime: {e}")),

@@ -42,6 +42,7 @@ mod app;
 mod cli;
 mod config;
 mod delivery;
+mod malloc;
 mod server;
 mod short;
 mod store;

@@ -38,14 +38,15 @@ pub(crate) fn bare_put(args: &[String]) -> ExitCode {
 }
 
 /// `__bare-inline URL SECRET FILE N ORDER_PREFIX`: N callbacks carrying FILE inline: read it,
-/// base64-encode it into the JSON body, POST it. Prints its own CPU seconds.
+/// base64-encode it into the JSON body, POST it. Prints its own user and system CPU seconds,
+/// minor page faults and elapsed seconds.
 pub(crate) fn bare_inline(args: &[String]) -> ExitCode {
     let [url, secret, path, n, prefix] = args else {
         return ExitCode::from(2);
     };
     let n: u32 = n.parse().expect("count");
     let pid = std::process::id();
-    let cpu_before = proc::cpu_seconds(pid).unwrap_or(0.0);
+    let before = proc::Usage::of(pid).unwrap_or_default();
     let started = Instant::now();
     crate::runtime().block_on(async {
         let client = reqwest::Client::new();
@@ -71,7 +72,13 @@ pub(crate) fn bare_inline(args: &[String]) -> ExitCode {
             assert!(response.status().is_success(), "{}", response.status());
         }
     });
-    let cpu = proc::cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
-    println!("{cpu} {}", started.elapsed().as_secs_f64());
+    let used = proc::Usage::of(pid).unwrap_or_default().per(&before, 1);
+    println!(
+        "{} {} {} {}",
+        used.user,
+        used.system,
+        used.faults,
+        started.elapsed().as_secs_f64()
+    );
     ExitCode::SUCCESS
 }

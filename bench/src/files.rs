@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 use shorts_runtime::testing::MockPlatform;
 
-use crate::{Server, machine, proc};
+use crate::proc::{self, Usage};
+use crate::{Server, machine};
 
 const MB: f64 = 1_000_000.0;
 const MIB: f64 = 1024.0 * 1024.0;
@@ -101,20 +102,31 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
         framework / bare
     );
     println!(
-        "| CPU per inline {:.1} MB file callback (SQLite store: the 4.4 MB body is committed before the POST) | {:.1} ms | {:.1} ms (base64 + one POST) | {:.2}x | <= 1.2x |",
+        "| CPU per inline {:.1} MB file callback (SQLite store: the 4.4 MB body is committed before the POST) | {} | {} (base64 + one POST) | {:.2}x | <= 1.2x |",
         sizes.inline as f64 / MB,
-        framework_cpu * 1000.0,
-        bare_cpu * 1000.0,
-        framework_cpu / bare_cpu
+        shown(&framework_cpu),
+        shown(&bare_cpu),
+        framework_cpu.cpu() / bare_cpu.cpu()
     );
     println!(
-        "| CPU per inline {:.1} MB file callback (memory store: not durable) | {:.1} ms | {:.1} ms | {:.2}x | |",
+        "| CPU per inline {:.1} MB file callback (memory store: not durable) | {} | {} | {:.2}x | |",
         sizes.inline as f64 / MB,
-        memory_cpu * 1000.0,
-        bare_cpu * 1000.0,
-        memory_cpu / bare_cpu
+        shown(&memory_cpu),
+        shown(&bare_cpu),
+        memory_cpu.cpu() / bare_cpu.cpu()
     );
     ExitCode::SUCCESS
+}
+
+/// CPU per callback, split into user and system time, with the pages mapped for the first time.
+fn shown(usage: &Usage) -> String {
+    format!(
+        "{:.1} ms (user {:.1}, system {:.1}; {} page faults)",
+        usage.cpu() * 1000.0,
+        usage.user * 1000.0,
+        usage.system * 1000.0,
+        usage.faults
+    )
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -221,15 +233,15 @@ async fn bare_put(platform: &MockPlatform, path: &Path, size: u64) -> Duration {
         .elapsed
 }
 
-/// CPU seconds per inline callback: the framework's server process for `n` orders, and the
-/// hand-written baseline for `n` callbacks of the same file.
-async fn inline_cpu(platform: &MockPlatform, server: &Server, path: &Path, n: u32, tag: &str) -> (f64, f64) {
+/// CPU and page faults per inline callback: the framework's server process for `n` orders, and
+/// the hand-written baseline for `n` callbacks of the same file.
+async fn inline_cpu(platform: &MockPlatform, server: &Server, path: &Path, n: u32, tag: &str) -> (Usage, Usage) {
     let pid = server.pid();
-    let before = proc::cpu_seconds(pid).expect("cpu");
+    let before = Usage::of(pid).expect("cpu");
     for i in 0..n {
         order(platform, server, &format!("inline-{tag}-{i}"), path).await;
     }
-    let framework = (proc::cpu_seconds(pid).expect("cpu") - before) / f64::from(n);
+    let framework = Usage::of(pid).expect("cpu").per(&before, n);
     let last = platform.callbacks().last().map(|c| c.size).unwrap_or(0);
     assert!(last > 4_000_000, "the inline file went inline ({last} bytes)");
 
@@ -247,12 +259,17 @@ async fn inline_cpu(platform: &MockPlatform, server: &Server, path: &Path, n: u3
             .await
             .expect("join");
     let text = String::from_utf8_lossy(&output.stdout);
-    let bare: f64 = text
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse().ok())
-        .expect("baseline cpu");
-    (framework, bare / f64::from(n))
+    let figures: Vec<f64> = text.split_whitespace().filter_map(|s| s.parse().ok()).collect();
+    let [user, system, faults, _elapsed] = figures[..] else {
+        panic!("the baseline printed {text:?}");
+    };
+    let n = f64::from(n);
+    let bare = Usage {
+        user: user / n,
+        system: system / n,
+        faults: (faults / n) as u64,
+    };
+    (framework, bare)
 }
 
 struct RemoveDir(PathBuf);

@@ -8,16 +8,46 @@ pub(crate) fn memory(pid: u32, field: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// User plus system CPU time of all threads, in seconds (at the kernel's 100 Hz accounting).
-pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
+/// CPU time and minor page faults of a process, from `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Usage {
+    /// User CPU seconds.
+    pub(crate) user: f64,
+    /// System CPU seconds.
+    pub(crate) system: f64,
+    /// Minor page faults (a page mapped for the first time).
+    pub(crate) faults: u64,
+}
+
+impl Usage {
+    pub(crate) fn of(pid: u32) -> Option<Usage> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // minflt, utime and stime are fields 10, 14 and 15 of the whole line.
+        let faults: u64 = fields.get(7)?.parse().ok()?;
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        Some(Usage {
+            user: utime as f64 / 100.0,
+            system: stime as f64 / 100.0,
+            faults,
+        })
+    }
+
+    pub(crate) fn cpu(&self) -> f64 {
+        self.user + self.system
+    }
+
+    /// What was used since `earlier`, per one of `n` operations.
+    pub(crate) fn per(&self, earlier: &Usage, n: u32) -> Usage {
+        let n = f64::from(n);
+        Usage {
+            user: (self.user - earlier.user) / n,
+            system: (self.system - earlier.system) / n,
+            faults: ((self.faults - earlier.faults) as f64 / n) as u64,
+        }
+    }
 }
 
 /// The CPU model, from `/proc/cpuinfo`.

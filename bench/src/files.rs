@@ -235,7 +235,13 @@ async fn bare_put(platform: &MockPlatform, path: &Path, size: u64) -> Duration {
 
 /// CPU and page faults per inline callback: the framework's server process for `n` orders, and
 /// the hand-written baseline for `n` callbacks of the same file.
-async fn inline_cpu(platform: &MockPlatform, server: &Server, path: &Path, n: u32, tag: &str) -> (Usage, Usage) {
+async fn inline_cpu(
+    platform: &MockPlatform,
+    server: &Server,
+    path: &Path,
+    n: u32,
+    tag: &str,
+) -> (Usage, Usage) {
     let pid = server.pid();
     let before = Usage::of(pid).expect("cpu");
     for i in 0..n {

@@ -167,7 +167,10 @@ async fn a_delivered_inline_file_is_not_kept_but_reported_completed() {
         .expect("status");
     assert_eq!(status.status(), 200);
     let status: Value = serde_json::from_str(&status.text().await.unwrap_or_default()).unwrap_or_default();
-    assert_eq!(status, json!({"status": "completed", "ok": true, "order_id": "o-big"}));
+    assert_eq!(
+        status,
+        json!({"status": "completed", "ok": true, "order_id": "o-big"})
+    );
     served.stop().await;
 }
 

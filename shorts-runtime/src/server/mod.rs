@@ -51,10 +51,9 @@ pub(crate) fn router(app: &Arc<AppInner>) -> Router {
 /// Polling mode: where an order is, with its result once there is one. Same auth as the webhook.
 async fn status(State(state): State<WebhookState>, Path(order_id): Path<String>) -> Response {
     match state.app.engine.store.get(&order_id).await {
-        Ok(Some(record)) if *record.short == *state.lane.short.name => json(
-            StatusCode::OK,
-            polling::status(&record).to_string(),
-        ),
+        Ok(Some(record)) if *record.short == *state.lane.short.name => {
+            json(StatusCode::OK, polling::status(&record).to_string())
+        }
         Ok(_) => rejection(StatusCode::NOT_FOUND, "no such order for this short", None),
         Err(e) => {
             error!(error = %e, "could not read an order's status");

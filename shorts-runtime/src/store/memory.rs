@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
+use super::{
+    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms,
+};
 
 #[derive(Debug, Clone)]
 struct Row {
@@ -181,7 +183,12 @@ impl Store for MemoryStore {
             Settle::Delivered => {
                 row.record.state = OrderState::Delivered;
                 row.record.next_at = None;
-                if row.record.result.as_ref().is_some_and(|body| body.len() > KEPT_BODY_LIMIT) {
+                if row
+                    .record
+                    .result
+                    .as_ref()
+                    .is_some_and(|body| body.len() > KEPT_BODY_LIMIT)
+                {
                     row.record.result = None;
                 }
             }

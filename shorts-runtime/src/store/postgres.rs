@@ -9,11 +9,13 @@ use sqlx::postgres::{PgPoolOptions, PgRow};
 use tracing::warn;
 
 use super::sql::{
-    DROP_DELIVERED_BODY, HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS,
-    RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns, mappers, select_records,
-    settled, upsert_result,
+    DROP_DELIVERED_BODY, HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS,
+    PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns, mappers,
+    select_records, settled, upsert_result,
 };
-use super::{Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
+use super::{
+    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms,
+};
 
 mappers!(PgRow);
 

@@ -137,8 +137,17 @@ async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
     let long = Bytes::from(vec![b'x'; KEPT_BODY_LIMIT + 1]);
     let short = Bytes::from(vec![b'y'; KEPT_BODY_LIMIT]);
     for (id, body) in [("l1", &long), ("l2", &short)] {
-        let claimed = store.accept(order(id), "one", LONG).await.expect("accept").expect("new");
-        assert!(store.save_result(id, claimed.fence, body.clone()).await.expect("save"));
+        let claimed = store
+            .accept(order(id), "one", LONG)
+            .await
+            .expect("accept")
+            .expect("new");
+        assert!(
+            store
+                .save_result(id, claimed.fence, body.clone())
+                .await
+                .expect("save")
+        );
         let retry = Settle::Retry {
             at: now_ms() - 1,
             attempts: 1,
@@ -150,7 +159,12 @@ async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
         let again = store.claim("one", LONG, 100).await.expect("claim");
         let again = again.into_iter().find(|c| c.id == id).expect("due retry claimed");
         assert_eq!(again.result.as_ref(), Some(body));
-        assert!(store.settle(id, again.fence, Settle::Delivered).await.expect("settle"));
+        assert!(
+            store
+                .settle(id, again.fence, Settle::Delivered)
+                .await
+                .expect("settle")
+        );
     }
     let dropped = store.get("l1").await.expect("get").expect("record");
     assert_eq!((dropped.state, dropped.result), (OrderState::Delivered, None));

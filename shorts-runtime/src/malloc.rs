@@ -4,33 +4,84 @@
 //! more on its way to disk. By default glibc serves allocations that large with pages that are
 //! new to the process: by `mmap` until its adaptive threshold has grown past them, and afterwards
 //! from a heap it trims as soon as twice that threshold lies free at its top, which two such
-//! copies do. The kernel zeroes every new page on first touch; on a virtual machine that costs
-//! about 10 µs a page, and an inline 3.3 MB file cost more CPU in page faults (2,200 of them) than
-//! in base64. With the thresholds fixed at 16 MiB (served from the heap) and 32 MiB (kept free
-//! before trimming), those buffers reuse the same memory: about 90 faults per callback.
+//! copies do. The kernel zeroes every new page on first touch. Measured with `shorts-bench files`,
+//! an inline 3.3 MB file mapped about 2,200 new pages per callback; with the thresholds fixed at
+//! 16 MiB (served from the heap) and 32 MiB (kept free before trimming) the same buffers are
+//! reused: about 80 new pages per callback. BENCHMARKS.md has the CPU figures.
 //!
-//! [`crate::run`] applies this at start; `GLIBC_TUNABLES` or glibc's `MALLOC_*` variables, when
-//! set, take precedence and turn it off.
+//! The cost: each of glibc's arenas may keep up to 32 MiB free instead of returning it.
+//!
+//! [`crate::run`] applies this at start, unless the environment already sets either threshold
+//! (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, or `glibc.malloc.mmap_threshold` /
+//! `glibc.malloc.trim_threshold` in `GLIBC_TUNABLES`).
+
+/// The mmap threshold: allocations up to this size come from the heap.
+const MMAP_THRESHOLD: i32 = 16 << 20;
+/// The trim threshold: free memory kept at the top of a heap before it is returned.
+const TRIM_THRESHOLD: i32 = 32 << 20;
 
 /// Fixes the allocator's thresholds, unless the environment sets its own.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub(crate) fn tune() {
-    let own = std::env::vars_os().any(|(name, _)| {
-        let name = name.to_string_lossy();
-        name == "GLIBC_TUNABLES" || name.starts_with("MALLOC_")
-    });
-    if own {
+    if thresholds_set_by(|name| std::env::var(name).ok()) {
+        tracing::debug!("allocator thresholds left as the environment sets them");
         return;
     }
     #[allow(unsafe_code)]
     // SAFETY: `mallopt` only sets allocator parameters, under the allocator's own lock; both
     // values are in the range glibc accepts (the mmap threshold may be at most 32 MiB on 64-bit).
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
+    let applied = unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    };
+    if !applied {
+        tracing::warn!("glibc refused the allocator thresholds; large callbacks will cost more CPU");
     }
 }
 
 /// Other allocators are left as they are.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub(crate) fn tune() {}
+
+/// Whether the environment (read through `var`) sets glibc's mmap or trim threshold itself.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+fn thresholds_set_by(var: impl Fn(&str) -> Option<String>) -> bool {
+    let tunables = var("GLIBC_TUNABLES").unwrap_or_default();
+    var("MALLOC_MMAP_THRESHOLD_").is_some()
+        || var("MALLOC_TRIM_THRESHOLD_").is_some()
+        || tunables.split(':').any(|tunable| {
+            tunable.starts_with("glibc.malloc.mmap_threshold=")
+                || tunable.starts_with("glibc.malloc.trim_threshold=")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_by(pairs: &[(&str, &str)]) -> bool {
+        thresholds_set_by(|name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+    }
+
+    #[test]
+    fn only_the_two_thresholds_turn_the_tuning_off() {
+        assert!(!set_by(&[]));
+        assert!(!set_by(&[("MALLOC_ARENA_MAX", "2")]));
+        assert!(!set_by(&[(
+            "GLIBC_TUNABLES",
+            "glibc.pthread.rseq=0:glibc.malloc.arena_max=2"
+        )]));
+        assert!(set_by(&[("MALLOC_TRIM_THRESHOLD_", "0")]));
+        assert!(set_by(&[("MALLOC_MMAP_THRESHOLD_", "131072")]));
+        assert!(set_by(&[(
+            "GLIBC_TUNABLES",
+            "glibc.pthread.rseq=0:glibc.malloc.trim_threshold=1"
+        )]));
+        assert!(set_by(&[("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1")]));
+    }
+}

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms,
+    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, SUCCESS_PREFIX, Settle, Store, StoreError,
+    ms, now_ms,
 };
 
 #[derive(Debug, Clone)]
@@ -187,7 +188,7 @@ impl Store for MemoryStore {
                     .record
                     .result
                     .as_ref()
-                    .is_some_and(|body| body.len() > KEPT_BODY_LIMIT)
+                    .is_some_and(|body| body.len() > KEPT_BODY_LIMIT && body.starts_with(SUCCESS_PREFIX))
                 {
                     row.record.result = None;
                 }

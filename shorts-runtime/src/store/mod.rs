@@ -140,8 +140,8 @@ pub struct OrderRecord {
     pub runs: i32,
     /// Delivery attempts used on the retry schedule.
     pub attempts: i32,
-    /// The stored callback body, once there is one; `None` again once a body longer than 64 KiB
-    /// is delivered (it is dropped then: the platform has it).
+    /// The stored callback body, once there is one; `None` again once a success body longer than
+    /// 64 KiB is delivered (it is dropped then: the platform has it).
     pub result: Option<Bytes>,
     /// The last delivery error, if any.
     pub last_error: Option<String>,
@@ -151,12 +151,14 @@ pub struct OrderRecord {
     pub next_at: Option<i64>,
 }
 
-/// Delivered callback bodies longer than this are dropped when the platform accepts them. Such a
+/// Delivered success bodies longer than this are dropped when the platform accepts them. Such a
 /// body carries files (or a long text), which the platform now holds; keeping it for the retention
 /// period would cost megabytes of disk (and, with the memory store, of memory) per order. Shorter
-/// bodies stay for operators to read. Failure messages are shorter than this (see
-/// `wire::callback::failure`), so a dropped body was always a success.
+/// bodies and failures stay for operators to read.
 pub(crate) const KEPT_BODY_LIMIT: usize = 64 * 1024;
+
+/// How every success body starts, and no failure body does.
+pub(crate) use crate::wire::callback::SUCCESS_PREFIX;
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> i64 {
@@ -207,7 +209,7 @@ pub(crate) trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Records a delivery attempt's outcome and releases the lease; `false` when the fence is stale.
-    /// A delivered order's body is dropped when longer than [`KEPT_BODY_LIMIT`].
+    /// A delivered order's success body is dropped when longer than [`KEPT_BODY_LIMIT`].
     fn settle(
         &self,
         id: &str,

@@ -19,7 +19,8 @@ use super::sql::{
     upsert_result,
 };
 use super::{
-    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms,
+    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, SUCCESS_PREFIX, Settle, Store, StoreError,
+    ms, now_ms,
 };
 
 mappers!(SqliteRow);
@@ -477,6 +478,7 @@ async fn drop_delivered_body(c: &mut SqliteConnection, id: &str) {
     let dropped = sqlx::query(DROP_DELIVERED_BODY)
         .bind(id)
         .bind(KEPT_BODY_LIMIT as i64)
+        .bind(SUCCESS_PREFIX)
         .execute(&mut *c)
         .await;
     if let Err(e) = dropped {

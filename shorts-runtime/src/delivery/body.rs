@@ -221,8 +221,8 @@ fn assemble(parts: &[Part], len: usize) -> io::Result<Bytes> {
     for part in parts {
         match part {
             Part::Literal(bytes) => out.extend_from_slice(bytes),
-            Part::Base64(Source::Bytes(bytes), size) => append(&mut out, clipped(bytes, *size), true),
-            Part::Raw(Source::Bytes(bytes), size) => append(&mut out, clipped(bytes, *size), false),
+            Part::Base64(Source::Bytes(bytes), size) => append(&mut out, clipped(bytes, *size)?, true),
+            Part::Raw(Source::Bytes(bytes), size) => append(&mut out, clipped(bytes, *size)?, false),
             Part::Base64(Source::Path(path, _), size) | Part::Raw(Source::Path(path, _), size) => {
                 let encode = matches!(part, Part::Base64(..));
                 let mut file = std::fs::File::open(path)?;
@@ -240,15 +240,23 @@ fn assemble(parts: &[Part], len: usize) -> io::Result<Bytes> {
                     append(&mut out, &chunk[..want], encode);
                     remaining -= want as u64;
                 }
+                if std::io::Read::read(&mut file, &mut chunk[..1])? > 0 {
+                    return Err(io::Error::other("the file became longer while it was being sent"));
+                }
             }
         }
+    }
+    if out.len() != len {
+        // A source shorter than planned: sending would break the JSON or the declared length.
+        return Err(shorter());
     }
     Ok(Bytes::from(out))
 }
 
-/// The first `size` bytes of `bytes`.
-fn clipped(bytes: &Bytes, size: u64) -> &[u8] {
-    &bytes[..usize::try_from(size).unwrap_or(usize::MAX).min(bytes.len())]
+/// The first `size` bytes of `bytes`; an error when there are fewer.
+fn clipped(bytes: &Bytes, size: u64) -> io::Result<&[u8]> {
+    let size = usize::try_from(size).map_err(io::Error::other)?;
+    bytes.get(..size).ok_or_else(shorter)
 }
 
 /// Appends `raw` to `out`, base64-encoded when asked. Every piece but a part's last is a multiple
@@ -262,7 +270,8 @@ fn append(out: &mut Vec<u8>, raw: &[u8], encode: bool) {
     let encoded = usize::try_from(base64_len(raw.len() as u64)).unwrap_or(0);
     out.resize(start + encoded, 0);
     // The slice is exactly as long as the encoding, so this cannot fail.
-    let _ = STANDARD.encode_slice(raw, &mut out[start..]);
+    let written = STANDARD.encode_slice(raw, &mut out[start..]);
+    debug_assert_eq!(written.ok(), Some(encoded));
 }
 
 fn shorter() -> io::Error {
@@ -383,6 +392,21 @@ mod tests {
         // Planned longer than the file: the read fails instead of sending a short body.
         let too_long = StreamBody::raw(&file, size + 1);
         assert!(too_long.collect().await.is_err());
+        // Planned shorter (the file grew since it was measured): no silently cut file either.
+        let grown = inline_files("o", &[(file.clone(), size - 1)], true);
+        assert!(grown.collect().await.is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn bytes_shorter_than_planned_fail() {
+        let file = File::from_bytes("a.bin", "application/octet-stream", vec![1u8; 10]);
+        assert!(
+            inline_files("o", &[(file.clone(), 10)], true)
+                .collect()
+                .await
+                .is_ok()
+        );
+        assert!(inline_files("o", &[(file, 11)], true).collect().await.is_err());
     }
 }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::{Endpoint, Fault, MockPlatform, StoredObject};
 use shorts_runtime::{OrderRecord, OrderState};
-use shorts_tests::Served;
+use shorts_tests::{PATIENCE, Served};
 
 /// Deterministic contents of `size` bytes, different for each `seed`.
 fn contents(seed: u64, size: u64) -> Vec<u8> {
@@ -139,12 +139,13 @@ async fn a_3_3_mb_file_fits_the_default_inline_limit() {
 
 /// Waits (bounded) until the store records `order_id` as delivered.
 async fn delivered(served: &Served, order_id: &str) -> OrderRecord {
-    for _ in 0..200 {
+    let step = std::time::Duration::from_millis(20);
+    for _ in 0..PATIENCE.as_millis() / step.as_millis() {
         let record = served.app.order(order_id).await.expect("order");
         if let Some(record) = record.filter(|r| r.state == OrderState::Delivered) {
             return record;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(step).await;
     }
     panic!("{order_id} was not recorded as delivered");
 }

@@ -353,7 +353,7 @@ mod tests {
         let reopened = SqliteStore::open(&path).await.expect("reopen");
         assert_eq!(
             reopened.list(None, 10_000).await.expect("list").len(),
-            2 + 100 + 200
+            2 + 100 + 200 + 100
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -14,9 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use super::sql::{
-    DROP_DELIVERED_BODY, HEARTBEAT, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE,
-    RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns, mappers, select_records, settled,
-    upsert_result,
+    HEARTBEAT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, START_RUN,
+    claimable, claimed_columns, mappers, select_records, settled,
 };
 use super::{
     Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, SUCCESS_PREFIX, Settle, Store, StoreError,
@@ -130,17 +129,34 @@ async fn writer(mut connection: SqliteConnection, mut ops: mpsc::Receiver<Op>) {
             }
             continue;
         }
-        // Accepts go first, in two statements for the whole group.
+        // Accepts, callback bodies and settles go first, a few statements each for the whole
+        // group: every statement is a round trip to SQLite's thread. An order's second body or
+        // settle in one group (not seen in practice) runs on its own, after them.
         let mut accepts = Vec::new();
+        let mut saves = Vec::new();
+        let mut settles = Vec::new();
+        let mut batched = HashSet::new();
         let mut others = Vec::new();
         for op in group.drain(..) {
             match op {
                 Op::Accept(order, owner, lease, reply) => accepts.push((order, owner, lease, reply)),
+                Op::SaveResult(id, fence, body, reply) if batched.insert(("save", id.clone())) => {
+                    saves.push((id, fence, body, reply));
+                }
+                Op::Settle(id, fence, settle, reply) if batched.insert(("settle", id.clone())) => {
+                    settles.push((id, fence, settle, reply));
+                }
                 other => others.push(other),
             }
         }
         for chunk in chunks(accepts, ACCEPT_CHUNK) {
             answers.extend(accept_many(&mut connection, chunk).await);
+        }
+        for chunk in chunks(saves, SAVE_CHUNK) {
+            answers.extend(save_many(&mut connection, chunk).await);
+        }
+        for chunk in chunks(settles, SETTLE_CHUNK) {
+            answers.extend(settle_many(&mut connection, chunk).await);
         }
         for op in others {
             answers.push(run(&mut connection, op).await);
@@ -215,30 +231,12 @@ async fn run(c: &mut SqliteConnection, op: Op) -> Answer {
             Answer::new(reply, result)
         }
         Op::SaveResult(id, fence, body, reply) => {
-            let result = atomic(c, async |c: &mut SqliteConnection| {
-                save_result(c, &id, fence, &body).await
-            })
-            .await;
-            Answer::new(reply, result)
+            let mut answers = save_many(c, vec![(id, fence, body, reply)]).await;
+            answers.pop().unwrap_or_else(|| Answer(Box::new(|_| {})))
         }
         Op::Settle(id, fence, settle, reply) => {
-            let delivered = settle == Settle::Delivered;
-            let (state, next_at, attempts, error) = settled(settle);
-            let result = sqlx::query(SETTLE)
-                .bind(state)
-                .bind(next_at)
-                .bind(attempts)
-                .bind(error)
-                .bind(&id)
-                .bind(fence)
-                .execute(&mut *c)
-                .await
-                .map(|done| done.rows_affected() == 1)
-                .map_err(StoreError::from);
-            if delivered && matches!(result, Ok(true)) {
-                drop_delivered_body(c, &id).await;
-            }
-            Answer::new(reply, result)
+            let mut answers = settle_many(c, vec![(id, fence, settle, reply)]).await;
+            answers.pop().unwrap_or_else(|| Answer(Box::new(|_| {})))
         }
         Op::Release(owner, interrupted, reply) => Answer::new(reply, release(c, &owner, &interrupted).await),
         Op::Get(id, reply) => {
@@ -436,6 +434,112 @@ async fn claim(
     Ok(claims)
 }
 
+/// A callback body waiting for its group: id, fence, body.
+type Saving = (String, i64, Bytes, oneshot::Sender<Result<bool, StoreError>>);
+
+/// Bodies per statement: each is up to the inline limit (4.45 MB), so a chunk stays under 300 MB.
+const SAVE_CHUNK: usize = 64;
+
+/// Stores a group's callback bodies: one statement moves the orders whose fence is current to
+/// delivery, one stores their bodies; both or neither.
+async fn save_many(c: &mut SqliteConnection, saves: Vec<Saving>) -> Vec<Answer> {
+    let stored = atomic(c, async |c: &mut SqliteConnection| {
+        let mut mark = QueryBuilder::<Sqlite>::new(
+            "UPDATE shorts_orders SET state = 'delivering', next_at = NULL WHERE (order_id, fence) IN (",
+        );
+        mark.push_values(&saves, |mut row, (id, fence, ..)| {
+            row.push_bind(id).push_bind(fence);
+        });
+        mark.push(") RETURNING order_id");
+        let marked: HashSet<String> = mark
+            .build_query_scalar::<String>()
+            .fetch_all(&mut *c)
+            .await?
+            .into_iter()
+            .collect();
+        let current: Vec<&Saving> = saves.iter().filter(|(id, ..)| marked.contains(id)).collect();
+        if !current.is_empty() {
+            let mut bodies = QueryBuilder::<Sqlite>::new("INSERT INTO shorts_results (order_id, body) ");
+            bodies.push_values(&current, |mut row, (id, _, body, _)| {
+                row.push_bind(id).push_bind(body.as_ref());
+            });
+            bodies.push(" ON CONFLICT (order_id) DO UPDATE SET body = excluded.body");
+            bodies.build().execute(&mut *c).await?;
+        }
+        Ok(marked)
+    })
+    .await;
+    answer_each(saves.into_iter().map(|(id, .., reply)| (id, reply)), stored)
+}
+
+/// A settle waiting for its group: id, fence, outcome.
+type Settling = (String, i64, Settle, oneshot::Sender<Result<bool, StoreError>>);
+
+/// Settles per statement: 6 parameters each.
+const SETTLE_CHUNK: usize = 256;
+
+/// Records a group's delivery outcomes in one statement (each under its fence), then drops the
+/// long success bodies of those delivered.
+async fn settle_many(c: &mut SqliteConnection, settles: Vec<Settling>) -> Vec<Answer> {
+    let mut delivered = Vec::new();
+    let mut rows = Vec::with_capacity(settles.len());
+    let mut replies = Vec::with_capacity(settles.len());
+    for (id, fence, settle, reply) in settles {
+        if settle == Settle::Delivered {
+            delivered.push(id.clone());
+        }
+        rows.push((id.clone(), fence, settled(settle)));
+        replies.push((id, reply));
+    }
+    let mut update = QueryBuilder::<Sqlite>::new(
+        "UPDATE shorts_orders SET state = v.column3, next_at = v.column4,
+         attempts = COALESCE(v.column5, attempts), last_error = COALESCE(v.column6, last_error),
+         owner = NULL FROM (",
+    );
+    update.push_values(
+        &rows,
+        |mut row, (id, fence, (state, next_at, attempts, error))| {
+            row.push_bind(id)
+                .push_bind(fence)
+                .push_bind(*state)
+                .push_bind(next_at)
+                .push_bind(attempts)
+                .push_bind(error);
+        },
+    );
+    update.push(
+        ") AS v WHERE shorts_orders.order_id = v.column1 AND shorts_orders.fence = v.column2
+         RETURNING shorts_orders.order_id",
+    );
+    let settled: Result<HashSet<String>, StoreError> = update
+        .build_query_scalar::<String>()
+        .fetch_all(&mut *c)
+        .await
+        .map(|ids| ids.into_iter().collect())
+        .map_err(StoreError::from);
+    if let Ok(settled) = &settled {
+        delivered.retain(|id| settled.contains(id));
+        drop_delivered_bodies(c, &delivered).await;
+    }
+    answer_each(replies.into_iter(), settled)
+}
+
+/// Answers each request with whether its order is in `done`, or with the error of the batch.
+fn answer_each(
+    replies: impl Iterator<Item = (String, oneshot::Sender<Result<bool, StoreError>>)>,
+    done: Result<HashSet<String>, StoreError>,
+) -> Vec<Answer> {
+    replies
+        .map(|(id, reply)| match &done {
+            Ok(done) => Answer::new(reply, Ok(done.contains(&id))),
+            Err(e) => Answer::new(
+                reply,
+                Err(StoreError::Database(sqlx::Error::Protocol(e.to_string()))),
+            ),
+        })
+        .collect()
+}
+
 /// Runs `work` so that it takes effect whole or not at all inside the group's transaction.
 async fn atomic<T>(
     c: &mut SqliteConnection,
@@ -450,39 +554,31 @@ async fn atomic<T>(
     result
 }
 
-async fn save_result(
-    c: &mut SqliteConnection,
-    id: &str,
-    fence: i64,
-    body: &[u8],
-) -> Result<bool, StoreError> {
-    let updated = sqlx::query(MARK_RESULT)
-        .bind(id)
-        .bind(fence)
-        .execute(&mut *c)
-        .await?;
-    if updated.rows_affected() != 1 {
-        return Ok(false);
-    }
-    sqlx::query(upsert_result!())
-        .bind(id)
-        .bind(body)
-        .execute(&mut *c)
-        .await?;
-    Ok(true)
-}
+/// The start of the statement dropping long delivered bodies; the limit, the prefix and the
+/// orders follow.
+const DROP_DELIVERED_BODIES: &str = "DELETE FROM shorts_results
+     WHERE order_id IN (SELECT order_id FROM shorts_orders WHERE state = 'delivered') AND length(body) > ";
 
-/// Drops a delivered order's body if it is long. Failing leaves the body in place, which is
-/// harmless: the settle it follows stands.
-async fn drop_delivered_body(c: &mut SqliteConnection, id: &str) {
-    let dropped = sqlx::query(DROP_DELIVERED_BODY)
-        .bind(id)
-        .bind(KEPT_BODY_LIMIT as i64)
-        .bind(SUCCESS_PREFIX)
-        .execute(&mut *c)
-        .await;
-    if let Err(e) = dropped {
-        warn!(error = %e, order_id = id, "could not drop a delivered callback body");
+/// Drops the long success bodies of orders just delivered. Failing leaves them in place, which is
+/// harmless: the settles they follow stand.
+async fn drop_delivered_bodies(c: &mut SqliteConnection, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    let mut drop = QueryBuilder::<Sqlite>::new(DROP_DELIVERED_BODIES);
+    drop.push_bind(KEPT_BODY_LIMIT as i64)
+        .push(" AND substr(body, 1, length(")
+        .push_bind(SUCCESS_PREFIX)
+        .push(")) = ")
+        .push_bind(SUCCESS_PREFIX)
+        .push(" AND order_id IN (");
+    let mut list = drop.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    drop.push(")");
+    if let Err(e) = drop.build().execute(&mut *c).await {
+        warn!(error = %e, orders = ids.len(), "could not drop delivered callback bodies");
     }
 }
 

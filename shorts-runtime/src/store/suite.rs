@@ -45,6 +45,7 @@ pub(crate) async fn run<S: Store>(store: S) {
     let store = Arc::new(store);
     concurrent_accepts(&store).await;
     concurrent_claims(&store).await;
+    concurrent_saves_and_settles(&store).await;
 }
 
 async fn accept_once<S: Store>(store: &S) {
@@ -535,4 +536,67 @@ async fn concurrent_claims<S: Store>(store: &Arc<S>) {
         }
     }
     assert_eq!(seen.len(), 200, "every order claimed exactly once");
+}
+
+/// Bodies and settles of many orders at once (grouped into few statements by SQLite), some under
+/// a stale fence: each answer and each order as if they had come one by one.
+async fn concurrent_saves_and_settles<S: Store>(store: &Arc<S>) {
+    let mut fences = Vec::new();
+    for i in 0..100 {
+        let claimed = store.accept(order(&format!("m{i}")), "one", LONG).await;
+        fences.push(claimed.expect("accept").expect("new").fence);
+    }
+    let mut tasks = Vec::new();
+    for (i, fence) in fences.into_iter().enumerate() {
+        let id = format!("m{i}");
+        let store = Arc::clone(store);
+        tasks.push(tokio::spawn(async move {
+            let stale = i % 10 == 9;
+            let body = Bytes::from(format!("body {i}"));
+            let saved = store
+                .save_result(&id, if stale { fence - 1 } else { fence }, body)
+                .await
+                .expect("save");
+            assert_eq!(saved, !stale, "{id}");
+            let settle = match i % 3 {
+                0 => Settle::Delivered,
+                1 => Settle::Dead(format!("400 {i}")),
+                _ => Settle::Retry {
+                    at: now_ms() + 60_000,
+                    attempts: 1,
+                    error: format!("503 {i}"),
+                },
+            };
+            let settled = store
+                .settle(&id, if stale { fence - 1 } else { fence }, settle)
+                .await
+                .expect("settle");
+            assert_eq!(settled, !stale, "{id}");
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    for i in 0..100 {
+        let record = store.get(&format!("m{i}")).await.expect("get").expect("record");
+        if i % 10 == 9 {
+            assert_eq!(
+                (record.state, record.result),
+                (OrderState::Received, None),
+                "m{i}"
+            );
+            continue;
+        }
+        assert_eq!(record.result, Some(Bytes::from(format!("body {i}"))), "m{i}");
+        let expected = match i % 3 {
+            0 => (OrderState::Delivered, None, 0),
+            1 => (OrderState::Dead, Some(format!("400 {i}")), 0),
+            _ => (OrderState::Delivering, Some(format!("503 {i}")), 1),
+        };
+        assert_eq!(
+            (record.state, record.last_error, record.attempts),
+            expected,
+            "m{i}"
+        );
+    }
 }

@@ -444,13 +444,18 @@ const SAVE_CHUNK: usize = 64;
 /// delivery, one stores their bodies; both or neither.
 async fn save_many(c: &mut SqliteConnection, saves: Vec<Saving>) -> Vec<Answer> {
     let stored = atomic(c, async |c: &mut SqliteConnection| {
+        // `FROM (VALUES ...)`, not `(order_id, fence) IN (VALUES ...)`: SQLite looks each row up
+        // by the primary key for the first, and scans the table for the second.
         let mut mark = QueryBuilder::<Sqlite>::new(
-            "UPDATE shorts_orders SET state = 'delivering', next_at = NULL WHERE (order_id, fence) IN (",
+            "UPDATE shorts_orders SET state = 'delivering', next_at = NULL FROM (",
         );
         mark.push_values(&saves, |mut row, (id, fence, ..)| {
             row.push_bind(id).push_bind(fence);
         });
-        mark.push(") RETURNING order_id");
+        mark.push(
+            ") AS v WHERE shorts_orders.order_id = v.column1 AND shorts_orders.fence = v.column2
+             RETURNING shorts_orders.order_id",
+        );
         let marked: HashSet<String> = mark
             .build_query_scalar::<String>()
             .fetch_all(&mut *c)
@@ -557,7 +562,9 @@ async fn atomic<T>(
 /// The start of the statement dropping long delivered bodies; the limit, the prefix and the
 /// orders follow.
 const DROP_DELIVERED_BODIES: &str = "DELETE FROM shorts_results
-     WHERE order_id IN (SELECT order_id FROM shorts_orders WHERE state = 'delivered') AND length(body) > ";
+     WHERE EXISTS (SELECT 1 FROM shorts_orders o
+                   WHERE o.order_id = shorts_results.order_id AND o.state = 'delivered')
+       AND length(body) > ";
 
 /// Drops the long success bodies of orders just delivered. Failing leaves them in place, which is
 /// harmless: the settles they follow stand.

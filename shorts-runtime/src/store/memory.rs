@@ -8,8 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, SUCCESS_PREFIX, Settle, Store, StoreError,
-    ms, now_ms,
+    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms,
 };
 
 #[derive(Debug, Clone)]
@@ -188,7 +187,7 @@ impl Store for MemoryStore {
                     .record
                     .result
                     .as_ref()
-                    .is_some_and(|body| body.len() > KEPT_BODY_LIMIT && body.starts_with(SUCCESS_PREFIX))
+                    .is_some_and(|body| body.len() > KEPT_BODY_LIMIT)
                 {
                     row.record.result = None;
                 }

@@ -151,14 +151,13 @@ pub struct OrderRecord {
     pub next_at: Option<i64>,
 }
 
-/// Delivered success bodies longer than this are dropped when the platform accepts them. Such a
+/// Delivered callback bodies longer than this are dropped when the platform accepts them. Such a
 /// body carries files (or a long text), which the platform now holds; keeping it for the retention
 /// period would cost megabytes of disk (and, with the memory store, of memory) per order. Shorter
-/// bodies and failures stay for operators to read.
+/// bodies stay for operators to read. Failure bodies are always shorter (their message is cut to
+/// 8 KiB: see `wire::callback::failure`), so a dropped body was always a success. (The length is
+/// all the store looks at: reading a body's first bytes would make SQLite read all of it.)
 pub(crate) const KEPT_BODY_LIMIT: usize = 64 * 1024;
-
-/// How every success body starts, and no failure body does.
-pub(crate) use crate::wire::callback::SUCCESS_PREFIX;
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> i64 {
@@ -209,7 +208,7 @@ pub(crate) trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Records a delivery attempt's outcome and releases the lease; `false` when the fence is stale.
-    /// A delivered order's success body is dropped when longer than [`KEPT_BODY_LIMIT`].
+    /// A delivered order's body is dropped when longer than [`KEPT_BODY_LIMIT`].
     fn settle(
         &self,
         id: &str,

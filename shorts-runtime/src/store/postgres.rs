@@ -14,8 +14,7 @@ use super::sql::{
     select_records, settled, upsert_result,
 };
 use super::{
-    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, SUCCESS_PREFIX, Settle, Store, StoreError,
-    ms, now_ms,
+    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms,
 };
 
 mappers!(PgRow);
@@ -184,7 +183,6 @@ impl Store for PgStore {
             let dropped = sqlx::query(DROP_DELIVERED_BODY)
                 .bind(id)
                 .bind(KEPT_BODY_LIMIT as i64)
-                .bind(SUCCESS_PREFIX)
                 .execute(&self.pool)
                 .await;
             if let Err(e) = dropped {

@@ -18,8 +18,7 @@ use super::sql::{
     claimable, claimed_columns, mappers, select_records, settled,
 };
 use super::{
-    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, SUCCESS_PREFIX, Settle, Store, StoreError,
-    ms, now_ms,
+    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms,
 };
 
 mappers!(SqliteRow);
@@ -573,12 +572,7 @@ async fn drop_delivered_bodies(c: &mut SqliteConnection, ids: &[String]) {
         return;
     }
     let mut drop = QueryBuilder::<Sqlite>::new(DROP_DELIVERED_BODIES);
-    drop.push_bind(KEPT_BODY_LIMIT as i64)
-        .push(" AND substr(body, 1, length(")
-        .push_bind(SUCCESS_PREFIX)
-        .push(")) = ")
-        .push_bind(SUCCESS_PREFIX)
-        .push(" AND order_id IN (");
+    drop.push_bind(KEPT_BODY_LIMIT as i64).push(" AND order_id IN (");
     let mut list = drop.separated(", ");
     for id in ids {
         list.push_bind(id);

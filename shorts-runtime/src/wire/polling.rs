@@ -9,7 +9,7 @@ use crate::store::{OrderRecord, OrderState};
 /// The status answer for an order: `processing` without a result, otherwise `completed` or
 /// `failed` followed by the callback body's fields. A delivered order whose long body was dropped
 /// (the platform accepted it by callback, see `store::KEPT_BODY_LIMIT`) is `completed`: only
-/// success bodies are dropped.
+/// success bodies are that long.
 pub(crate) fn status(record: &OrderRecord) -> Value {
     let mut answer = Map::new();
     let body = record.result.as_deref();

@@ -4,18 +4,16 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use sqlx::PgPool;
 use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres};
 use tracing::warn;
 
 use super::sql::{
-    DROP_DELIVERED_BODY, HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS,
-    PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns, mappers,
-    select_records, settled, upsert_result,
+    HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS,
+    RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns, drop_delivered_bodies,
+    mappers, replacing_body, select_records, settled, upsert_result,
 };
-use super::{
-    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms,
-};
+use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
 
 mappers!(PgRow);
 
@@ -180,9 +178,8 @@ impl Store for PgStore {
         let settled = done.rows_affected() == 1;
         if settled && delivered {
             // Failing leaves the body in place, which is harmless: the settle stands.
-            let dropped = sqlx::query(DROP_DELIVERED_BODY)
-                .bind(id)
-                .bind(KEPT_BODY_LIMIT as i64)
+            let dropped = drop_delivered_bodies::<Postgres>([id])
+                .build()
                 .execute(&self.pool)
                 .await;
             if let Err(e) = dropped {

@@ -3,7 +3,9 @@
 //! SQL fragments are macros expanding to literals, so that every query is a `&'static str` built
 //! with `concat!` (sqlx accepts only those without an explicit audit).
 
-use super::Settle;
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use super::{KEPT_BODY_LIMIT, Settle};
 
 /// Columns of a claim, from `shorts_orders`.
 macro_rules! claimed_columns {
@@ -32,15 +34,24 @@ macro_rules! claimable {
     };
 }
 
-/// Stores a callback body, replacing an earlier one ($1 order, $2 body).
-macro_rules! upsert_result {
+/// What makes an insert into `shorts_results` replace an earlier body.
+macro_rules! replacing_body {
     () => {
-        "INSERT INTO shorts_results (order_id, body) VALUES ($1, $2)
-         ON CONFLICT (order_id) DO UPDATE SET body = excluded.body"
+        " ON CONFLICT (order_id) DO UPDATE SET body = excluded.body"
     };
 }
 
-pub(super) use {claimable, claimed_columns, select_records, upsert_result};
+/// Stores a callback body, replacing an earlier one ($1 order, $2 body).
+macro_rules! upsert_result {
+    () => {
+        concat!(
+            "INSERT INTO shorts_results (order_id, body) VALUES ($1, $2)",
+            replacing_body!()
+        )
+    };
+}
+
+pub(super) use {claimable, claimed_columns, replacing_body, select_records, upsert_result};
 
 // Statements both engines run as they are.
 
@@ -72,10 +83,29 @@ pub(super) const SETTLE: &str =
      last_error = COALESCE($4, last_error), owner = NULL
      WHERE order_id = $5 AND fence = $6";
 
-/// Drops a delivered order's callback body if it is longer than $2 bytes: $1 id.
-pub(super) const DROP_DELIVERED_BODY: &str =
-    "DELETE FROM shorts_results WHERE order_id = $1 AND length(body) > $2
-     AND EXISTS (SELECT 1 FROM shorts_orders o WHERE o.order_id = $1 AND o.state = 'delivered')";
+/// Drops the callback bodies of `ids` that are longer than [`KEPT_BODY_LIMIT`], of orders recorded
+/// as delivered. Each order is looked up by its primary key.
+pub(super) fn drop_delivered_bodies<'a, DB>(ids: impl IntoIterator<Item = &'a str>) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+{
+    let mut drop = QueryBuilder::new(
+        "DELETE FROM shorts_results
+         WHERE EXISTS (SELECT 1 FROM shorts_orders o
+                       WHERE o.order_id = shorts_results.order_id AND o.state = 'delivered')
+           AND length(body) > ",
+    );
+    drop.push_bind(KEPT_BODY_LIMIT as i64).push(" AND order_id IN (");
+    let mut list = drop.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    drop.push(")");
+    drop
+}
 
 /// Releases one order's lease if the fence is current: $1 id, $2 fence.
 pub(super) const RELEASE_ORDER: &str =

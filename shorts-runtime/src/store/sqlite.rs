@@ -15,11 +15,9 @@ use tracing::{error, warn};
 
 use super::sql::{
     HEARTBEAT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, START_RUN,
-    claimable, claimed_columns, mappers, select_records, settled,
+    claimable, claimed_columns, drop_delivered_bodies, mappers, replacing_body, select_records, settled,
 };
-use super::{
-    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms,
-};
+use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
 
 mappers!(SqliteRow);
 
@@ -59,20 +57,19 @@ enum Op {
 impl Op {
     /// Answers the request with `error`.
     fn fail(self, error: &sqlx::Error) {
-        let failure = || StoreError::Database(sqlx::Error::Protocol(error.to_string()));
         match self {
-            Op::Accept(.., reply) => drop(reply.send(Err(failure()))),
-            Op::Claim(.., reply) => drop(reply.send(Err(failure()))),
+            Op::Accept(.., reply) => drop(reply.send(Err(shared(error)))),
+            Op::Claim(.., reply) => drop(reply.send(Err(shared(error)))),
             Op::Heartbeat(.., reply) | Op::Release(.., reply) | Op::Purge(.., reply) => {
-                drop(reply.send(Err(failure())))
+                drop(reply.send(Err(shared(error))))
             }
-            Op::StartRun(.., reply) => drop(reply.send(Err(failure()))),
+            Op::StartRun(.., reply) => drop(reply.send(Err(shared(error)))),
             Op::SaveResult(.., reply) | Op::Settle(.., reply) | Op::Retry(.., reply) => {
-                drop(reply.send(Err(failure())))
+                drop(reply.send(Err(shared(error))))
             }
-            Op::Get(.., reply) => drop(reply.send(Err(failure()))),
-            Op::List(.., reply) => drop(reply.send(Err(failure()))),
-            Op::ReleaseOrder(.., reply) => drop(reply.send(Err(failure()))),
+            Op::Get(.., reply) => drop(reply.send(Err(shared(error)))),
+            Op::List(.., reply) => drop(reply.send(Err(shared(error)))),
+            Op::ReleaseOrder(.., reply) => drop(reply.send(Err(shared(error)))),
         }
     }
 }
@@ -200,8 +197,7 @@ impl Answer {
 async fn run(c: &mut SqliteConnection, op: Op) -> Answer {
     match op {
         Op::Accept(order, owner, lease, reply) => {
-            let mut answers = accept_many(c, vec![(order, owner, lease, reply)]).await;
-            answers.pop().unwrap_or_else(|| Answer(Box::new(|_| {})))
+            only(accept_many(c, vec![(order, owner, lease, reply)]).await)
         }
         Op::Claim(owner, lease, limit, reply) => {
             let result = atomic(c, async |c: &mut SqliteConnection| {
@@ -229,14 +225,8 @@ async fn run(c: &mut SqliteConnection, op: Op) -> Answer {
                 .map_err(StoreError::from);
             Answer::new(reply, result)
         }
-        Op::SaveResult(id, fence, body, reply) => {
-            let mut answers = save_many(c, vec![(id, fence, body, reply)]).await;
-            answers.pop().unwrap_or_else(|| Answer(Box::new(|_| {})))
-        }
-        Op::Settle(id, fence, settle, reply) => {
-            let mut answers = settle_many(c, vec![(id, fence, settle, reply)]).await;
-            answers.pop().unwrap_or_else(|| Answer(Box::new(|_| {})))
-        }
+        Op::SaveResult(id, fence, body, reply) => only(save_many(c, vec![(id, fence, body, reply)]).await),
+        Op::Settle(id, fence, settle, reply) => only(settle_many(c, vec![(id, fence, settle, reply)]).await),
         Op::Release(owner, interrupted, reply) => Answer::new(reply, release(c, &owner, &interrupted).await),
         Op::Get(id, reply) => {
             let result = sqlx::query(concat!(select_records!(), " WHERE o.order_id = $1"))
@@ -379,17 +369,23 @@ async fn accept_group(c: &mut SqliteConnection, accepts: Vec<Accepting>) -> Vec<
         .collect()
 }
 
-/// Answers every accept of a group with the error that stopped it, undoing what it did.
+/// Answers every accept of a group with the error that stopped it (the caller has undone what the
+/// group did).
 fn failed(accepts: Vec<Accepting>, error: &sqlx::Error) -> Vec<Answer> {
     accepts
         .into_iter()
-        .map(|(.., reply)| {
-            Answer::new(
-                reply,
-                Err(StoreError::Database(sqlx::Error::Protocol(error.to_string()))),
-            )
-        })
+        .map(|(.., reply)| Answer::new(reply, Err(shared(error))))
         .collect()
+}
+
+/// One error for each of the several requests it failed.
+fn shared(error: &impl std::fmt::Display) -> StoreError {
+    StoreError::Database(sqlx::Error::Protocol(error.to_string()))
+}
+
+/// The answer of a batch of one request.
+fn only(mut answers: Vec<Answer>) -> Answer {
+    answers.pop().unwrap_or_else(|| Answer(Box::new(|_| {})))
 }
 
 async fn claim(
@@ -467,7 +463,7 @@ async fn save_many(c: &mut SqliteConnection, saves: Vec<Saving>) -> Vec<Answer> 
             bodies.push_values(&current, |mut row, (id, _, body, _)| {
                 row.push_bind(id).push_bind(body.as_ref());
             });
-            bodies.push(" ON CONFLICT (order_id) DO UPDATE SET body = excluded.body");
+            bodies.push(replacing_body!());
             bodies.build().execute(&mut *c).await?;
         }
         Ok(marked)
@@ -485,15 +481,11 @@ const SETTLE_CHUNK: usize = 256;
 /// Records a group's delivery outcomes in one statement (each under its fence), then drops the
 /// long success bodies of those delivered.
 async fn settle_many(c: &mut SqliteConnection, settles: Vec<Settling>) -> Vec<Answer> {
-    let mut delivered = Vec::new();
     let mut rows = Vec::with_capacity(settles.len());
     let mut replies = Vec::with_capacity(settles.len());
     for (id, fence, settle, reply) in settles {
-        if settle == Settle::Delivered {
-            delivered.push(id.clone());
-        }
-        rows.push((id.clone(), fence, settled(settle)));
-        replies.push((id, reply));
+        rows.push((id, fence, settled(settle)));
+        replies.push(reply);
     }
     let mut update = QueryBuilder::<Sqlite>::new(
         "UPDATE shorts_orders SET state = v.column3, next_at = v.column4,
@@ -515,17 +507,21 @@ async fn settle_many(c: &mut SqliteConnection, settles: Vec<Settling>) -> Vec<An
         ") AS v WHERE shorts_orders.order_id = v.column1 AND shorts_orders.fence = v.column2
          RETURNING shorts_orders.order_id",
     );
-    let settled: Result<HashSet<String>, StoreError> = update
+    let done: Result<HashSet<String>, StoreError> = update
         .build_query_scalar::<String>()
         .fetch_all(&mut *c)
         .await
         .map(|ids| ids.into_iter().collect())
         .map_err(StoreError::from);
-    if let Ok(settled) = &settled {
-        delivered.retain(|id| settled.contains(id));
-        drop_delivered_bodies(c, &delivered).await;
+    if let Ok(done) = &done {
+        let delivered: Vec<&str> = rows
+            .iter()
+            .filter(|(id, _, (state, ..))| *state == OrderState::Delivered.as_str() && done.contains(id))
+            .map(|(id, ..)| id.as_str())
+            .collect();
+        drop_bodies(c, &delivered).await;
     }
-    answer_each(replies.into_iter(), settled)
+    answer_each(rows.into_iter().map(|(id, ..)| id).zip(replies), done)
 }
 
 /// Answers each request with whether its order is in `done`, or with the error of the batch.
@@ -536,10 +532,7 @@ fn answer_each(
     replies
         .map(|(id, reply)| match &done {
             Ok(done) => Answer::new(reply, Ok(done.contains(&id))),
-            Err(e) => Answer::new(
-                reply,
-                Err(StoreError::Database(sqlx::Error::Protocol(e.to_string()))),
-            ),
+            Err(e) => Answer::new(reply, Err(shared(e))),
         })
         .collect()
 }
@@ -558,27 +551,17 @@ async fn atomic<T>(
     result
 }
 
-/// The start of the statement dropping long delivered bodies; the limit, the prefix and the
-/// orders follow.
-const DROP_DELIVERED_BODIES: &str = "DELETE FROM shorts_results
-     WHERE EXISTS (SELECT 1 FROM shorts_orders o
-                   WHERE o.order_id = shorts_results.order_id AND o.state = 'delivered')
-       AND length(body) > ";
-
-/// Drops the long success bodies of orders just delivered. Failing leaves them in place, which is
+/// Drops the long bodies of orders just delivered. Failing leaves them in place, which is
 /// harmless: the settles they follow stand.
-async fn drop_delivered_bodies(c: &mut SqliteConnection, ids: &[String]) {
+async fn drop_bodies(c: &mut SqliteConnection, ids: &[&str]) {
     if ids.is_empty() {
         return;
     }
-    let mut drop = QueryBuilder::<Sqlite>::new(DROP_DELIVERED_BODIES);
-    drop.push_bind(KEPT_BODY_LIMIT as i64).push(" AND order_id IN (");
-    let mut list = drop.separated(", ");
-    for id in ids {
-        list.push_bind(id);
-    }
-    drop.push(")");
-    if let Err(e) = drop.build().execute(&mut *c).await {
+    let dropped = drop_delivered_bodies::<Sqlite>(ids.iter().copied())
+        .build()
+        .execute(&mut *c)
+        .await;
+    if let Err(e) = dropped {
         warn!(error = %e, orders = ids.len(), "could not drop delivered callback bodies");
     }
 }

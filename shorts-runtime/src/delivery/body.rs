@@ -159,7 +159,7 @@ impl Reader {
 async fn open(source: &Source, size: u64, encode: bool) -> io::Result<Open> {
     Ok(match source {
         Source::Bytes(bytes) => Open::Bytes {
-            bytes: bytes.slice(..usize::try_from(size).unwrap_or(usize::MAX).min(bytes.len())),
+            bytes: bytes.slice(..clipped(bytes, size)?.len()),
             offset: 0,
             encode,
         },
@@ -407,6 +407,19 @@ mod tests {
                 .await
                 .is_ok()
         );
-        assert!(inline_files("o", &[(file, 11)], true).collect().await.is_err());
+        let short = inline_files("o", &[(file, 11)], true);
+        assert!(short.collect().await.is_err());
+        // Streamed, too: the part fails instead of sending fewer bytes than planned.
+        let mut reader = Reader::new(&short);
+        let mut failed = false;
+        for _ in 0..4 {
+            match reader.next().await {
+                Some(Err(_)) => failed = true,
+                Some(Ok(_)) => continue,
+                None => {}
+            }
+            break;
+        }
+        assert!(failed);
     }
 }

@@ -500,9 +500,9 @@ impl Engine {
     }
 }
 
-/// Releases an order's lease when the task working on it ends without settling it; after a
-/// settle (or once another instance has the order) the fence no longer matches and this does
-/// nothing.
+/// Releases an order's lease when the task working on it ends without settling it. After a settle
+/// there is nothing to release (`settled`); once another instance has the order, the fence no
+/// longer matches and the release changes nothing.
 struct Lease {
     engine: Arc<Engine>,
     id: String,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shorts_runtime::testing::MockPlatform;
-use shorts_runtime::{App, AppBuilder, Config};
+use shorts_runtime::{App, AppBuilder, Config, OrderRecord, OrderState};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -104,6 +104,20 @@ impl Served {
             .await
             .unwrap_or_else(|| panic!("no callback for {order_id}"))
             .body
+    }
+
+    /// The record of `order_id` once the store has it as delivered (which happens right after the
+    /// platform's answer), waiting for it.
+    pub async fn delivered(&self, order_id: &str) -> OrderRecord {
+        let step = Duration::from_millis(20);
+        for _ in 0..PATIENCE.as_millis() / step.as_millis() {
+            let record = self.app.order(order_id).await.expect("order");
+            if let Some(record) = record.filter(|r| r.state == OrderState::Delivered) {
+                return record;
+            }
+            tokio::time::sleep(step).await;
+        }
+        panic!("{order_id} was not recorded as delivered");
     }
 
     /// Stops the server gracefully and waits for it.

@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::{Endpoint, Fault, MockPlatform, StoredObject};
-use shorts_runtime::{OrderRecord, OrderState};
-use shorts_tests::{PATIENCE, Served};
+use shorts_tests::Served;
 
 /// Deterministic contents of `size` bytes, different for each `seed`.
 fn contents(seed: u64, size: u64) -> Vec<u8> {
@@ -137,27 +136,14 @@ async fn a_3_3_mb_file_fits_the_default_inline_limit() {
     served.stop().await;
 }
 
-/// Waits (bounded) until the store records `order_id` as delivered.
-async fn delivered(served: &Served, order_id: &str) -> OrderRecord {
-    let step = std::time::Duration::from_millis(20);
-    for _ in 0..PATIENCE.as_millis() / step.as_millis() {
-        let record = served.app.order(order_id).await.expect("order");
-        if let Some(record) = record.filter(|r| r.state == OrderState::Delivered) {
-            return record;
-        }
-        tokio::time::sleep(step).await;
-    }
-    panic!("{order_id} was not recorded as delivered");
-}
-
 #[tokio::test]
 async fn a_delivered_inline_file_is_not_kept_but_reported_completed() {
     let served = serve(MockPlatform::start().await.expect("mock"), None).await;
     order(&served, "o-big", &[100_000], false).await;
     let sent = order(&served, "o-small", &[1_000], false).await;
     // The platform has the files: the long body is dropped, the short one kept for operators.
-    assert_eq!(delivered(&served, "o-big").await.result, None);
-    let kept = delivered(&served, "o-small").await.result.unwrap_or_default();
+    assert_eq!(served.delivered("o-big").await.result, None);
+    let kept = served.delivered("o-small").await.result.unwrap_or_default();
     assert_eq!(serde_json::from_slice::<Value>(&kept).ok(), Some(sent));
     // Polling still reports the order as done.
     let status = reqwest::Client::new()

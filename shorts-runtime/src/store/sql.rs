@@ -53,7 +53,9 @@ macro_rules! upsert_result {
 
 pub(super) use {claimable, claimed_columns, replacing_body, select_records, upsert_result};
 
-// Statements both engines run as they are.
+// Whole statements. PostgreSQL runs all of them, one order at a time; SQLite runs the rest but
+// writes a group's accepts, callback bodies and settles with multi-row statements of its own
+// (`INSERT_ORDER`, `INSERT_PAYLOAD`, `MARK_RESULT` and `SETTLE` are PostgreSQL's only).
 
 /// A new order, unless its `order_id` is known: $1 id, $2 short, $3 callback URL, $4 runs, $5
 /// owner, $6 lease end, $7 now.

@@ -253,12 +253,14 @@ pub(crate) enum AnyStore {
     Postgres(PgStore),
 }
 
+/// Calls the store behind `$self`. PostgreSQL's futures (sqlx's) are boxed: they are several times
+/// larger than the others, and unboxed they would size every order's task for them.
 macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             AnyStore::Memory($store) => $call.await,
             AnyStore::Sqlite($store) => $call.await,
-            AnyStore::Postgres($store) => $call.await,
+            AnyStore::Postgres($store) => Box::pin($call).await,
         }
     };
 }

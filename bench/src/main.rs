@@ -105,34 +105,16 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn start(platform: &MockPlatform, extra_env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut command = Command::new(std::env::current_exe().expect("own path"));
+        let port = free_port();
         let db = std::env::temp_dir().join(format!("shorts-bench-{}-{port}.db", std::process::id()));
-        command
-            .arg("serve")
-            .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
-            .env("SHORTS_STORE", format!("sqlite://{}", db.display()))
-            .env("SHORTS_CALLBACK_SECRET", platform.secret())
-            .env("SHORTS_CALLBACK_URL", platform.callback_url())
-            .env(
-                "SHORTS_WEBHOOK_AUTH",
-                format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
-            )
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
+        let mut command = serve(platform, port, &format!("sqlite://{}", db.display()));
+        command.env("RUST_LOG", "warn");
         for (key, value) in extra_env {
             command.env(key, value);
         }
+        settle_disk();
         let child = command.spawn().expect("spawn the server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(Instant::now() < deadline, "the server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_listening(port, "the server").await;
         Self { child, port, db }
     }
 
@@ -149,9 +131,57 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
-        }
+        remove_database(&self.db);
+    }
+}
+
+/// Deletes an SQLite database and its `-wal` and `-shm` files, if they exist.
+pub(crate) fn remove_database(db: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+/// Writes back what earlier contenders left in the page cache (`sync`), so that the kernel does
+/// not flush it to disk during the next contender's measurement and slow its fsyncs down.
+pub(crate) fn settle_disk() {
+    let _ = Command::new("sync").status();
+}
+
+/// This binary's `serve` on `port`, delivering to `platform`, with `store`; quiet (`RUST_LOG`
+/// error) and with no input or output.
+pub(crate) fn serve(platform: &MockPlatform, port: u16, store: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().expect("own path"));
+    command
+        .arg("serve")
+        .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
+        .env("SHORTS_STORE", store)
+        .env("SHORTS_CALLBACK_SECRET", platform.secret())
+        .env("SHORTS_CALLBACK_URL", platform.callback_url())
+        .env(
+            "SHORTS_WEBHOOK_AUTH",
+            format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
+        )
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    command
+}
+
+/// A port free on 127.0.0.1 (nothing else binds ports on the benchmark machine in between).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Waits (at most 30 s) until something listens on `port`.
+pub(crate) async fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

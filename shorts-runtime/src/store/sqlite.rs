@@ -285,7 +285,7 @@ type Accepting = (
     oneshot::Sender<Result<Option<Claimed>, StoreError>>,
 );
 
-/// Accepts per statement: 9 parameters each, well under SQLite's limit of 32,766.
+/// Accepts per query: 11 parameters each, well under SQLite's limit of 32,766.
 const ACCEPT_CHUNK: usize = 256;
 
 fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
@@ -297,24 +297,16 @@ fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
     chunks
 }
 
-/// Inserts a group of new orders with one statement for the orders and one for their bodies; an
-/// `order_id` already known (or twice in the group) is a duplicate.
+/// Inserts a group of new orders in one round trip to SQLite's thread: one statement for the
+/// orders and one for their bodies, inside a savepoint so that an order is never stored without
+/// its body. An `order_id` already known (or twice in the group) is a duplicate.
 async fn accept_many(c: &mut SqliteConnection, accepts: Vec<Accepting>) -> Vec<Answer> {
-    // Both statements or neither: an order is never stored without its body.
-    if let Err(e) = sqlx::query("SAVEPOINT accept").execute(&mut *c).await {
-        return failed(accepts, &e);
-    }
-    let answers = accept_group(c, accepts).await;
-    let _ = sqlx::query("RELEASE accept").execute(&mut *c).await;
-    answers
-}
-
-async fn accept_group(c: &mut SqliteConnection, accepts: Vec<Accepting>) -> Vec<Answer> {
     let now = now_ms();
-    let mut orders = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at) ",
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "SAVEPOINT accept;
+         INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at) ",
     );
-    orders.push_values(&accepts, |mut row, (order, owner, lease, _)| {
+    query.push_values(&accepts, |mut row, (order, owner, lease, _)| {
         row.push_bind(&order.id)
             .push_bind(&order.short)
             .push_bind(&order.callback_url)
@@ -325,32 +317,27 @@ async fn accept_group(c: &mut SqliteConnection, accepts: Vec<Accepting>) -> Vec<
             .push_bind(now + ms(*lease))
             .push_bind(now);
     });
-    orders.push(" ON CONFLICT (order_id) DO NOTHING RETURNING order_id");
-    let inserted = orders.build_query_scalar::<String>().fetch_all(&mut *c).await;
+    // A known order keeps the body it came with: bodies are written and purged with their orders,
+    // so an `order_id` has a body exactly when it has an order.
+    query.push(
+        " ON CONFLICT (order_id) DO NOTHING RETURNING order_id;
+         INSERT INTO shorts_payloads (order_id, payload) ",
+    );
+    query.push_values(&accepts, |mut row, (order, ..)| {
+        row.push_bind(&order.id).push_bind(order.payload.as_ref());
+    });
+    query.push(" ON CONFLICT (order_id) DO NOTHING; RELEASE accept");
+    let inserted = query.build_query_scalar::<String>().fetch_all(&mut *c).await;
     let mut inserted: HashSet<String> = match inserted {
         Ok(ids) => ids.into_iter().collect(),
         Err(e) => {
-            let _ = sqlx::query("ROLLBACK TO accept").execute(&mut *c).await;
+            // Undoes whichever of the statements ran (and fails harmlessly if none did).
+            let _ = sqlx::query("ROLLBACK TO accept; RELEASE accept")
+                .execute(&mut *c)
+                .await;
             return failed(accepts, &e);
         }
     };
-    let new: Vec<&Accepting> = {
-        let mut seen = HashSet::new();
-        accepts
-            .iter()
-            .filter(|(order, ..)| inserted.contains(&order.id) && seen.insert(order.id.as_str()))
-            .collect()
-    };
-    if !new.is_empty() {
-        let mut payloads = QueryBuilder::<Sqlite>::new("INSERT INTO shorts_payloads (order_id, payload) ");
-        payloads.push_values(&new, |mut row, (order, ..)| {
-            row.push_bind(&order.id).push_bind(order.payload.as_ref());
-        });
-        if let Err(e) = payloads.build().execute(&mut *c).await {
-            let _ = sqlx::query("ROLLBACK TO accept").execute(&mut *c).await;
-            return failed(accepts, &e);
-        }
-    }
     accepts
         .into_iter()
         .map(|(order, _, _, reply)| {

@@ -1,12 +1,12 @@
 //! One suite for every store: the same calls, the same answers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{KEPT_BODY_LIMIT, NewOrder, OrderState, Settle, Store, now_ms};
+use super::{Claimed, KEPT_BODY_LIMIT, NewOrder, OrderState, Settle, Store, now_ms};
 
 const LONG: Duration = Duration::from_secs(60);
 const EXPIRED: Duration = Duration::ZERO;
@@ -466,20 +466,34 @@ async fn concurrent_accepts<S: Store>(store: &Arc<S>) {
     let mut tasks = Vec::new();
     for i in 0..200 {
         let store = Arc::clone(store);
-        // Every order twice: exactly one of each pair is new.
+        // Every order twice, each copy with a body of its own: exactly one of each pair is new,
+        // and the body stored is the new one's.
         tasks.push(tokio::spawn(async move {
-            store
-                .accept(order(&format!("h{}", i / 2)), "one", LONG)
-                .await
-                .expect("accept")
-                .is_some()
+            let mut order = order(&format!("h{}", i / 2));
+            order.payload = Bytes::from(format!(r#"{{"copy":{i}}}"#));
+            let payload = order.payload.clone();
+            let accepted = store.accept(order, "one", EXPIRED).await.expect("accept");
+            accepted.map(|claimed| (claimed.id, payload))
         }));
     }
-    let mut new = 0;
+    let mut new = HashMap::new();
     for task in tasks {
-        new += usize::from(task.await.expect("task"));
+        if let Some((id, payload)) = task.await.expect("task") {
+            assert!(new.insert(id, payload).is_none(), "an order accepted twice");
+        }
     }
-    assert_eq!(new, 100);
+    assert_eq!(new.len(), 100);
+    let claimed: Vec<Claimed> = store
+        .claim("two", LONG, 500)
+        .await
+        .expect("claim")
+        .into_iter()
+        .filter(|claimed| claimed.id.starts_with('h'))
+        .collect();
+    assert_eq!(claimed.len(), 100);
+    for claimed in claimed {
+        assert_eq!(Some(&claimed.payload), new.get(&claimed.id), "{}", claimed.id);
+    }
 }
 
 async fn concurrent_claims<S: Store>(store: &Arc<S>) {

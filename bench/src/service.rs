@@ -375,16 +375,17 @@ struct Round {
 }
 
 impl Round {
-    /// Each figure's median over `rounds`.
+    /// The medians over `rounds`: of p50, of p99, and the CPU time of the run whose total is the
+    /// median (so that its user and system times are one run's, and add up to its total).
     fn median(rounds: &[Round]) -> Round {
+        let mut by_cpu: Vec<&Round> = rounds.iter().collect();
+        by_cpu.sort_by(|a, b| a.cpu.cpu().total_cmp(&b.cpu.cpu()));
         Round {
             p50: median(rounds.iter().map(|r| r.p50)),
             p99: median(rounds.iter().map(|r| r.p99)),
-            cpu: proc::Usage {
-                user: median(rounds.iter().map(|r| r.cpu.user)),
-                system: median(rounds.iter().map(|r| r.cpu.system)),
-                faults: 0,
-            },
+            cpu: by_cpu
+                .get(by_cpu.len() / 2)
+                .map_or_else(proc::Usage::default, |r| r.cpu),
         }
     }
 }

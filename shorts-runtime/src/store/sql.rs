@@ -94,19 +94,32 @@ where
     i64: for<'t> Encode<'t, DB> + Type<DB>,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
 {
-    let mut drop = QueryBuilder::new(
+    let mut query = QueryBuilder::new("");
+    push_drop_delivered_bodies(&mut query, ids);
+    query
+}
+
+/// Writes [`drop_delivered_bodies`]'s statement at the end of `query`.
+pub(super) fn push_drop_delivered_bodies<'a, DB>(
+    query: &mut QueryBuilder<DB>,
+    ids: impl IntoIterator<Item = &'a str>,
+) where
+    DB: Database,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+{
+    query.push(
         "DELETE FROM shorts_results
          WHERE EXISTS (SELECT 1 FROM shorts_orders o
                        WHERE o.order_id = shorts_results.order_id AND o.state = 'delivered')
            AND length(body) > ",
     );
-    drop.push_bind(KEPT_BODY_LIMIT as i64).push(" AND order_id IN (");
-    let mut list = drop.separated(", ");
+    query.push_bind(KEPT_BODY_LIMIT as i64).push(" AND order_id IN (");
+    let mut list = query.separated(", ");
     for id in ids {
         list.push_bind(id);
     }
-    drop.push(")");
-    drop
+    query.push(")");
 }
 
 /// Releases one order's lease if the fence is current: $1 id, $2 fence.
@@ -170,7 +183,10 @@ macro_rules! mappers {
 pub(super) use mappers;
 
 /// The new values of a settled order: state, next attempt, attempts (None: unchanged), error.
-pub(super) fn settled(settle: Settle) -> (&'static str, Option<i64>, Option<i32>, Option<String>) {
+pub(super) type Settled = (&'static str, Option<i64>, Option<i32>, Option<String>);
+
+/// An outcome's new values.
+pub(super) fn settled(settle: Settle) -> Settled {
     match settle {
         Settle::Delivered => ("delivered", None, None, None),
         Settle::Dead(error) => ("dead", None, None, Some(error)),

@@ -15,7 +15,8 @@ use tracing::{error, warn};
 
 use super::sql::{
     HEARTBEAT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, START_RUN,
-    claimable, claimed_columns, drop_delivered_bodies, mappers, replacing_body, select_records, settled,
+    Settled, claimable, claimed_columns, drop_delivered_bodies, mappers, push_drop_delivered_bodies,
+    replacing_body, select_records, settled,
 };
 use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
 
@@ -79,21 +80,9 @@ pub(crate) struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating it if needed) the database at `path` and migrates it.
+    /// Opens the database at `path` (see [`connect`]) and starts its writer.
     pub(crate) async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            // Checkpoint every 64 MiB of WAL instead of every 4 MiB: a callback body with inline
-            // files is up to 4.45 MB, so the default checkpointed after each one. Pages that later
-            // orders rewrite (freed when a delivered body is dropped) are now copied once per
-            // checkpoint, not once per order. Durability is the WAL's, fsynced at every commit.
-            .pragma("wal_autocheckpoint", "16384")
-            .busy_timeout(Duration::from_secs(10));
-        let mut connection = SqliteConnection::connect_with(&options).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&mut connection).await?;
+        let connection = connect(path).await?;
         let (ops, receiver) = mpsc::channel(4 * MAX_GROUP);
         tokio::spawn(writer(connection, receiver));
         Ok(Self { ops })
@@ -109,62 +98,73 @@ impl SqliteStore {
     }
 }
 
+/// Opens (creating it if needed) the database at `path` and migrates it.
+async fn connect(path: &Path) -> Result<SqliteConnection, StoreError> {
+    let options = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        // Checkpoint every 64 MiB of WAL instead of every 4 MiB: a callback body with inline
+        // files is up to 4.45 MB, so the default checkpointed after each one. Pages that later
+        // orders rewrite (freed when a delivered body is dropped) are now copied once per
+        // checkpoint, not once per order. Durability is the WAL's, fsynced at every commit.
+        .pragma("wal_autocheckpoint", "16384")
+        .busy_timeout(Duration::from_secs(10));
+    let mut connection = SqliteConnection::connect_with(&options).await?;
+    sqlx::migrate!("./migrations/sqlite").run(&mut connection).await?;
+    Ok(connection)
+}
+
 /// Commits requests in groups: waits for one, takes every other already waiting, runs them all in
 /// one transaction, commits, then answers each.
 async fn writer(mut connection: SqliteConnection, mut ops: mpsc::Receiver<Op>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while ops.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let mut answers = Vec::with_capacity(group.len());
-        let begun = sqlx::query("BEGIN IMMEDIATE").execute(&mut connection).await;
-        if let Err(e) = begun {
-            // Nothing runs outside a transaction: every request of the group fails, none is
-            // half done.
-            error!(error = %e, "could not begin a transaction");
-            for op in group.drain(..) {
-                op.fail(&e);
+        let (batch, others) = Batch::sort(group.drain(..));
+        commit_group(&mut connection, batch, others).await;
+    }
+}
+
+/// Writes a group in one transaction, then answers each of its requests.
+///
+/// Every statement is a round trip to SQLite's thread, so the group's accepts, callback bodies and
+/// settles are written by a few multi-row statements, sent as one query with the transaction's
+/// start and (when no other request waits) its commit: a lone order's accept is one round trip.
+/// If anything in that query fails, it is undone and each kind is written on its own, so that a
+/// failing statement fails only its own requests.
+async fn commit_group(c: &mut SqliteConnection, batch: Batch, others: Vec<Op>) {
+    let mut answers = match write_whole(c, &batch, others.is_empty()).await {
+        Ok(reported) if others.is_empty() => {
+            batch.answers(Ok(reported)).into_iter().for_each(Answer::send);
+            return;
+        }
+        Ok(reported) => batch.answers(Ok(reported)),
+        Err(e) => {
+            warn!(error = %e, "a group's writes failed together; writing them one kind at a time");
+            // Fails harmlessly when the failure already ended the transaction.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
+            if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *c).await {
+                // Nothing runs outside a transaction: every request of the group fails, none is
+                // half done.
+                error!(error = %e, "could not begin a transaction");
+                batch.answers(Err(&e)).into_iter().for_each(Answer::send);
+                others.into_iter().for_each(|op| op.fail(&e));
+                return;
             }
-            continue;
+            write_apart(c, batch).await
         }
-        // Accepts, callback bodies and settles go first, a few statements each for the whole
-        // group: every statement is a round trip to SQLite's thread. An order's second body or
-        // settle in one group (not seen in practice) runs on its own, after them.
-        let mut accepts = Vec::new();
-        let mut saves = Vec::new();
-        let mut settles = Vec::new();
-        let mut batched = HashSet::new();
-        let mut others = Vec::new();
-        for op in group.drain(..) {
-            match op {
-                Op::Accept(order, owner, lease, reply) => accepts.push((order, owner, lease, reply)),
-                Op::SaveResult(id, fence, body, reply) if batched.insert(("save", id.clone())) => {
-                    saves.push((id, fence, body, reply));
-                }
-                Op::Settle(id, fence, settle, reply) if batched.insert(("settle", id.clone())) => {
-                    settles.push((id, fence, settle, reply));
-                }
-                other => others.push(other),
-            }
-        }
-        for chunk in chunks(accepts, ACCEPT_CHUNK) {
-            answers.extend(accept_many(&mut connection, chunk).await);
-        }
-        for chunk in chunks(saves, SAVE_CHUNK) {
-            answers.extend(save_many(&mut connection, chunk).await);
-        }
-        for chunk in chunks(settles, SETTLE_CHUNK) {
-            answers.extend(settle_many(&mut connection, chunk).await);
-        }
-        for op in others {
-            answers.push(run(&mut connection, op).await);
-        }
-        let committed = sqlx::query("COMMIT").execute(&mut connection).await;
-        match committed {
-            Ok(_) => answers.into_iter().for_each(Answer::send),
-            Err(e) => {
-                error!(error = %e, "could not commit a group of orders");
-                let _ = sqlx::query("ROLLBACK").execute(&mut connection).await;
-                answers.into_iter().for_each(Answer::fail);
-            }
+    };
+    for op in others {
+        answers.push(run(c, op).await);
+    }
+    let committed = sqlx::query("COMMIT").execute(&mut *c).await;
+    match committed {
+        Ok(_) => answers.into_iter().for_each(Answer::send),
+        Err(e) => {
+            error!(error = %e, "could not commit a group of orders");
+            let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
+            answers.into_iter().for_each(Answer::fail);
         }
     }
 }
@@ -196,8 +196,9 @@ impl Answer {
 
 async fn run(c: &mut SqliteConnection, op: Op) -> Answer {
     match op {
-        Op::Accept(order, owner, lease, reply) => {
-            only(accept_many(c, vec![(order, owner, lease, reply)]).await)
+        op @ (Op::Accept(..) | Op::SaveResult(..) | Op::Settle(..)) => {
+            let (batch, _) = Batch::sort(std::iter::once(op));
+            only(write_apart(c, batch).await)
         }
         Op::Claim(owner, lease, limit, reply) => {
             let result = atomic(c, async |c: &mut SqliteConnection| {
@@ -225,8 +226,6 @@ async fn run(c: &mut SqliteConnection, op: Op) -> Answer {
                 .map_err(StoreError::from);
             Answer::new(reply, result)
         }
-        Op::SaveResult(id, fence, body, reply) => only(save_many(c, vec![(id, fence, body, reply)]).await),
-        Op::Settle(id, fence, settle, reply) => only(settle_many(c, vec![(id, fence, settle, reply)]).await),
         Op::Release(owner, interrupted, reply) => Answer::new(reply, release(c, &owner, &interrupted).await),
         Op::Get(id, reply) => {
             let result = sqlx::query(concat!(select_records!(), " WHERE o.order_id = $1"))
@@ -277,104 +276,6 @@ async fn run(c: &mut SqliteConnection, op: Op) -> Answer {
     }
 }
 
-/// An accept waiting for its group.
-type Accepting = (
-    NewOrder,
-    String,
-    Duration,
-    oneshot::Sender<Result<Option<Claimed>, StoreError>>,
-);
-
-/// Accepts per query: 11 parameters each, well under SQLite's limit of 32,766.
-const ACCEPT_CHUNK: usize = 256;
-
-fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
-    let mut chunks = Vec::new();
-    let mut items = items.into_iter().peekable();
-    while items.peek().is_some() {
-        chunks.push(items.by_ref().take(size).collect());
-    }
-    chunks
-}
-
-/// Inserts a group of new orders in one round trip to SQLite's thread: one statement for the
-/// orders and one for their bodies, inside a savepoint so that an order is never stored without
-/// its body. An `order_id` already known (or twice in the group) is a duplicate.
-async fn accept_many(c: &mut SqliteConnection, accepts: Vec<Accepting>) -> Vec<Answer> {
-    let now = now_ms();
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "SAVEPOINT accept;
-         INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at) ",
-    );
-    query.push_values(&accepts, |mut row, (order, owner, lease, _)| {
-        row.push_bind(&order.id)
-            .push_bind(&order.short)
-            .push_bind(&order.callback_url)
-            .push_bind("received")
-            .push_bind(i32::from(order.started))
-            .push_bind(1_i64)
-            .push_bind(owner)
-            .push_bind(now + ms(*lease))
-            .push_bind(now);
-    });
-    // A known order keeps the body it came with: bodies are written and purged with their orders,
-    // so an `order_id` has a body exactly when it has an order.
-    query.push(
-        " ON CONFLICT (order_id) DO NOTHING RETURNING order_id;
-         INSERT INTO shorts_payloads (order_id, payload) ",
-    );
-    query.push_values(&accepts, |mut row, (order, ..)| {
-        row.push_bind(&order.id).push_bind(order.payload.as_ref());
-    });
-    query.push(" ON CONFLICT (order_id) DO NOTHING; RELEASE accept");
-    let inserted = query.build_query_scalar::<String>().fetch_all(&mut *c).await;
-    let mut inserted: HashSet<String> = match inserted {
-        Ok(ids) => ids.into_iter().collect(),
-        Err(e) => {
-            // Undoes whichever of the statements ran (and fails harmlessly if none did).
-            let _ = sqlx::query("ROLLBACK TO accept; RELEASE accept")
-                .execute(&mut *c)
-                .await;
-            return failed(accepts, &e);
-        }
-    };
-    accepts
-        .into_iter()
-        .map(|(order, _, _, reply)| {
-            let claimed = inserted.remove(&order.id).then(|| Claimed {
-                fence: 1,
-                attempts: 0,
-                result: None,
-                started: order.started,
-                id: order.id,
-                short: order.short,
-                payload: order.payload,
-                callback_url: order.callback_url,
-            });
-            Answer::new(reply, Ok(claimed))
-        })
-        .collect()
-}
-
-/// Answers every accept of a group with the error that stopped it (the caller has undone what the
-/// group did).
-fn failed(accepts: Vec<Accepting>, error: &sqlx::Error) -> Vec<Answer> {
-    accepts
-        .into_iter()
-        .map(|(.., reply)| Answer::new(reply, Err(shared(error))))
-        .collect()
-}
-
-/// One error for each of the several requests it failed.
-fn shared(error: &impl std::fmt::Display) -> StoreError {
-    StoreError::Database(sqlx::Error::Protocol(error.to_string()))
-}
-
-/// The answer of a batch of one request.
-fn only(mut answers: Vec<Answer>) -> Answer {
-    answers.pop().unwrap_or_else(|| Answer(Box::new(|_| {})))
-}
-
 async fn claim(
     c: &mut SqliteConnection,
     owner: &str,
@@ -416,72 +317,284 @@ async fn claim(
     Ok(claims)
 }
 
+/// An accept waiting for its group.
+type Accepting = (
+    NewOrder,
+    String,
+    Duration,
+    oneshot::Sender<Result<Option<Claimed>, StoreError>>,
+);
+
 /// A callback body waiting for its group: id, fence, body.
 type Saving = (String, i64, Bytes, oneshot::Sender<Result<bool, StoreError>>);
+
+/// A settle waiting for its group: id, fence, new values (see [`settled`]).
+type Settling = (String, i64, Settled, oneshot::Sender<Result<bool, StoreError>>);
+
+/// Accepts per statement: 11 parameters each, well under SQLite's limit of 32,766.
+const ACCEPT_CHUNK: usize = 256;
 
 /// Bodies per statement: each is up to the inline limit (4.45 MB), so a chunk stays under 300 MB.
 const SAVE_CHUNK: usize = 64;
 
-/// Stores a group's callback bodies: one statement moves the orders whose fence is current to
-/// delivery, one stores their bodies; both or neither.
-async fn save_many(c: &mut SqliteConnection, saves: Vec<Saving>) -> Vec<Answer> {
-    let stored = atomic(c, async |c: &mut SqliteConnection| {
-        // `FROM (VALUES ...)`, not `(order_id, fence) IN (VALUES ...)`: SQLite looks each row up
-        // by the primary key for the first, and scans the table for the second.
-        let mut mark = QueryBuilder::<Sqlite>::new(
-            "UPDATE shorts_orders SET state = 'delivering', next_at = NULL FROM (",
-        );
-        mark.push_values(&saves, |mut row, (id, fence, ..)| {
-            row.push_bind(id).push_bind(fence);
-        });
-        mark.push(
-            ") AS v WHERE shorts_orders.order_id = v.column1 AND shorts_orders.fence = v.column2
-             RETURNING shorts_orders.order_id",
-        );
-        let marked: HashSet<String> = mark
-            .build_query_scalar::<String>()
-            .fetch_all(&mut *c)
-            .await?
-            .into_iter()
-            .collect();
-        let current: Vec<&Saving> = saves.iter().filter(|(id, ..)| marked.contains(id)).collect();
-        if !current.is_empty() {
-            let mut bodies = QueryBuilder::<Sqlite>::new("INSERT INTO shorts_results (order_id, body) ");
-            bodies.push_values(&current, |mut row, (id, _, body, _)| {
-                row.push_bind(id).push_bind(body.as_ref());
-            });
-            bodies.push(replacing_body!());
-            bodies.build().execute(&mut *c).await?;
-        }
-        Ok(marked)
-    })
-    .await;
-    answer_each(saves.into_iter().map(|(id, .., reply)| (id, reply)), stored)
-}
-
-/// A settle waiting for its group: id, fence, outcome.
-type Settling = (String, i64, Settle, oneshot::Sender<Result<bool, StoreError>>);
-
 /// Settles per statement: 6 parameters each.
 const SETTLE_CHUNK: usize = 256;
 
-/// Records a group's delivery outcomes in one statement (each under its fence), then drops the
-/// long success bodies of those delivered.
-async fn settle_many(c: &mut SqliteConnection, settles: Vec<Settling>) -> Vec<Answer> {
-    let mut rows = Vec::with_capacity(settles.len());
-    let mut replies = Vec::with_capacity(settles.len());
-    for (id, fence, settle, reply) in settles {
-        rows.push((id, fence, settled(settle)));
-        replies.push(reply);
+/// A group's accepts, callback bodies and settles, written by multi-row statements.
+struct Batch {
+    accepts: Vec<Accepting>,
+    saves: Vec<Saving>,
+    settles: Vec<Settling>,
+    now: i64,
+}
+
+impl Batch {
+    /// Splits a group into what multi-row statements write and the other requests, which run one
+    /// by one after them. An order's second body or settle in one group (not seen in practice) is
+    /// one of the others.
+    fn sort(group: impl Iterator<Item = Op>) -> (Batch, Vec<Op>) {
+        let mut batch = Batch {
+            accepts: Vec::new(),
+            saves: Vec::new(),
+            settles: Vec::new(),
+            now: now_ms(),
+        };
+        let mut batched = HashSet::new();
+        let mut others = Vec::new();
+        for op in group {
+            match op {
+                Op::Accept(order, owner, lease, reply) => batch.accepts.push((order, owner, lease, reply)),
+                Op::SaveResult(id, fence, body, reply) if batched.insert(("save", id.clone())) => {
+                    batch.saves.push((id, fence, body, reply));
+                }
+                Op::Settle(id, fence, settle, reply) if batched.insert(("settle", id.clone())) => {
+                    batch.settles.push((id, fence, settled(settle), reply));
+                }
+                other => others.push(other),
+            }
+        }
+        (batch, others)
     }
-    let mut update = QueryBuilder::<Sqlite>::new(
-        "UPDATE shorts_orders SET state = v.column3, next_at = v.column4,
+
+    /// The answers to the batch's requests, from what its statements reported.
+    fn answers(self, reported: Result<Reported, &sqlx::Error>) -> Vec<Answer> {
+        let Batch {
+            accepts,
+            saves,
+            settles,
+            ..
+        } = self;
+        let (accepted, saved, done) = match reported {
+            Ok(r) => (Ok(r.accepted), Ok(r.saved), Ok(r.settled)),
+            Err(e) => (Err(e), Err(e), Err(e)),
+        };
+        let mut answers = accepted_answers(accepts, accepted);
+        answers.extend(answer_each(
+            saves.into_iter().map(|(id, .., reply)| (id, reply)),
+            saved,
+        ));
+        answers.extend(answer_each(
+            settles.into_iter().map(|(id, .., reply)| (id, reply)),
+            done,
+        ));
+        answers
+    }
+}
+
+/// What a query's statements reported: the `order_id`s they accepted, moved to delivery with
+/// their callback bodies, and settled.
+#[derive(Default)]
+struct Reported {
+    accepted: HashSet<String>,
+    saved: HashSet<String>,
+    settled: HashSet<String>,
+}
+
+/// The first column of each row a batch's statements return: which kind of statement reported the
+/// `order_id` in the second.
+const ACCEPTED: i64 = 0;
+const SAVED: i64 = 1;
+const SETTLED: i64 = 2;
+
+/// Runs a query of batch statements and sorts the `order_id`s they report.
+async fn fetch(c: &mut SqliteConnection, mut query: QueryBuilder<Sqlite>) -> Result<Reported, sqlx::Error> {
+    let rows: Vec<(i64, String)> = query.build_query_as().fetch_all(&mut *c).await?;
+    let mut reported = Reported::default();
+    for (kind, id) in rows {
+        match kind {
+            ACCEPTED => reported.accepted.insert(id),
+            SAVED => reported.saved.insert(id),
+            _ => reported.settled.insert(id),
+        };
+    }
+    Ok(reported)
+}
+
+/// Begins the group's transaction and writes the whole batch in one query, committing it too when
+/// `commit`.
+async fn write_whole(c: &mut SqliteConnection, batch: &Batch, commit: bool) -> Result<Reported, sqlx::Error> {
+    let mut query = QueryBuilder::new("BEGIN IMMEDIATE");
+    for chunk in batch.accepts.chunks(ACCEPT_CHUNK) {
+        push_accepts(&mut query, chunk, batch.now);
+    }
+    for chunk in batch.saves.chunks(SAVE_CHUNK) {
+        push_saves(&mut query, chunk);
+    }
+    for chunk in batch.settles.chunks(SETTLE_CHUNK) {
+        push_settles(&mut query, chunk);
+        // A settle that did not take (a stale fence) leaves its order's state as it was: the drop
+        // looks for orders recorded as delivered.
+        let delivered = chunk
+            .iter()
+            .filter(|(_, _, (state, ..), _)| *state == OrderState::Delivered.as_str())
+            .map(|(id, ..)| id.as_str());
+        push_drop(&mut query, delivered);
+    }
+    if commit {
+        query.push("; COMMIT");
+    }
+    fetch(c, query).await
+}
+
+/// Writes each kind of the batch's requests on its own, in a savepoint each, inside the group's
+/// transaction: a failing statement fails only its own requests.
+async fn write_apart(c: &mut SqliteConnection, batch: Batch) -> Vec<Answer> {
+    let Batch {
+        accepts,
+        saves,
+        settles,
+        now,
+    } = batch;
+    let mut answers = Vec::new();
+    for chunk in chunks(accepts, ACCEPT_CHUNK) {
+        answers.extend(match apart(c, |query| push_accepts(query, &chunk, now)).await {
+            Ok(reported) => accepted_answers(chunk, Ok(reported.accepted)),
+            Err(e) => accepted_answers(chunk, Err(&e)),
+        });
+    }
+    for chunk in chunks(saves, SAVE_CHUNK) {
+        let reported = apart(c, |query| push_saves(query, &chunk)).await;
+        let replies = chunk.into_iter().map(|(id, .., reply)| (id, reply));
+        answers.extend(match reported {
+            Ok(reported) => answer_each(replies, Ok(reported.saved)),
+            Err(e) => answer_each(replies, Err(&e)),
+        });
+    }
+    for chunk in chunks(settles, SETTLE_CHUNK) {
+        let reported = apart(c, |query| push_settles(query, &chunk)).await;
+        if let Ok(reported) = &reported {
+            let delivered: Vec<&str> = chunk
+                .iter()
+                .filter(|(id, _, (state, ..), _)| {
+                    *state == OrderState::Delivered.as_str() && reported.settled.contains(id)
+                })
+                .map(|(id, ..)| id.as_str())
+                .collect();
+            drop_bodies(c, &delivered).await;
+        }
+        let replies = chunk.into_iter().map(|(id, .., reply)| (id, reply));
+        answers.extend(match reported {
+            Ok(reported) => answer_each(replies, Ok(reported.settled)),
+            Err(e) => answer_each(replies, Err(&e)),
+        });
+    }
+    answers
+}
+
+/// Runs the statements `push` writes in a savepoint of their own, undone if one fails.
+async fn apart(
+    c: &mut SqliteConnection,
+    push: impl FnOnce(&mut QueryBuilder<Sqlite>),
+) -> Result<Reported, sqlx::Error> {
+    let mut query = QueryBuilder::new("SAVEPOINT apart");
+    push(&mut query);
+    query.push("; RELEASE apart");
+    let reported = fetch(c, query).await;
+    if reported.is_err() {
+        // Undoes whichever of the statements ran (and fails harmlessly if none did).
+        let _ = sqlx::query("ROLLBACK TO apart; RELEASE apart")
+            .execute(&mut *c)
+            .await;
+    }
+    reported
+}
+
+fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut chunks = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        chunks.push(items.by_ref().take(size).collect());
+    }
+    chunks
+}
+
+/// Inserts new orders, then their bodies, reporting each order inserted; an `order_id` already
+/// known (or twice in the group) is a duplicate. An order is never stored without its body: the
+/// caller runs both or neither.
+fn push_accepts(query: &mut QueryBuilder<Sqlite>, accepts: &[Accepting], now: i64) {
+    query.push(
+        "; INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at) ",
+    );
+    query.push_values(accepts, |mut row, (order, owner, lease, _)| {
+        row.push_bind(&order.id)
+            .push_bind(&order.short)
+            .push_bind(&order.callback_url)
+            .push_bind("received")
+            .push_bind(i32::from(order.started))
+            .push_bind(1_i64)
+            .push_bind(owner)
+            .push_bind(now + ms(*lease))
+            .push_bind(now);
+    });
+    // A known order keeps the body it came with: bodies are written and purged with their orders,
+    // so an `order_id` has a body exactly when it has an order.
+    query
+        .push(" ON CONFLICT (order_id) DO NOTHING RETURNING ")
+        .push(ACCEPTED)
+        .push(", order_id; INSERT INTO shorts_payloads (order_id, payload) ");
+    query.push_values(accepts, |mut row, (order, ..)| {
+        row.push_bind(&order.id).push_bind(order.payload.as_ref());
+    });
+    query.push(" ON CONFLICT (order_id) DO NOTHING");
+}
+
+/// Moves the orders whose fence is current to delivery, reporting each, then stores their bodies
+/// (the same orders: the move keeps the fence).
+fn push_saves(query: &mut QueryBuilder<Sqlite>, saves: &[Saving]) {
+    // `FROM (VALUES ...)`, not `(order_id, fence) IN (VALUES ...)`: SQLite looks each row up by the
+    // primary key for the first, and scans the table for the second.
+    query.push("; UPDATE shorts_orders SET state = 'delivering', next_at = NULL FROM (");
+    query.push_values(saves, |mut row, (id, fence, ..)| {
+        row.push_bind(id).push_bind(fence);
+    });
+    query
+        .push(
+            ") AS v WHERE shorts_orders.order_id = v.column1 AND shorts_orders.fence = v.column2
+             RETURNING ",
+        )
+        .push(SAVED)
+        .push(", shorts_orders.order_id");
+    // A statement per body: a multi-row `SELECT ... FROM (VALUES ...)` would copy every body into
+    // a temporary table first.
+    for (id, fence, body, _) in saves {
+        query.push("; INSERT INTO shorts_results (order_id, body) SELECT ");
+        query.push_bind(id).push(", ").push_bind(body.as_ref());
+        query.push(" FROM shorts_orders WHERE order_id = ");
+        query.push_bind(id).push(" AND fence = ").push_bind(fence);
+        query.push(replacing_body!());
+    }
+}
+
+/// Records delivery outcomes, each under its fence, reporting each order settled.
+fn push_settles(query: &mut QueryBuilder<Sqlite>, settles: &[Settling]) {
+    query.push(
+        "; UPDATE shorts_orders SET state = v.column3, next_at = v.column4,
          attempts = COALESCE(v.column5, attempts), last_error = COALESCE(v.column6, last_error),
          owner = NULL FROM (",
     );
-    update.push_values(
-        &rows,
-        |mut row, (id, fence, (state, next_at, attempts, error))| {
+    query.push_values(
+        settles,
+        |mut row, (id, fence, (state, next_at, attempts, error), _)| {
             row.push_bind(id)
                 .push_bind(fence)
                 .push_bind(*state)
@@ -490,31 +603,57 @@ async fn settle_many(c: &mut SqliteConnection, settles: Vec<Settling>) -> Vec<An
                 .push_bind(error);
         },
     );
-    update.push(
-        ") AS v WHERE shorts_orders.order_id = v.column1 AND shorts_orders.fence = v.column2
-         RETURNING shorts_orders.order_id",
-    );
-    let done: Result<HashSet<String>, StoreError> = update
-        .build_query_scalar::<String>()
-        .fetch_all(&mut *c)
-        .await
-        .map(|ids| ids.into_iter().collect())
-        .map_err(StoreError::from);
-    if let Ok(done) = &done {
-        let delivered: Vec<&str> = rows
-            .iter()
-            .filter(|(id, _, (state, ..))| *state == OrderState::Delivered.as_str() && done.contains(id))
-            .map(|(id, ..)| id.as_str())
-            .collect();
-        drop_bodies(c, &delivered).await;
+    query
+        .push(
+            ") AS v WHERE shorts_orders.order_id = v.column1 AND shorts_orders.fence = v.column2
+             RETURNING ",
+        )
+        .push(SETTLED)
+        .push(", shorts_orders.order_id");
+}
+
+/// Drops the long bodies of those of `ids` recorded as delivered (nothing when there are none).
+fn push_drop<'a>(query: &mut QueryBuilder<Sqlite>, ids: impl Iterator<Item = &'a str>) {
+    let mut ids = ids.peekable();
+    if ids.peek().is_some() {
+        query.push("; ");
+        push_drop_delivered_bodies(query, ids);
     }
-    answer_each(rows.into_iter().map(|(id, ..)| id).zip(replies), done)
+}
+
+/// Answers each accept: the new order's claim, `None` for a duplicate, or the error of the batch.
+fn accepted_answers(accepts: Vec<Accepting>, accepted: Result<HashSet<String>, &sqlx::Error>) -> Vec<Answer> {
+    let mut accepted = match accepted {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            return accepts
+                .into_iter()
+                .map(|(.., reply)| Answer::new(reply, Err(shared(e))))
+                .collect();
+        }
+    };
+    accepts
+        .into_iter()
+        .map(|(order, _, _, reply)| {
+            let claimed = accepted.remove(&order.id).then(|| Claimed {
+                fence: 1,
+                attempts: 0,
+                result: None,
+                started: order.started,
+                id: order.id,
+                short: order.short,
+                payload: order.payload,
+                callback_url: order.callback_url,
+            });
+            Answer::new(reply, Ok(claimed))
+        })
+        .collect()
 }
 
 /// Answers each request with whether its order is in `done`, or with the error of the batch.
 fn answer_each(
     replies: impl Iterator<Item = (String, oneshot::Sender<Result<bool, StoreError>>)>,
-    done: Result<HashSet<String>, StoreError>,
+    done: Result<HashSet<String>, &sqlx::Error>,
 ) -> Vec<Answer> {
     replies
         .map(|(id, reply)| match &done {
@@ -522,6 +661,16 @@ fn answer_each(
             Err(e) => Answer::new(reply, Err(shared(e))),
         })
         .collect()
+}
+
+/// One error for each of the several requests it failed.
+fn shared(error: &impl std::fmt::Display) -> StoreError {
+    StoreError::Database(sqlx::Error::Protocol(error.to_string()))
+}
+
+/// The answer of a batch of one request.
+fn only(mut answers: Vec<Answer>) -> Answer {
+    answers.pop().unwrap_or_else(|| Answer(Box::new(|_| {})))
 }
 
 /// Runs `work` so that it takes effect whole or not at all inside the group's transaction.
@@ -635,5 +784,94 @@ impl Store for SqliteStore {
     async fn release_order(&self, id: &str, fence: i64) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.ask(|reply| Op::ReleaseOrder(id, fence, reply)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(id: &str) -> NewOrder {
+        NewOrder {
+            id: id.to_owned(),
+            short: "echo".to_owned(),
+            payload: Bytes::from_static(br#"{"order_id":"x"}"#),
+            callback_url: "https://api.sellershorts.com/api/orders/callback".to_owned(),
+            started: false,
+        }
+    }
+
+    fn accept(id: &str) -> (Op, oneshot::Receiver<Result<Option<Claimed>, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        let lease = Duration::from_secs(60);
+        (Op::Accept(order(id), "one".to_owned(), lease, reply), answer)
+    }
+
+    async fn state(c: &mut SqliteConnection, id: &str) -> Option<(String, Option<Vec<u8>>)> {
+        sqlx::query_as(
+            "SELECT o.state, r.body FROM shorts_orders o
+             LEFT JOIN shorts_results r ON r.order_id = o.order_id WHERE o.order_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(c)
+        .await
+        .expect("select")
+    }
+
+    /// A group's writes go as one query; when one of its statements fails, the others are written
+    /// on their own and only that statement's requests fail.
+    #[tokio::test]
+    async fn a_failing_statement_fails_only_its_own_requests() {
+        let dir = std::env::temp_dir().join(format!("shorts-group-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut c = connect(&dir.join("orders.db")).await.expect("open");
+        sqlx::query(
+            "CREATE TRIGGER refuse BEFORE INSERT ON shorts_payloads WHEN NEW.order_id = 'refused'
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .execute(&mut c)
+        .await
+        .expect("trigger");
+
+        // A group that goes through whole: an accept.
+        let (op, first) = accept("kept");
+        let (batch, others) = Batch::sort(std::iter::once(op));
+        commit_group(&mut c, batch, others).await;
+        let fence = first
+            .await
+            .expect("answered")
+            .expect("accepted")
+            .expect("new")
+            .fence;
+
+        // A group whose accepts fail (one of their statement's rows is refused), with a body for
+        // the order above and a read among them.
+        let (refused, refused_answer) = accept("refused");
+        let (fine, fine_answer) = accept("fine");
+        let (reply, saved) = oneshot::channel();
+        let save = Op::SaveResult("kept".to_owned(), fence, Bytes::from_static(b"done"), reply);
+        let (reply, read) = oneshot::channel();
+        let get = Op::Get("kept".to_owned(), reply);
+        let (batch, others) = Batch::sort([refused, save, fine, get].into_iter());
+        assert_eq!(others.len(), 1);
+        commit_group(&mut c, batch, others).await;
+
+        assert!(refused_answer.await.expect("answered").is_err());
+        assert!(fine_answer.await.expect("answered").is_err());
+        assert!(saved.await.expect("answered").expect("saved"));
+        let record = read.await.expect("answered").expect("read").expect("record");
+        assert_eq!(record.state, OrderState::Delivering);
+        assert_eq!(state(&mut c, "refused").await, None);
+        assert_eq!(state(&mut c, "fine").await, None);
+        assert_eq!(
+            state(&mut c, "kept").await,
+            Some(("delivering".to_owned(), Some(b"done".to_vec())))
+        );
+        // No transaction is left open.
+        sqlx::query("BEGIN IMMEDIATE; ROLLBACK")
+            .execute(&mut c)
+            .await
+            .expect("no open transaction");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,11 +17,30 @@ pub(crate) struct Run {
     pub(crate) latency: Histogram<u64>,
     /// When each acknowledged order was meant to be sent.
     pub(crate) intended: HashMap<String, Instant>,
+    /// When the run's first request was meant to leave.
+    pub(crate) start: Instant,
+    /// Each request's intended send time (from `start`) and latency, for a timeline.
+    pub(crate) samples: Vec<(Duration, Duration)>,
+    /// Readings of the server's and the load generator's CPU during the run, when taken.
+    pub(crate) samples_of_cpu: Vec<crate::proc::Sample>,
 }
 
 impl Run {
     pub(crate) fn p(&self, quantile: f64) -> f64 {
         self.latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    /// The largest latency (ms) among the requests meant to leave in each `step` of the run.
+    pub(crate) fn timeline(&self, step: Duration) -> Vec<f64> {
+        let mut worst = Vec::new();
+        for (sent, latency) in &self.samples {
+            let slot = (sent.as_secs_f64() / step.as_secs_f64()) as usize;
+            if worst.len() <= slot {
+                worst.resize(slot + 1, 0.0);
+            }
+            worst[slot] = f64::max(worst[slot], latency.as_secs_f64() * 1000.0);
+        }
+        worst
     }
 
     pub(crate) fn error_share(&self) -> f64 {
@@ -71,8 +90,12 @@ pub(crate) async fn open_loop(
         ok: 0,
         latency: histogram(),
         intended: HashMap::with_capacity(count as usize),
+        start,
+        samples: Vec::with_capacity(count as usize),
+        samples_of_cpu: Vec::new(),
     };
     while let Some((order_id, intended, ok, latency)) = received.recv().await {
+        run.samples.push((intended - start, latency));
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
         let _ = run.latency.record(micros.min(120_000_000));
         if ok {

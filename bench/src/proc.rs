@@ -62,3 +62,53 @@ pub(crate) fn cpu_model() -> String {
         })
         .unwrap_or_else(|| "unknown".to_owned())
 }
+
+/// One reading of a [`Sampler`].
+pub(crate) struct Sample {
+    pub(crate) at: std::time::Instant,
+    pub(crate) server: Usage,
+    pub(crate) bench: Usage,
+    /// The size of the server's write-ahead log, when it has one.
+    pub(crate) wal: Option<u64>,
+}
+
+/// Reads a server's and this process's CPU time (and the server's WAL size) every 100 ms, from a
+/// thread of its own, so that the readings go on when the load generator's runtime is busy.
+pub(crate) struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Sample>>,
+}
+
+impl Sampler {
+    pub(crate) fn start(pid: u32, wal: Option<std::path::PathBuf>) -> Sampler {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            // Bounded: at most ten minutes of readings.
+            for _ in 0..6000 {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                samples.push(Sample {
+                    at: std::time::Instant::now(),
+                    server: Usage::of(pid).unwrap_or_default(),
+                    bench: Usage::of(std::process::id()).unwrap_or_default(),
+                    wal: wal
+                        .as_ref()
+                        .and_then(|w| std::fs::metadata(w).ok())
+                        .map(|m| m.len()),
+                });
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            samples
+        });
+        Sampler { stop, thread }
+    }
+
+    pub(crate) fn stop(self) -> Vec<Sample> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}

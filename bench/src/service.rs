@@ -147,6 +147,12 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
     );
     println!();
 
+    // Every mock platform is kept until the end. Freeing one's record of callbacks (millions of
+    // small allocations after an intake search) leaves glibc's allocator sorting free chunks in
+    // every `malloc` of this process for seconds afterwards: measured, the load generator then
+    // took a whole core at 121/s and the next contender's webhooks waited up to 300 ms for it.
+    let mut retired = Vec::new();
+
     // Intake: the highest rate with p99 <= 50 ms and no errors.
     let mut intake = Vec::new();
     for kind in [Kind::ShortsSqlite, Kind::ShortsMemory, Kind::B1, Kind::B0] {
@@ -160,6 +166,8 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
             run.p(0.99)
         );
         intake.push((kind, rate));
+        drop(contender);
+        retired.push(platform);
     }
     let rate_of = |kind| intake.iter().find(|(k, _)| *k == kind).map_or(0.0, |(_, r)| *r);
     let b1 = rate_of(Kind::B1);
@@ -191,12 +199,17 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
             let before = platform.callback_count();
             let run = warm_fixed(&client, &contender, &platform, rate, settings.fixed).await;
             drain(&platform, before + run.ok as usize).await;
+            if run.p(0.99) > STALL_MS {
+                print_stall(&contender, rate, &run);
+            }
             cells.push(format!(
                 "{:.1} / {:.1} / {:.1}",
                 run.p(0.5),
                 run.p(0.99),
                 run.p(0.999)
             ));
+            drop(contender);
+            retired.push(platform);
         }
         println!(
             "| webhook latency p50 / p99 / p99.9 ms at {rate:.0}/s ({:.0} % of B1's max) | {} | {} | | {} | | |",
@@ -241,7 +254,10 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
             Round::median(rounds)
         })
         .collect();
-    drop(contenders);
+    for (platform, contender, _) in contenders {
+        drop(contender);
+        retired.push(platform);
+    }
     let [shorts, b1_run, b0_run] = &medians[..] else {
         unreachable!("three contenders")
     };
@@ -289,6 +305,9 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
         println!("{line}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+    // Freed when the process exits, so that the file benchmarks after these do not meet the
+    // allocator's sorting either.
+    std::mem::forget(retired);
     ExitCode::SUCCESS
 }
 
@@ -407,7 +426,59 @@ async fn warm_fixed(
     duration: Duration,
 ) -> Run {
     fixed(client, contender, platform, rate, duration / 10).await;
-    fixed(client, contender, platform, rate, duration).await
+    let sampler = proc::Sampler::start(contender.child.id(), Some(wal_of(&contender.db)));
+    let mut run = fixed(client, contender, platform, rate, duration).await;
+    run.samples_of_cpu = sampler.stop();
+    run
+}
+
+/// A fixed-rate run whose p99 is over this (ms) prints its timeline.
+const STALL_MS: f64 = 100.0;
+
+fn wal_of(db: &Path) -> PathBuf {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
+/// Prints, for each 100 ms of a run that stalled, the largest webhook latency of the requests
+/// meant to leave in it, with the CPU the server and this process used in it and the server's WAL
+/// size: whether the server, the load generator or the disk held the run up.
+fn print_stall(contender: &Contender, rate: f64, run: &Run) {
+    let step = Duration::from_millis(100);
+    println!(
+        "  {} at {rate:.0}/s stalled (p99 {:.0} ms); each 100 ms: worst latency ms, server CPU %, this process's CPU %, WAL KiB",
+        contender.name,
+        run.p(0.99)
+    );
+    let readings = &run.samples_of_cpu;
+    let mut line = Vec::new();
+    for (slot, worst) in run.timeline(step).iter().enumerate() {
+        let at = run.start.into_std() + step * u32::try_from(slot).unwrap_or(u32::MAX);
+        // The readings around this slot: the last before it and the first after it.
+        let before = readings.iter().rev().find(|r| r.at <= at);
+        let after = readings.iter().find(|r| r.at >= at + step);
+        let cell = match (before, after) {
+            (Some(b), Some(a)) => {
+                let seconds = a.at.duration_since(b.at).as_secs_f64().max(1e-3);
+                format!(
+                    "{worst:.0}/{:.0}/{:.0}/{}",
+                    (a.server.cpu() - b.server.cpu()) / seconds * 100.0,
+                    (a.bench.cpu() - b.bench.cpu()) / seconds * 100.0,
+                    a.wal.map_or_else(|| "-".to_owned(), |w| (w / 1024).to_string())
+                )
+            }
+            _ => format!("{worst:.0}"),
+        };
+        line.push(cell);
+        if line.len() == 10 {
+            println!("  {:>4.1} s: {}", (slot + 1 - 10) as f64 / 10.0, line.join("  "));
+            line.clear();
+        }
+    }
+    if !line.is_empty() {
+        println!("  rest: {}", line.join("  "));
+    }
 }
 
 async fn fixed(

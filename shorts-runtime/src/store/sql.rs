@@ -51,7 +51,25 @@ macro_rules! upsert_result {
     };
 }
 
-pub(super) use {claimable, claimed_columns, replacing_body, select_records, upsert_result};
+/// The update that settles orders, from the SQL of their new values: state, next attempt,
+/// attempts and error (a NULL attempts or error keeps the old one). It releases the lease.
+macro_rules! settle_set {
+    ($state:literal, $next_at:literal, $attempts:literal, $error:literal) => {
+        concat!(
+            "UPDATE shorts_orders SET state = ",
+            $state,
+            ", next_at = ",
+            $next_at,
+            ", attempts = COALESCE(",
+            $attempts,
+            ", attempts), last_error = COALESCE(",
+            $error,
+            ", last_error), owner = NULL"
+        )
+    };
+}
+
+pub(super) use {claimable, claimed_columns, replacing_body, select_records, settle_set, upsert_result};
 
 // Whole statements. PostgreSQL runs all of them, one order at a time; SQLite runs the rest but
 // writes a group's accepts, callback bodies and settles with multi-row statements of its own
@@ -80,10 +98,10 @@ pub(super) const MARK_RESULT: &str =
 
 /// Records an attempt's outcome and releases the lease: $1 state, $2 next attempt, $3 attempts,
 /// $4 error, $5 id, $6 fence.
-pub(super) const SETTLE: &str =
-    "UPDATE shorts_orders SET state = $1, next_at = $2, attempts = COALESCE($3, attempts),
-     last_error = COALESCE($4, last_error), owner = NULL
-     WHERE order_id = $5 AND fence = $6";
+pub(super) const SETTLE: &str = concat!(
+    settle_set!("$1", "$2", "$3", "$4"),
+    " WHERE order_id = $5 AND fence = $6"
+);
 
 /// Drops the callback bodies of `ids` that are longer than [`KEPT_BODY_LIMIT`], of orders recorded
 /// as delivered. Each order is looked up by its primary key.

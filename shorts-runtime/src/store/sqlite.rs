@@ -16,7 +16,7 @@ use tracing::{error, warn};
 use super::sql::{
     HEARTBEAT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, START_RUN,
     Settled, claimable, claimed_columns, drop_delivered_bodies, mappers, push_drop_delivered_bodies,
-    replacing_body, select_records, settled,
+    replacing_body, select_records, settle_set, settled,
 };
 use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
 
@@ -587,11 +587,11 @@ fn push_saves(query: &mut QueryBuilder<Sqlite>, saves: &[Saving]) {
 
 /// Records delivery outcomes, each under its fence, reporting each order settled.
 fn push_settles(query: &mut QueryBuilder<Sqlite>, settles: &[Settling]) {
-    query.push(
-        "; UPDATE shorts_orders SET state = v.column3, next_at = v.column4,
-         attempts = COALESCE(v.column5, attempts), last_error = COALESCE(v.column6, last_error),
-         owner = NULL FROM (",
-    );
+    query.push(concat!(
+        "; ",
+        settle_set!("v.column3", "v.column4", "v.column5", "v.column6"),
+        " FROM ("
+    ));
     query.push_values(
         settles,
         |mut row, (id, fence, (state, next_at, attempts, error), _)| {

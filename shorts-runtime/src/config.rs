@@ -244,6 +244,21 @@ fn default_callback_url() -> url::Url {
     url::Url::parse(DEFAULT_CALLBACK_URL).expect("DEFAULT_CALLBACK_URL is a valid URL")
 }
 
+/// A configuration field that holds a duration.
+type DurationField = fn(&mut Config) -> &mut Duration;
+
+/// The variables that set a duration, with the field each sets.
+const DURATIONS: [(&str, DurationField); 8] = [
+    ("SHORTS_LEASE", |c| &mut c.lease),
+    ("SHORTS_POLL_INTERVAL", |c| &mut c.poll_interval),
+    ("SHORTS_RETENTION", |c| &mut c.retention),
+    ("SHORTS_UNAUTHORIZED_RETRY", |c| &mut c.unauthorized_retry),
+    ("SHORTS_HEADER_TIMEOUT", |c| &mut c.header_read_timeout),
+    ("SHORTS_BODY_TIMEOUT", |c| &mut c.body_read_timeout),
+    ("SHORTS_CALLBACK_TIMEOUT", |c| &mut c.callback_timeout),
+    ("SHORTS_SHUTDOWN_GRACE", |c| &mut c.shutdown_grace),
+];
+
 impl Config {
     /// Reads the configuration from the process environment.
     ///
@@ -296,19 +311,9 @@ impl Config {
         if let Some(schedule) = get("SHORTS_RETRY_SCHEDULE") {
             config.retry_schedule = parse_schedule("SHORTS_RETRY_SCHEDULE", &schedule)?;
         }
-        let durations: [(&'static str, &mut Duration); 8] = [
-            ("SHORTS_RETENTION", &mut config.retention),
-            ("SHORTS_LEASE", &mut config.lease),
-            ("SHORTS_POLL_INTERVAL", &mut config.poll_interval),
-            ("SHORTS_UNAUTHORIZED_RETRY", &mut config.unauthorized_retry),
-            ("SHORTS_HEADER_TIMEOUT", &mut config.header_read_timeout),
-            ("SHORTS_BODY_TIMEOUT", &mut config.body_read_timeout),
-            ("SHORTS_CALLBACK_TIMEOUT", &mut config.callback_timeout),
-            ("SHORTS_SHUTDOWN_GRACE", &mut config.shutdown_grace),
-        ];
-        for (var, slot) in durations {
+        for (var, field) in DURATIONS {
             if let Some(text) = get(var) {
-                *slot = parse_duration(var, &text)?;
+                *field(&mut config) = parse_duration(var, &text)?;
             }
         }
         if let Some(size) = get("SHORTS_MAX_BODY") {
@@ -336,16 +341,8 @@ impl Config {
         if self.poll_interval < Duration::from_millis(10) {
             return Err(out_of_range("SHORTS_POLL_INTERVAL", "it must be at least 10ms"));
         }
-        let durations = [
-            ("SHORTS_LEASE", self.lease),
-            ("SHORTS_POLL_INTERVAL", self.poll_interval),
-            ("SHORTS_RETENTION", self.retention),
-            ("SHORTS_UNAUTHORIZED_RETRY", self.unauthorized_retry),
-            ("SHORTS_HEADER_TIMEOUT", self.header_read_timeout),
-            ("SHORTS_BODY_TIMEOUT", self.body_read_timeout),
-            ("SHORTS_CALLBACK_TIMEOUT", self.callback_timeout),
-            ("SHORTS_SHUTDOWN_GRACE", self.shutdown_grace),
-        ];
+        let mut read = self.clone();
+        let durations = DURATIONS.map(|(var, field)| (var, *field(&mut read)));
         let steps = self
             .retry_schedule
             .iter()

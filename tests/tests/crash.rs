@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shorts_runtime::testing::MockPlatform;
+use shorts_runtime::testing::{self, MockPlatform};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crashy");
 
@@ -23,10 +23,7 @@ fn setting(name: &str, default: usize) -> usize {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    testing::free_port().expect("a free port on 127.0.0.1")
 }
 
 /// One server process, restartable.

@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shorts_runtime::testing::MockPlatform;
+use shorts_runtime::testing::{self, MockPlatform};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hello-short");
 
@@ -145,23 +145,17 @@ impl Drop for Child {
     }
 }
 
+/// A free port for the server.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    testing::free_port().expect("a free port on 127.0.0.1")
 }
 
 /// Waits (bounded) until the server listens on `port`.
 async fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not start listening on port {port}");
+    assert!(
+        testing::wait_listening(port, Duration::from_secs(20)).await,
+        "the server did not start listening on port {port}"
+    );
 }
 
 /// The binary serving on `port`, delivering to `platform`, quiet.

@@ -495,3 +495,28 @@ impl std::fmt::Debug for MockPlatform {
             .finish_non_exhaustive()
     }
 }
+
+/// A TCP port free on `127.0.0.1` at the time of the call, for a server a test starts, such as the
+/// short's own binary with `serve` and `SHORTS_BIND`.
+///
+/// # Errors
+///
+/// When no port can be bound.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits up to `timeout` until something accepts connections on `127.0.0.1:port`; whether it
+/// did.
+pub async fn wait_listening(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -23,7 +23,7 @@ mod proc;
 mod service;
 
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::MockPlatform;
@@ -82,8 +82,11 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        Some("probe") => runtime().block_on(service::probe(&args[1..])),
         _ => {
-            eprintln!("usage: shorts-bench all | service | files [--quick] | build");
+            eprintln!(
+                "usage: shorts-bench all | service | files [--quick] | build | probe sqlite|memory|b1|b0 RATE [SECONDS]"
+            );
             ExitCode::from(2)
         }
     }
@@ -170,19 +173,13 @@ pub(crate) fn serve(platform: &MockPlatform, port: u16, store: &str) -> Command 
 
 /// A port free on 127.0.0.1 (nothing else binds ports on the benchmark machine in between).
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    shorts_runtime::testing::free_port().expect("a free port on 127.0.0.1")
 }
 
 /// Waits (at most 30 s) until something listens on `port`.
 pub(crate) async fn wait_listening(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let listening = shorts_runtime::testing::wait_listening(port, Duration::from_secs(30)).await;
+    assert!(listening, "{what} did not start");
 }
 
 /// Prints the machine's description.

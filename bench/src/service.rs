@@ -200,7 +200,7 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
             let run = warm_fixed(&client, &contender, &platform, rate, settings.fixed).await;
             drain(&platform, before + run.ok as usize).await;
             if run.p(0.99) > STALL_MS {
-                print_stall(&contender, rate, &run);
+                print_timeline(&contender, rate, &run);
             }
             cells.push(format!(
                 "{:.1} / {:.1} / {:.1}",
@@ -308,6 +308,51 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
     // Freed when the process exits, so that the file benchmarks after these do not meet the
     // allocator's sorting either.
     std::mem::forget(retired);
+    ExitCode::SUCCESS
+}
+
+/// One contender at one fixed rate, with its timeline: `probe sqlite|memory|b1|b0 RATE [SECONDS]`.
+/// For finding out why a rate is or is not sustained.
+pub(crate) async fn probe(args: &[String]) -> ExitCode {
+    let kind = match args.first().map(String::as_str) {
+        Some("sqlite") => Kind::ShortsSqlite,
+        Some("memory") => Kind::ShortsMemory,
+        Some("b1") => Kind::B1,
+        Some("b0") => Kind::B0,
+        _ => {
+            eprintln!("usage: shorts-bench probe sqlite|memory|b1|b0 RATE [SECONDS]");
+            return ExitCode::from(2);
+        }
+    };
+    let number = |at: usize, default: f64| {
+        args.get(at)
+            .and_then(|a| a.parse::<f64>().ok())
+            .unwrap_or(default)
+    };
+    let (rate, seconds) = (number(1, 1000.0), number(2, 5.0));
+    ensure_baselines();
+    let dir = std::env::temp_dir().join(format!("shorts-bench-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let client = load::client();
+    let platform = MockPlatform::start().await.expect("mock");
+    let contender = start(kind, &platform, &dir).await;
+    let duration = Duration::from_secs_f64(seconds.clamp(0.1, 600.0));
+    let run = warm_fixed(&client, &contender, &platform, rate, duration).await;
+    let cpu = match (run.samples_of_cpu.first(), run.samples_of_cpu.last()) {
+        (Some(first), Some(last)) => (last.server.cpu() - first.server.cpu()) / run.ok.max(1) as f64,
+        _ => 0.0,
+    };
+    println!(
+        "{} at {rate:.0}/s: p50 {:.1} ms, p99 {:.1} ms, {:.2} % errors, server CPU {:.0} µs per order",
+        contender.name,
+        run.p(0.5),
+        run.p(0.99),
+        run.error_share() * 100.0,
+        cpu * 1e6
+    );
+    print_timeline(&contender, rate, &run);
+    drop(contender);
+    let _ = std::fs::remove_dir_all(&dir);
     ExitCode::SUCCESS
 }
 
@@ -441,13 +486,13 @@ fn wal_of(db: &Path) -> PathBuf {
     PathBuf::from(wal)
 }
 
-/// Prints, for each 100 ms of a run that stalled, the largest webhook latency of the requests
+/// Prints, for each 100 ms of a run, the largest webhook latency of the requests
 /// meant to leave in it, with the CPU the server and this process used in it and the server's WAL
 /// size: whether the server, the load generator or the disk held the run up.
-fn print_stall(contender: &Contender, rate: f64, run: &Run) {
+fn print_timeline(contender: &Contender, rate: f64, run: &Run) {
     let step = Duration::from_millis(100);
     println!(
-        "  {} at {rate:.0}/s stalled (p99 {:.0} ms); each 100 ms: worst latency ms, server CPU %, this process's CPU %, WAL KiB",
+        "  {} at {rate:.0}/s (p99 {:.0} ms); each 100 ms: worst latency ms, server CPU %, this process's CPU %, WAL KiB",
         contender.name,
         run.p(0.99)
     );

@@ -194,11 +194,6 @@ async fn read_chunk(open: &mut Open) -> io::Result<Option<(Bytes, u64)>> {
             encode,
         } => {
             if *remaining == 0 {
-                // The file must end where it was measured: a file that grew is never sent cut.
-                let mut probe = [0u8; 1];
-                if file.read(&mut probe).await? > 0 {
-                    return Err(longer());
-                }
                 return Ok(None);
             }
             let want = usize::try_from(*remaining).unwrap_or(CHUNK).min(CHUNK);
@@ -212,6 +207,15 @@ async fn read_chunk(open: &mut Open) -> io::Result<Option<(Bytes, u64)>> {
                 filled += n;
             }
             *remaining -= want as u64;
+            // The file must end where it was measured: a file that grew is never sent cut. Checked
+            // before the last chunk goes out, since an HTTP client stops reading the body at its
+            // declared length and would send the first bytes as a whole file.
+            if *remaining == 0 {
+                let mut probe = [0u8; 1];
+                if file.read(&mut probe).await? > 0 {
+                    return Err(longer());
+                }
+            }
             let raw = Bytes::from(buffer);
             let len = raw.len() as u64;
             Ok(Some((if *encode { encode_chunk(&raw) } else { raw }, len)))
@@ -413,6 +417,39 @@ mod tests {
             error.as_deref(),
             Some("the file became longer while it was being sent")
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A body planned shorter than its file fails the PUT it is sent with: the HTTP client stops
+    /// at the declared length, so the check must come before the last chunk.
+    #[tokio::test]
+    async fn a_grown_file_fails_its_request_instead_of_arriving_cut() {
+        let dir = std::env::temp_dir().join(format!("shorts-body-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let path = dir.join("data.bin");
+        std::fs::write(&path, vec![9u8; 2 * CHUNK + 5]).unwrap_or_default();
+        let file = File::from_path(&path);
+        let size = file.size().await.unwrap_or_default();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::put(|body: Bytes| async move { body.len().to_string() }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        let put = |planned: u64| {
+            client
+                .put(format!("http://{addr}/"))
+                .header(reqwest::header::CONTENT_LENGTH, planned)
+                .timeout(std::time::Duration::from_secs(10))
+                .body(StreamBody::raw(&file, planned).to_request_body())
+                .send()
+        };
+        let whole = put(size).await.expect("the exact file is sent");
+        assert_eq!(whole.text().await.ok(), Some(size.to_string()));
+        assert!(put(size - 1).await.is_err(), "a grown file must not arrive cut");
+        server.abort();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

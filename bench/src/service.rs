@@ -190,6 +190,8 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
     );
 
     // Latency at fixed shares of B1's maximum, and end to end at half of it.
+    // Printed under the table: each stalled run's timeline, then each end-to-end run's p99.
+    let mut after_table = Vec::new();
     for share in [0.25, 0.5, 0.75] {
         let rate = (b1 * share).max(10.0);
         let mut cells = Vec::new();
@@ -200,7 +202,7 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
             let run = warm_fixed(&client, &contender, &platform, rate, settings.fixed).await;
             drain(&platform, before + run.ok as usize).await;
             if run.p(0.99) > STALL_MS {
-                print_timeline(&contender, rate, &run);
+                after_table.push(timeline(&contender, rate, &run));
             }
             cells.push(format!(
                 "{:.1} / {:.1} / {:.1}",
@@ -241,7 +243,6 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
             rounds.push(Round { p50, p99, cpu });
         }
     }
-    let mut after_table = Vec::new();
     let medians: Vec<Round> = contenders
         .iter()
         .map(|(_, contender, rounds)| {
@@ -329,7 +330,7 @@ pub(crate) async fn probe(args: &[String]) -> ExitCode {
             .and_then(|a| a.parse::<f64>().ok())
             .unwrap_or(default)
     };
-    let (rate, seconds) = (number(1, 1000.0), number(2, 5.0));
+    let (rate, seconds) = (number(1, 1000.0).clamp(1.0, 100_000.0), number(2, 5.0));
     ensure_baselines();
     let dir = std::env::temp_dir().join(format!("shorts-bench-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -350,7 +351,7 @@ pub(crate) async fn probe(args: &[String]) -> ExitCode {
         run.error_share() * 100.0,
         cpu * 1e6
     );
-    print_timeline(&contender, rate, &run);
+    println!("{}", timeline(&contender, rate, &run));
     drop(contender);
     let _ = std::fs::remove_dir_all(&dir);
     ExitCode::SUCCESS
@@ -486,16 +487,16 @@ fn wal_of(db: &Path) -> PathBuf {
     PathBuf::from(wal)
 }
 
-/// Prints, for each 100 ms of a run, the largest webhook latency of the requests
+/// For each 100 ms of a run, the largest webhook latency of the requests
 /// meant to leave in it, with the CPU the server and this process used in it and the server's WAL
 /// size: whether the server, the load generator or the disk held the run up.
-fn print_timeline(contender: &Contender, rate: f64, run: &Run) {
+fn timeline(contender: &Contender, rate: f64, run: &Run) -> String {
     let step = Duration::from_millis(100);
-    println!(
+    let mut lines = vec![format!(
         "  {} at {rate:.0}/s (p99 {:.0} ms); each 100 ms: worst latency ms, server CPU %, this process's CPU %, WAL KiB",
         contender.name,
         run.p(0.99)
-    );
+    )];
     let readings = &run.samples_of_cpu;
     let mut line = Vec::new();
     for (slot, worst) in run.timeline(step).iter().enumerate() {
@@ -517,13 +518,18 @@ fn print_timeline(contender: &Contender, rate: f64, run: &Run) {
         };
         line.push(cell);
         if line.len() == 10 {
-            println!("  {:>4.1} s: {}", (slot + 1 - 10) as f64 / 10.0, line.join("  "));
+            lines.push(format!(
+                "  {:>4.1} s: {}",
+                (slot + 1 - 10) as f64 / 10.0,
+                line.join("  ")
+            ));
             line.clear();
         }
     }
     if !line.is_empty() {
-        println!("  rest: {}", line.join("  "));
+        lines.push(format!("  rest: {}", line.join("  ")));
     }
+    lines.join("\n")
 }
 
 async fn fixed(

@@ -511,7 +511,8 @@ pub fn free_port() -> std::io::Result<u16> {
 pub async fn wait_listening(port: u16, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+        if let Ok(Ok(_)) = tokio::time::timeout_at(deadline, connect).await {
             return true;
         }
         if Instant::now() >= deadline {

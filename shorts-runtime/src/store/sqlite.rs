@@ -442,7 +442,9 @@ type Settling = (String, i64, Settled, oneshot::Sender<Result<bool, StoreError>>
 /// Accepts per statement: 11 parameters each, well under SQLite's limit of 32,766.
 const ACCEPT_CHUNK: usize = 256;
 
-/// Bodies per statement: each is up to the inline limit (4.45 MB), so a chunk stays under 300 MB.
+/// Bodies per statement, and per savepoint when a group's kinds are written apart: each body is up
+/// to the inline limit (4.45 MB), so such a query holds under 300 MB. The whole group's query
+/// holds all its bodies, as many as its shorts run at once.
 const SAVE_CHUNK: usize = 64;
 
 /// Settles per statement: 6 parameters each.
@@ -583,34 +585,16 @@ async fn write_apart(c: &mut SqliteConnection, batch: Batch) -> (Vec<Answer>, bo
     // Once an error may have ended the transaction, nothing more runs (see `abandon`).
     let mut lost = false;
     for chunk in chunks(accepts, ACCEPT_CHUNK) {
-        let reported = match lost {
-            false => apart(c, |query| push_accepts(query, &chunk, now)).await,
-            true => Err(ended()),
-        };
-        lost |= reported.as_ref().is_err_and(may_end_transaction);
-        answers.extend(match reported {
-            Ok(reported) => accepted_answers(chunk, Ok(reported.accepted)),
-            Err(e) => accepted_answers(chunk, Err(&e)),
-        });
+        let mut reported = apart(c, &mut lost, |query| push_accepts(query, &chunk, now)).await;
+        answers.extend(accepted_answers(chunk, ids(&mut reported, |r| &mut r.accepted)));
     }
     for chunk in chunks(saves, SAVE_CHUNK) {
-        let reported = match lost {
-            false => apart(c, |query| push_saves(query, &chunk)).await,
-            true => Err(ended()),
-        };
-        lost |= reported.as_ref().is_err_and(may_end_transaction);
+        let mut reported = apart(c, &mut lost, |query| push_saves(query, &chunk)).await;
         let replies = chunk.into_iter().map(|(id, .., reply)| (id, reply));
-        answers.extend(match reported {
-            Ok(reported) => answer_each(replies, Ok(reported.saved)),
-            Err(e) => answer_each(replies, Err(&e)),
-        });
+        answers.extend(answer_each(replies, ids(&mut reported, |r| &mut r.saved)));
     }
     for chunk in chunks(settles, SETTLE_CHUNK) {
-        let reported = match lost {
-            false => apart(c, |query| push_settles(query, &chunk)).await,
-            true => Err(ended()),
-        };
-        lost |= reported.as_ref().is_err_and(may_end_transaction);
+        let mut reported = apart(c, &mut lost, |query| push_settles(query, &chunk)).await;
         if let Ok(reported) = &reported {
             let delivered: Vec<&str> = chunk
                 .iter()
@@ -622,10 +606,7 @@ async fn write_apart(c: &mut SqliteConnection, batch: Batch) -> (Vec<Answer>, bo
             lost |= drop_bodies(c, &delivered).await;
         }
         let replies = chunk.into_iter().map(|(id, .., reply)| (id, reply));
-        answers.extend(match reported {
-            Ok(reported) => answer_each(replies, Ok(reported.settled)),
-            Err(e) => answer_each(replies, Err(&e)),
-        });
+        answers.extend(answer_each(replies, ids(&mut reported, |r| &mut r.settled)));
     }
     (answers, lost)
 }
@@ -635,22 +616,40 @@ fn ended() -> sqlx::Error {
     sqlx::Error::Protocol("an earlier request's error ended the group's transaction".to_owned())
 }
 
-/// Runs the statements `push` writes in a savepoint of their own, undone if one fails.
+/// Runs the statements `push` writes in a savepoint of their own, undone if one fails; runs
+/// nothing once `lost` (an earlier error may have ended the transaction), and sets it when its own
+/// error may have.
 async fn apart(
     c: &mut SqliteConnection,
+    lost: &mut bool,
     push: impl FnOnce(&mut QueryBuilder<Sqlite>),
 ) -> Result<Reported, sqlx::Error> {
+    if *lost {
+        return Err(ended());
+    }
     let mut query = QueryBuilder::new("SAVEPOINT apart");
     push(&mut query);
     query.push("; RELEASE apart");
     let reported = fetch(c, query).await;
-    if reported.is_err() {
+    if let Err(e) = &reported {
+        *lost = may_end_transaction(e);
         // Undoes whichever of the statements ran (and fails harmlessly if none did).
         let _ = sqlx::query("ROLLBACK TO apart; RELEASE apart")
             .execute(&mut *c)
             .await;
     }
     reported
+}
+
+/// The `order_id`s of one kind in what a query reported, or its error.
+fn ids(
+    reported: &mut Result<Reported, sqlx::Error>,
+    kind: fn(&mut Reported) -> &mut HashSet<String>,
+) -> Result<HashSet<String>, &sqlx::Error> {
+    match reported {
+        Ok(reported) => Ok(std::mem::take(kind(reported))),
+        Err(e) => Err(e),
+    }
 }
 
 fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
@@ -929,16 +928,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn order(id: &str) -> NewOrder {
-        NewOrder {
-            id: id.to_owned(),
-            short: "echo".to_owned(),
-            payload: Bytes::from_static(br#"{"order_id":"x"}"#),
-            callback_url: "https://api.sellershorts.com/api/orders/callback".to_owned(),
-            started: false,
-        }
-    }
+    use crate::store::suite::order;
 
     fn accept(id: &str) -> (Op, oneshot::Receiver<Result<Option<Claimed>, StoreError>>) {
         let (reply, answer) = oneshot::channel();

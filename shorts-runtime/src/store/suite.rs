@@ -11,7 +11,7 @@ use super::{Claimed, KEPT_BODY_LIMIT, NewOrder, OrderState, Settle, Store, now_m
 const LONG: Duration = Duration::from_secs(60);
 const EXPIRED: Duration = Duration::ZERO;
 
-fn order(id: &str) -> NewOrder {
+pub(crate) fn order(id: &str) -> NewOrder {
     NewOrder {
         id: id.to_owned(),
         short: "echo".to_owned(),

@@ -251,8 +251,8 @@ async fn abandon(c: &mut SqliteConnection, answers: Vec<Answer>, others: Vec<Op>
 }
 
 /// Whether an error may have ended the transaction it happened in. SQLite may roll the whole
-/// transaction back after a full disk, an I/O error, a lock, lack of memory or an interrupt; any
-/// error that is not SQLite's own leaves the connection's state unknown.
+/// transaction back after a full disk, an I/O error, a lock, lack of memory or an interrupt; an
+/// error of the connection itself (not SQLite's, nor in reading a row) leaves its state unknown.
 fn may_end_transaction(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(e) => e
@@ -261,6 +261,12 @@ fn may_end_transaction(error: &sqlx::Error) -> bool {
             // SQLITE_BUSY, SQLITE_NOMEM, SQLITE_INTERRUPT, SQLITE_IOERR, SQLITE_FULL, and their
             // extended codes.
             .is_none_or(|code| matches!(code & 0xff, 5 | 7 | 9 | 10 | 13)),
+        // Raised while reading a row that SQLite returned: the statement itself ran.
+        sqlx::Error::RowNotFound
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_) => false,
         _ => true,
     }
 }
@@ -1051,6 +1057,30 @@ mod tests {
             .execute(&mut c)
             .await
             .expect("no open transaction");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A row that cannot be read fails only its own request: the statement ran, and the
+    /// transaction goes on.
+    #[tokio::test]
+    async fn an_unreadable_row_fails_only_its_own_request() {
+        let dir = std::env::temp_dir().join(format!("shorts-decode-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut c = connect(&dir.join("orders.db")).await.expect("open");
+        sqlx::query(
+            "INSERT INTO shorts_orders (order_id, short, callback_url, state, received_at)
+             VALUES ('odd', 'echo', 'https://api.sellershorts.com/api/orders/callback', 'unknown', 0)",
+        )
+        .execute(&mut c)
+        .await
+        .expect("an order in a state this version does not know");
+        let (fresh, accepted) = accept("fresh");
+        let (reply, read) = oneshot::channel();
+        let (batch, others) = Batch::sort([fresh, Op::Get("odd".to_owned(), reply)].into_iter());
+        commit_group(&mut c, batch, others).await;
+        assert!(read.await.expect("answered").is_err());
+        assert!(accepted.await.expect("answered").expect("accepted").is_some());
+        assert_eq!(state(&mut c, "fresh").await, Some(("received".to_owned(), None)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -339,8 +339,9 @@ pub(crate) async fn probe(args: &[String]) -> ExitCode {
     let contender = start(kind, &platform, &dir).await;
     let duration = Duration::from_secs_f64(seconds.clamp(0.1, 600.0));
     let run = warm_fixed(&client, &contender, &platform, rate, duration).await;
+    let orders = u32::try_from(run.ok.max(1)).unwrap_or(u32::MAX);
     let cpu = match (run.samples_of_cpu.first(), run.samples_of_cpu.last()) {
-        (Some(first), Some(last)) => (last.server.cpu() - first.server.cpu()) / run.ok.max(1) as f64,
+        (Some(first), Some(last)) => last.server.per(&first.server, orders).cpu(),
         _ => 0.0,
     };
     println!(

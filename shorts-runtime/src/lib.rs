@@ -60,10 +60,13 @@ pub use cli::run;
 pub use config::{Config, ConfigError, DEFAULT_RETRY_SCHEDULE, Secret, StoreConfig, WebhookAuth};
 pub use short::error::{Error, ErrorKind, IntoError, Result};
 pub use short::inputs::{DateRange, FileInput, FileInputError, Tags};
-pub use short::order::Order;
+pub use short::order::{Order, OrderBuilder};
 pub use short::output::{Csv, File, Html, IntoOutput, Json, Output, Url};
 pub use short::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, FromCall, HandlerResult, Short};
 pub use store::{OrderRecord, OrderState, StoreError};
+
+/// The `serde_json` this crate uses, for [`Order::payload_json`], [`Json`] and tests' inputs.
+pub use serde_json;
 
 /// Turns an `async fn` into an AI Short.
 ///
@@ -133,6 +136,7 @@ pub mod prelude {
         ai_short,
     };
     pub use serde::{Deserialize, Serialize};
+    pub use serde_json::{Value, json};
 }
 
 /// What `#[ai_short]` expansions name. Not public API.

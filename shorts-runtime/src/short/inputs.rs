@@ -1,6 +1,25 @@
-//! Typed helpers for the platform's input types (protocol.md §3).
+//! Typed helpers for the platform's input types (`docs/protocol.md` §3).
 //!
-//! Use them as field types of a short's input struct:
+//! # How inputs arrive
+//!
+//! The webhook's `inputs` object has one key per input of the form the seller defined in the
+//! platform's Inputs step. Each input type arrives as:
+//!
+//! | input type | JSON in `inputs` | Rust field type |
+//! | --- | --- | --- |
+//! | `text`, `textarea`, `url`, `select` | a string | `String` (or a unit-only enum for `select`) |
+//! | `number` | a JSON number, not a string | `f64`, `i64`, `u32`, ... |
+//! | `boolean` | `true` or `false` | `bool` |
+//! | `date` | a string, usually `"YYYY-MM-DD"` | `String` |
+//! | `date_range` | `{"from": .., "to": ..}` or `{"start": .., "end": ..}` | [`DateRange`] |
+//! | `multiselect` | an array of strings | `Vec<String>` |
+//! | `tags` | a comma-separated string (`"seo, ads"`), possibly an array | [`Tags`] |
+//! | `file_*` (`file_pdf`, `file_csv`, `file_image`, ...) | an array of file objects, even for one file | `Vec<FileInput>` |
+//!
+//! An optional input the buyer left empty may be absent or `null`: make its field an `Option` or
+//! give it `#[serde(default)]`.
+//!
+//! Use the helpers as field types of a short's input struct:
 //!
 //! ```
 //! use shorts_runtime::prelude::*;
@@ -23,7 +42,30 @@ use serde::{Deserialize, Serialize};
 
 /// One uploaded file of a `file_*` input. The platform sends a file input as an array, even for
 /// one file, so the field type is `Vec<FileInput>`.
-#[derive(Clone, Deserialize)]
+///
+/// On the wire, each file is an object with its content inline as base64:
+///
+/// ```json
+/// "upload_document": [
+///   { "filename": "report.pdf", "mime_type": "application/pdf", "size_bytes": 524288,
+///     "file_base64": "JVBERi0xLjQK..." }
+/// ]
+/// ```
+///
+/// `mime_type` and `size_bytes` may be missing. The base64 may lack padding, contain line breaks,
+/// or start with a `data:...;base64,` prefix: [`FileInput::bytes`] accepts all of these.
+///
+/// `FileInput` serializes to the same shape, so a test can put one in the inputs it sends:
+///
+/// ```
+/// use shorts_runtime::FileInput;
+///
+/// let file = FileInput::new("notes.txt", "text/plain", b"hello");
+/// let inputs = serde_json::json!({ "upload_document": [file] });
+/// assert_eq!(inputs["upload_document"][0]["file_base64"], "aGVsbG8=");
+/// assert_eq!(inputs["upload_document"][0]["size_bytes"], 5);
+/// ```
+#[derive(Clone, Deserialize, Serialize)]
 pub struct FileInput {
     /// The name the buyer uploaded.
     pub filename: String,
@@ -127,8 +169,9 @@ impl fmt::Debug for FileInput {
     }
 }
 
-/// A `date_range` input. The docs show both `{"from": .., "to": ..}` and `start`/`end`; both are
-/// accepted. Dates are kept as the strings sent (usually `YYYY-MM-DD`).
+/// A `date_range` input. The platform's docs show both `{"from": "2024-01-01", "to": "2024-01-31"}`
+/// and `start`/`end`; both are accepted. Dates are kept as the strings sent (usually `YYYY-MM-DD`).
+/// It serializes as `{"start": .., "end": ..}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct DateRange {
     /// The first day (`start` or `from`).
@@ -139,8 +182,18 @@ pub struct DateRange {
     pub end: String,
 }
 
-/// A `tags` input: a comma-separated string (`"seo, ads"`) or an array of strings, trimmed, empty
-/// entries dropped.
+/// A `tags` input: a comma-separated string (`"selling, seo"`) or an array of strings, trimmed,
+/// empty entries dropped; `null` is no tags. It serializes as an array, and reads as a slice:
+///
+/// ```
+/// use shorts_runtime::Tags;
+///
+/// let tags: Tags = serde_json::from_str(r#""selling, seo ,, ads""#).unwrap();
+/// assert_eq!(tags.len(), 3);
+/// assert!(tags.contains(&"seo".to_owned()));
+/// let upper: Vec<String> = tags.into_iter().map(|t| t.to_uppercase()).collect();
+/// assert_eq!(upper, ["SELLING", "SEO", "ADS"]);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Tags(pub Vec<String>);
 
@@ -148,6 +201,32 @@ impl Tags {
     /// The tags, in order.
     pub fn as_slice(&self) -> &[String] {
         &self.0
+    }
+}
+
+impl std::ops::Deref for Tags {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl IntoIterator for Tags {
+    type Item = String;
+    type IntoIter = std::vec::IntoIter<String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Tags {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
     }
 }
 

@@ -337,7 +337,7 @@ impl Engine {
         }
         let call = Call {
             inputs: webhook.inputs,
-            order: Order::new(OrderInner {
+            order: Order::from_inner(OrderInner {
                 id: webhook.order_id,
                 short_id: webhook.short_id,
                 ts: webhook.ts,

@@ -79,6 +79,17 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("the order store's schema could not be migrated: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database server could not be reached when the store was opened.
+    #[error("could not connect to the order store at {host}:{port}: {source}")]
+    Connect {
+        /// The host in the store's URL.
+        host: String,
+        /// The port in the store's URL.
+        port: u16,
+        /// What connecting met.
+        #[source]
+        source: sqlx::Error,
+    },
     /// The store's writer stopped (the process is shutting down).
     #[error("the order store is closed")]
     Closed,
@@ -377,6 +388,27 @@ mod tests {
             .execute(&admin)
             .await
             .expect("drop schema");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_postgres_is_named_with_the_error_met() {
+        // A port nothing listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let error = PgStore::open(&format!("postgres://shorts@127.0.0.1:{port}/orders"))
+            .await
+            .err()
+            .expect("no server there");
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "could not connect to the order store at 127.0.0.1:{port}: "
+            )),
+            "{message}"
+        );
+        assert!(message.contains("refused"), "{message}");
     }
 
     /// The PostgreSQL the tests use: `SHORTS_TEST_POSTGRES_URL`, or the local default.

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use sqlx::postgres::{PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
+use sqlx::{Connection as _, PgPool, Postgres};
 use tracing::warn;
 
 use super::sql::{
@@ -17,18 +17,38 @@ use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreErro
 
 mappers!(PgRow);
 
+/// How long opening the store waits for PostgreSQL to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub(crate) struct PgStore {
     pool: PgPool,
 }
 
 impl PgStore {
     /// Connects to `url` and migrates the schema.
+    ///
+    /// The first connection is made on its own, so that an unreachable server is reported with
+    /// its host, port and the error met (connection refused, unknown host, bad password), not as
+    /// a pool that timed out.
     pub(crate) async fn open(url: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url.parse()?;
+        let unreachable = |source| StoreError::Connect {
+            host: options.get_host().to_owned(),
+            port: options.get_port(),
+            source,
+        };
+        let first = match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => return Err(unreachable(e)),
+            Err(_) => return Err(unreachable(sqlx::Error::PoolTimedOut)),
+        };
+        first.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await?;
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(unreachable)?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }

@@ -21,6 +21,10 @@ pub(crate) struct PgStore {
     pool: PgPool,
 }
 
+// A lease's end is computed once the query has its connection, never before: the wait for one
+// lasts up to the pool's acquire timeout while the database is slow or coming back, and a lease
+// computed before it would be written already expired, for another instance to take at once.
+
 impl PgStore {
     /// Connects to `url` and migrates the schema.
     pub(crate) async fn open(url: &str) -> Result<Self, StoreError> {
@@ -69,8 +73,8 @@ impl Store for PgStore {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<Claimed>, StoreError> {
-        let now = now_ms();
         let mut transaction = self.pool.begin().await?;
+        let now = now_ms();
         let inserted = sqlx::query(INSERT_ORDER)
             .bind(&order.id)
             .bind(&order.short)
@@ -103,6 +107,7 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<Claimed>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
         let now = now_ms();
         let rows = sqlx::query(concat!(
             "UPDATE shorts_orders
@@ -120,17 +125,19 @@ impl Store for PgStore {
         .bind(owner)
         .bind(now + ms(lease))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *connection)
         .await?;
+        drop(connection);
         let claims = rows.iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
         self.with_bodies(claims).await
     }
 
     async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
+        let mut connection = self.pool.acquire().await?;
         let done = sqlx::query(HEARTBEAT)
             .bind(now_ms() + ms(lease))
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&mut *connection)
             .await?;
         Ok(done.rows_affected())
     }

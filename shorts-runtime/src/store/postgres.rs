@@ -19,6 +19,9 @@ mappers!(PgRow);
 
 pub(crate) struct PgStore {
     pool: PgPool,
+    /// The heartbeat's own connection: renewing leases never waits behind the webhooks and orders
+    /// queued for `pool`, which after an outage can take longer than a lease.
+    beats: PgPool,
 }
 
 // A lease's end is computed once the query has its connection, never before: the wait for one
@@ -34,7 +37,13 @@ impl PgStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        // A short wait for a connection: when the database is unreachable the heartbeat fails
+        // soon and tries again at its next beat, instead of backing off for seconds.
+        let beats = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy(url)?;
+        Ok(Self { pool, beats })
     }
 }
 
@@ -133,7 +142,7 @@ impl Store for PgStore {
     }
 
     async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = self.beats.acquire().await?;
         let done = sqlx::query(HEARTBEAT)
             .bind(now_ms() + ms(lease))
             .bind(owner)

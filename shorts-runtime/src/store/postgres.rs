@@ -276,3 +276,91 @@ impl Store for PgStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::suite::order;
+    use crate::store::tests::test_postgres_url;
+
+    /// A store in a schema of its own; dropped by [`drop_schema`].
+    async fn scoped() -> (PgStore, PgPool, String) {
+        let url = test_postgres_url();
+        let schema = format!("shorts_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = PgPool::connect(&url).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {url} is unreachable ({e}); set SHORTS_TEST_POSTGRES_URL")
+        });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .expect("create schema");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+        (PgStore::open(&scoped).await.expect("open"), admin, schema)
+    }
+
+    async fn drop_schema(admin: &PgPool, schema: &str) {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(admin)
+            .await
+            .expect("drop schema");
+    }
+
+    /// Every connection of the store's pool, held until dropped.
+    async fn hold_pool(store: &PgStore) -> Vec<sqlx::pool::PoolConnection<Postgres>> {
+        let mut held = Vec::new();
+        for _ in 0..store.pool.options().get_max_connections() {
+            held.push(store.pool.acquire().await.expect("connection"));
+        }
+        held
+    }
+
+    /// An accept that waited for a connection longer than a lease still gets a whole lease: no
+    /// other instance can take the order the moment it is stored.
+    #[tokio::test]
+    async fn a_lease_starts_once_the_write_has_its_connection() {
+        let (store, admin, schema) = scoped().await;
+        let store = Arc::new(store);
+        let lease = Duration::from_secs(1);
+        let held = hold_pool(&store).await;
+        let accepting = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.accept(order("late"), "one", lease).await })
+        };
+        // Longer than the lease, as while the database comes back after an outage.
+        tokio::time::sleep(lease + Duration::from_millis(500)).await;
+        drop(held);
+        let accepted = accepting.await.expect("task").expect("accepted");
+        assert!(accepted.is_some());
+        let taken = store.claim("two", lease, 10).await.expect("claim");
+        assert!(
+            taken.is_empty(),
+            "the order was taken at once by another instance"
+        );
+        drop_schema(&admin, &schema).await;
+    }
+
+    /// The heartbeat does not wait behind the other queries for a connection.
+    #[tokio::test]
+    async fn the_heartbeat_renews_leases_while_every_connection_is_busy() {
+        let (store, admin, schema) = scoped().await;
+        let lease = Duration::from_secs(5);
+        assert!(
+            store
+                .accept(order("held"), "one", lease)
+                .await
+                .expect("accept")
+                .is_some()
+        );
+        let held = hold_pool(&store).await;
+        let beat = tokio::time::timeout(Duration::from_secs(3), store.heartbeat("one", lease)).await;
+        assert!(
+            matches!(beat, Ok(Ok(1))),
+            "the heartbeat waited for a busy pool: {beat:?}"
+        );
+        drop(held);
+        drop_schema(&admin, &schema).await;
+    }
+}

@@ -2,7 +2,8 @@
 //! own stopped for 10 s under two instances, and SQLite on a disk that fills up. Every order
 //! answered 200 must end with a callback the platform accepted; an order refused meanwhile is
 //! answered 503 (the platform sends it again); no instance exits; once the store is back, new
-//! orders go through on every instance.
+//! orders go through on every instance. In process, a store that refuses one order's writes for a
+//! while shows the same without timing luck.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -10,13 +11,15 @@ use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shorts_runtime::testing::{self, MockPlatform};
+use shorts_runtime::{Error, Order, OrderState, Short, StoreConfig};
 use shorts_tests::process::{Instance, common_env, free_port, temp_dir};
+use shorts_tests::{PATIENCE, Served};
 use tokio::task::JoinSet;
 
 const BIN: &str = env!("CARGO_BIN_EXE_crashy");
@@ -644,5 +647,81 @@ async fn sqlite_on_a_full_disk_refuses_orders_and_recovers() {
     );
     drop(instance);
     drop(disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An order whose result the store refused, and then the release of its lease, runs again once
+/// the store takes writes: the heartbeat renews every lease the instance holds, so a release
+/// given up would leave the order leased, never run or delivered, while the process lives.
+#[tokio::test]
+async fn an_order_the_store_could_not_release_runs_again_once_it_can() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let dir = temp_dir("shorts-outage", "release");
+    let db = dir.join("orders.db");
+    let served = Served::start_with(
+        {
+            let db = db.clone();
+            move |config| {
+                config.store = StoreConfig::Sqlite(db);
+                config.lease = Duration::from_secs(1);
+            }
+        },
+        |builder| {
+            builder
+                .without_registered()
+                .short(Short::new("count", |_: serde_json::Value, _: Order| async {
+                    RUNS.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, Error>("counted")
+                }))
+        },
+    )
+    .await;
+    // While `refuse` has a row, the store refuses callback bodies and releases of leases.
+    let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("a connection of the test's own");
+    sqlx::raw_sql(
+        "CREATE TABLE refuse (why TEXT); INSERT INTO refuse VALUES ('an outage');
+         CREATE TRIGGER refuse_bodies BEFORE INSERT ON shorts_results WHEN EXISTS (SELECT 1 FROM refuse)
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;
+         CREATE TRIGGER refuse_releases BEFORE UPDATE OF owner ON shorts_orders
+         WHEN NEW.owner IS NULL AND EXISTS (SELECT 1 FROM refuse)
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .execute(&mut c)
+    .await
+    .expect("triggers");
+
+    assert_eq!(served.order("/shorts/count", "o-refused", json!({})).await, 200);
+    for _ in 0..200 {
+        if RUNS.load(Ordering::SeqCst) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(RUNS.load(Ordering::SeqCst), 1, "the short ran");
+    // Time for the result and the release to be refused, and for the lease to have run out but
+    // for the heartbeat.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let record = served
+        .app
+        .order("o-refused")
+        .await
+        .expect("order")
+        .expect("stored");
+    assert_eq!(record.state, OrderState::Received, "no result stored yet");
+    sqlx::raw_sql("DELETE FROM refuse")
+        .execute(&mut c)
+        .await
+        .expect("the store takes writes again");
+
+    let callback = served
+        .platform
+        .wait_for("o-refused", PATIENCE)
+        .await
+        .expect("the order ran again and was delivered");
+    assert_eq!(callback.body["result_text"], "counted");
+    assert_eq!(RUNS.load(Ordering::SeqCst), 2);
+    served.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,6 +3,8 @@
 //! Helpers panic on failure: they only run inside tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -6,12 +6,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shorts_runtime::testing::{self, MockPlatform};
+use shorts_runtime::testing::MockPlatform;
+use shorts_tests::process::{self, Instance, common_env, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crashy");
 
@@ -20,60 +20,6 @@ fn setting(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    testing::free_port().expect("a free port on 127.0.0.1")
-}
-
-/// One server process, restartable.
-struct Instance {
-    port: u16,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
-    starts: usize,
-}
-
-impl Instance {
-    fn new(port: u16, env: Vec<(String, String)>) -> Self {
-        let mut instance = Self {
-            port,
-            env,
-            child: None,
-            starts: 0,
-        };
-        instance.start();
-        instance
-    }
-
-    fn start(&mut self) {
-        let mut command = Command::new(BIN);
-        command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("SHORTS_BIND", format!("127.0.0.1:{}", self.port))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (key, value) in &self.env {
-            command.env(key, value);
-        }
-        self.child = Some(command.spawn().expect("spawn the server"));
-        self.starts += 1;
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill(); // SIGKILL
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// What the platform saw, per order.
@@ -125,7 +71,7 @@ async fn run_harness(
     runs_file: &Path,
 ) -> Figures {
     let started = Instant::now();
-    let ports: Vec<u16> = instances.iter().map(|i| i.port).collect();
+    let ports: Vec<u16> = instances.iter().map(Instance::port).collect();
     let instances = Arc::new(Mutex::new(instances));
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let client = reqwest::Client::builder()
@@ -149,7 +95,7 @@ async fn run_harness(
                 }
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(0..150))).await;
                 for instance in instances.lock().unwrap().iter_mut() {
-                    if instance.child.is_none() {
+                    if instance.is_killed() {
                         instance.start();
                     }
                 }
@@ -247,34 +193,8 @@ async fn run_harness(
     }
 }
 
-fn common_env(platform: &MockPlatform, store: &str, runs_file: &Path) -> Vec<(String, String)> {
-    [
-        ("SHORTS_STORE", store.to_owned()),
-        ("SHORTS_CALLBACK_SECRET", platform.secret().to_owned()),
-        ("SHORTS_CALLBACK_URL", platform.callback_url()),
-        (
-            "SHORTS_WEBHOOK_AUTH",
-            format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
-        ),
-        ("SHORTS_LEASE", "1s".to_owned()),
-        ("SHORTS_POLL_INTERVAL", "100ms".to_owned()),
-        (
-            "SHORTS_RETRY_SCHEDULE",
-            "0s,20ms,50ms,100ms,200ms,300ms,400ms,500ms,500ms,500ms,500ms,500ms,500ms,500ms,500ms".to_owned(),
-        ),
-        ("CRASHY_RUNS", runs_file.display().to_string()),
-        ("RUST_LOG", "error".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("shorts-crash-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    process::temp_dir("shorts-crash", name)
 }
 
 fn check(figures: &Figures, name: &str) {
@@ -303,7 +223,7 @@ async fn sqlite_loses_no_acknowledged_order_under_kill_9() {
     let runs_file = dir.join("runs.log");
     let platform = MockPlatform::builder().flaky(0.2).start().await.expect("mock");
     let store = format!("sqlite://{}", dir.join("orders.db").display());
-    let instance = Instance::new(free_port(), common_env(&platform, &store, &runs_file));
+    let instance = Instance::new(BIN, free_port(), common_env(&platform, &store, &runs_file));
     let figures = run_harness(&platform, vec![instance], orders, kills, 1, &runs_file).await;
     check(&figures, "sqlite, 1 instance");
     let _ = std::fs::remove_dir_all(&dir);
@@ -327,7 +247,9 @@ async fn postgres_loses_no_acknowledged_order_with_three_instances() {
     let runs_file = dir.join("runs.log");
     let platform = MockPlatform::builder().flaky(0.2).start().await.expect("mock");
     let env = common_env(&platform, &store, &runs_file);
-    let instances: Vec<Instance> = (0..3).map(|_| Instance::new(free_port(), env.clone())).collect();
+    let instances: Vec<Instance> = (0..3)
+        .map(|_| Instance::new(BIN, free_port(), env.clone()))
+        .collect();
     let figures = run_harness(&platform, instances, orders, kills, 2, &runs_file).await;
     check(&figures, "postgres, 3 instances");
     psql(&url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE;"));
@@ -366,7 +288,7 @@ async fn an_order_that_ends_the_process_three_times_fails_instead_of_crashing_it
     let mut env = common_env(&platform, &store, &runs_file);
     env.push(("SHORTS_LEASE".to_owned(), "300ms".to_owned()));
     let port = free_port();
-    let mut instance = Instance::new(port, env);
+    let mut instance = Instance::new(BIN, port, env);
     let body = platform.webhook_body("o-abort", json!({"abort": true}));
     let client = reqwest::Client::new();
     // The webhook is committed before it is answered; the run may end the process first.
@@ -390,11 +312,7 @@ async fn an_order_that_ends_the_process_three_times_fails_instead_of_crashing_it
             break callback;
         }
         assert!(Instant::now() < deadline, "the order never ended");
-        let exited = instance
-            .child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_some());
-        if exited {
+        if instance.exited().is_some() {
             instance.kill();
             instance.start();
         }
@@ -406,6 +324,6 @@ async fn an_order_that_ends_the_process_three_times_fails_instead_of_crashing_it
     );
     let runs = std::fs::read_to_string(&runs_file).unwrap_or_default();
     assert_eq!(runs.lines().count(), 3, "three runs, each ended by the short");
-    assert_eq!(instance.starts, 4);
+    assert_eq!(instance.starts(), 4);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -22,7 +22,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct PgStore {
     pool: PgPool,
+    /// The heartbeat's own connection: renewing leases never waits behind the webhooks and orders
+    /// queued for `pool`, which after an outage can take longer than a lease.
+    beats: PgPool,
 }
+
+// A lease's end is computed once the query has its connection, never before: the wait for one
+// lasts up to the pool's acquire timeout while the database is slow or coming back, and a lease
+// computed before it would be written already expired, for another instance to take at once.
 
 impl PgStore {
     /// Connects to `url` and migrates the schema.
@@ -50,7 +57,13 @@ impl PgStore {
             .await
             .map_err(unreachable)?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        // A short wait for a connection: when the database is unreachable the heartbeat fails
+        // soon and tries again at its next beat, instead of backing off for seconds.
+        let beats = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy(url)?;
+        Ok(Self { pool, beats })
     }
 }
 
@@ -89,8 +102,8 @@ impl Store for PgStore {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<Claimed>, StoreError> {
-        let now = now_ms();
         let mut transaction = self.pool.begin().await?;
+        let now = now_ms();
         let inserted = sqlx::query(INSERT_ORDER)
             .bind(&order.id)
             .bind(&order.short)
@@ -123,6 +136,7 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<Claimed>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
         let now = now_ms();
         let rows = sqlx::query(concat!(
             "UPDATE shorts_orders
@@ -140,17 +154,19 @@ impl Store for PgStore {
         .bind(owner)
         .bind(now + ms(lease))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *connection)
         .await?;
+        drop(connection);
         let claims = rows.iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
         self.with_bodies(claims).await
     }
 
     async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
+        let mut connection = self.beats.acquire().await?;
         let done = sqlx::query(HEARTBEAT)
             .bind(now_ms() + ms(lease))
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&mut *connection)
             .await?;
         Ok(done.rows_affected())
     }
@@ -278,5 +294,93 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::suite::order;
+    use crate::store::tests::test_postgres_url;
+
+    /// A store in a schema of its own; dropped by [`drop_schema`].
+    async fn scoped() -> (PgStore, PgPool, String) {
+        let url = test_postgres_url();
+        let schema = format!("shorts_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = PgPool::connect(&url).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {url} is unreachable ({e}); set SHORTS_TEST_POSTGRES_URL")
+        });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .expect("create schema");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+        (PgStore::open(&scoped).await.expect("open"), admin, schema)
+    }
+
+    async fn drop_schema(admin: &PgPool, schema: &str) {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(admin)
+            .await
+            .expect("drop schema");
+    }
+
+    /// Every connection of the store's pool, held until dropped.
+    async fn hold_pool(store: &PgStore) -> Vec<sqlx::pool::PoolConnection<Postgres>> {
+        let mut held = Vec::new();
+        for _ in 0..store.pool.options().get_max_connections() {
+            held.push(store.pool.acquire().await.expect("connection"));
+        }
+        held
+    }
+
+    /// An accept that waited for a connection longer than a lease still gets a whole lease: no
+    /// other instance can take the order the moment it is stored.
+    #[tokio::test]
+    async fn a_lease_starts_once_the_write_has_its_connection() {
+        let (store, admin, schema) = scoped().await;
+        let store = Arc::new(store);
+        let lease = Duration::from_secs(1);
+        let held = hold_pool(&store).await;
+        let accepting = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.accept(order("late"), "one", lease).await })
+        };
+        // Longer than the lease, as while the database comes back after an outage.
+        tokio::time::sleep(lease + Duration::from_millis(500)).await;
+        drop(held);
+        let accepted = accepting.await.expect("task").expect("accepted");
+        assert!(accepted.is_some());
+        let taken = store.claim("two", lease, 10).await.expect("claim");
+        assert!(
+            taken.is_empty(),
+            "the order was taken at once by another instance"
+        );
+        drop_schema(&admin, &schema).await;
+    }
+
+    /// The heartbeat does not wait behind the other queries for a connection.
+    #[tokio::test]
+    async fn the_heartbeat_renews_leases_while_every_connection_is_busy() {
+        let (store, admin, schema) = scoped().await;
+        let lease = Duration::from_secs(5);
+        assert!(
+            store
+                .accept(order("held"), "one", lease)
+                .await
+                .expect("accept")
+                .is_some()
+        );
+        let held = hold_pool(&store).await;
+        let beat = tokio::time::timeout(Duration::from_secs(3), store.heartbeat("one", lease)).await;
+        assert!(
+            matches!(beat, Ok(Ok(1))),
+            "the heartbeat waited for a busy pool: {beat:?}"
+        );
+        drop(held);
+        drop_schema(&admin, &schema).await;
     }
 }

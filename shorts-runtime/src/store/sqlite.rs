@@ -234,7 +234,7 @@ async fn commit_group(c: &mut SqliteConnection, batch: Batch, others: Vec<Op>) {
         Err(e) => {
             error!(error = %e, "could not commit a group of orders");
             let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
-            answers.into_iter().for_each(Answer::fail);
+            answers.into_iter().for_each(|answer| answer.fail(&e));
         }
     }
 }
@@ -245,8 +245,8 @@ async fn commit_group(c: &mut SqliteConnection, batch: Batch, others: Vec<Op>) {
 async fn abandon(c: &mut SqliteConnection, answers: Vec<Answer>, others: Vec<Op>) {
     error!("a group's transaction may have ended early; rolling it back and failing the group");
     let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
-    answers.into_iter().for_each(Answer::fail);
     let ended = ended();
+    answers.into_iter().for_each(|answer| answer.fail(&ended));
     others.into_iter().for_each(|op| op.fail(&ended));
 }
 
@@ -300,8 +300,9 @@ impl Answer {
         (self.0)(None);
     }
 
-    fn fail(self) {
-        (self.0)(Some(StoreError::Database(sqlx::Error::WorkerCrashed)));
+    /// Answers with `error` instead: the group it belongs to was not committed.
+    fn fail(self, error: &sqlx::Error) {
+        (self.0)(Some(shared(error)));
     }
 }
 
@@ -1053,6 +1054,43 @@ mod tests {
         assert!(read.await.expect("answered").is_err());
         assert_eq!(state(&mut c, "small").await, None);
         assert_eq!(state(&mut c, "kept").await, Some(("received".to_owned(), None)));
+        sqlx::query("BEGIN IMMEDIATE; ROLLBACK")
+            .execute(&mut c)
+            .await
+            .expect("no open transaction");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A group whose commit fails answers every request with the commit's own error, which is
+    /// what an operator reads in the log (a full disk, say), and nothing of it is stored.
+    #[tokio::test]
+    async fn a_failed_commit_answers_with_its_own_error() {
+        let dir = std::env::temp_dir().join(format!("shorts-commit-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut c = connect(&dir.join("orders.db")).await.expect("open");
+        // A foreign key checked at COMMIT, broken by the order `orphan`'s body.
+        sqlx::raw_sql(
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE parents (id TEXT PRIMARY KEY);
+             CREATE TABLE children (parent TEXT REFERENCES parents(id) DEFERRABLE INITIALLY DEFERRED);
+             CREATE TRIGGER orphan AFTER INSERT ON shorts_payloads WHEN NEW.order_id = 'orphan'
+             BEGIN INSERT INTO children VALUES ('nobody'); END",
+        )
+        .execute(&mut c)
+        .await
+        .expect("schema");
+        let (orphan, accepted) = accept("orphan");
+        let (reply, read) = oneshot::channel();
+        let (batch, others) = Batch::sort([orphan, Op::Get("orphan".to_owned(), reply)].into_iter());
+        commit_group(&mut c, batch, others).await;
+        let error = accepted
+            .await
+            .expect("answered")
+            .expect_err("not committed")
+            .to_string();
+        assert!(error.contains("FOREIGN KEY constraint failed"), "{error}");
+        assert!(read.await.expect("answered").is_err());
+        assert_eq!(state(&mut c, "orphan").await, None);
         sqlx::query("BEGIN IMMEDIATE; ROLLBACK")
             .execute(&mut c)
             .await

@@ -520,11 +520,34 @@ impl Drop for Lease {
         let id = std::mem::take(&mut self.id);
         let fence = self.fence;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = engine.store.release_order(&id, fence).await {
-                    error!(order_id = %id, error = %e, "could not release an order; its lease will expire");
+            runtime.spawn(async move { engine.release_order(id, fence).await });
+        }
+    }
+}
+
+/// The longest wait between two attempts to release an order's lease.
+const RELEASE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Engine {
+    /// Releases one order's lease, trying again until the store takes the write (or the instance
+    /// stops, which releases every lease it holds). The heartbeat renews every lease this instance
+    /// holds, the orders it no longer works on too: a release given up would keep the order leased,
+    /// and never run or delivered, as long as the process lives.
+    async fn release_order(self: Arc<Self>, id: String, fence: i64) {
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1u64.. {
+            let Err(e) = self.store.release_order(&id, fence).await else {
+                if attempt > 1 {
+                    info!(order_id = %id, attempt, "released the order's lease");
                 }
-            });
+                return;
+            };
+            error!(order_id = %id, error = %e, retry_in = %humantime::format_duration(wait), "could not release an order's lease");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.stop.cancelled() => return,
+            }
+            wait = (wait * 2).min(RELEASE_RETRY_MAX);
         }
     }
 }

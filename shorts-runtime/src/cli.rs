@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::app::App;
 use crate::config::{Config, Secret, StoreConfig, WebhookAuth};
@@ -132,6 +132,11 @@ async fn serve(mock: bool) -> ExitCode {
         Ok(app) => app,
         Err(e) => return fail(USAGE, &e.to_string()),
     };
+    // Connections hold file descriptors: as many as the system allows this process.
+    match crate::server::limits::raise_open_file_limit() {
+        Ok(limit) => info!(limit, "open-file limit"),
+        Err(e) => warn!(error = %e, "could not raise the open-file limit"),
+    }
     let bind = app.config().bind;
     let listener = match TcpListener::bind(bind).await {
         Ok(listener) => listener,

@@ -1,5 +1,5 @@
 //! Connections: the cap, the idle and header timeouts, many idle sockets against a small
-//! open-file limit.
+//! open-file limit, and where `serve --mock` listens.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 use std::io::{BufRead as _, BufReader};
@@ -382,5 +382,46 @@ async fn a_thousand_idle_sockets_do_not_keep_webhooks_out() {
     assert!(warnings <= 10, "{warnings} warnings:\n{text}");
     assert!(!text.contains("accept failed"), "{text}");
     drop(sockets);
+    assert_eq!(child.terminate().await, Some(0), "{}", log.text());
+}
+
+/// A non-loopback IPv4 address of this machine, if it has one.
+fn lan_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // No packet is sent: connecting a UDP socket only picks the route's source address.
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+async fn serve_mock_listens_on_this_machine_only() {
+    let port = testing::free_port().expect("port");
+    let mut command = short(None, &["serve", "--mock"]);
+    command.env("PORT", port.to_string());
+    let mut child = Child(command.spawn().expect("spawn"));
+    let log = Log::collect(child.0.stderr.take().expect("stderr"));
+    let serving = log.line(" serving ").await;
+    assert!(serving.contains(&format!("addr=127.0.0.1:{port}")), "{serving}");
+    assert!(testing::wait_listening(port, Duration::from_secs(20)).await);
+    if let Some(ip) = lan_address() {
+        let connected = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect((ip, port))).await;
+        assert!(
+            !matches!(connected, Ok(Ok(_))),
+            "reachable on {ip}:{port}, not only on 127.0.0.1"
+        );
+    }
+    assert_eq!(child.terminate().await, Some(0), "{}", log.text());
+}
+
+#[tokio::test]
+async fn serve_mock_listens_where_shorts_bind_says() {
+    let port = testing::free_port().expect("port");
+    let mut command = short(None, &["serve", "--mock"]);
+    command.env("SHORTS_BIND", format!("0.0.0.0:{port}"));
+    let mut child = Child(command.spawn().expect("spawn"));
+    let log = Log::collect(child.0.stderr.take().expect("stderr"));
+    let serving = log.line(" serving ").await;
+    assert!(serving.contains(&format!("addr=0.0.0.0:{port}")), "{serving}");
     assert_eq!(child.terminate().await, Some(0), "{}", log.text());
 }

@@ -309,14 +309,8 @@ impl App {
         for short in self.shorts() {
             info!(short = %short.name, route = %short.path, "route");
         }
-        crate::server::serve(
-            listener,
-            self.router(),
-            config.header_read_timeout,
-            config.shutdown_grace,
-            shutdown,
-        )
-        .await;
+        let limits = crate::server::Limits::from_config(config);
+        crate::server::serve(listener, self.router(), limits, shutdown).await;
         let released = self.inner.engine.shutdown(config.shutdown_grace).await;
         info!(released, "stopped");
         Ok(())

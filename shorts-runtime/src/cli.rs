@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::app::App;
 use crate::config::{Config, Secret, StoreConfig, WebhookAuth};
@@ -37,7 +37,7 @@ enum Command {
     Serve {
         /// Deliver callbacks to a built-in mock of the platform and print them, to try the server
         /// locally with curl. The webhook auth header defaults to `x-api-key: local-test-key`, the
-        /// store to `memory`.
+        /// store to `memory`, the address to 127.0.0.1 (`SHORTS_BIND` chooses another).
         #[arg(long)]
         mock: bool,
     },
@@ -132,6 +132,11 @@ async fn serve(mock: bool) -> ExitCode {
         Ok(app) => app,
         Err(e) => return fail(USAGE, &e.to_string()),
     };
+    // Connections hold file descriptors: as many as the system allows this process.
+    match crate::server::limits::raise_open_file_limit() {
+        Ok(limit) => info!(limit, "open-file limit"),
+        Err(e) => warn!(error = %e, "could not raise the open-file limit"),
+    }
     let bind = app.config().bind;
     let listener = match TcpListener::bind(bind).await {
         Ok(listener) => listener,
@@ -159,6 +164,11 @@ async fn with_mock_platform(mut config: Config) -> Result<(Config, MockPlatform)
     // A trial: unless a store is chosen, keep orders in memory so that a resent test order runs.
     if std::env::var_os("SHORTS_STORE").is_none() {
         config.store = StoreConfig::Memory;
+    }
+    // The handler runs for anyone who knows the well-known key: listen on this machine only,
+    // unless an address is chosen (`PORT` chooses only the port).
+    if std::env::var("SHORTS_BIND").map_or(true, |bind| bind.trim().is_empty()) {
+        config.bind.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     config.callback_url =
         url::Url::parse(&platform.callback_url()).map_err(|e| format!("mock platform URL: {e}"))?;

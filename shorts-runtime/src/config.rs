@@ -203,6 +203,14 @@ pub struct Config {
     pub max_body: usize,
     /// Time allowed for a client to send its request headers (`SHORTS_HEADER_TIMEOUT`). Default 10 s.
     pub header_read_timeout: Duration,
+    /// Time a keep-alive connection may wait for its next request before it is closed
+    /// (`SHORTS_IDLE_TIMEOUT`). Default 60 s.
+    pub idle_timeout: Duration,
+    /// The most connections open at once (`SHORTS_MAX_CONNECTIONS`). At the cap, a new connection
+    /// takes the place of the one idle for longest; when every connection has a request in
+    /// flight, it is closed at once. `None`: three quarters of the open-file limit when serving
+    /// starts, at most 10,000.
+    pub max_connections: Option<usize>,
     /// Time allowed for a client to send the body (`SHORTS_BODY_TIMEOUT`). Default 60 s.
     pub body_read_timeout: Duration,
     /// Time allowed for one callback request (`SHORTS_CALLBACK_TIMEOUT`). Default 30 s.
@@ -232,6 +240,8 @@ impl Default for Config {
             unauthorized_retry: Duration::from_secs(600),
             max_body: 64 << 20,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: None,
             body_read_timeout: Duration::from_secs(60),
             callback_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
@@ -248,12 +258,13 @@ fn default_callback_url() -> url::Url {
 type DurationField = fn(&mut Config) -> &mut Duration;
 
 /// The variables that set a duration, with the field each sets.
-const DURATIONS: [(&str, DurationField); 8] = [
+const DURATIONS: [(&str, DurationField); 9] = [
     ("SHORTS_LEASE", |c| &mut c.lease),
     ("SHORTS_POLL_INTERVAL", |c| &mut c.poll_interval),
     ("SHORTS_RETENTION", |c| &mut c.retention),
     ("SHORTS_UNAUTHORIZED_RETRY", |c| &mut c.unauthorized_retry),
     ("SHORTS_HEADER_TIMEOUT", |c| &mut c.header_read_timeout),
+    ("SHORTS_IDLE_TIMEOUT", |c| &mut c.idle_timeout),
     ("SHORTS_BODY_TIMEOUT", |c| &mut c.body_read_timeout),
     ("SHORTS_CALLBACK_TIMEOUT", |c| &mut c.callback_timeout),
     ("SHORTS_SHUTDOWN_GRACE", |c| &mut c.shutdown_grace),
@@ -319,6 +330,15 @@ impl Config {
         if let Some(size) = get("SHORTS_MAX_BODY") {
             config.max_body = parse_size("SHORTS_MAX_BODY", &size)?;
         }
+        if let Some(max) = get("SHORTS_MAX_CONNECTIONS") {
+            config.max_connections =
+                Some(max.parse::<usize>().ok().filter(|max| *max > 0).ok_or_else(|| {
+                    ConfigError::Invalid {
+                        var: "SHORTS_MAX_CONNECTIONS",
+                        reason: format!("{max:?} is not a number of connections, at least 1"),
+                    }
+                })?);
+        }
         config.check_ranges()?;
         Ok(config)
     }
@@ -340,6 +360,15 @@ impl Config {
         }
         if self.poll_interval < Duration::from_millis(10) {
             return Err(out_of_range("SHORTS_POLL_INTERVAL", "it must be at least 10ms"));
+        }
+        if self.header_read_timeout < Duration::from_millis(100) {
+            return Err(out_of_range("SHORTS_HEADER_TIMEOUT", "it must be at least 100ms"));
+        }
+        if self.idle_timeout < Duration::from_millis(100) {
+            return Err(out_of_range("SHORTS_IDLE_TIMEOUT", "it must be at least 100ms"));
+        }
+        if self.max_connections == Some(0) {
+            return Err(out_of_range("SHORTS_MAX_CONNECTIONS", "it must be at least 1"));
         }
         let mut read = self.clone();
         let durations = DURATIONS.map(|(var, field)| (var, *field(&mut read)));
@@ -458,6 +487,8 @@ mod tests {
         assert_eq!(config.callback_url.as_str(), DEFAULT_CALLBACK_URL);
         assert!(config.check_serving().is_err());
         assert_eq!(config.store, StoreConfig::Sqlite("shorts.db".into()));
+        assert_eq!(config.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.max_connections, None);
     }
 
     #[test]
@@ -486,6 +517,8 @@ mod tests {
             ("SHORTS_RETRY_SCHEDULE", "0s, 1s,2m"),
             ("SHORTS_MAX_BODY", "1MiB"),
             ("SHORTS_SHUTDOWN_GRACE", "5s"),
+            ("SHORTS_IDLE_TIMEOUT", "90s"),
+            ("SHORTS_MAX_CONNECTIONS", "4"),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.bind.to_string(), "0.0.0.0:9000");
@@ -497,6 +530,8 @@ mod tests {
         );
         assert_eq!(config.max_body, 1 << 20);
         assert_eq!(config.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(config.idle_timeout, Duration::from_secs(90));
+        assert_eq!(config.max_connections, Some(4));
         assert!(config.check_serving().is_ok());
         assert!(!format!("{config:?}").contains("s3cret"));
         assert!(!format!("{config:?}").contains("t0ken"));
@@ -523,6 +558,11 @@ mod tests {
             ("SHORTS_LEASE", "0s"),
             ("SHORTS_POLL_INTERVAL", "0s"),
             ("SHORTS_RETRY_SCHEDULE", "0s,1000years"),
+            ("SHORTS_IDLE_TIMEOUT", "0s"),
+            ("SHORTS_HEADER_TIMEOUT", "0s"),
+            ("SHORTS_MAX_CONNECTIONS", "0"),
+            ("SHORTS_MAX_CONNECTIONS", "many"),
+            ("SHORTS_MAX_CONNECTIONS", "-1"),
         ] {
             let error = from(&[(var, value)])
                 .err()

@@ -1,8 +1,9 @@
 //! The HTTP side: the webhook routes, their auth, limits and answers.
 
+pub(crate) mod limits;
 mod serve;
 
-pub(crate) use serve::serve;
+pub(crate) use serve::{Limits, serve};
 
 use std::sync::Arc;
 

@@ -1,8 +1,12 @@
 //! The HTTP side: the webhook routes, their auth, limits and answers.
 
+mod acme;
 mod serve;
+mod tls;
 
 pub(crate) use serve::serve;
+pub(crate) use tls::Tls;
+pub use tls::{PairError, TlsError};
 
 use std::sync::Arc;
 

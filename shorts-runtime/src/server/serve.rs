@@ -11,10 +11,14 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use super::tls::Acceptor;
+
 /// Serves `router` on `listener` until `shutdown` completes, then lets open connections finish
-/// their current request for up to `grace`.
+/// their current request for up to `grace`. Each connection goes through `acceptor` first (the
+/// TLS handshake, when serving HTTPS), within the header-read timeout.
 pub(crate) async fn serve(
     listener: TcpListener,
+    acceptor: Acceptor,
     router: Router,
     header_read_timeout: Duration,
     grace: Duration,
@@ -31,8 +35,14 @@ pub(crate) async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let service = TowerToHyperService::new(router.clone());
-                    let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
                     tokio::spawn(async move {
+                        let stream = match acceptor.accept(stream, header_read_timeout).await {
+                            Ok(Some(stream)) => stream,
+                            Ok(None) => return,
+                            Err(e) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                        };
+                        let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
                         if let Err(e) = connection.await {
                             debug!(%peer, error = %e, "connection ended with an error");
                         }

@@ -395,8 +395,16 @@ fn challenge_key(domain: &str, digest: &[u8]) -> Result<CertifiedKey, AcmeError>
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key).map_err(failed)?;
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    CertifiedKey::from_der(vec![CertificateDer::from(cert.der().to_vec())], der, &provider())
-        .map_err(|e| AcmeError::Challenge(e.to_string()))
+    // Not `CertifiedKey::from_der`: its key check parses the certificate, and webpki refuses the
+    // critical acmeIdentifier extension. The pair was made together just above.
+    let signer = provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| AcmeError::Challenge(e.to_string()))?;
+    Ok(CertifiedKey::new(
+        vec![CertificateDer::from(cert.der().to_vec())],
+        signer,
+    ))
 }
 
 /// The ACME client's HTTP, through reqwest (and so through the same rustls).

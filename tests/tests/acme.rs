@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -105,8 +106,9 @@ struct Pebble {
 }
 
 impl Pebble {
-    /// Starts Pebble validating TLS-ALPN-01 on `tls_port`, and waits until it answers.
-    async fn start(dir: &TempDir, tls_port: u16) -> Self {
+    /// Starts Pebble validating TLS-ALPN-01 on `tls_port`, refusing the names in `blocked`, and
+    /// waits until it answers.
+    async fn start(dir: &TempDir, tls_port: u16, blocked: &[&str]) -> Self {
         // Pebble's own HTTPS certificate, from a CA of the test's.
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -136,6 +138,7 @@ impl Pebble {
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": false,
                 "certificateValidityPeriod": VALIDITY_SECS,
+                "domainBlocklist": blocked,
             }
         });
         std::fs::write(dir.path("pebble.json"), config.to_string()).unwrap();
@@ -302,10 +305,55 @@ async fn wait_for_new_certificate(
         }
         assert!(
             Instant::now() < deadline,
-            "no new certificate in time; Pebble's log:\n{}",
-            pebble.logs()
+            "no new certificate in time; Pebble's log:\n{}\nthe server's log:\n{}",
+            pebble.logs(),
+            LOG.get().map(Log::text).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The server's log: kept for assertions and for the messages of failed ones.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+static LOG: OnceLock<Log> = OnceLock::new();
+
+impl Log {
+    fn install() -> Log {
+        LOG.get_or_init(|| {
+            let log = Log::default();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("shorts_runtime=debug")
+                .with_ansi(false)
+                .with_writer(log.clone())
+                .try_init();
+            log
+        })
+        .clone()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
+    type Writer = Log;
+
+    fn make_writer(&'a self) -> Log {
+        self.clone()
     }
 }
 
@@ -323,15 +371,11 @@ fn acme_config(platform: &MockPlatform, pebble: &Pebble, cache: PathBuf) -> Conf
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_pebble_is_obtained_cached_and_renewed() {
-    // The server's log, shown when the test fails.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("shorts_runtime=debug")
-        .with_test_writer()
-        .try_init();
+    Log::install();
     let dir = TempDir::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let pebble = Pebble::start(&dir, addr.port()).await;
+    let pebble = Pebble::start(&dir, addr.port(), &[]).await;
     let root = pebble.issuing_root().await;
     let platform = MockPlatform::start().await.unwrap();
     let cache = dir.path("acme");
@@ -422,5 +466,36 @@ async fn without_a_certificate_yet_handshakes_fail() {
         .join(": ");
     assert!(chain.to_lowercase().contains("access"), "{chain}");
     assert!(running.app.order("o-early").await.unwrap().is_none());
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_order_is_logged_with_the_problem_document() {
+    let log = Log::install();
+    let dir = TempDir::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pebble = Pebble::start(&dir, addr.port(), &[DOMAIN]).await;
+    let platform = MockPlatform::start().await.unwrap();
+    let config = acme_config(&platform, &pebble, dir.path("acme"));
+    let running = Running::start(config, listener).await;
+    let deadline = Instant::now() + PATIENCE;
+    let refused = loop {
+        let text = log.text();
+        // Other tests share the log: this one's line names its directory.
+        if let Some(line) = text
+            .lines()
+            .find(|line| line.contains("could not be obtained") && line.contains(&pebble.directory))
+        {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no failure logged:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        refused.contains("urn:ietf:params:acme:error:rejectedIdentifier") && refused.contains("retry_in=30s"),
+        "{refused}"
+    );
+    assert_eq!(pebble.orders(), 1);
     running.stop().await;
 }

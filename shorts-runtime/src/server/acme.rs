@@ -263,7 +263,12 @@ impl Manager {
                     retry = FIRST_RETRY;
                 }
                 Err(e) => {
-                    error!(error = %e, retry_in = %humantime::format_duration(retry), "the certificate could not be obtained");
+                    error!(
+                        directory = %self.config.directory,
+                        error = %e,
+                        retry_in = %humantime::format_duration(retry),
+                        "the certificate could not be obtained"
+                    );
                     tokio::select! {
                         () = stop.cancelled() => return,
                         () = tokio::time::sleep(retry) => {}

@@ -57,6 +57,9 @@ pub enum BuildError {
     /// The order store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// HTTPS could not be set up: a certificate file is unreadable, or the key does not match.
+    #[error(transparent)]
+    Tls(#[from] crate::server::TlsError),
     /// The HTTP client could not be created (e.g. no TLS roots).
     #[error("the HTTP client could not be created: {0}")]
     Client(#[source] reqwest::Error),
@@ -115,7 +118,7 @@ impl AppBuilder {
     /// # Errors
     ///
     /// When the configuration is missing what serving needs (the callback secret, the webhook
-    /// auth header), when there is no short, when two shorts share a name or a route, or when the
+    /// auth header), when the certificate files cannot be used, when there is no short, when two shorts share a name or a route, or when the
     /// store cannot be opened.
     pub async fn build(self) -> Result<App, BuildError> {
         let config = match self.config {
@@ -140,6 +143,7 @@ impl AppBuilder {
             .into_iter()
             .map(|short| Arc::new(Lane::new(short)))
             .collect();
+        let tls = crate::server::Tls::start(&config.tls).await?;
         let store = AnyStore::open(&config.store).await?;
         let timing = Timing {
             lease: config.lease,
@@ -155,6 +159,7 @@ impl AppBuilder {
                 config,
                 lanes,
                 engine,
+                tls,
             }),
         })
     }
@@ -223,6 +228,8 @@ pub(crate) struct AppInner {
     pub(crate) config: Config,
     pub(crate) lanes: Vec<Arc<Lane>>,
     pub(crate) engine: Arc<Engine>,
+    /// HTTPS, when configured; its certificate task stops with the application.
+    pub(crate) tls: crate::server::Tls,
 }
 
 impl App {
@@ -305,12 +312,14 @@ impl App {
     ) -> std::io::Result<()> {
         let addr = listener.local_addr()?;
         let config = &self.inner.config;
-        info!(%addr, shorts = self.inner.lanes.len(), "serving");
+        let acceptor = self.inner.tls.acceptor();
+        let scheme = if acceptor.is_tls() { "https" } else { "http" };
+        info!(%addr, scheme, shorts = self.inner.lanes.len(), "serving");
         for short in self.shorts() {
             info!(short = %short.name, route = %short.path, "route");
         }
         let limits = crate::server::Limits::from_config(config);
-        crate::server::serve(listener, self.router(), limits, shutdown).await;
+        crate::server::serve(listener, acceptor, self.router(), limits, shutdown).await;
         let released = self.inner.engine.shutdown(config.shutdown_grace).await;
         info!(released, "stopped");
         Ok(())

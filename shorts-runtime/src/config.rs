@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -217,6 +218,70 @@ pub struct Config {
     pub callback_timeout: Duration,
     /// How long running orders may take to finish on shutdown (`SHORTS_SHUTDOWN_GRACE`). Default 30 s.
     pub shutdown_grace: Duration,
+    /// Whether the listener serves HTTPS, and with which certificate (`SHORTS_TLS_CERT` and
+    /// `SHORTS_TLS_KEY`, or `SHORTS_ACME_DOMAINS`). Default: plain HTTP.
+    pub tls: TlsConfig,
+}
+
+/// Whether the listener serves HTTPS, and where its certificate comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsConfig {
+    /// Plain HTTP, e.g. behind a proxy that terminates TLS.
+    #[default]
+    None,
+    /// HTTPS with a certificate chain and key read from PEM files (`SHORTS_TLS_CERT`,
+    /// `SHORTS_TLS_KEY`), read again when they change and on `SIGHUP`.
+    Files {
+        /// The certificate chain, leaf first.
+        cert: PathBuf,
+        /// The private key: PKCS#8, RSA (PKCS#1) or EC (SEC1).
+        key: PathBuf,
+    },
+    /// HTTPS with a certificate obtained and renewed from an ACME CA (`SHORTS_ACME_DOMAINS`).
+    Acme(AcmeConfig),
+}
+
+/// Let's Encrypt's production directory, the default ACME CA.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`SHORTS_ACME_DIRECTORY=staging`).
+pub const LETS_ENCRYPT_STAGING_DIRECTORY: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// Certificates obtained from an ACME CA through the TLS-ALPN-01 challenge on the listener itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AcmeConfig {
+    /// The names the certificate covers (`SHORTS_ACME_DOMAINS`, comma-separated).
+    pub domains: Vec<String>,
+    /// The account's contact address (`SHORTS_ACME_EMAIL`). Default: none.
+    pub email: Option<String>,
+    /// The CA's directory URL (`SHORTS_ACME_DIRECTORY`; `staging` is Let's Encrypt's staging).
+    /// Default: Let's Encrypt production.
+    pub directory: url::Url,
+    /// An extra root certificate (PEM) trusted for the directory only, for test CAs
+    /// (`SHORTS_ACME_CA_ROOT`). Default: none.
+    pub ca_root: Option<PathBuf>,
+    /// Where the account and certificates are kept (`SHORTS_ACME_CACHE`), created `0700`.
+    /// Default `./shorts-acme`.
+    pub cache: PathBuf,
+}
+
+impl AcmeConfig {
+    /// Certificates for `domains` from Let's Encrypt, cached in `./shorts-acme`.
+    pub fn new(domains: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            domains: domains.into_iter().map(Into::into).collect(),
+            email: None,
+            directory: lets_encrypt(LETS_ENCRYPT_DIRECTORY),
+            ca_root: None,
+            cache: PathBuf::from("shorts-acme"),
+        }
+    }
+}
+
+#[allow(clippy::expect_used, reason = "constants, covered by the `acme` test")]
+fn lets_encrypt(url: &str) -> url::Url {
+    url::Url::parse(url).expect("Let's Encrypt's directories are valid URLs")
 }
 
 /// The default callback retry schedule: about three days in 12 attempts.
@@ -245,6 +310,7 @@ impl Default for Config {
             body_read_timeout: Duration::from_secs(60),
             callback_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            tls: TlsConfig::None,
         }
     }
 }
@@ -339,6 +405,7 @@ impl Config {
                     }
                 })?);
         }
+        config.tls = tls_from(&get)?;
         config.check_ranges()?;
         Ok(config)
     }
@@ -405,6 +472,114 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Reads `SHORTS_TLS_CERT`/`SHORTS_TLS_KEY` and the `SHORTS_ACME_*` variables.
+fn tls_from(get: &impl Fn(&str) -> Option<String>) -> Result<TlsConfig, ConfigError> {
+    let files = match (get("SHORTS_TLS_CERT"), get("SHORTS_TLS_KEY")) {
+        (Some(cert), Some(key)) => Some(TlsConfig::Files {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::Missing {
+                var: "SHORTS_TLS_KEY",
+                hint: "`SHORTS_TLS_CERT` is set: set both, to the private key's PEM file, or neither",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing {
+                var: "SHORTS_TLS_CERT",
+                hint: "`SHORTS_TLS_KEY` is set: set both, to the certificate chain's PEM file, or neither",
+            });
+        }
+    };
+    let Some(domains) = get("SHORTS_ACME_DOMAINS") else {
+        for var in [
+            "SHORTS_ACME_EMAIL",
+            "SHORTS_ACME_DIRECTORY",
+            "SHORTS_ACME_CA_ROOT",
+            "SHORTS_ACME_CACHE",
+        ] {
+            if get(var).is_some() {
+                return Err(ConfigError::Missing {
+                    var: "SHORTS_ACME_DOMAINS",
+                    hint: "the other `SHORTS_ACME_*` variables are used only with it: set it to the names to certify, e.g. `shorts.example.com`",
+                });
+            }
+        }
+        return Ok(files.unwrap_or_default());
+    };
+    if files.is_some() {
+        return Err(ConfigError::Invalid {
+            var: "SHORTS_ACME_DOMAINS",
+            reason: "set either it or `SHORTS_TLS_CERT` and `SHORTS_TLS_KEY`, not both".to_owned(),
+        });
+    }
+    let invalid = |var: &'static str, reason: String| ConfigError::Invalid { var, reason };
+    let mut acme = AcmeConfig::new(Vec::<String>::new());
+    for domain in domains.split(',').map(str::trim) {
+        let name = domain.to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.contains('.')
+            && name.parse::<std::net::IpAddr>().is_err()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !valid {
+            return Err(invalid(
+                "SHORTS_ACME_DOMAINS",
+                format!("{domain:?} is not a DNS name such as `shorts.example.com`"),
+            ));
+        }
+        if !acme.domains.contains(&name) {
+            acme.domains.push(name);
+        }
+    }
+    if let Some(email) = get("SHORTS_ACME_EMAIL") {
+        let email = email.strip_prefix("mailto:").unwrap_or(&email).to_owned();
+        let valid = email
+            .split_once('@')
+            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.'))
+            && !email.contains(|c: char| c.is_whitespace() || c == ',');
+        if !valid {
+            return Err(invalid(
+                "SHORTS_ACME_EMAIL",
+                format!("{email:?} is not an email address"),
+            ));
+        }
+        acme.email = Some(email);
+    }
+    if let Some(directory) = get("SHORTS_ACME_DIRECTORY") {
+        acme.directory = if directory == "staging" {
+            lets_encrypt(LETS_ENCRYPT_STAGING_DIRECTORY)
+        } else {
+            let url = url::Url::parse(&directory).map_err(|e| {
+                invalid(
+                    "SHORTS_ACME_DIRECTORY",
+                    format!("{directory:?} is not a URL: {e}"),
+                )
+            })?;
+            if url.scheme() != "https" || url.host().is_none() {
+                return Err(invalid(
+                    "SHORTS_ACME_DIRECTORY",
+                    format!("{directory:?} is not an https URL (or `staging`)"),
+                ));
+            }
+            url
+        };
+    }
+    acme.ca_root = get("SHORTS_ACME_CA_ROOT").map(PathBuf::from);
+    if let Some(cache) = get("SHORTS_ACME_CACHE") {
+        acme.cache = cache.into();
+    }
+    Ok(TlsConfig::Acme(acme))
 }
 
 /// Parses a platform endpoint: absolute http(s), no credentials.
@@ -489,6 +664,95 @@ mod tests {
         assert_eq!(config.store, StoreConfig::Sqlite("shorts.db".into()));
         assert_eq!(config.idle_timeout, Duration::from_secs(60));
         assert_eq!(config.max_connections, None);
+    }
+
+    #[test]
+    fn tls_from_files() {
+        let config = from(&[("SHORTS_TLS_CERT", "c.pem"), ("SHORTS_TLS_KEY", "k.pem")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.tls,
+            TlsConfig::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            }
+        );
+        assert_eq!(from(&[]).map(|c| c.tls).ok(), Some(TlsConfig::None));
+        for (set, missing) in [
+            ("SHORTS_TLS_CERT", "SHORTS_TLS_KEY"),
+            ("SHORTS_TLS_KEY", "SHORTS_TLS_CERT"),
+        ] {
+            let error = from(&[(set, "x.pem")])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.starts_with(&format!("`{missing}` is not set")), "{error}");
+        }
+    }
+
+    #[test]
+    fn acme() {
+        let config = from(&[("SHORTS_ACME_DOMAINS", "Shorts.Example.com, b.example.com")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let TlsConfig::Acme(acme) = config.tls else {
+            panic!("not acme: {:?}", config.tls)
+        };
+        assert_eq!(acme.domains, ["shorts.example.com", "b.example.com"]);
+        assert_eq!(acme.directory.as_str(), LETS_ENCRYPT_DIRECTORY);
+        assert_eq!(acme.cache, PathBuf::from("shorts-acme"));
+        assert_eq!(acme.email, None);
+        let config = from(&[
+            ("SHORTS_ACME_DOMAINS", "shorts.example.com"),
+            ("SHORTS_ACME_DIRECTORY", "staging"),
+            ("SHORTS_ACME_EMAIL", "ops@example.com"),
+            ("SHORTS_ACME_CACHE", "/var/lib/shorts/acme"),
+            ("SHORTS_ACME_CA_ROOT", "/etc/test-ca.pem"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let TlsConfig::Acme(acme) = config.tls else {
+            panic!("not acme: {:?}", config.tls)
+        };
+        assert_eq!(acme.directory.as_str(), LETS_ENCRYPT_STAGING_DIRECTORY);
+        assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+        assert_eq!(acme.cache, PathBuf::from("/var/lib/shorts/acme"));
+        assert_eq!(acme.ca_root, Some(PathBuf::from("/etc/test-ca.pem")));
+        for (vars, var) in [
+            (vec![("SHORTS_ACME_DOMAINS", "localhost")], "SHORTS_ACME_DOMAINS"),
+            (
+                vec![("SHORTS_ACME_DOMAINS", "a..example.com")],
+                "SHORTS_ACME_DOMAINS",
+            ),
+            (vec![("SHORTS_ACME_DOMAINS", "127.0.0.1")], "SHORTS_ACME_DOMAINS"),
+            (
+                vec![
+                    ("SHORTS_ACME_DOMAINS", "a.example.com"),
+                    ("SHORTS_ACME_EMAIL", "nobody"),
+                ],
+                "SHORTS_ACME_EMAIL",
+            ),
+            (
+                vec![
+                    ("SHORTS_ACME_DOMAINS", "a.example.com"),
+                    ("SHORTS_ACME_DIRECTORY", "http://ca.example.com/dir"),
+                ],
+                "SHORTS_ACME_DIRECTORY",
+            ),
+            (
+                vec![("SHORTS_ACME_EMAIL", "ops@example.com")],
+                "SHORTS_ACME_DOMAINS",
+            ),
+            (
+                vec![
+                    ("SHORTS_ACME_DOMAINS", "a.example.com"),
+                    ("SHORTS_TLS_CERT", "c.pem"),
+                    ("SHORTS_TLS_KEY", "k.pem"),
+                ],
+                "SHORTS_ACME_DOMAINS",
+            ),
+        ] {
+            let error = from(&vars).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.starts_with(&format!("`{var}`")), "{vars:?}: {error}");
+        }
     }
 
     #[test]

@@ -57,7 +57,11 @@ mod testing;
 
 pub use app::{App, AppBuilder, BuildError};
 pub use cli::run;
-pub use config::{Config, ConfigError, DEFAULT_RETRY_SCHEDULE, Secret, StoreConfig, WebhookAuth};
+pub use config::{
+    AcmeConfig, Config, ConfigError, DEFAULT_RETRY_SCHEDULE, LETS_ENCRYPT_DIRECTORY,
+    LETS_ENCRYPT_STAGING_DIRECTORY, Secret, StoreConfig, TlsConfig, WebhookAuth,
+};
+pub use server::{PairError, TlsError};
 pub use short::error::{Error, ErrorKind, IntoError, Result};
 pub use short::inputs::{DateRange, FileInput, FileInputError, Tags};
 pub use short::order::{Order, OrderBuilder};

@@ -1,9 +1,13 @@
 //! The HTTP side: the webhook routes, their auth, limits and answers.
 
+mod acme;
 pub(crate) mod limits;
 mod serve;
+mod tls;
 
 pub(crate) use serve::{Limits, serve};
+pub(crate) use tls::Tls;
+pub use tls::{PairError, TlsError};
 
 use std::sync::Arc;
 

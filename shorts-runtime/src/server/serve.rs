@@ -15,6 +15,7 @@ use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
 use super::limits::{self, Admitted, Connections, Expiry, Spare, Tally, Timeouts, Watched};
+use super::tls::Acceptor;
 
 /// Descriptors the server needs besides its connections (store, callbacks, the shorts' files):
 /// fewer than this left under the open-file limit earns a warning at start.
@@ -49,9 +50,11 @@ impl Limits {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets open connections finish
-/// their current request for up to `limits.grace`.
+/// their current request for up to `limits.grace`. Each connection goes through `acceptor` first
+/// (the TLS handshake, when serving HTTPS), on the connection's header-timeout clock.
 pub(crate) async fn serve(
     listener: TcpListener,
+    acceptor: Acceptor,
     router: Router,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
@@ -92,8 +95,12 @@ pub(crate) async fn serve(
                         tokio::spawn(connection(
                             stream,
                             peer,
-                            router.clone(),
-                            builder.clone(),
+                            Handler {
+                                acceptor: acceptor.clone(),
+                                router: router.clone(),
+                                builder: builder.clone(),
+                                handshake_timeout: limits.timeouts.header,
+                            },
                             admitted,
                             stopping.clone(),
                         ));
@@ -124,15 +131,45 @@ pub(crate) async fn serve(
     tally.report(limits.max_connections);
 }
 
+/// What serves each connection.
+struct Handler {
+    acceptor: Acceptor,
+    router: Router,
+    builder: http1::Builder,
+    /// A backstop for the handshake; the connection's clock ends it first.
+    handshake_timeout: Duration,
+}
+
 /// Serves one connection until it ends, its clock expires or the server stops.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    router: Router,
-    builder: http1::Builder,
+    handler: Handler,
     admitted: Admitted,
     mut stopping: watch::Receiver<()>,
 ) {
+    let Handler {
+        acceptor,
+        router,
+        builder,
+        handshake_timeout,
+    } = handler;
+    // The handshake runs on the connection's clock: no request can begin before it ends, so a
+    // handshake that never finishes is closed by the header timeout, and an idle one can be
+    // evicted like any idle connection.
+    let stream = tokio::select! {
+        accepted = acceptor.accept(stream, handshake_timeout) => match accepted {
+            Ok(Some(stream)) => stream,
+            Ok(None) => return,
+            Err(e) => return debug!(%peer, error = %e, "TLS handshake failed"),
+        },
+        expiry = admitted.expired() => {
+            if matches!(expiry, Expiry::HeadersLate) {
+                admitted.tally().headers_late.add();
+            }
+            return;
+        }
+    };
     let conn = Arc::clone(admitted.conn());
     let service = service_fn(move |request| {
         let in_flight = conn.begin();

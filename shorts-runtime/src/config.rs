@@ -201,6 +201,11 @@ pub struct Config {
     pub unauthorized_retry: Duration,
     /// Largest webhook body accepted (`SHORTS_MAX_BODY`, e.g. `64MiB`). Default 64 MiB.
     pub max_body: usize,
+    /// Bytes of webhook bodies held in memory at once (`SHORTS_MAX_PENDING_BYTES`): bodies being
+    /// received, and those of orders running. Past it the webhook answers 503 with `Retry-After`,
+    /// storing nothing; a body larger than it is taken when nothing else is pending. Orders
+    /// waiting for a slot hold nothing. Default 256 MiB.
+    pub max_pending_bytes: usize,
     /// Time allowed for a client to send its request headers (`SHORTS_HEADER_TIMEOUT`). Default 10 s.
     pub header_read_timeout: Duration,
     /// Time allowed for a client to send the body (`SHORTS_BODY_TIMEOUT`). Default 60 s.
@@ -231,6 +236,7 @@ impl Default for Config {
                 .unwrap_or_default(),
             unauthorized_retry: Duration::from_secs(600),
             max_body: 64 << 20,
+            max_pending_bytes: 256 << 20,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
             callback_timeout: Duration::from_secs(30),
@@ -318,6 +324,9 @@ impl Config {
         }
         if let Some(size) = get("SHORTS_MAX_BODY") {
             config.max_body = parse_size("SHORTS_MAX_BODY", &size)?;
+        }
+        if let Some(size) = get("SHORTS_MAX_PENDING_BYTES") {
+            config.max_pending_bytes = parse_size("SHORTS_MAX_PENDING_BYTES", &size)?;
         }
         config.check_ranges()?;
         Ok(config)
@@ -453,6 +462,7 @@ mod tests {
         let config = from(&[]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.bind.to_string(), "0.0.0.0:8080");
         assert_eq!(config.max_body, 64 << 20);
+        assert_eq!(config.max_pending_bytes, 256 << 20);
         assert_eq!(config.retry_schedule.len(), 12);
         assert_eq!(config.retry_schedule[11], Duration::from_secs(24 * 3600));
         assert_eq!(config.callback_url.as_str(), DEFAULT_CALLBACK_URL);
@@ -485,6 +495,7 @@ mod tests {
             ("SHORTS_CALLBACK_URL", "http://127.0.0.1:9/api/orders/callback"),
             ("SHORTS_RETRY_SCHEDULE", "0s, 1s,2m"),
             ("SHORTS_MAX_BODY", "1MiB"),
+            ("SHORTS_MAX_PENDING_BYTES", "64MiB"),
             ("SHORTS_SHUTDOWN_GRACE", "5s"),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -496,6 +507,7 @@ mod tests {
             [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(120)]
         );
         assert_eq!(config.max_body, 1 << 20);
+        assert_eq!(config.max_pending_bytes, 64 << 20);
         assert_eq!(config.shutdown_grace, Duration::from_secs(5));
         assert!(config.check_serving().is_ok());
         assert!(!format!("{config:?}").contains("s3cret"));
@@ -517,6 +529,8 @@ mod tests {
             ("SHORTS_CALLBACK_URL", "ftp://x"),
             ("SHORTS_RETRY_SCHEDULE", "1s,soon"),
             ("SHORTS_MAX_BODY", "lots"),
+            ("SHORTS_MAX_PENDING_BYTES", "0"),
+            ("SHORTS_MAX_PENDING_BYTES", "-1MiB"),
             ("SHORTS_STORE", "redis://x"),
             ("SHORTS_STORE", "sqlite://"),
             ("SHORTS_LEASE", "soon"),

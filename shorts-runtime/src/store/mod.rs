@@ -97,12 +97,15 @@ pub(crate) struct NewOrder {
     pub(crate) started: bool,
 }
 
-/// An order this instance holds the lease of.
+/// An order this instance holds the lease of. It carries the length of the order's webhook body,
+/// not the body: an order may wait long for a slot of its short, and the body is read by
+/// [`Store::start_run`] once it has one.
 #[derive(Debug, Clone)]
 pub(crate) struct Claimed {
     pub(crate) id: String,
     pub(crate) short: String,
-    pub(crate) payload: Bytes,
+    /// The length of the webhook body, in bytes.
+    pub(crate) payload_len: u64,
     pub(crate) callback_url: String,
     /// Proves the lease on every write.
     pub(crate) fence: i64,
@@ -112,6 +115,15 @@ pub(crate) struct Claimed {
     pub(crate) result: Option<Bytes>,
     /// The first run was counted when the order was accepted (see [`NewOrder::started`]).
     pub(crate) started: bool,
+}
+
+/// A run of the short on an order, as [`Store::start_run`] recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Started {
+    /// The run's number: 1 for the first.
+    pub(crate) run: i32,
+    /// The order's webhook body.
+    pub(crate) payload: Bytes,
 }
 
 /// What happens to an order after a delivery attempt.
@@ -194,10 +206,14 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn heartbeat(&self, owner: &str, lease: Duration)
     -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Counts a start of the short on the order and returns the run's number; `None` when the
-    /// fence is stale. Committed before the short runs, so a run that ends the process counts.
-    fn start_run(&self, id: &str, fence: i64)
-    -> impl Future<Output = Result<Option<i32>, StoreError>> + Send;
+    /// Counts a start of the short on the order and returns the run's number with the order's
+    /// webhook body; `None` when the fence is stale. Committed before the short runs, so a run that
+    /// ends the process counts.
+    fn start_run(
+        &self,
+        id: &str,
+        fence: i64,
+    ) -> impl Future<Output = Result<Option<Started>, StoreError>> + Send;
 
     /// Stores the callback body; `false` when the fence is stale (another instance has the order).
     fn save_result(
@@ -295,7 +311,7 @@ impl Store for AnyStore {
         dispatch!(self, s => s.heartbeat(owner, lease))
     }
 
-    async fn start_run(&self, id: &str, fence: i64) -> Result<Option<i32>, StoreError> {
+    async fn start_run(&self, id: &str, fence: i64) -> Result<Option<Started>, StoreError> {
         dispatch!(self, s => s.start_run(id, fence))
     }
 

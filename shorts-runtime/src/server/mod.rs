@@ -115,17 +115,21 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
     if declared.is_some_and(|len| len > config.max_body as u64) {
         return too_large(config.max_body);
     }
-    // The body counts against the pending bytes from before it is read: on its declared length,
-    // or chunk by chunk.
+    // The body counts against the pending bytes from before it is read, with the copies the store
+    // will make of it: on its declared length, or chunk by chunk.
     let pending = &state.app.engine.pending;
+    let copies = state.app.engine.store.copies();
     let mut held = match declared {
-        Some(len) => match pending.try_hold(len) {
+        Some(len) => match pending.try_hold(len.saturating_mul(copies)) {
             Some(held) => held,
-            None => return busy(),
+            None => return busy(body, config),
         },
         None => Held::none(),
     };
-    let read = read_body(body, declared, config, |len| pending.try_grow(&mut held, len)).await;
+    let read = read_body(body, declared, config, |len| {
+        pending.try_grow(&mut held, len.saturating_mul(copies))
+    })
+    .await;
     let body = match read {
         Ok(body) => body,
         Err(response) => return response,
@@ -190,7 +194,7 @@ async fn read_body(
                 return Err(too_large(limit));
             }
             if !room(len as u64) {
-                return Err(busy());
+                return Err(busy(body, config));
             }
             buffer.extend_from_slice(&data);
         }
@@ -212,8 +216,26 @@ const BUSY_RETRY_AFTER: &str = "5";
 
 /// The answer when the bodies held in memory reach `SHORTS_MAX_PENDING_BYTES`: nothing is stored,
 /// and the platform is asked to send the webhook again.
-fn busy() -> Response {
+///
+/// The rest of the body is read and dropped on a task of its own (within `SHORTS_MAX_BODY` and
+/// the body timeout): a connection closed while the client is still sending makes its writes fail,
+/// and many clients then report a broken pipe instead of the answer.
+fn busy(body: Body, config: &crate::config::Config) -> Response {
     warn!("webhook refused: the bodies held in memory reached SHORTS_MAX_PENDING_BYTES");
+    let (limit, timeout) = (config.max_body, config.body_read_timeout);
+    tokio::spawn(async move {
+        let drain = async {
+            let mut body = body;
+            let mut read = 0;
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, bytes::Buf::remaining);
+                if read > limit {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, drain).await;
+    });
     let mut response = rejection(
         StatusCode::SERVICE_UNAVAILABLE,
         "the server is busy with other orders; try again",

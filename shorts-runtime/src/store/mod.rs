@@ -282,6 +282,18 @@ macro_rules! dispatch {
 }
 
 impl AnyStore {
+    /// How many times a webhook body is in memory while the store writes it: the body, and the
+    /// store's copies. SQLite's driver copies a bound value, and SQLite copies it again until the
+    /// statement ends; PostgreSQL's driver copies it into the message it sends; the memory store
+    /// keeps the body itself.
+    pub(crate) fn copies(&self) -> u64 {
+        match self {
+            AnyStore::Memory(_) => 1,
+            AnyStore::Sqlite(_) => 3,
+            AnyStore::Postgres(_) => 2,
+        }
+    }
+
     /// Opens the store at `url`: `memory`, `sqlite://PATH` or `postgres://...`.
     pub(crate) async fn open(config: &crate::config::StoreConfig) -> Result<Self, StoreError> {
         use crate::config::StoreConfig;

@@ -189,10 +189,15 @@ impl Engine {
         };
         let id = order.id.clone();
         let accepted = self.store.accept(order, &self.owner, self.timing.lease).await?;
-        let start = permit.map(|permit| Start {
-            permit,
-            payload: job.payload,
-            held: job.held,
+        // Written: the store's copies are gone, and an order that waits holds nothing.
+        let start = permit.map(|permit| {
+            let mut held = job.held;
+            self.pending.shrink(&mut held, job.payload.len() as u64);
+            Start {
+                permit,
+                payload: job.payload,
+                held,
+            }
         });
         match accepted {
             Some(claimed) => {

@@ -1,8 +1,9 @@
 //! The bound on webhook bodies held in memory (`SHORTS_MAX_PENDING_BYTES`).
 //!
 //! What is counted: a webhook body from the moment it is being read (its `Content-Length` up
-//! front, or each chunk as it arrives) until its order is committed, and then, for an order that
-//! runs at once, until its short has finished; an order that waits for a slot holds nothing. A
+//! front, or each chunk as it arrives) until its order is committed, together with the copies the
+//! store makes of it to write it (see `AnyStore::copies`); then, for an order that runs at once,
+//! the body alone until its short has finished; an order that waits for a slot holds nothing. A
 //! body read back from the store when a waiting or reclaimed order starts is counted from before
 //! the read until its short has finished.
 //!
@@ -85,6 +86,18 @@ impl Pending {
         true
     }
 
+    /// Shrinks `held` to `bytes`, giving the rest back.
+    pub(crate) fn shrink(&self, held: &mut Held, bytes: u64) {
+        let keep = self.units(bytes);
+        if let Some(permit) = &mut held.permit {
+            let have = permit.num_permits();
+            if let Some(give_back) = permit.split(have.saturating_sub(keep as usize)) {
+                drop(give_back);
+            }
+        }
+        held.bytes = held.bytes.min(bytes);
+    }
+
     /// Holds `bytes`, waiting until they fit.
     pub(crate) async fn hold(&self, bytes: u64) -> Held {
         let units = self.units(bytes);
@@ -146,6 +159,9 @@ mod tests {
         assert_eq!(pending.held(), 10 * MIB);
         drop(other);
         assert!(pending.try_grow(&mut held, 9 * MIB));
+        pending.shrink(&mut held, 2 * MIB);
+        assert_eq!(pending.held(), 2 * MIB);
+        assert!(pending.try_hold(8 * MIB).is_some());
         drop(held);
         assert_eq!(pending.held(), 0);
     }

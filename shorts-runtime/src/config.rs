@@ -202,9 +202,9 @@ pub struct Config {
     /// Largest webhook body accepted (`SHORTS_MAX_BODY`, e.g. `64MiB`). Default 64 MiB.
     pub max_body: usize,
     /// Bytes of webhook bodies held in memory at once (`SHORTS_MAX_PENDING_BYTES`): bodies being
-    /// received, and those of orders running. Past it the webhook answers 503 with `Retry-After`,
-    /// storing nothing; a body larger than it is taken when nothing else is pending. Orders
-    /// waiting for a slot hold nothing. Default 256 MiB.
+    /// received (with the store's copies while it writes them), and those of orders running. Past
+    /// it the webhook answers 503 with `Retry-After`, storing nothing; a body counting for more is
+    /// taken when nothing else is pending. Orders waiting for a slot hold nothing. Default 256 MiB.
     pub max_pending_bytes: usize,
     /// Time allowed for a client to send its request headers (`SHORTS_HEADER_TIMEOUT`). Default 10 s.
     pub header_read_timeout: Duration,

@@ -283,13 +283,13 @@ macro_rules! dispatch {
 
 impl AnyStore {
     /// How many times a webhook body is in memory while the store writes it: the body, and the
-    /// store's copies. SQLite's driver copies a bound value, and SQLite copies it again until the
-    /// statement ends; PostgreSQL's driver copies it into the message it sends; the memory store
-    /// keeps the body itself.
+    /// store's copies. SQLite's driver copies a bound value, SQLite copies it again until the
+    /// statement ends, and builds the row from it; PostgreSQL's driver copies it into the message
+    /// it sends; the memory store keeps the body itself.
     pub(crate) fn copies(&self) -> u64 {
         match self {
             AnyStore::Memory(_) => 1,
-            AnyStore::Sqlite(_) => 3,
+            AnyStore::Sqlite(_) => 4,
             AnyStore::Postgres(_) => 2,
         }
     }

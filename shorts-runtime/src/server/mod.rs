@@ -200,15 +200,14 @@ async fn read_body(
         }
         Ok(buffer.freeze())
     };
-    tokio::time::timeout(config.body_read_timeout, read)
-        .await
-        .unwrap_or_else(|_| {
-            Err(rejection(
-                StatusCode::REQUEST_TIMEOUT,
-                "the request body was not received in time",
-                None,
-            ))
-        })
+    match tokio::time::timeout(config.body_read_timeout, read).await {
+        Ok(read) => read,
+        Err(_) => Err(rejection(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body was not received in time",
+            None,
+        )),
+    }
 }
 
 /// Seconds the platform is asked to wait before sending a refused webhook again.

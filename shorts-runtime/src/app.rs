@@ -12,7 +12,7 @@ use crate::config::{Config, ConfigError};
 use crate::delivery::Delivery;
 use crate::short::Short;
 use crate::store::{AnyStore, OrderRecord, OrderState, Store as _, StoreError};
-use crate::worker::{Engine, Lane, Timing};
+use crate::worker::{Engine, Lane, Pending, Timing};
 
 /// Why an [`App`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +152,8 @@ impl AppBuilder {
             unauthorized_retry: config.unauthorized_retry,
             retention: config.retention,
         };
-        let engine = Engine::new(store, delivery, &lanes, timing);
+        let pending = Pending::new(config.max_pending_bytes as u64);
+        let engine = Engine::new(store, delivery, &lanes, timing, pending);
         engine.start();
         Ok(App {
             inner: Arc::new(AppInner {

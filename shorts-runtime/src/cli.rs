@@ -19,7 +19,7 @@ use crate::short::Short;
 use crate::store::{AnyStore, OrderState, Store as _};
 use crate::testing::{MockPlatform, StoredObject};
 use crate::wire::webhook::Webhook;
-use crate::worker::{Job, Submitted};
+use crate::worker::{Held, Job, Submitted};
 
 /// Exit code for a usage or configuration error.
 const USAGE: u8 = 2;
@@ -364,7 +364,13 @@ async fn invoke(name: &str, input: Option<String>, input_file: Option<PathBuf>, 
         }
     };
     let order_id = webhook.order_id.clone();
-    match app.inner.engine.submit(&lane, Job { webhook, payload }).await {
+    let job = Job {
+        order_id: webhook.order_id,
+        callback_url: webhook.callback_url,
+        payload,
+        held: Held::none(),
+    };
+    match app.inner.engine.submit(&lane, job).await {
         Ok(Submitted::New) => {}
         Ok(Submitted::Duplicate) => return fail(1, "the order was not started"),
         Err(e) => return fail(1, &e.to_string()),

@@ -202,6 +202,11 @@ pub struct Config {
     pub unauthorized_retry: Duration,
     /// Largest webhook body accepted (`SHORTS_MAX_BODY`, e.g. `64MiB`). Default 64 MiB.
     pub max_body: usize,
+    /// Bytes of webhook bodies held in memory at once (`SHORTS_MAX_PENDING_BYTES`): bodies being
+    /// received (with the store's copies while it writes them), and those of orders running. Past
+    /// it the webhook answers 503 with `Retry-After`, storing nothing; a body counting for more is
+    /// taken when nothing else is pending. Orders waiting for a slot hold nothing. Default 256 MiB.
+    pub max_pending_bytes: usize,
     /// Time allowed for a client to send its request headers (`SHORTS_HEADER_TIMEOUT`). Default 10 s.
     pub header_read_timeout: Duration,
     /// Time a keep-alive connection may wait for its next request before it is closed
@@ -304,6 +309,7 @@ impl Default for Config {
                 .unwrap_or_default(),
             unauthorized_retry: Duration::from_secs(600),
             max_body: 64 << 20,
+            max_pending_bytes: 256 << 20,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: None,
@@ -406,6 +412,9 @@ impl Config {
                 })?);
         }
         config.tls = tls_from(&get)?;
+        if let Some(size) = get("SHORTS_MAX_PENDING_BYTES") {
+            config.max_pending_bytes = parse_size("SHORTS_MAX_PENDING_BYTES", &size)?;
+        }
         config.check_ranges()?;
         Ok(config)
     }
@@ -657,6 +666,7 @@ mod tests {
         let config = from(&[]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.bind.to_string(), "0.0.0.0:8080");
         assert_eq!(config.max_body, 64 << 20);
+        assert_eq!(config.max_pending_bytes, 256 << 20);
         assert_eq!(config.retry_schedule.len(), 12);
         assert_eq!(config.retry_schedule[11], Duration::from_secs(24 * 3600));
         assert_eq!(config.callback_url.as_str(), DEFAULT_CALLBACK_URL);
@@ -780,6 +790,7 @@ mod tests {
             ("SHORTS_CALLBACK_URL", "http://127.0.0.1:9/api/orders/callback"),
             ("SHORTS_RETRY_SCHEDULE", "0s, 1s,2m"),
             ("SHORTS_MAX_BODY", "1MiB"),
+            ("SHORTS_MAX_PENDING_BYTES", "64MiB"),
             ("SHORTS_SHUTDOWN_GRACE", "5s"),
             ("SHORTS_IDLE_TIMEOUT", "90s"),
             ("SHORTS_MAX_CONNECTIONS", "4"),
@@ -793,6 +804,7 @@ mod tests {
             [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(120)]
         );
         assert_eq!(config.max_body, 1 << 20);
+        assert_eq!(config.max_pending_bytes, 64 << 20);
         assert_eq!(config.shutdown_grace, Duration::from_secs(5));
         assert_eq!(config.idle_timeout, Duration::from_secs(90));
         assert_eq!(config.max_connections, Some(4));
@@ -816,6 +828,8 @@ mod tests {
             ("SHORTS_CALLBACK_URL", "ftp://x"),
             ("SHORTS_RETRY_SCHEDULE", "1s,soon"),
             ("SHORTS_MAX_BODY", "lots"),
+            ("SHORTS_MAX_PENDING_BYTES", "0"),
+            ("SHORTS_MAX_PENDING_BYTES", "-1MiB"),
             ("SHORTS_STORE", "redis://x"),
             ("SHORTS_STORE", "sqlite://"),
             ("SHORTS_LEASE", "soon"),

@@ -17,9 +17,9 @@ use axum::extract::{Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use subtle::ConstantTimeEq;
 use tracing::{debug, error, warn};
 
@@ -28,7 +28,7 @@ use crate::store::Store as _;
 use crate::wire::platform::WEBHOOK_ACK_BODY;
 use crate::wire::polling;
 use crate::wire::webhook::Webhook;
-use crate::worker::{Job, Lane, Submitted};
+use crate::worker::{Held, Job, Lane, Submitted};
 
 #[derive(Clone)]
 struct WebhookState {
@@ -120,20 +120,37 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
     if declared.is_some_and(|len| len > config.max_body as u64) {
         return too_large(config.max_body);
     }
-    let body = match read_body(body, config.max_body, config.body_read_timeout).await {
+    // The body counts against the pending bytes from before it is read, with the copies the store
+    // will make of it: on its declared length, or chunk by chunk.
+    let pending = &state.app.engine.pending;
+    let copies = state.app.engine.store.copies();
+    let mut held = match declared {
+        Some(len) => match pending.try_hold(len.saturating_mul(copies)) {
+            Some(held) => held,
+            None => return busy(body, config),
+        },
+        None => Held::none(),
+    };
+    let read = read_body(body, declared, config, |len| {
+        pending.try_grow(&mut held, len.saturating_mul(copies))
+    })
+    .await;
+    let body = match read {
         Ok(body) => body,
         Err(response) => return response,
     };
-    let webhook = match Webhook::parse(&body) {
-        Ok(webhook) => webhook,
+    let (order_id, callback_url) = match Webhook::parse(&body) {
+        Ok(webhook) => (webhook.order_id, webhook.callback_url),
         Err(e) => {
             warn!(path = %e.path, error = %e.message, "webhook refused: not a SellerShorts webhook body");
             return rejection(StatusCode::BAD_REQUEST, &e.message, Some(&e.path));
         }
     };
     let job = Job {
-        webhook,
+        order_id,
+        callback_url,
         payload: body,
+        held,
     };
     // On a task of its own: if the platform hangs up, an order already committed still starts.
     let (engine, lane) = (Arc::clone(&state.app.engine), Arc::clone(&state.lane));
@@ -152,24 +169,86 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
     }
 }
 
-async fn read_body(body: Body, limit: usize, timeout: std::time::Duration) -> Result<bytes::Bytes, Response> {
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large(limit)),
-        Ok(Err(e)) => {
-            debug!(error = %e, "webhook body could not be read");
-            Err(rejection(
-                StatusCode::BAD_REQUEST,
-                "the request body could not be read",
-                None,
-            ))
+/// Reads the body into one buffer (of the declared length, when there is one), up to
+/// `SHORTS_MAX_BODY`, asking `room` before each chunk whether the body may grow to that length.
+async fn read_body(
+    body: Body,
+    declared: Option<u64>,
+    config: &crate::config::Config,
+    mut room: impl FnMut(u64) -> bool,
+) -> Result<bytes::Bytes, Response> {
+    let limit = config.max_body;
+    let read = async {
+        let mut body = body;
+        let capacity = declared.map_or(0, |len| usize::try_from(len).unwrap_or(limit).min(limit));
+        let mut buffer = bytes::BytesMut::with_capacity(capacity);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                debug!(error = %e, "webhook body could not be read");
+                rejection(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                    None,
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let len = buffer.len() + data.len();
+            if len > limit {
+                return Err(too_large(limit));
+            }
+            if !room(len as u64) {
+                return Err(busy(body, config));
+            }
+            buffer.extend_from_slice(&data);
         }
+        Ok(buffer.freeze())
+    };
+    match tokio::time::timeout(config.body_read_timeout, read).await {
+        Ok(read) => read,
         Err(_) => Err(rejection(
             StatusCode::REQUEST_TIMEOUT,
             "the request body was not received in time",
             None,
         )),
     }
+}
+
+/// Seconds the platform is asked to wait before sending a refused webhook again.
+const BUSY_RETRY_AFTER: &str = "5";
+
+/// The answer when the bodies held in memory reach `SHORTS_MAX_PENDING_BYTES`: nothing is stored,
+/// and the platform is asked to send the webhook again.
+///
+/// The rest of the body is read and dropped on a task of its own (within `SHORTS_MAX_BODY` and
+/// the body timeout): a connection closed while the client is still sending makes its writes fail,
+/// and many clients then report a broken pipe instead of the answer.
+fn busy(body: Body, config: &crate::config::Config) -> Response {
+    warn!("webhook refused: the bodies held in memory reached SHORTS_MAX_PENDING_BYTES");
+    let (limit, timeout) = (config.max_body, config.body_read_timeout);
+    tokio::spawn(async move {
+        let drain = async {
+            let mut body = body;
+            let mut read = 0;
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, bytes::Buf::remaining);
+                if read > limit {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, drain).await;
+    });
+    let mut response = rejection(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is busy with other orders; try again",
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static(BUSY_RETRY_AFTER));
+    response
 }
 
 fn too_large(limit: usize) -> Response {

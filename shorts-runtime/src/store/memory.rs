@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms,
+    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError, ms,
+    now_ms,
 };
 
 #[derive(Debug, Clone)]
@@ -45,7 +46,7 @@ fn claimed(row: &Row) -> Claimed {
     Claimed {
         id: row.record.id.clone(),
         short: row.record.short.clone(),
-        payload: row.payload.clone(),
+        payload_len: row.payload.len() as u64,
         callback_url: row.callback_url.clone(),
         fence: row.fence,
         attempts: row.record.attempts,
@@ -148,7 +149,7 @@ impl Store for MemoryStore {
         Ok(n)
     }
 
-    async fn start_run(&self, id: &str, fence: i64) -> Result<Option<i32>, StoreError> {
+    async fn start_run(&self, id: &str, fence: i64) -> Result<Option<Started>, StoreError> {
         let mut guard = self.rows();
         Ok(guard
             .rows
@@ -156,7 +157,10 @@ impl Store for MemoryStore {
             .filter(|row| row.fence == fence)
             .map(|row| {
                 row.record.runs += 1;
-                row.record.runs
+                Started {
+                    run: row.record.runs,
+                    payload: row.payload.clone(),
+                }
             }))
     }
 

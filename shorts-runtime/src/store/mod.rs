@@ -108,12 +108,15 @@ pub(crate) struct NewOrder {
     pub(crate) started: bool,
 }
 
-/// An order this instance holds the lease of.
+/// An order this instance holds the lease of. It carries the length of the order's webhook body,
+/// not the body: an order may wait long for a slot of its short, and the body is read by
+/// [`Store::start_run`] once it has one.
 #[derive(Debug, Clone)]
 pub(crate) struct Claimed {
     pub(crate) id: String,
     pub(crate) short: String,
-    pub(crate) payload: Bytes,
+    /// The length of the webhook body, in bytes.
+    pub(crate) payload_len: u64,
     pub(crate) callback_url: String,
     /// Proves the lease on every write.
     pub(crate) fence: i64,
@@ -123,6 +126,15 @@ pub(crate) struct Claimed {
     pub(crate) result: Option<Bytes>,
     /// The first run was counted when the order was accepted (see [`NewOrder::started`]).
     pub(crate) started: bool,
+}
+
+/// A run of the short on an order, as [`Store::start_run`] recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Started {
+    /// The run's number: 1 for the first.
+    pub(crate) run: i32,
+    /// The order's webhook body.
+    pub(crate) payload: Bytes,
 }
 
 /// What happens to an order after a delivery attempt.
@@ -205,10 +217,14 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn heartbeat(&self, owner: &str, lease: Duration)
     -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Counts a start of the short on the order and returns the run's number; `None` when the
-    /// fence is stale. Committed before the short runs, so a run that ends the process counts.
-    fn start_run(&self, id: &str, fence: i64)
-    -> impl Future<Output = Result<Option<i32>, StoreError>> + Send;
+    /// Counts a start of the short on the order and returns the run's number with the order's
+    /// webhook body; `None` when the fence is stale. Committed before the short runs, so a run that
+    /// ends the process counts.
+    fn start_run(
+        &self,
+        id: &str,
+        fence: i64,
+    ) -> impl Future<Output = Result<Option<Started>, StoreError>> + Send;
 
     /// Stores the callback body; `false` when the fence is stale (another instance has the order).
     fn save_result(
@@ -277,6 +293,18 @@ macro_rules! dispatch {
 }
 
 impl AnyStore {
+    /// How many times a webhook body is in memory while the store writes it: the body, and the
+    /// store's copies. SQLite's driver copies a bound value, SQLite copies it again until the
+    /// statement ends, and builds the row from it; PostgreSQL's driver copies it into the message
+    /// it sends; the memory store keeps the body itself.
+    pub(crate) fn copies(&self) -> u64 {
+        match self {
+            AnyStore::Memory(_) => 1,
+            AnyStore::Sqlite(_) => 4,
+            AnyStore::Postgres(_) => 2,
+        }
+    }
+
     /// Opens the store at `url`: `memory`, `sqlite://PATH` or `postgres://...`.
     pub(crate) async fn open(config: &crate::config::StoreConfig) -> Result<Self, StoreError> {
         use crate::config::StoreConfig;
@@ -306,7 +334,7 @@ impl Store for AnyStore {
         dispatch!(self, s => s.heartbeat(owner, lease))
     }
 
-    async fn start_run(&self, id: &str, fence: i64) -> Result<Option<i32>, StoreError> {
+    async fn start_run(&self, id: &str, fence: i64) -> Result<Option<Started>, StoreError> {
         dispatch!(self, s => s.start_run(id, fence))
     }
 

@@ -11,9 +11,9 @@ use tracing::warn;
 use super::sql::{
     HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS,
     RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns, drop_delivered_bodies,
-    mappers, replacing_body, select_records, settled, upsert_result,
+    mappers, replacing_body, select_records, settled, started, upsert_result,
 };
-use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
+use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError, ms, now_ms};
 
 mappers!(PgRow);
 
@@ -68,26 +68,27 @@ impl PgStore {
 }
 
 impl PgStore {
-    /// Loads the webhook and callback bodies of claimed orders.
+    /// Loads the callback bodies of claimed orders, and the lengths of their webhook bodies (which
+    /// are read only when a run starts).
     async fn with_bodies(&self, mut claims: Vec<Claimed>) -> Result<Vec<Claimed>, StoreError> {
         if claims.is_empty() {
             return Ok(claims);
         }
         let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();
-        let rows: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT p.order_id, p.payload, r.body FROM shorts_payloads p
+        let rows: Vec<(String, i32, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT p.order_id, octet_length(p.payload), r.body FROM shorts_payloads p
              LEFT JOIN shorts_results r ON r.order_id = p.order_id WHERE p.order_id = ANY($1)",
         )
         .bind(&ids)
         .fetch_all(&self.pool)
         .await?;
-        let mut bodies: std::collections::HashMap<String, (Vec<u8>, Option<Vec<u8>>)> = rows
+        let mut bodies: std::collections::HashMap<String, (i32, Option<Vec<u8>>)> = rows
             .into_iter()
-            .map(|(id, payload, result)| (id, (payload, result)))
+            .map(|(id, length, result)| (id, (length, result)))
             .collect();
         for claimed in &mut claims {
-            if let Some((payload, result)) = bodies.remove(&claimed.id) {
-                claimed.payload = Bytes::from(payload);
+            if let Some((length, result)) = bodies.remove(&claimed.id) {
+                claimed.payload_len = u64::try_from(length).unwrap_or(0);
                 claimed.result = result.map(Bytes::from);
             }
         }
@@ -126,7 +127,7 @@ impl Store for PgStore {
         Ok(Some(Claimed {
             id: order.id,
             short: order.short,
-            payload: order.payload,
+            payload_len: order.payload.len() as u64,
             callback_url: order.callback_url,
             fence: 1,
             attempts: 0,
@@ -171,13 +172,13 @@ impl Store for PgStore {
         Ok(done.rows_affected())
     }
 
-    async fn start_run(&self, id: &str, fence: i64) -> Result<Option<i32>, StoreError> {
-        let runs = sqlx::query_scalar(START_RUN)
+    async fn start_run(&self, id: &str, fence: i64) -> Result<Option<Started>, StoreError> {
+        let row = sqlx::query(START_RUN)
             .bind(id)
             .bind(fence)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(runs)
+        Ok(row.as_ref().map(started).transpose()?)
     }
 
     async fn save_result(&self, id: &str, fence: i64, body: Bytes) -> Result<bool, StoreError> {

@@ -88,9 +88,29 @@ pub(super) const INSERT_PAYLOAD: &str = "INSERT INTO shorts_payloads (order_id, 
 /// Renews an owner's leases: $1 lease end, $2 owner.
 pub(super) const HEARTBEAT: &str = "UPDATE shorts_orders SET lease_until = $1 WHERE owner = $2";
 
-/// Counts a run under the lease: $1 id, $2 fence.
+/// Counts a run under the lease, returning its number and the webhook body: $1 id, $2 fence.
 pub(super) const START_RUN: &str =
-    "UPDATE shorts_orders SET runs = runs + 1 WHERE order_id = $1 AND fence = $2 RETURNING runs";
+    "UPDATE shorts_orders SET runs = runs + 1 WHERE order_id = $1 AND fence = $2
+     RETURNING runs,
+         (SELECT p.payload FROM shorts_payloads p WHERE p.order_id = shorts_orders.order_id) AS payload";
+
+/// Reads [`START_RUN`]'s row. A missing body reads as empty: the worker fails such an order as
+/// unreadable.
+pub(super) fn started<R>(row: &R) -> Result<super::Started, sqlx::Error>
+where
+    R: sqlx::Row,
+    i32: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<Vec<u8>>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+{
+    Ok(super::Started {
+        run: row.try_get("runs")?,
+        payload: row
+            .try_get::<Option<Vec<u8>>, _>("payload")?
+            .map(bytes::Bytes::from)
+            .unwrap_or_default(),
+    })
+}
 
 /// Moves an order to delivery under the lease (its body goes to `shorts_results`): $1 id, $2 fence.
 pub(super) const MARK_RESULT: &str =
@@ -160,7 +180,7 @@ pub(super) const RETRY: &str = "UPDATE shorts_orders SET state = 'delivering', n
      WHERE order_id = $2 AND state IN ('dead', 'paused')
        AND EXISTS (SELECT 1 FROM shorts_results r WHERE r.order_id = shorts_orders.order_id)";
 
-/// Defines `claimed` (a claim without its bodies) and `record`, for one backend's rows.
+/// Defines `claimed` (a claim without its callback body and payload length) and `record`, for one backend's rows.
 macro_rules! mappers {
     ($row:ty) => {
         fn claimed(row: &$row) -> Result<super::Claimed, sqlx::Error> {
@@ -168,7 +188,7 @@ macro_rules! mappers {
             Ok(super::Claimed {
                 id: row.try_get("order_id")?,
                 short: row.try_get("short")?,
-                payload: bytes::Bytes::new(),
+                payload_len: 0,
                 callback_url: row.try_get("callback_url")?,
                 fence: row.try_get("fence")?,
                 attempts: row.try_get("attempts")?,

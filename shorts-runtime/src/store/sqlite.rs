@@ -19,9 +19,9 @@ use tracing::{error, warn};
 use super::sql::{
     HEARTBEAT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, START_RUN,
     Settled, claimable, claimed_columns, drop_delivered_bodies, mappers, push_drop_delivered_bodies,
-    replacing_body, select_records, settle_set, settled,
+    replacing_body, select_records, settle_set, settled, started,
 };
-use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
+use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError, ms, now_ms};
 
 mappers!(SqliteRow);
 
@@ -43,7 +43,7 @@ enum Op {
         oneshot::Sender<Result<Vec<Claimed>, StoreError>>,
     ),
     Heartbeat(String, Duration, oneshot::Sender<Result<u64, StoreError>>),
-    StartRun(String, i64, oneshot::Sender<Result<Option<i32>, StoreError>>),
+    StartRun(String, i64, oneshot::Sender<Result<Option<Started>, StoreError>>),
     SaveResult(String, i64, Bytes, oneshot::Sender<Result<bool, StoreError>>),
     Settle(String, i64, Settle, oneshot::Sender<Result<bool, StoreError>>),
     Release(String, Vec<String>, oneshot::Sender<Result<u64, StoreError>>),
@@ -333,11 +333,12 @@ async fn run(c: &mut SqliteConnection, op: Op) -> (Answer, bool) {
             answered(reply, result)
         }
         Op::StartRun(id, fence, reply) => {
-            let result = sqlx::query_scalar(START_RUN)
+            let result = sqlx::query(START_RUN)
                 .bind(id)
                 .bind(fence)
                 .fetch_optional(&mut *c)
                 .await
+                .and_then(|row| row.as_ref().map(started).transpose())
                 .map_err(StoreError::from);
             answered(reply, result)
         }
@@ -418,14 +419,15 @@ async fn claim(
     let mut claims = Vec::with_capacity(rows.len());
     for row in &rows {
         let mut claimed = claimed(row)?;
-        let (payload, result): (Vec<u8>, Option<Vec<u8>>) = sqlx::query_as(
-            "SELECT p.payload, r.body FROM shorts_payloads p
+        // The webhook body's length only: SQLite reads it from the record's header.
+        let (length, result): (i64, Option<Vec<u8>>) = sqlx::query_as(
+            "SELECT length(p.payload), r.body FROM shorts_payloads p
              LEFT JOIN shorts_results r ON r.order_id = p.order_id WHERE p.order_id = $1",
         )
         .bind(&claimed.id)
         .fetch_one(&mut *c)
         .await?;
-        claimed.payload = Bytes::from(payload);
+        claimed.payload_len = u64::try_from(length).unwrap_or(0);
         claimed.result = result.map(Bytes::from);
         claims.push(claimed);
     }
@@ -782,7 +784,7 @@ fn accepted_answers(accepts: Vec<Accepting>, accepted: Result<HashSet<String>, &
                 started: order.started,
                 id: order.id,
                 short: order.short,
-                payload: order.payload,
+                payload_len: order.payload.len() as u64,
                 callback_url: order.callback_url,
             });
             Answer::new(reply, Ok(claimed))
@@ -887,7 +889,7 @@ impl Store for SqliteStore {
         self.ask(|reply| Op::Heartbeat(owner, lease, reply)).await
     }
 
-    async fn start_run(&self, id: &str, fence: i64) -> Result<Option<i32>, StoreError> {
+    async fn start_run(&self, id: &str, fence: i64) -> Result<Option<Started>, StoreError> {
         let id = id.to_owned();
         self.ask(|reply| Op::StartRun(id, fence, reply)).await
     }

@@ -21,6 +21,12 @@ pub(crate) fn order(id: &str) -> NewOrder {
     }
 }
 
+/// Starts a run; its number, or `None` for a stale fence.
+async fn started<S: Store>(store: &S, id: &str, fence: i64) -> Option<i32> {
+    let started = store.start_run(id, fence).await.expect("start");
+    started.map(|started| started.run)
+}
+
 async fn runs<S: Store>(store: &S, id: &str) -> i32 {
     store.get(id).await.expect("get").expect("record").runs
 }
@@ -52,8 +58,11 @@ async fn accept_once<S: Store>(store: &S) {
     let first = store.accept(order("a1"), "one", LONG).await.expect("accept");
     let first = first.expect("new");
     assert_eq!((first.id.as_str(), first.fence), ("a1", 1));
-    assert_eq!(store.start_run("a1", first.fence).await.expect("start"), Some(1));
-    assert_eq!(first.payload, Bytes::from_static(br#"{"order_id":"x"}"#));
+    assert_eq!(first.payload_len, order("a1").payload.len() as u64);
+    let run = store.start_run("a1", first.fence).await.expect("start");
+    let run = run.expect("current fence");
+    assert_eq!(run.run, 1);
+    assert_eq!(run.payload, Bytes::from_static(br#"{"order_id":"x"}"#));
     assert!(first.result.is_none());
     assert!(
         store
@@ -89,15 +98,15 @@ async fn leases_and_fences<S: Store>(store: &S) {
         .await
         .expect("accept")
         .expect("new");
-    assert_eq!(store.start_run("b1", first.fence).await.expect("start"), Some(1));
+    assert_eq!(started(store, "b1", first.fence).await, Some(1));
     // The lease has expired: another instance takes the order, which knows of the first run.
     let taken = store.claim("two", LONG, 100).await.expect("claim");
     let again = taken.into_iter().find(|c| c.id == "b1").expect("claimed by two");
     assert_eq!(again.fence, first.fence + 1);
     assert_eq!(runs(store, "b1").await, 1, "the first run is remembered");
     // The first instance's late writes are refused.
-    assert_eq!(store.start_run("b1", first.fence).await.expect("start"), None);
-    assert_eq!(store.start_run("b1", again.fence).await.expect("start"), Some(2));
+    assert_eq!(started(store, "b1", first.fence).await, None);
+    assert_eq!(started(store, "b1", again.fence).await, Some(2));
     assert!(
         !store
             .save_result("b1", first.fence, Bytes::from_static(b"late"))
@@ -344,11 +353,8 @@ async fn heartbeat_and_release<S: Store>(store: &S) {
         .await
         .expect("accept")
         .expect("new");
-    assert_eq!(store.start_run("f1", first.fence).await.expect("start"), Some(1));
-    assert_eq!(
-        store.start_run("f2", waiting.fence).await.expect("start"),
-        Some(1)
-    );
+    assert_eq!(started(store, "f1", first.fence).await, Some(1));
+    assert_eq!(started(store, "f2", waiting.fence).await, Some(1));
     // The heartbeat renews the expired leases before anyone took them.
     assert!(store.heartbeat("one", LONG).await.expect("heartbeat") >= 2);
     assert!(!claim_ids(store, "two", LONG).await.contains(&"f1".to_owned()));
@@ -492,7 +498,16 @@ async fn concurrent_accepts<S: Store>(store: &Arc<S>) {
         .collect();
     assert_eq!(claimed.len(), 100);
     for claimed in claimed {
-        assert_eq!(Some(&claimed.payload), new.get(&claimed.id), "{}", claimed.id);
+        // A claim carries the body's length; the start of a run reads the body.
+        let payload = new.get(&claimed.id).expect("accepted");
+        assert_eq!(claimed.payload_len, payload.len() as u64, "{}", claimed.id);
+        let run = store.start_run(&claimed.id, claimed.fence).await.expect("start");
+        assert_eq!(
+            run.map(|run| run.payload).as_ref(),
+            Some(payload),
+            "{}",
+            claimed.id
+        );
     }
 }
 

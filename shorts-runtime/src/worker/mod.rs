@@ -1,6 +1,13 @@
 //! Running orders: commit at intake, claim with a lease, run the short (concurrency limit,
 //! timeout, panics caught), commit the callback body, deliver it with attempts recorded in the
 //! store, and pick up whatever a crashed or stopped instance left behind.
+//!
+//! An order waiting for a slot of its short holds only its id: its webhook body is read from the
+//! store when the slot is free, within the bound of [`Pending`].
+
+mod pending;
+
+pub(crate) use pending::{Held, Pending};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,10 +56,20 @@ impl Lane {
     }
 }
 
-/// An order as it arrived: the parsed envelope and the body it came in.
+/// An order as it arrived: what the engine needs of its envelope, and the body it came in, held
+/// against the bound of pending bytes.
 pub(crate) struct Job {
-    pub(crate) webhook: Webhook,
+    pub(crate) order_id: String,
+    pub(crate) callback_url: Option<String>,
     pub(crate) payload: Bytes,
+    pub(crate) held: Held,
+}
+
+/// What an order accepted with a free slot starts with: the slot, and the body it arrived with.
+struct Start {
+    permit: OwnedSemaphorePermit,
+    payload: Bytes,
+    held: Held,
 }
 
 /// Whether a submitted order is new.
@@ -88,10 +105,18 @@ pub(crate) struct Engine {
     beat: CancellationToken,
     /// Orders whose short is running in this process.
     running: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The bytes of webhook bodies held in memory.
+    pub(crate) pending: Pending,
 }
 
 impl Engine {
-    pub(crate) fn new(store: AnyStore, delivery: Delivery, lanes: &[Arc<Lane>], timing: Timing) -> Arc<Self> {
+    pub(crate) fn new(
+        store: AnyStore,
+        delivery: Delivery,
+        lanes: &[Arc<Lane>],
+        timing: Timing,
+        pending: Pending,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             delivery,
@@ -106,6 +131,7 @@ impl Engine {
             stop: CancellationToken::new(),
             beat: CancellationToken::new(),
             running: std::sync::Mutex::default(),
+            pending,
         })
     }
 
@@ -145,25 +171,37 @@ impl Engine {
     }
 
     /// Commits the order and starts it on its own task; a known `order_id` starts nothing.
+    /// An order that must wait for a slot gives its body back once it is committed.
     ///
     /// # Errors
     ///
     /// When the store fails: the webhook must not be acknowledged then.
     pub(crate) async fn submit(self: &Arc<Self>, lane: &Lane, job: Job) -> Result<Submitted, StoreError> {
-        let target = self.delivery.target(job.webhook.callback_url.as_deref());
+        let target = self.delivery.target(job.callback_url.as_deref());
         // With a free slot the short starts at once, and its run is committed with the order.
         let permit = Arc::clone(&lane.permits).try_acquire_owned().ok();
         let order = NewOrder {
-            id: job.webhook.order_id,
+            id: job.order_id,
             short: lane.short.name.to_string(),
-            payload: job.payload,
+            payload: job.payload.clone(),
             callback_url: target.to_string(),
             started: permit.is_some(),
         };
         let id = order.id.clone();
-        match self.store.accept(order, &self.owner, self.timing.lease).await? {
+        let accepted = self.store.accept(order, &self.owner, self.timing.lease).await?;
+        // Written: the store's copies are gone, and an order that waits holds nothing.
+        let start = permit.map(|permit| {
+            let mut held = job.held;
+            self.pending.shrink(&mut held, job.payload.len() as u64);
+            Start {
+                permit,
+                payload: job.payload,
+                held,
+            }
+        });
+        match accepted {
             Some(claimed) => {
-                self.spawn(claimed, permit);
+                self.spawn(claimed, start);
                 Ok(Submitted::New)
             }
             None => {
@@ -173,11 +211,11 @@ impl Engine {
         }
     }
 
-    fn spawn(self: &Arc<Self>, claimed: Claimed, permit: Option<OwnedSemaphorePermit>) {
+    fn spawn(self: &Arc<Self>, claimed: Claimed, start: Option<Start>) {
         let span = info_span!("order", order_id = %claimed.id, short = %claimed.short);
         let engine = Arc::clone(self);
         self.tasks
-            .spawn(async move { engine.process(claimed, permit).await }.instrument(span));
+            .spawn(async move { engine.process(claimed, start).await }.instrument(span));
     }
 
     async fn poll(self: Arc<Self>) {
@@ -226,7 +264,7 @@ impl Engine {
         }
     }
 
-    async fn process(self: Arc<Self>, claimed: Claimed, permit: Option<OwnedSemaphorePermit>) {
+    async fn process(self: Arc<Self>, claimed: Claimed, start: Option<Start>) {
         // Whatever ends this task early (a store error, a panic), the lease does not outlive it.
         let mut lease = Lease {
             engine: Arc::clone(&self),
@@ -238,7 +276,7 @@ impl Engine {
         let body = match &claimed.result {
             Some(body) => body.clone(),
             None => {
-                let Some(body) = self.produce(&claimed, &target, permit).await else {
+                let Some(body) = self.produce(&claimed, &target, start).await else {
                     return;
                 };
                 match self
@@ -262,13 +300,8 @@ impl Engine {
     }
 
     /// Runs the short and renders its callback body; `None` when another instance took the order.
-    async fn produce(
-        &self,
-        claimed: &Claimed,
-        target: &Url,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Option<Bytes> {
-        let result = self.run_short(claimed, permit).await?;
+    async fn produce(&self, claimed: &Claimed, target: &Url, start: Option<Start>) -> Option<Bytes> {
+        let result = self.run_short(claimed, start).await?;
         match &result {
             Ok(output) => info!(output_type = output.output_type(), "order finished"),
             Err(e) => match e.chain() {
@@ -280,32 +313,24 @@ impl Engine {
     }
 
     /// Runs the short once a slot of its concurrency limit is free, after committing the start of
-    /// the run; `None` when another instance took the order.
-    async fn run_short(
-        &self,
-        claimed: &Claimed,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Option<Result<Output, Error>> {
+    /// the run; `None` when another instance took the order. The webhook body, read from the store
+    /// with the start unless the order arrived with it, is held against the bound of pending bytes
+    /// until the short has finished.
+    async fn run_short(&self, claimed: &Claimed, start: Option<Start>) -> Option<Result<Output, Error>> {
         let Some(lane) = self.lanes.get(claimed.short.as_str()) else {
             // During a rolling deploy another instance may serve it: leave it to them.
             warn!("this server has no short of that name; leaving the order to another instance");
             tokio::time::sleep(UNKNOWN_SHORT_WAIT).await;
             return None;
         };
-        let webhook = match Webhook::parse(&claimed.payload) {
-            Ok(webhook) => webhook,
-            Err(e) => {
-                let message = format!("the stored order is unreadable: {}", e.message);
-                return Some(Err(Error::with_kind(ErrorKind::Input, message)));
-            }
-        };
-        let (_permit, run_number) = match permit {
-            Some(permit) if claimed.started => (Some(permit), 1),
+        let (_permit, _held, payload, run_number) = match start {
+            Some(start) if claimed.started => (Some(start.permit), start.held, start.payload, 1),
             _ => {
                 // The semaphore is never closed, so acquiring only waits.
                 let permit = Arc::clone(&lane.permits).acquire_owned().await.ok();
+                let held = self.pending.hold(claimed.payload_len).await;
                 match self.store.start_run(&claimed.id, claimed.fence).await {
-                    Ok(Some(run)) => (permit, run),
+                    Ok(Some(started)) => (permit, held, started.payload, started.run),
                     Ok(None) => {
                         warn!("another instance took this order over");
                         return None;
@@ -327,6 +352,13 @@ impl Engine {
                 format!("the short stopped the server {MAX_RUNS} times while running this order"),
             )));
         }
+        let webhook = match Webhook::parse(&payload) {
+            Ok(webhook) => webhook,
+            Err(e) => {
+                let message = format!("the stored order is unreadable: {}", e.message);
+                return Some(Err(Error::with_kind(ErrorKind::Input, message)));
+            }
+        };
         if run_number > 1 {
             info!(
                 run = run_number,
@@ -343,7 +375,7 @@ impl Engine {
                 ts: webhook.ts,
                 job_token: webhook.job_token,
                 short: Arc::clone(&lane.short.name),
-                payload: claimed.payload.clone(),
+                payload,
             }),
         };
         self.running_set().insert(claimed.id.clone());

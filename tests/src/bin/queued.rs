@@ -1,0 +1,27 @@
+//! The short binary the memory test fills with large orders: one slot, and a run that reads its
+//! input and sleeps for `QUEUED_SLEEP_MS` milliseconds.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use shorts_runtime::prelude::*;
+
+#[derive(Deserialize)]
+struct Upload {
+    file: String,
+}
+
+/// Answers with the length of the uploaded file, after the configured sleep.
+#[ai_short(concurrency = 1)]
+async fn upload(input: Upload) -> Result<String> {
+    let sleep = std::env::var("QUEUED_SLEEP_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(sleep)).await;
+    Ok(format!("{} bytes", input.file.len()))
+}
+
+fn main() -> ExitCode {
+    shorts_runtime::run()
+}

@@ -2,8 +2,8 @@
 //! timeout as over plain HTTP; certificates read again when the files change and on `SIGHUP`;
 //! unusable files refused at start with exit code 2.
 //!
-//! The connection cap applies to accepted TCP connections before the handshake; its own suite
-//! covers it over plain HTTP.
+//! The connection cap applies to accepted TCP connections, before the handshake: a connection
+//! whose handshake has not finished is idle, and gives its place to a new one at the cap.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 use std::net::SocketAddr;
@@ -228,6 +228,37 @@ async fn a_handshake_that_never_finishes_is_closed_by_the_header_timeout() {
     }
     // A real client still gets through.
     served_certificate(&ca, served.addr).await;
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn at_the_cap_connections_stuck_before_the_handshake_give_way() {
+    let (dir, ca) = (TempDir::new(), Ca::new());
+    let served = serve_https(&dir, &ca.leaf(), |config| config.max_connections = Some(4)).await;
+    // Four connections that never start their handshake fill the cap.
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        stuck.push(tokio::net::TcpStream::connect(served.addr).await.unwrap());
+    }
+    let client = ca.client(served.addr);
+    let body = served
+        .platform
+        .webhook_body("o-cap-tls", json!({"text": "through"}))
+        .to_string();
+    assert_eq!(post(&client, served.addr, WEBHOOK_HEADERS, body).await, 200);
+    assert_eq!(served.callback("o-cap-tls").await["result_text"], "through");
+    // The oldest of them gave its place: the server closed it.
+    let mut buffer = [0_u8; 64];
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stuck[0].read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the oldest stuck connection was not closed");
     served.stop().await;
 }
 

@@ -262,6 +262,12 @@ async fn orders(state: Option<&str>, limit: u32) -> ExitCode {
         Ok(records) => records,
         Err(e) => return fail(1, &e.to_string()),
     };
+    if records.is_empty() {
+        match state {
+            Some(state) => println!("no orders in state {state}"),
+            None => println!("no orders"),
+        }
+    }
     for record in records {
         let received = u64::try_from(record.received_at)
             .ok()

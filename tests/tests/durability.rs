@@ -207,6 +207,7 @@ async fn a_dead_order_can_be_retried() {
     }
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, "o-dead");
+    assert_eq!(dead[0].attempts, 1, "the refused POST counts");
     assert!(
         dead[0]
             .last_error
@@ -223,9 +224,10 @@ async fn a_dead_order_can_be_retried() {
     let callback = served.callback("o-dead").await;
     assert_eq!(callback["result_text"], "hello");
     let record = served.delivered("o-dead").await;
+    // The refused POST and the accepted one.
     assert_eq!(
         (record.state, record.runs, record.attempts),
-        (OrderState::Delivered, 1, 0)
+        (OrderState::Delivered, 1, 2)
     );
     served.stop().await;
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::wire::webhook::without_job_token;
+
 use super::{
     Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms,
 };
@@ -17,6 +19,10 @@ struct Row {
     payload: Bytes,
     callback_url: String,
     fence: i64,
+    /// Steps of the retry schedule used.
+    steps: i32,
+    /// Where the `job_token` sits in `payload`, until it is erased.
+    job_token: Option<std::ops::Range<usize>>,
     owner: Option<String>,
     lease_until: i64,
     seq: u64,
@@ -49,6 +55,7 @@ fn claimed(row: &Row) -> Claimed {
         callback_url: row.callback_url.clone(),
         fence: row.fence,
         attempts: row.record.attempts,
+        steps: row.steps,
         result: row.record.result.clone(),
         started: false,
     }
@@ -95,6 +102,8 @@ impl Store for MemoryStore {
             payload: order.payload,
             callback_url: order.callback_url,
             fence: 1,
+            steps: 0,
+            job_token: order.job_token,
             owner: Some(owner.to_owned()),
             lease_until: now + ms(lease),
             seq: *seq,
@@ -164,6 +173,13 @@ impl Store for MemoryStore {
         let mut guard = self.rows();
         match guard.rows.get_mut(id) {
             Some(row) if row.fence == fence => {
+                if let Some(erased) = row
+                    .job_token
+                    .take()
+                    .and_then(|span| without_job_token(&row.payload, span))
+                {
+                    row.payload = Bytes::from(erased);
+                }
                 row.record.result = Some(body);
                 row.record.state = OrderState::Delivering;
                 row.record.next_at = None;
@@ -173,12 +189,13 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn settle(&self, id: &str, fence: i64, settle: Settle) -> Result<bool, StoreError> {
+    async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
         let mut guard = self.rows();
         let Some(row) = guard.rows.get_mut(id).filter(|row| row.fence == fence) else {
             return Ok(false);
         };
         row.owner = None;
+        row.record.attempts += posts;
         match settle {
             Settle::Delivered => {
                 row.record.state = OrderState::Delivered;
@@ -197,10 +214,10 @@ impl Store for MemoryStore {
                 row.record.next_at = None;
                 row.record.last_error = Some(error);
             }
-            Settle::Retry { at, attempts, error } => {
+            Settle::Retry { at, steps, error } => {
                 row.record.state = OrderState::Delivering;
                 row.record.next_at = Some(at);
-                row.record.attempts = attempts;
+                row.steps = steps;
                 row.record.last_error = Some(error);
             }
             Settle::Paused { at } => {
@@ -260,7 +277,7 @@ impl Store for MemoryStore {
             {
                 row.record.state = OrderState::Delivering;
                 row.record.next_at = Some(now_ms());
-                row.record.attempts = 0;
+                row.steps = 0;
                 guard.active.insert(id.to_owned());
                 Ok(true)
             }

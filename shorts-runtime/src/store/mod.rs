@@ -82,6 +82,14 @@ pub enum StoreError {
     /// The store's writer stopped (the process is shutting down).
     #[error("the order store is closed")]
     Closed,
+    /// The database file could not be created.
+    #[error("could not create the order database {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
 }
 
 /// A new order, as the webhook delivered it.
@@ -92,6 +100,9 @@ pub(crate) struct NewOrder {
     pub(crate) payload: Bytes,
     /// Where its callback goes (already checked against the configured platform).
     pub(crate) callback_url: String,
+    /// Where the `job_token` value sits in `payload` (see `wire::webhook::job_token_span`): the
+    /// store replaces it with `null` in the transaction that stores the order's result.
+    pub(crate) job_token: Option<std::ops::Range<usize>>,
     /// The accepting instance starts the short at once: the run is counted with the order, which
     /// saves a write per order.
     pub(crate) started: bool,
@@ -106,8 +117,11 @@ pub(crate) struct Claimed {
     pub(crate) callback_url: String,
     /// Proves the lease on every write.
     pub(crate) fence: i64,
-    /// Delivery attempts used on the retry schedule.
+    /// Callback POSTs made so far (see [`OrderRecord::attempts`]).
     pub(crate) attempts: i32,
+    /// Steps of the retry schedule used: retryable failures since the order's result was stored
+    /// or it was last retried by hand.
+    pub(crate) steps: i32,
     /// The stored callback body, once the short has finished.
     pub(crate) result: Option<Bytes>,
     /// The first run was counted when the order was accepted (see [`NewOrder::started`]).
@@ -121,8 +135,8 @@ pub(crate) enum Settle {
     Delivered,
     /// Give up, with the reason.
     Dead(String),
-    /// Try again at `at` (ms since the Unix epoch), with `attempts` attempts used.
-    Retry { at: i64, attempts: i32, error: String },
+    /// Try again at `at` (ms since the Unix epoch), with `steps` steps of the schedule used.
+    Retry { at: i64, steps: i32, error: String },
     /// The platform refused the secret: probe again at `at`.
     Paused { at: i64 },
 }
@@ -138,7 +152,9 @@ pub struct OrderRecord {
     pub state: OrderState,
     /// Times the short was started on it.
     pub runs: i32,
-    /// Delivery attempts used on the retry schedule.
+    /// Callback POSTs made for it, whatever their outcome (accepted, refused, failed, 401). A retry
+    /// by hand does not reset it. The position in the retry schedule is kept apart: a 401 does not
+    /// advance it, and a retry by hand starts the schedule over.
     pub attempts: i32,
     /// The stored callback body, once there is one; `None` again once a success body longer than
     /// 64 KiB is delivered (it is dropped then: the platform has it).
@@ -199,7 +215,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn start_run(&self, id: &str, fence: i64)
     -> impl Future<Output = Result<Option<i32>, StoreError>> + Send;
 
-    /// Stores the callback body; `false` when the fence is stale (another instance has the order).
+    /// Stores the callback body and, in the same transaction, erases the order's `job_token` from
+    /// its stored webhook body (see [`NewOrder::job_token`]); `false` when the fence is stale
+    /// (another instance has the order).
     fn save_result(
         &self,
         id: &str,
@@ -207,13 +225,15 @@ pub(crate) trait Store: Send + Sync + 'static {
         body: Bytes,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Records a delivery attempt's outcome and releases the lease; `false` when the fence is stale.
-    /// A delivered order's body is dropped when longer than [`KEPT_BODY_LIMIT`].
+    /// Records a delivery's outcome after `posts` callback POSTs, adding them to the order's
+    /// attempts, and releases the lease; `false` when the fence is stale. A delivered order's body
+    /// is dropped when longer than [`KEPT_BODY_LIMIT`].
     fn settle(
         &self,
         id: &str,
         fence: i64,
         settle: Settle,
+        posts: i32,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Releases every lease `owner` holds (at shutdown); returns how many. The runs of
@@ -237,8 +257,8 @@ pub(crate) trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<OrderRecord>, StoreError>> + Send;
 
-    /// Puts a dead or paused order back to delivery, due now, its attempts reset; `false` when
-    /// there is no such order in those states.
+    /// Puts a dead or paused order with a stored result back to delivery, due now, at the start of
+    /// the retry schedule (its attempts stay counted); `false` when there is no such order.
     fn retry(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes delivered orders received before `before` (ms since the Unix epoch), with their
@@ -303,8 +323,8 @@ impl Store for AnyStore {
         dispatch!(self, s => s.save_result(id, fence, body))
     }
 
-    async fn settle(&self, id: &str, fence: i64, settle: Settle) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.settle(id, fence, settle))
+    async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.settle(id, fence, settle, posts))
     }
 
     async fn release(&self, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {

@@ -11,7 +11,7 @@ use tracing::warn;
 use super::sql::{
     HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS,
     RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns, drop_delivered_bodies,
-    mappers, replacing_body, select_records, settled, upsert_result,
+    mappers, replacing_body, select_records, settled, token_columns, upsert_result,
 };
 use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
 
@@ -70,6 +70,7 @@ impl Store for PgStore {
         lease: Duration,
     ) -> Result<Option<Claimed>, StoreError> {
         let now = now_ms();
+        let (token_at, token_len) = token_columns(order.job_token.as_ref());
         let mut transaction = self.pool.begin().await?;
         let inserted = sqlx::query(INSERT_ORDER)
             .bind(&order.id)
@@ -79,6 +80,8 @@ impl Store for PgStore {
             .bind(owner)
             .bind(now + ms(lease))
             .bind(now)
+            .bind(token_at)
+            .bind(token_len)
             .execute(&mut *transaction)
             .await?;
         if inserted.rows_affected() == 0 {
@@ -97,6 +100,7 @@ impl Store for PgStore {
             callback_url: order.callback_url,
             fence: 1,
             attempts: 0,
+            steps: 0,
             result: None,
             started: order.started,
         }))
@@ -163,13 +167,14 @@ impl Store for PgStore {
         Ok(true)
     }
 
-    async fn settle(&self, id: &str, fence: i64, settle: Settle) -> Result<bool, StoreError> {
+    async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
         let delivered = settle == Settle::Delivered;
-        let (state, next_at, attempts, error) = settled(settle);
+        let (state, next_at, steps, posts, error) = settled(settle, posts);
         let done = sqlx::query(SETTLE)
             .bind(state)
             .bind(next_at)
-            .bind(attempts)
+            .bind(steps)
+            .bind(posts)
             .bind(error)
             .bind(id)
             .bind(fence)

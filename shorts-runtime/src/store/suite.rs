@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{Claimed, KEPT_BODY_LIMIT, NewOrder, OrderState, Settle, Store, now_ms};
+use crate::wire::webhook::{Webhook, job_token_span};
 
 const LONG: Duration = Duration::from_secs(60);
 const EXPIRED: Duration = Duration::ZERO;
@@ -17,6 +18,7 @@ pub(crate) fn order(id: &str) -> NewOrder {
         short: "echo".to_owned(),
         payload: Bytes::from_static(br#"{"order_id":"x"}"#),
         callback_url: "https://api.sellershorts.com/api/orders/callback".to_owned(),
+        job_token: None,
         started: false,
     }
 }
@@ -41,6 +43,7 @@ pub(crate) async fn run<S: Store>(store: S) {
     heartbeat_and_release(&store).await;
     release_one(&store).await;
     ordering_and_limits(&store).await;
+    job_token_erased_with_the_result(&store).await;
     purge(&store).await;
     let store = Arc::new(store);
     concurrent_accepts(&store).await;
@@ -80,7 +83,12 @@ async fn settle_delivered<S: Store>(store: &S, id: &str, fence: i64) {
             .await
             .expect("save")
     );
-    assert!(store.settle(id, fence, Settle::Delivered).await.expect("settle"));
+    assert!(
+        store
+            .settle(id, fence, Settle::Delivered, 1)
+            .await
+            .expect("settle")
+    );
 }
 
 async fn leases_and_fences<S: Store>(store: &S) {
@@ -106,7 +114,7 @@ async fn leases_and_fences<S: Store>(store: &S) {
     );
     assert!(
         !store
-            .settle("b1", first.fence, Settle::Delivered)
+            .settle("b1", first.fence, Settle::Delivered, 1)
             .await
             .expect("settle")
     );
@@ -121,7 +129,7 @@ async fn leases_and_fences<S: Store>(store: &S) {
     assert_eq!(record.state, OrderState::Delivering);
     assert!(
         store
-            .settle("b1", again.fence, Settle::Delivered)
+            .settle("b1", again.fence, Settle::Delivered, 1)
             .await
             .expect("settle")
     );
@@ -151,10 +159,10 @@ async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
         );
         let retry = Settle::Retry {
             at: now_ms() - 1,
-            attempts: 1,
+            steps: 1,
             error: "503".to_owned(),
         };
-        assert!(store.settle(id, claimed.fence, retry).await.expect("settle"));
+        assert!(store.settle(id, claimed.fence, retry, 1).await.expect("settle"));
         let record = store.get(id).await.expect("get").expect("record");
         assert_eq!(record.result.as_ref(), Some(body), "kept while delivering");
         let again = store.claim("one", LONG, 100).await.expect("claim");
@@ -162,7 +170,7 @@ async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
         assert_eq!(again.result.as_ref(), Some(body));
         assert!(
             store
-                .settle(id, again.fence, Settle::Delivered)
+                .settle(id, again.fence, Settle::Delivered, 1)
                 .await
                 .expect("settle")
         );
@@ -186,13 +194,13 @@ async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
     );
     assert!(
         !store
-            .settle("l3", claimed.fence - 1, Settle::Delivered)
+            .settle("l3", claimed.fence - 1, Settle::Delivered, 1)
             .await
             .expect("settle")
     );
     assert!(
         store
-            .settle("l3", claimed.fence, Settle::Dead("400".to_owned()))
+            .settle("l3", claimed.fence, Settle::Dead("400".to_owned()), 1)
             .await
             .expect("settle")
     );
@@ -207,7 +215,7 @@ async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
         .expect("retried order claimed");
     assert!(
         store
-            .settle("l3", again.fence, Settle::Delivered)
+            .settle("l3", again.fence, Settle::Delivered, 1)
             .await
             .expect("settle")
     );
@@ -228,10 +236,10 @@ async fn results_and_retries<S: Store>(store: &S) {
     let later = now_ms() + 60_000;
     let retry = Settle::Retry {
         at: later,
-        attempts: 1,
+        steps: 1,
         error: "503".to_owned(),
     };
-    assert!(store.settle("c1", claimed.fence, retry).await.expect("settle"));
+    assert!(store.settle("c1", claimed.fence, retry, 1).await.expect("settle"));
     let record = store.get("c1").await.expect("get").expect("record");
     assert_eq!(
         (record.state, record.attempts, record.next_at),
@@ -242,24 +250,24 @@ async fn results_and_retries<S: Store>(store: &S) {
     assert!(!claim_ids(store, "two", LONG).await.contains(&"c1".to_owned()));
     let due = Settle::Retry {
         at: now_ms() - 1,
-        attempts: 2,
+        steps: 2,
         error: "503".to_owned(),
     };
     // A settle without the lease is refused; with a fresh claim it is taken.
     assert!(
         !store
-            .settle("c1", claimed.fence - 1, due.clone())
+            .settle("c1", claimed.fence - 1, due.clone(), 1)
             .await
             .expect("settle")
     );
-    assert!(store.settle("c1", claimed.fence, due).await.expect("settle"));
+    assert!(store.settle("c1", claimed.fence, due, 1).await.expect("settle"));
     let taken = store.claim("two", LONG, 100).await.expect("claim");
     let retried = taken
         .into_iter()
         .find(|c| c.id == "c1")
         .expect("due retry claimed");
     assert_eq!(retried.result.as_deref(), Some(&b"body"[..]));
-    assert_eq!(retried.attempts, 2);
+    assert_eq!((retried.attempts, retried.steps), (2, 2));
     assert_eq!(runs(store, "c1").await, 0, "a delivery claim is not a run");
     settle_delivered(store, "c1", retried.fence).await;
 }
@@ -282,13 +290,15 @@ async fn dead_and_retry<S: Store>(store: &S) {
     );
     assert!(
         store
-            .settle("d1", claimed.fence, Settle::Dead("400".to_owned()))
+            .settle("d1", claimed.fence, Settle::Dead("400".to_owned()), 1)
             .await
             .expect("settle")
     );
     let dead = store.list(Some(OrderState::Dead), 100).await.expect("list");
     assert_eq!(dead.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["d1"]);
     assert_eq!(dead[0].last_error.as_deref(), Some("400"));
+    // The refused POST counts.
+    assert_eq!(dead[0].attempts, 1);
     assert!(!claim_ids(store, "two", LONG).await.contains(&"d1".to_owned()));
     assert!(store.retry("d1").await.expect("retry"));
     let taken = store.claim("two", LONG, 100).await.expect("claim");
@@ -296,8 +306,11 @@ async fn dead_and_retry<S: Store>(store: &S) {
         .into_iter()
         .find(|c| c.id == "d1")
         .expect("retried order claimed");
-    assert_eq!(again.attempts, 0);
+    // A retry by hand starts the schedule over and keeps the POSTs made.
+    assert_eq!((again.attempts, again.steps), (1, 0));
     settle_delivered(store, "d1", again.fence).await;
+    let delivered = store.get("d1").await.expect("get").expect("record");
+    assert_eq!((delivered.state, delivered.attempts), (OrderState::Delivered, 2));
     assert!(
         store
             .list(Some(OrderState::Dead), 100)
@@ -320,16 +333,18 @@ async fn paused<S: Store>(store: &S) {
             .expect("save")
     );
     let probe = Settle::Paused { at: now_ms() - 1 };
-    assert!(store.settle("e1", claimed.fence, probe).await.expect("settle"));
+    assert!(store.settle("e1", claimed.fence, probe, 1).await.expect("settle"));
     assert_eq!(
-        store.get("e1").await.expect("get").map(|r| r.state),
-        Some(OrderState::Paused)
+        store.get("e1").await.expect("get").map(|r| (r.state, r.attempts)),
+        Some((OrderState::Paused, 1))
     );
     let taken = store.claim("two", LONG, 100).await.expect("claim");
     let again = taken
         .into_iter()
         .find(|c| c.id == "e1")
         .expect("due probe claimed");
+    // A 401 is a POST, not a step of the schedule.
+    assert_eq!((again.attempts, again.steps), (1, 0));
     settle_delivered(store, "e1", again.fence).await;
 }
 
@@ -412,6 +427,68 @@ async fn ordering_and_limits<S: Store>(store: &S) {
     assert_eq!(store.list(None, 3).await.expect("list").len(), 3);
 }
 
+/// The `job_token` (a bearer token for the buyer's Amazon account) is replaced by `null` in the
+/// stored webhook body by the write that stores the result, under the current fence only; a body
+/// without one (a `job_token` among the inputs is not one) is left as it is.
+async fn job_token_erased_with_the_result<S: Store>(store: &S) {
+    let with: &'static [u8] = br#"{"order_id":"t1", "job_token": "secret-token", "inputs": {"a": 1}}"#;
+    let without: &'static [u8] = br#"{"order_id":"t2","inputs":{"job_token":"an input"}}"#;
+    let stale: &'static [u8] = br#"{"order_id":"t3","job_token":"other-token"}"#;
+    for (id, payload) in [("t1", with), ("t2", without), ("t3", stale)] {
+        let mut new = order(id);
+        new.payload = Bytes::from_static(payload);
+        new.job_token = job_token_span(payload);
+        let accepted = store.accept(new, "one", EXPIRED).await.expect("accept");
+        assert!(accepted.is_some());
+    }
+    let old = store.claim("two", EXPIRED, 100).await.expect("claim");
+    let old_fence = |id: &str| old.iter().find(|c| c.id == id).expect("claimed").fence;
+    let late = Bytes::from_static(b"late");
+    assert!(
+        !store
+            .save_result("t3", old_fence("t3") - 1, late)
+            .await
+            .expect("save")
+    );
+    let taken = store.claim("two", LONG, 100).await.expect("claim");
+    let claimed = |id: &str| taken.iter().find(|c| c.id == id).expect("claimed").clone();
+    // Kept until there is a result (a run after a crash needs it), and a stale write erases nothing.
+    assert_eq!(claimed("t1").payload, with);
+    assert_eq!(claimed("t3").payload, stale);
+    settle_delivered(store, "t3", claimed("t3").fence).await;
+    for id in ["t1", "t2"] {
+        let fence = claimed(id).fence;
+        let body = Bytes::from_static(b"{}");
+        assert!(store.save_result(id, fence, body.clone()).await.expect("save"));
+        // A replacement body (after a 413) leaves the erased webhook body as it is.
+        assert!(store.save_result(id, fence, body).await.expect("save"));
+        let due = Settle::Retry {
+            at: now_ms() - 1,
+            steps: 1,
+            error: "503".to_owned(),
+        };
+        assert!(store.settle(id, fence, due, 1).await.expect("settle"));
+    }
+    let again = store.claim("one", LONG, 100).await.expect("claim");
+    let stored = |id: &str| again.iter().find(|c| c.id == id).expect("claimed").clone();
+    let erased = stored("t1").payload;
+    assert_eq!(
+        erased,
+        Bytes::from_static(br#"{"order_id":"t1", "job_token": null, "inputs": {"a": 1}}"#)
+    );
+    let webhook = Webhook::parse(&erased).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!((webhook.order_id.as_str(), webhook.job_token), ("t1", None));
+    assert_eq!(stored("t2").payload, without);
+    for id in ["t1", "t2"] {
+        assert!(
+            store
+                .settle(id, stored(id).fence, Settle::Delivered, 1)
+                .await
+                .expect("settle")
+        );
+    }
+}
+
 async fn purge<S: Store>(store: &S) {
     let dead = store
         .accept(order("p-dead"), "one", LONG)
@@ -426,7 +503,7 @@ async fn purge<S: Store>(store: &S) {
     );
     assert!(
         store
-            .settle("p-dead", dead.fence, Settle::Dead("400".to_owned()))
+            .settle("p-dead", dead.fence, Settle::Dead("400".to_owned()), 1)
             .await
             .expect("settle")
     );
@@ -550,12 +627,12 @@ async fn concurrent_saves_and_settles<S: Store>(store: &Arc<S>) {
                 1 => Settle::Dead(format!("400 {i}")),
                 _ => Settle::Retry {
                     at: now_ms() + 60_000,
-                    attempts: 1,
+                    steps: 1,
                     error: format!("503 {i}"),
                 },
             };
             let settled = store
-                .settle(&id, if stale { fence - 1 } else { fence }, settle)
+                .settle(&id, if stale { fence - 1 } else { fence }, settle, 1)
                 .await
                 .expect("settle");
             assert_eq!(settled, !stale, "{id}");
@@ -575,9 +652,10 @@ async fn concurrent_saves_and_settles<S: Store>(store: &Arc<S>) {
             continue;
         }
         assert_eq!(record.result, Some(Bytes::from(format!("body {i}"))), "m{i}");
+        // Every outcome counts its POST.
         let expected = match i % 3 {
-            0 => (OrderState::Delivered, None, 0),
-            1 => (OrderState::Dead, Some(format!("400 {i}")), 0),
+            0 => (OrderState::Delivered, None, 1),
+            1 => (OrderState::Dead, Some(format!("400 {i}")), 1),
             _ => (OrderState::Delivering, Some(format!("503 {i}")), 1),
         };
         assert_eq!(

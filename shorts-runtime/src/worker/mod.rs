@@ -20,7 +20,7 @@ use crate::short::output::Output;
 use crate::short::{Call, Short};
 use crate::store::{AnyStore, Claimed, NewOrder, Settle, Store, StoreError, ms, now_ms};
 use crate::wire::callback;
-use crate::wire::webhook::Webhook;
+use crate::wire::webhook::{self, Webhook};
 
 /// Runs of the short on one order after which it is failed instead of run again: each run that
 /// did not store a result ended with the process (a crash, a kill).
@@ -153,7 +153,12 @@ impl Engine {
         let target = self.delivery.target(job.webhook.callback_url.as_deref());
         // With a free slot the short starts at once, and its run is committed with the order.
         let permit = Arc::clone(&lane.permits).try_acquire_owned().ok();
+        let job_token = match job.webhook.job_token {
+            Some(_) => webhook::job_token_span(&job.payload),
+            None => None,
+        };
         let order = NewOrder {
+            job_token,
             id: job.webhook.order_id,
             short: lane.short.name.to_string(),
             payload: job.payload,
@@ -362,16 +367,21 @@ impl Engine {
     /// Returns whether the outcome was recorded (which also released the lease).
     async fn deliver(self: &Arc<Self>, claimed: &Claimed, target: &Url, mut body: Bytes) -> bool {
         let mut reuploaded = false;
+        // POSTs made here; with those made before, the order's attempts.
+        let mut posts = 0;
         let settle = loop {
-            match self.delivery.post(target, &body).await {
+            let posted = self.delivery.post(target, &body).await;
+            posts += 1;
+            let attempts = claimed.attempts + posts;
+            match posted {
                 Posted::Accepted => {
-                    info!(attempts = claimed.attempts + 1, "callback accepted");
+                    info!(attempts, "callback accepted");
                     break Settle::Delivered;
                 }
                 Posted::Rejected { status, detail } => {
                     error!(
                         status,
-                        detail, "the platform refused the callback; the order is dead-lettered"
+                        detail, attempts, "the platform refused the callback; the order is dead-lettered"
                     );
                     break Settle::Dead(format!("the platform refused the callback ({status}): {detail}"));
                 }
@@ -412,21 +422,22 @@ impl Engine {
                     }
                 }
                 Posted::Retry { reason, after } => {
-                    let attempts = claimed.attempts + 1;
-                    let Some(wait) = next_wait(&self.timing.schedule, attempts as usize, after) else {
+                    let steps = claimed.steps + 1;
+                    let Some(wait) = next_wait(&self.timing.schedule, steps as usize, after) else {
                         error!(attempts, %reason, "callback retries exhausted; the order is dead-lettered");
                         break Settle::Dead(format!("gave up after {attempts} attempts: {reason}"));
                     };
                     warn!(attempts, %reason, retry_in = %humantime::format_duration(wait), "callback failed; will retry");
                     break Settle::Retry {
                         at: now_ms() + ms(wait),
-                        attempts,
+                        steps,
                         error: reason,
                     };
                 }
                 Posted::Unauthorized => {
                     let wait = self.timing.unauthorized_retry;
                     error!(
+                        attempts,
                         retry_in = %humantime::format_duration(wait),
                         "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
                     );
@@ -440,7 +451,7 @@ impl Engine {
             Settle::Retry { at, .. } | Settle::Paused { at } => Some(*at),
             Settle::Delivered | Settle::Dead(_) => None,
         };
-        match self.store.settle(&claimed.id, claimed.fence, settle).await {
+        match self.store.settle(&claimed.id, claimed.fence, settle, posts).await {
             Ok(true) => {
                 // Released: the poller can take it when it is due.
                 if let Some(at) = retry_at {

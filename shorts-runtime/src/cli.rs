@@ -16,7 +16,7 @@ use tracing::info;
 use crate::app::App;
 use crate::config::{Config, Secret, StoreConfig, WebhookAuth};
 use crate::short::Short;
-use crate::store::{AnyStore, OrderState, Store as _};
+use crate::store::{AnyStore, OrderState, Retried, Store as _};
 use crate::testing::{MockPlatform, StoredObject};
 use crate::wire::webhook::Webhook;
 use crate::worker::{Job, Submitted};
@@ -275,12 +275,17 @@ async fn orders(state: Option<&str>, limit: u32) -> ExitCode {
             .map(|t| humantime::format_rfc3339_seconds(t).to_string())
             .unwrap_or_default();
         println!(
-            "{received}  {:<10}  {}  short={}  runs={}  attempts={}{}",
+            "{received}  {:<10}  {}  short={}  runs={}  attempts={}{}{}",
             record.state.as_str(),
             record.id,
             record.short,
             record.runs,
             record.attempts,
+            if record.payload_purged {
+                "  payload purged"
+            } else {
+                ""
+            },
             record
                 .last_error
                 .map(|e| format!("  error: {e}"))
@@ -295,12 +300,34 @@ async fn retry(order_id: &str) -> ExitCode {
         Ok(store) => store,
         Err(code) => return code,
     };
-    match store.retry(order_id).await {
-        Ok(true) => {
+    let purged = "its webhook payload was purged after SHORTS_DEAD_RETENTION";
+    match crate::store::retry(&store, order_id).await {
+        Ok(Retried::Redelivering {
+            payload_purged: false,
+        }) => {
             println!("order {order_id} will be delivered again");
             ExitCode::SUCCESS
         }
-        Ok(false) => fail(1, &format!("no dead or paused order `{order_id}`")),
+        Ok(Retried::Redelivering { payload_purged: true }) => {
+            println!("order {order_id} will be delivered again from its stored result ({purged})");
+            ExitCode::SUCCESS
+        }
+        Ok(Retried::Unknown) => fail(1, &format!("no order `{order_id}`")),
+        Ok(Retried::NotStuck(state)) => fail(
+            1,
+            &format!("order `{order_id}` is {state}; only dead or paused orders are retried"),
+        ),
+        Ok(Retried::NoResult { payload_purged }) => {
+            let cannot = if payload_purged {
+                format!("; {purged}, so it cannot run again either")
+            } else {
+                String::new()
+            };
+            fail(
+                1,
+                &format!("order `{order_id}` has no stored result to deliver{cannot}"),
+            )
+        }
         Err(e) => fail(1, &e.to_string()),
     }
 }

@@ -191,8 +191,12 @@ pub struct Config {
     /// How often an instance looks for orders that need work (`SHORTS_POLL_INTERVAL`). Default 1 s.
     pub poll_interval: std::time::Duration,
     /// How long delivered orders are kept (`SHORTS_RETENTION`); `0s` keeps them forever. Dead
-    /// orders are always kept. Default 30 days.
+    /// orders are always kept (see `dead_retention`). Default 30 days.
     pub retention: std::time::Duration,
+    /// How long dead orders keep their webhook body, the buyer's inputs and files
+    /// (`SHORTS_DEAD_RETENTION`, counted from when the order was received); `0s` keeps it forever.
+    /// The order's record and stored result stay, for `orders` and `retry`. Default 30 days.
+    pub dead_retention: std::time::Duration,
     /// Delays before each callback attempt (`SHORTS_RETRY_SCHEDULE`, e.g. `0s,5s,30s,2m`), each
     /// jittered by ±20 %. After the last one the order is dead-lettered.
     pub retry_schedule: Vec<Duration>,
@@ -227,6 +231,7 @@ impl Default for Config {
             lease: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(30 * 86_400),
+            dead_retention: Duration::from_secs(30 * 86_400),
             retry_schedule: parse_schedule("SHORTS_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE)
                 .unwrap_or_default(),
             unauthorized_retry: Duration::from_secs(600),
@@ -248,10 +253,11 @@ fn default_callback_url() -> url::Url {
 type DurationField = fn(&mut Config) -> &mut Duration;
 
 /// The variables that set a duration, with the field each sets.
-const DURATIONS: [(&str, DurationField); 8] = [
+const DURATIONS: [(&str, DurationField); 9] = [
     ("SHORTS_LEASE", |c| &mut c.lease),
     ("SHORTS_POLL_INTERVAL", |c| &mut c.poll_interval),
     ("SHORTS_RETENTION", |c| &mut c.retention),
+    ("SHORTS_DEAD_RETENTION", |c| &mut c.dead_retention),
     ("SHORTS_UNAUTHORIZED_RETRY", |c| &mut c.unauthorized_retry),
     ("SHORTS_HEADER_TIMEOUT", |c| &mut c.header_read_timeout),
     ("SHORTS_BODY_TIMEOUT", |c| &mut c.body_read_timeout),
@@ -458,6 +464,7 @@ mod tests {
         assert_eq!(config.callback_url.as_str(), DEFAULT_CALLBACK_URL);
         assert!(config.check_serving().is_err());
         assert_eq!(config.store, StoreConfig::Sqlite("shorts.db".into()));
+        assert_eq!(config.dead_retention, Duration::from_secs(30 * 86_400));
     }
 
     #[test]
@@ -486,6 +493,7 @@ mod tests {
             ("SHORTS_RETRY_SCHEDULE", "0s, 1s,2m"),
             ("SHORTS_MAX_BODY", "1MiB"),
             ("SHORTS_SHUTDOWN_GRACE", "5s"),
+            ("SHORTS_DEAD_RETENTION", "7days"),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.bind.to_string(), "0.0.0.0:9000");
@@ -497,6 +505,7 @@ mod tests {
         );
         assert_eq!(config.max_body, 1 << 20);
         assert_eq!(config.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(config.dead_retention, Duration::from_secs(7 * 86_400));
         assert!(config.check_serving().is_ok());
         assert!(!format!("{config:?}").contains("s3cret"));
         assert!(!format!("{config:?}").contains("t0ken"));
@@ -523,6 +532,8 @@ mod tests {
             ("SHORTS_LEASE", "0s"),
             ("SHORTS_POLL_INTERVAL", "0s"),
             ("SHORTS_RETRY_SCHEDULE", "0s,1000years"),
+            ("SHORTS_DEAD_RETENTION", "a month"),
+            ("SHORTS_DEAD_RETENTION", "2years"),
         ] {
             let error = from(&[(var, value)])
                 .err()

@@ -63,7 +63,7 @@ pub use short::inputs::{DateRange, FileInput, FileInputError, Tags};
 pub use short::order::Order;
 pub use short::output::{Csv, File, Html, IntoOutput, Json, Output, Url};
 pub use short::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, FromCall, HandlerResult, Short};
-pub use store::{OrderRecord, OrderState, StoreError};
+pub use store::{OrderRecord, OrderState, Retried, StoreError};
 
 /// Turns an `async fn` into an AI Short.
 ///

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::MockPlatform;
-use shorts_runtime::{OrderState, StoreConfig};
+use shorts_runtime::{OrderState, Retried, StoreConfig};
 use shorts_tests::{PATIENCE, Served};
 
 fn database(name: &str) -> PathBuf {
@@ -216,11 +216,20 @@ async fn a_dead_order_can_be_retried() {
     );
     assert!(served.platform.callbacks().is_empty());
 
-    assert!(app.retry("o-dead").await.expect("retry"));
+    assert_eq!(
+        app.retry("o-dead").await.expect("retry"),
+        Retried::Redelivering {
+            payload_purged: false
+        }
+    );
     assert!(
-        !app.retry("o-dead").await.expect("retry"),
+        matches!(
+            app.retry("o-dead").await.expect("retry"),
+            Retried::NotStuck(OrderState::Delivering | OrderState::Delivered)
+        ),
         "only dead or paused orders"
     );
+    assert_eq!(app.retry("o-nope").await.expect("retry"), Retried::Unknown);
     let callback = served.callback("o-dead").await;
     assert_eq!(callback["result_text"], "hello");
     let record = served.delivered("o-dead").await;

@@ -339,6 +339,13 @@ async fn operators_list_orders_and_retry_a_dead_one() {
 
     let unknown = run(hello().args(["retry", "nope"]).env("SHORTS_STORE", &store));
     assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(stderr(&unknown).trim(), "error: no order `nope`");
+    let delivered = run(hello().args(["retry", "o-ops"]).env("SHORTS_STORE", &store));
+    assert_eq!(delivered.status.code(), Some(1));
+    assert_eq!(
+        stderr(&delivered).trim(),
+        "error: order `o-ops` is delivered; only dead or paused orders are retried"
+    );
     let bad_state = run(hello()
         .args(["orders", "--state", "lost"])
         .env("SHORTS_STORE", &store));
@@ -487,5 +494,51 @@ async fn the_database_is_private_whatever_the_umask() {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{db}{suffix}"));
         }
+    }
+}
+
+/// Past `SHORTS_DEAD_RETENTION` a dead order loses its webhook body (the buyer's data) but keeps
+/// its record and result: `orders` says the payload is gone, and `retry` delivers the stored result.
+#[tokio::test]
+async fn a_dead_order_past_its_retention_keeps_its_result_but_not_its_payload() {
+    let platform = MockPlatform::start().await.expect("mock");
+    platform.fail_next(1, 400);
+    let port = free_port();
+    let db = std::env::temp_dir().join(format!("hello-short-purge-{port}.db"));
+    let store = format!("sqlite://{}", db.display());
+    let child = server(&platform, port)
+        .env("SHORTS_STORE", &store)
+        .env("SHORTS_POLL_INTERVAL", "100ms")
+        .env("SHORTS_DEAD_RETENTION", "1s")
+        .spawn()
+        .expect("spawn");
+    let mut child = Child(child);
+    wait_listening(port).await;
+    let body = platform.webhook_body("o-purged", json!({"text": "kept result"}));
+    let url = format!("http://127.0.0.1:{port}/shorts/echo");
+    assert_eq!(platform.send_webhook(&url, &body).await.expect("sent"), 200);
+
+    let listed = orders_until(&store, &["--state", "dead"], "payload purged").await;
+    assert!(
+        listed.contains("o-purged") && listed.contains("attempts=1  payload purged"),
+        "{listed}"
+    );
+    let retried = run(hello().args(["retry", "o-purged"]).env("SHORTS_STORE", &store));
+    assert_eq!(retried.status.code(), Some(0), "{}", stderr(&retried));
+    assert_eq!(
+        String::from_utf8_lossy(&retried.stdout).trim(),
+        "order o-purged will be delivered again from its stored result \
+         (its webhook payload was purged after SHORTS_DEAD_RETENTION)"
+    );
+    let callback = platform
+        .wait_for("o-purged", Duration::from_secs(10))
+        .await
+        .expect("delivered after the retry");
+    assert_eq!(callback.body["result_text"], "kept result");
+    let delivered = orders_until(&store, &["--state", "delivered"], "o-purged").await;
+    assert!(delivered.contains("attempts=2  payload purged"), "{delivered}");
+    assert_eq!(terminate(&mut child).await, Some(0));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
 }

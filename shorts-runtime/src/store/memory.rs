@@ -98,6 +98,7 @@ impl Store for MemoryStore {
                 last_error: None,
                 received_at: now,
                 next_at: None,
+                payload_purged: false,
             },
             payload: order.payload,
             callback_url: order.callback_url,
@@ -297,6 +298,22 @@ impl Store for MemoryStore {
             guard.rows.remove(id);
         }
         Ok(old.len() as u64)
+    }
+
+    async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {
+        let mut guard = self.rows();
+        let mut purged = 0;
+        for row in guard.rows.values_mut().filter(|row| {
+            row.record.state == OrderState::Dead
+                && row.record.received_at < before
+                && !row.record.payload_purged
+        }) {
+            row.payload = Bytes::new();
+            row.job_token = None;
+            row.record.payload_purged = true;
+            purged += 1;
+        }
+        Ok(purged)
     }
 
     async fn release_order(&self, id: &str, fence: i64) -> Result<(), StoreError> {

@@ -165,6 +165,46 @@ pub struct OrderRecord {
     pub received_at: i64,
     /// When its next delivery attempt is due, in ms since the Unix epoch.
     pub next_at: Option<i64>,
+    /// Its webhook body (the buyer's inputs and files) was purged: a dead order past
+    /// `SHORTS_DEAD_RETENTION`. The record and the stored callback body stay.
+    pub payload_purged: bool,
+}
+
+/// What a retry by hand did (see [`App::retry`](crate::App::retry)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Retried {
+    /// The order's stored callback body will be delivered again, from the start of the retry
+    /// schedule. `payload_purged`: its webhook body is gone, which delivery does not need.
+    Redelivering {
+        /// The order's webhook body was purged.
+        payload_purged: bool,
+    },
+    /// No order has that `order_id`.
+    Unknown,
+    /// Only dead and paused orders are retried; the order is in this state.
+    NotStuck(OrderState),
+    /// The order is dead or paused but has no stored result to deliver. `payload_purged`: its
+    /// webhook body is gone too, so it cannot run again either.
+    NoResult {
+        /// The order's webhook body was purged.
+        payload_purged: bool,
+    },
+}
+
+/// Puts a dead or paused order back to delivery (see [`Store::retry`]), or says why not.
+pub(crate) async fn retry(store: &impl Store, id: &str) -> Result<Retried, StoreError> {
+    if store.retry(id).await? {
+        let payload_purged = store.get(id).await?.is_some_and(|r| r.payload_purged);
+        return Ok(Retried::Redelivering { payload_purged });
+    }
+    Ok(match store.get(id).await? {
+        None => Retried::Unknown,
+        Some(record) if matches!(record.state, OrderState::Dead | OrderState::Paused) => Retried::NoResult {
+            payload_purged: record.payload_purged,
+        },
+        Some(record) => Retried::NotStuck(record.state),
+    })
 }
 
 /// Delivered callback bodies longer than this are dropped when the platform accepts them. Such a
@@ -264,6 +304,11 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Deletes delivered orders received before `before` (ms since the Unix epoch), with their
     /// bodies; returns how many. Dead orders stay for an operator to see.
     fn purge(&self, before: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes the webhook bodies of dead orders received before `before` (ms since the Unix
+    /// epoch); returns how many. Their records and callback bodies stay, for an operator to see and
+    /// retry.
+    fn purge_dead(&self, before: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// The store chosen by the configuration.
@@ -350,6 +395,10 @@ impl Store for AnyStore {
     async fn purge(&self, before: i64) -> Result<u64, StoreError> {
         dispatch!(self, s => s.purge(before))
     }
+
+    async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.purge_dead(before))
+    }
 }
 
 #[cfg(test)]
@@ -374,7 +423,7 @@ mod tests {
         let reopened = SqliteStore::open(&path).await.expect("reopen");
         assert_eq!(
             reopened.list(None, 10_000).await.expect("list").len(),
-            2 + 100 + 200 + 100
+            3 + 100 + 200 + 100
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -9,9 +9,9 @@ use sqlx::{PgPool, Postgres};
 use tracing::warn;
 
 use super::sql::{
-    HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS,
-    RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns, drop_delivered_bodies,
-    mappers, replacing_body, select_records, settled, token_columns, upsert_result,
+    HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS, PURGE_PAYLOADS,
+    PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns,
+    drop_delivered_bodies, mappers, replacing_body, select_records, settled, token_columns, upsert_result,
 };
 use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
 
@@ -41,20 +41,22 @@ impl PgStore {
             return Ok(claims);
         }
         let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();
-        let rows: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT p.order_id, p.payload, r.body FROM shorts_payloads p
-             LEFT JOIN shorts_results r ON r.order_id = p.order_id WHERE p.order_id = ANY($1)",
+        // A dead order's webhook body may have been purged: a retry delivers its stored result.
+        let rows: Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT o.id, p.payload, r.body FROM unnest($1::TEXT[]) AS o(id)
+             LEFT JOIN shorts_payloads p ON p.order_id = o.id
+             LEFT JOIN shorts_results r ON r.order_id = o.id",
         )
         .bind(&ids)
         .fetch_all(&self.pool)
         .await?;
-        let mut bodies: std::collections::HashMap<String, (Vec<u8>, Option<Vec<u8>>)> = rows
+        let mut bodies: std::collections::HashMap<String, (Option<Vec<u8>>, Option<Vec<u8>>)> = rows
             .into_iter()
             .map(|(id, payload, result)| (id, (payload, result)))
             .collect();
         for claimed in &mut claims {
             if let Some((payload, result)) = bodies.remove(&claimed.id) {
-                claimed.payload = Bytes::from(payload);
+                claimed.payload = payload.map(Bytes::from).unwrap_or_default();
                 claimed.result = result.map(Bytes::from);
             }
         }
@@ -253,6 +255,14 @@ impl Store for PgStore {
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(PURGE_DEAD_PAYLOADS)
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

@@ -18,7 +18,8 @@ macro_rules! claimed_columns {
 macro_rules! select_records {
     () => {
         "SELECT o.order_id, o.short, o.state, o.runs, o.attempts, r.body AS result, o.last_error,
-                o.received_at, o.next_at
+                o.received_at, o.next_at,
+                NOT EXISTS (SELECT 1 FROM shorts_payloads p WHERE p.order_id = o.order_id) AS payload_purged
          FROM shorts_orders o LEFT JOIN shorts_results r ON r.order_id = o.order_id"
     };
 }
@@ -180,6 +181,14 @@ pub(super) const PURGE_RESULTS: &str = "DELETE FROM shorts_results WHERE order_i
 pub(super) const PURGE_ORDERS: &str =
     "DELETE FROM shorts_orders WHERE state = 'delivered' AND received_at < $1";
 
+/// Deletes the webhook bodies of dead orders received before $1.
+pub(super) const PURGE_DEAD_PAYLOADS: &str = "DELETE FROM shorts_payloads WHERE order_id IN
+     (SELECT order_id FROM shorts_orders WHERE state = 'dead' AND received_at < $1)";
+
+/// The bodies of an order, each NULL when there is none: $1 id.
+pub(super) const SELECT_BODIES: &str = "SELECT (SELECT payload FROM shorts_payloads WHERE order_id = $1),
+            (SELECT body FROM shorts_results WHERE order_id = $1)";
+
 /// Puts a dead or paused order with a result back to delivery, at the schedule's start: $1 now,
 /// $2 id.
 pub(super) const RETRY: &str = "UPDATE shorts_orders SET state = 'delivering', next_at = $1, steps = 0
@@ -220,6 +229,7 @@ macro_rules! mappers {
                 last_error: row.try_get("last_error")?,
                 received_at: row.try_get("received_at")?,
                 next_at: row.try_get("next_at")?,
+                payload_purged: row.try_get("payload_purged")?,
             })
         }
     };

@@ -17,9 +17,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, warn};
 
 use super::sql::{
-    HEARTBEAT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, START_RUN,
-    Settled, claimable, claimed_columns, drop_delivered_bodies, mappers, push_drop_delivered_bodies,
-    replacing_body, select_records, settle_set, settled, token_columns,
+    HEARTBEAT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER,
+    RETRY, SELECT_BODIES, START_RUN, Settled, claimable, claimed_columns, drop_delivered_bodies, mappers,
+    push_drop_delivered_bodies, replacing_body, select_records, settle_set, settled, token_columns,
 };
 use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreError, ms, now_ms};
 
@@ -61,6 +61,7 @@ enum Op {
     ),
     Retry(String, oneshot::Sender<Result<bool, StoreError>>),
     Purge(i64, oneshot::Sender<Result<u64, StoreError>>),
+    PurgeDead(i64, oneshot::Sender<Result<u64, StoreError>>),
     ReleaseOrder(String, i64, oneshot::Sender<Result<(), StoreError>>),
 }
 
@@ -70,9 +71,10 @@ impl Op {
         match self {
             Op::Accept(.., reply) => drop(reply.send(Err(shared(error)))),
             Op::Claim(.., reply) => drop(reply.send(Err(shared(error)))),
-            Op::Heartbeat(.., reply) | Op::Release(.., reply) | Op::Purge(.., reply) => {
-                drop(reply.send(Err(shared(error))))
-            }
+            Op::Heartbeat(.., reply)
+            | Op::Release(.., reply)
+            | Op::Purge(.., reply)
+            | Op::PurgeDead(.., reply) => drop(reply.send(Err(shared(error)))),
             Op::StartRun(.., reply) => drop(reply.send(Err(shared(error)))),
             Op::SaveResult(.., reply) | Op::Settle(.., reply) | Op::Retry(.., reply) => {
                 drop(reply.send(Err(shared(error))))
@@ -427,6 +429,15 @@ async fn run(c: &mut SqliteConnection, op: Op) -> (Answer, bool) {
             let result = atomic(c, async |c: &mut SqliteConnection| purge(c, before).await).await;
             answered(reply, result)
         }
+        Op::PurgeDead(before, reply) => {
+            let result = sqlx::query(PURGE_DEAD_PAYLOADS)
+                .bind(before)
+                .execute(&mut *c)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(StoreError::from);
+            answered(reply, result)
+        }
         Op::ReleaseOrder(id, fence, reply) => {
             let result = sqlx::query(RELEASE_ORDER)
                 .bind(id)
@@ -477,14 +488,12 @@ async fn claim(
     let mut claims = Vec::with_capacity(rows.len());
     for row in &rows {
         let mut claimed = claimed(row)?;
-        let (payload, result): (Vec<u8>, Option<Vec<u8>>) = sqlx::query_as(
-            "SELECT p.payload, r.body FROM shorts_payloads p
-             LEFT JOIN shorts_results r ON r.order_id = p.order_id WHERE p.order_id = $1",
-        )
-        .bind(&claimed.id)
-        .fetch_one(&mut *c)
-        .await?;
-        claimed.payload = Bytes::from(payload);
+        // A dead order's webhook body may have been purged: a retry delivers its stored result.
+        let (payload, result): (Option<Vec<u8>>, Option<Vec<u8>>) = sqlx::query_as(SELECT_BODIES)
+            .bind(&claimed.id)
+            .fetch_one(&mut *c)
+            .await?;
+        claimed.payload = payload.map(Bytes::from).unwrap_or_default();
         claimed.result = result.map(Bytes::from);
         claims.push(claimed);
     }
@@ -1007,6 +1016,10 @@ impl Store for SqliteStore {
 
     async fn purge(&self, before: i64) -> Result<u64, StoreError> {
         self.ask(|reply| Op::Purge(before, reply)).await
+    }
+
+    async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {
+        self.ask(|reply| Op::PurgeDead(before, reply)).await
     }
 
     async fn release_order(&self, id: &str, fence: i64) -> Result<(), StoreError> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Claimed, KEPT_BODY_LIMIT, NewOrder, OrderState, Settle, Store, now_ms};
+use super::{Claimed, KEPT_BODY_LIMIT, NewOrder, OrderState, Retried, Settle, Store, now_ms, retry};
 use crate::wire::webhook::{Webhook, job_token_span};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -44,6 +44,7 @@ pub(crate) async fn run<S: Store>(store: S) {
     release_one(&store).await;
     ordering_and_limits(&store).await;
     job_token_erased_with_the_result(&store).await;
+    dead_payloads_purged(&store).await;
     purge(&store).await;
     let store = Arc::new(store);
     concurrent_accepts(&store).await;
@@ -487,6 +488,117 @@ async fn job_token_erased_with_the_result<S: Store>(store: &S) {
                 .expect("settle")
         );
     }
+}
+
+/// Dead orders lose their webhook body past the dead retention, and nothing else: the record and
+/// the stored result stay, and a retry delivers that result. Other orders keep their bodies.
+async fn dead_payloads_purged<S: Store>(store: &S) {
+    let body = Bytes::from_static(b"{\"ok\":false}");
+    // q1 dead with a result, q2 delivering, q3 dead without a result.
+    let mut fences = HashMap::new();
+    for id in ["q1", "q2", "q3"] {
+        let claimed = store.accept(order(id), "one", LONG).await.expect("accept");
+        fences.insert(id, claimed.expect("new").fence);
+    }
+    for id in ["q1", "q2"] {
+        assert!(
+            store
+                .save_result(id, fences[id], body.clone())
+                .await
+                .expect("save")
+        );
+    }
+    let dead = |error: &str| Settle::Dead(error.to_owned());
+    assert!(
+        store
+            .settle("q1", fences["q1"], dead("400"), 1)
+            .await
+            .expect("settle")
+    );
+    let later = Settle::Retry {
+        at: now_ms() + 60_000,
+        steps: 1,
+        error: "503".to_owned(),
+    };
+    assert!(store.settle("q2", fences["q2"], later, 1).await.expect("settle"));
+    assert!(
+        store
+            .settle("q3", fences["q3"], dead("gone"), 0)
+            .await
+            .expect("settle")
+    );
+
+    // Only orders received before the cut-off.
+    assert_eq!(store.purge_dead(now_ms() - 60_000).await.expect("purge"), 0);
+    assert!(
+        !store
+            .get("q1")
+            .await
+            .expect("get")
+            .expect("record")
+            .payload_purged
+    );
+    assert_eq!(store.purge_dead(now_ms() + 60_000).await.expect("purge"), 2);
+    assert_eq!(store.purge_dead(now_ms() + 60_000).await.expect("purge"), 0);
+    let purged = store.get("q1").await.expect("get").expect("record");
+    assert_eq!(
+        (
+            purged.state,
+            purged.attempts,
+            purged.payload_purged,
+            purged.result
+        ),
+        (OrderState::Dead, 1, true, Some(body.clone()))
+    );
+    let listed = store.list(Some(OrderState::Dead), 100).await.expect("list");
+    assert!(listed.iter().all(|r| r.payload_purged), "{listed:?}");
+    let kept = store.get("q2").await.expect("get").expect("record");
+    assert_eq!((kept.state, kept.payload_purged), (OrderState::Delivering, false));
+
+    assert_eq!(
+        retry(store, "q1").await.expect("retry"),
+        Retried::Redelivering { payload_purged: true }
+    );
+    assert_eq!(
+        retry(store, "q3").await.expect("retry"),
+        Retried::NoResult { payload_purged: true }
+    );
+    assert_eq!(
+        retry(store, "q2").await.expect("retry"),
+        Retried::NotStuck(OrderState::Delivering)
+    );
+    assert_eq!(retry(store, "q-none").await.expect("retry"), Retried::Unknown);
+    // The retry delivers the stored result; there is nothing to run.
+    let taken = store.claim("two", LONG, 100).await.expect("claim");
+    let again = taken
+        .iter()
+        .find(|c| c.id == "q1")
+        .expect("retried order claimed");
+    assert_eq!(
+        (again.result.as_ref(), again.payload.is_empty()),
+        (Some(&body), true)
+    );
+    assert!(
+        store
+            .settle("q1", again.fence, Settle::Delivered, 1)
+            .await
+            .expect("settle")
+    );
+    let due = Settle::Retry {
+        at: now_ms() - 1,
+        steps: 1,
+        error: "503".to_owned(),
+    };
+    assert!(store.settle("q2", fences["q2"], due, 1).await.expect("settle"));
+    let taken = store.claim("two", LONG, 100).await.expect("claim");
+    let q2 = taken.iter().find(|c| c.id == "q2").expect("due retry claimed");
+    assert_eq!(q2.payload, Bytes::from_static(br#"{"order_id":"x"}"#));
+    assert!(
+        store
+            .settle("q2", q2.fence, Settle::Delivered, 1)
+            .await
+            .expect("settle")
+    );
 }
 
 async fn purge<S: Store>(store: &S) {

@@ -70,7 +70,27 @@ pub(crate) struct Timing {
     pub(crate) unauthorized_retry: Duration,
     /// How long delivered orders are kept; zero keeps them forever.
     pub(crate) retention: Duration,
+    /// How long dead orders keep their webhook bodies; zero keeps them forever.
+    pub(crate) dead_retention: Duration,
 }
+
+impl Timing {
+    /// How often the purge runs: hourly, or as often as the shorter retention when that is shorter
+    /// (at least every second); `None` when both retentions are zero (keep everything).
+    fn purge_every(&self) -> Option<Duration> {
+        [self.retention, self.dead_retention]
+            .into_iter()
+            .filter(|retention| !retention.is_zero())
+            .min()
+            .map(|shortest| shortest.clamp(Duration::from_secs(1), PURGE_EVERY))
+    }
+}
+
+/// How often old orders are purged with the default retentions.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long after start the first purge runs (at most).
+const FIRST_PURGE: Duration = Duration::from_secs(60);
 
 /// Runs orders and delivers their callbacks.
 pub(crate) struct Engine {
@@ -116,25 +136,44 @@ impl Engine {
         tokio::spawn(async move { engine.poll().await });
         let engine = Arc::clone(self);
         tokio::spawn(async move { engine.heartbeat().await });
-        if !self.timing.retention.is_zero() {
+        if let Some(every) = self.timing.purge_every() {
             let engine = Arc::clone(self);
-            tokio::spawn(async move { engine.purge().await });
+            tokio::spawn(async move { engine.purge(every).await });
         }
     }
 
-    /// Deletes delivered orders older than the retention, a minute after start and then hourly.
-    async fn purge(self: Arc<Self>) {
-        let mut wait = Duration::from_secs(60);
+    /// Deletes delivered orders older than the retention, and the webhook bodies of dead orders
+    /// older than the dead retention: a minute after start (or sooner, see
+    /// [`Timing::purge_every`]), then `every`.
+    async fn purge(self: Arc<Self>, every: Duration) {
+        let mut wait = every.min(FIRST_PURGE);
         loop {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.stop.cancelled() => return,
             }
-            wait = Duration::from_secs(3600);
-            match self.store.purge(now_ms() - ms(self.timing.retention)).await {
-                Ok(0) => {}
-                Ok(purged) => info!(purged, "deleted delivered orders past their retention"),
-                Err(e) => error!(error = %e, "could not delete old orders"),
+            wait = every;
+            let Timing {
+                retention,
+                dead_retention,
+                ..
+            } = self.timing;
+            if !retention.is_zero() {
+                match self.store.purge(now_ms() - ms(retention)).await {
+                    Ok(0) => {}
+                    Ok(purged) => info!(purged, "deleted delivered orders past their retention"),
+                    Err(e) => error!(error = %e, "could not delete old orders"),
+                }
+            }
+            if !dead_retention.is_zero() {
+                match self.store.purge_dead(now_ms() - ms(dead_retention)).await {
+                    Ok(0) => {}
+                    Ok(purged) => info!(
+                        purged,
+                        "deleted the webhook bodies of dead orders past SHORTS_DEAD_RETENTION"
+                    ),
+                    Err(e) => error!(error = %e, "could not delete the webhook bodies of old dead orders"),
+                }
             }
         }
     }
@@ -572,5 +611,41 @@ pub(crate) async fn run(lane: &Lane, call: Call) -> Result<Output, Error> {
                 ),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing(retention: u64, dead_retention: u64) -> Timing {
+        Timing {
+            lease: Duration::from_secs(5),
+            poll: Duration::from_secs(1),
+            schedule: Vec::new(),
+            unauthorized_retry: Duration::from_secs(600),
+            retention: Duration::from_secs(retention),
+            dead_retention: Duration::from_secs(dead_retention),
+        }
+    }
+
+    #[test]
+    fn the_purge_runs_hourly_or_as_often_as_the_shortest_retention() {
+        const DAYS_30: u64 = 30 * 86_400;
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(timing(DAYS_30, DAYS_30).purge_every(), hour);
+        assert_eq!(timing(0, 0).purge_every(), None);
+        assert_eq!(timing(0, DAYS_30).purge_every(), hour);
+        assert_eq!(timing(DAYS_30, 0).purge_every(), hour);
+        assert_eq!(timing(DAYS_30, 2).purge_every(), Some(Duration::from_secs(2)));
+        assert_eq!(timing(600, 0).purge_every(), Some(Duration::from_secs(600)));
+        assert_eq!(
+            Timing {
+                dead_retention: Duration::from_millis(10),
+                ..timing(0, 0)
+            }
+            .purge_every(),
+            Some(Duration::from_secs(1))
+        );
     }
 }

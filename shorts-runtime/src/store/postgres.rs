@@ -17,6 +17,12 @@ use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Store, StoreErro
 
 mappers!(PgRow);
 
+/// An order's webhook body and callback body, each `None` when there is none.
+type Bodies = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// An order's id and [`Bodies`], as a row.
+type BodyRow = (String, Option<Vec<u8>>, Option<Vec<u8>>);
+
 pub(crate) struct PgStore {
     pool: PgPool,
 }
@@ -42,7 +48,7 @@ impl PgStore {
         }
         let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();
         // A dead order's webhook body may have been purged: a retry delivers its stored result.
-        let rows: Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+        let rows: Vec<BodyRow> = sqlx::query_as(
             "SELECT o.id, p.payload, r.body FROM unnest($1::TEXT[]) AS o(id)
              LEFT JOIN shorts_payloads p ON p.order_id = o.id
              LEFT JOIN shorts_results r ON r.order_id = o.id",
@@ -50,7 +56,7 @@ impl PgStore {
         .bind(&ids)
         .fetch_all(&self.pool)
         .await?;
-        let mut bodies: std::collections::HashMap<String, (Option<Vec<u8>>, Option<Vec<u8>>)> = rows
+        let mut bodies: std::collections::HashMap<String, Bodies> = rows
             .into_iter()
             .map(|(id, payload, result)| (id, (payload, result)))
             .collect();

@@ -11,7 +11,7 @@ use tracing::info;
 use crate::config::{Config, ConfigError};
 use crate::delivery::Delivery;
 use crate::short::Short;
-use crate::store::{AnyStore, OrderRecord, OrderState, Store as _, StoreError};
+use crate::store::{AnyStore, OrderRecord, OrderState, Retried, Store as _, StoreError};
 use crate::worker::{Engine, Lane, Pending, Timing};
 
 /// Why an [`App`] could not be built.
@@ -151,6 +151,7 @@ impl AppBuilder {
             schedule: config.retry_schedule.clone(),
             unauthorized_retry: config.unauthorized_retry,
             retention: config.retention,
+            dead_retention: config.dead_retention,
         };
         let pending = Pending::new(config.max_pending_bytes as u64);
         let engine = Engine::new(store, delivery, &lanes, timing, pending);
@@ -280,15 +281,17 @@ impl App {
         self.inner.engine.store.list(state, limit).await
     }
 
-    /// Delivers a dead or paused order's callback again, from the first step of the retry
-    /// schedule; `false` when there is no such order in those states.
+    /// Delivers a dead or paused order's stored callback body again, from the first step of the
+    /// retry schedule (the attempts already made stay counted), or says why not: no such order,
+    /// not dead or paused, or no stored result. A dead order whose webhook body was purged
+    /// (`SHORTS_DEAD_RETENTION`) is delivered all the same: delivery needs only the result.
     ///
     /// # Errors
     ///
     /// When the store fails.
-    pub async fn retry(&self, order_id: &str) -> Result<bool, StoreError> {
-        let retried = self.inner.engine.store.retry(order_id).await?;
-        if retried {
+    pub async fn retry(&self, order_id: &str) -> Result<Retried, StoreError> {
+        let retried = crate::store::retry(&self.inner.engine.store, order_id).await?;
+        if matches!(retried, Retried::Redelivering { .. }) {
             self.inner.engine.wake();
         }
         Ok(retried)

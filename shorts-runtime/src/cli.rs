@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::app::App;
 use crate::config::{Config, Secret, StoreConfig, WebhookAuth};
 use crate::short::Short;
-use crate::store::{AnyStore, OrderState, Store as _};
+use crate::store::{AnyStore, OrderState, Retried, Store as _};
 use crate::testing::{MockPlatform, StoredObject};
 use crate::wire::webhook::Webhook;
 use crate::worker::{Held, Job, Submitted};
@@ -272,6 +272,12 @@ async fn orders(state: Option<&str>, limit: u32) -> ExitCode {
         Ok(records) => records,
         Err(e) => return fail(1, &e.to_string()),
     };
+    if records.is_empty() {
+        match state {
+            Some(state) => println!("no orders in state {state}"),
+            None => println!("no orders"),
+        }
+    }
     for record in records {
         let received = u64::try_from(record.received_at)
             .ok()
@@ -279,12 +285,17 @@ async fn orders(state: Option<&str>, limit: u32) -> ExitCode {
             .map(|t| humantime::format_rfc3339_seconds(t).to_string())
             .unwrap_or_default();
         println!(
-            "{received}  {:<10}  {}  short={}  runs={}  attempts={}{}",
+            "{received}  {:<10}  {}  short={}  runs={}  attempts={}{}{}",
             record.state.as_str(),
             record.id,
             record.short,
             record.runs,
             record.attempts,
+            if record.payload_purged {
+                "  payload purged"
+            } else {
+                ""
+            },
             record
                 .last_error
                 .map(|e| format!("  error: {e}"))
@@ -299,12 +310,34 @@ async fn retry(order_id: &str) -> ExitCode {
         Ok(store) => store,
         Err(code) => return code,
     };
-    match store.retry(order_id).await {
-        Ok(true) => {
+    let purged = "its webhook payload was purged after SHORTS_DEAD_RETENTION";
+    match crate::store::retry(&store, order_id).await {
+        Ok(Retried::Redelivering {
+            payload_purged: false,
+        }) => {
             println!("order {order_id} will be delivered again");
             ExitCode::SUCCESS
         }
-        Ok(false) => fail(1, &format!("no dead or paused order `{order_id}`")),
+        Ok(Retried::Redelivering { payload_purged: true }) => {
+            println!("order {order_id} will be delivered again from its stored result ({purged})");
+            ExitCode::SUCCESS
+        }
+        Ok(Retried::Unknown) => fail(1, &format!("no order `{order_id}`")),
+        Ok(Retried::NotStuck(state)) => fail(
+            1,
+            &format!("order `{order_id}` is {state}; only dead or paused orders are retried"),
+        ),
+        Ok(Retried::NoResult { payload_purged }) => {
+            let cannot = if payload_purged {
+                format!("; {purged}, so it cannot run again either")
+            } else {
+                String::new()
+            };
+            fail(
+                1,
+                &format!("order `{order_id}` has no stored result to deliver{cannot}"),
+            )
+        }
         Err(e) => fail(1, &e.to_string()),
     }
 }
@@ -367,6 +400,7 @@ async fn invoke(name: &str, input: Option<String>, input_file: Option<PathBuf>, 
     let job = Job {
         order_id: webhook.order_id,
         callback_url: webhook.callback_url,
+        job_token: webhook.job_token.is_some(),
         payload,
         held: Held::none(),
     };

@@ -192,8 +192,12 @@ pub struct Config {
     /// How often an instance looks for orders that need work (`SHORTS_POLL_INTERVAL`). Default 1 s.
     pub poll_interval: std::time::Duration,
     /// How long delivered orders are kept (`SHORTS_RETENTION`); `0s` keeps them forever. Dead
-    /// orders are always kept. Default 30 days.
+    /// orders are always kept (see `dead_retention`). Default 30 days.
     pub retention: std::time::Duration,
+    /// How long dead orders keep their webhook body, the buyer's inputs and files
+    /// (`SHORTS_DEAD_RETENTION`, counted from when the order was received); `0s` keeps it forever.
+    /// The order's record and stored result stay, for `orders` and `retry`. Default 30 days.
+    pub dead_retention: std::time::Duration,
     /// Delays before each callback attempt (`SHORTS_RETRY_SCHEDULE`, e.g. `0s,5s,30s,2m`), each
     /// jittered by ±20 %. After the last one the order is dead-lettered.
     pub retry_schedule: Vec<Duration>,
@@ -305,6 +309,7 @@ impl Default for Config {
             lease: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(30 * 86_400),
+            dead_retention: Duration::from_secs(30 * 86_400),
             retry_schedule: parse_schedule("SHORTS_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE)
                 .unwrap_or_default(),
             unauthorized_retry: Duration::from_secs(600),
@@ -330,10 +335,11 @@ fn default_callback_url() -> url::Url {
 type DurationField = fn(&mut Config) -> &mut Duration;
 
 /// The variables that set a duration, with the field each sets.
-const DURATIONS: [(&str, DurationField); 9] = [
+const DURATIONS: [(&str, DurationField); 10] = [
     ("SHORTS_LEASE", |c| &mut c.lease),
     ("SHORTS_POLL_INTERVAL", |c| &mut c.poll_interval),
     ("SHORTS_RETENTION", |c| &mut c.retention),
+    ("SHORTS_DEAD_RETENTION", |c| &mut c.dead_retention),
     ("SHORTS_UNAUTHORIZED_RETRY", |c| &mut c.unauthorized_retry),
     ("SHORTS_HEADER_TIMEOUT", |c| &mut c.header_read_timeout),
     ("SHORTS_IDLE_TIMEOUT", |c| &mut c.idle_timeout),
@@ -672,6 +678,7 @@ mod tests {
         assert_eq!(config.callback_url.as_str(), DEFAULT_CALLBACK_URL);
         assert!(config.check_serving().is_err());
         assert_eq!(config.store, StoreConfig::Sqlite("shorts.db".into()));
+        assert_eq!(config.dead_retention, Duration::from_secs(30 * 86_400));
         assert_eq!(config.idle_timeout, Duration::from_secs(60));
         assert_eq!(config.max_connections, None);
     }
@@ -792,6 +799,7 @@ mod tests {
             ("SHORTS_MAX_BODY", "1MiB"),
             ("SHORTS_MAX_PENDING_BYTES", "64MiB"),
             ("SHORTS_SHUTDOWN_GRACE", "5s"),
+            ("SHORTS_DEAD_RETENTION", "7days"),
             ("SHORTS_IDLE_TIMEOUT", "90s"),
             ("SHORTS_MAX_CONNECTIONS", "4"),
         ])
@@ -806,6 +814,7 @@ mod tests {
         assert_eq!(config.max_body, 1 << 20);
         assert_eq!(config.max_pending_bytes, 64 << 20);
         assert_eq!(config.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(config.dead_retention, Duration::from_secs(7 * 86_400));
         assert_eq!(config.idle_timeout, Duration::from_secs(90));
         assert_eq!(config.max_connections, Some(4));
         assert!(config.check_serving().is_ok());
@@ -836,6 +845,8 @@ mod tests {
             ("SHORTS_LEASE", "0s"),
             ("SHORTS_POLL_INTERVAL", "0s"),
             ("SHORTS_RETRY_SCHEDULE", "0s,1000years"),
+            ("SHORTS_DEAD_RETENTION", "a month"),
+            ("SHORTS_DEAD_RETENTION", "2years"),
             ("SHORTS_IDLE_TIMEOUT", "0s"),
             ("SHORTS_HEADER_TIMEOUT", "0s"),
             ("SHORTS_MAX_CONNECTIONS", "0"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::MockPlatform;
-use shorts_runtime::{OrderState, StoreConfig};
+use shorts_runtime::{OrderState, Retried, StoreConfig};
 use shorts_tests::{PATIENCE, Served};
 
 fn database(name: &str) -> PathBuf {
@@ -207,6 +207,7 @@ async fn a_dead_order_can_be_retried() {
     }
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, "o-dead");
+    assert_eq!(dead[0].attempts, 1, "the refused POST counts");
     assert!(
         dead[0]
             .last_error
@@ -215,17 +216,87 @@ async fn a_dead_order_can_be_retried() {
     );
     assert!(served.platform.callbacks().is_empty());
 
-    assert!(app.retry("o-dead").await.expect("retry"));
+    assert_eq!(
+        app.retry("o-dead").await.expect("retry"),
+        Retried::Redelivering {
+            payload_purged: false
+        }
+    );
     assert!(
-        !app.retry("o-dead").await.expect("retry"),
+        matches!(
+            app.retry("o-dead").await.expect("retry"),
+            Retried::NotStuck(OrderState::Delivering | OrderState::Delivered)
+        ),
         "only dead or paused orders"
     );
+    assert_eq!(app.retry("o-nope").await.expect("retry"), Retried::Unknown);
     let callback = served.callback("o-dead").await;
     assert_eq!(callback["result_text"], "hello");
     let record = served.delivered("o-dead").await;
+    // The refused POST and the accepted one.
     assert_eq!(
         (record.state, record.runs, record.attempts),
-        (OrderState::Delivered, 1, 0)
+        (OrderState::Delivered, 1, 2)
     );
     served.stop().await;
+}
+
+/// The short sees the buyer's `job_token` (in `Order::job_token` and `Order::payload_json`); once
+/// its result is stored, the stored webhook body keeps everything but the token, and polling still
+/// answers with the result.
+#[tokio::test]
+async fn the_job_token_is_erased_once_the_result_is_stored() {
+    let short = Short::new("amazon", |_: Value, order: Order| async move {
+        let payload = order.payload_json()?;
+        let token = order.job_token().unwrap_or("none").to_owned();
+        Ok::<_, Error>(format!("{token} {}", payload["job_token"]))
+    });
+    let db = database("token");
+    let platform = MockPlatform::start().await.expect("mock");
+    let served = serve_on(platform, &db, short, Duration::from_secs(5)).await;
+    let mut body = served
+        .platform
+        .webhook_body("o-token", json!({"q": "a job_token among the inputs"}));
+    body["job_token"] = json!("eyJ.bearer-secret");
+    let url = served.url("/shorts/amazon");
+    assert_eq!(
+        served.platform.send_webhook(&url, &body).await.expect("sent"),
+        200
+    );
+    let callback = served.callback("o-token").await;
+    assert_eq!(
+        callback["result_text"],
+        r#"eyJ.bearer-secret "eyJ.bearer-secret""#
+    );
+    served.delivered("o-token").await;
+
+    let status = reqwest::Client::new()
+        .get(served.url("/shorts/amazon/status/o-token"))
+        .header("x-api-key", MockPlatform::WEBHOOK_KEY)
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(status.status().as_u16(), 200);
+    let status: Value = serde_json::from_str(&status.text().await.expect("body")).expect("JSON");
+    assert_eq!(status["status"], "completed");
+    assert_eq!(status["result_text"], callback["result_text"]);
+
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("database");
+    let (payload,): (Vec<u8>,) =
+        sqlx::query_as("SELECT payload FROM shorts_payloads WHERE order_id = 'o-token'")
+            .fetch_one(&pool)
+            .await
+            .expect("stored body");
+    pool.close().await;
+    assert!(!String::from_utf8_lossy(&payload).contains("bearer-secret"));
+    let mut expected = body.clone();
+    expected["job_token"] = Value::Null;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&payload).expect("still JSON"),
+        expected
+    );
+    served.stop().await;
+    let _ = std::fs::remove_dir_all(db.parent().expect("dir"));
 }

@@ -313,6 +313,7 @@ async fn operators_list_orders_and_retry_a_dead_one() {
         listed.contains("error: the platform refused the callback (400)"),
         "{listed}"
     );
+    assert!(listed.contains("attempts=1"), "the refused POST counts: {listed}");
 
     let retried = run(hello().args(["retry", "o-ops"]).env("SHORTS_STORE", &store));
     assert_eq!(retried.status.code(), Some(0));
@@ -325,13 +326,217 @@ async fn operators_list_orders_and_retry_a_dead_one() {
         .await
         .expect("delivered after the retry");
     assert_eq!(callback.body["result_text"], "again");
+    // The retry keeps the refused POST: two in all.
+    let delivered = orders_until(&store, &["--state", "delivered"], "o-ops").await;
+    assert!(delivered.contains("attempts=2"), "{delivered}");
+    let none = run(hello()
+        .args(["orders", "--state", "dead"])
+        .env("SHORTS_STORE", &store));
+    assert_eq!(
+        String::from_utf8_lossy(&none.stdout).trim(),
+        "no orders in state dead"
+    );
 
     let unknown = run(hello().args(["retry", "nope"]).env("SHORTS_STORE", &store));
     assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(stderr(&unknown).trim(), "error: no order `nope`");
+    let delivered = run(hello().args(["retry", "o-ops"]).env("SHORTS_STORE", &store));
+    assert_eq!(delivered.status.code(), Some(1));
+    assert_eq!(
+        stderr(&delivered).trim(),
+        "error: order `o-ops` is delivered; only dead or paused orders are retried"
+    );
     let bad_state = run(hello()
         .args(["orders", "--state", "lost"])
         .env("SHORTS_STORE", &store));
     assert_eq!(bad_state.status.code(), Some(2));
+    assert_eq!(terminate(&mut child).await, Some(0));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+/// `orders ARGS` on `store`, run again (bounded) until its output contains `wanted`.
+async fn orders_until(store: &str, args: &[&str], wanted: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = run(hello().arg("orders").args(args).env("SHORTS_STORE", store));
+        let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+        if text.contains(wanted) || Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn orders_on_an_empty_store_say_so() {
+    let db = std::env::temp_dir().join(format!("hello-short-empty-{}.db", std::process::id()));
+    let store = format!("sqlite://{}", db.display());
+    let all = run(hello().arg("orders").env("SHORTS_STORE", &store));
+    assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
+    assert_eq!(String::from_utf8_lossy(&all.stdout).trim(), "no orders");
+    let dead = run(hello()
+        .args(["orders", "--state", "dead"])
+        .env("SHORTS_STORE", &store));
+    assert_eq!(dead.status.code(), Some(0), "{}", stderr(&dead));
+    assert_eq!(
+        String::from_utf8_lossy(&dead.stdout).trim(),
+        "no orders in state dead"
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+/// Every POST counts, as the log counts them: a schedule of three attempts against a platform
+/// answering 503 ends with `attempts=3` in `orders` and in the log's dead-letter line.
+#[tokio::test]
+async fn orders_count_every_callback_post_as_the_log_does() {
+    let platform = MockPlatform::start().await.expect("mock");
+    platform.fail_next(3, 503);
+    let port = free_port();
+    let db = std::env::temp_dir().join(format!("hello-short-503-{port}.db"));
+    let log = std::env::temp_dir().join(format!("hello-short-503-{port}.log"));
+    let store = format!("sqlite://{}", db.display());
+    let child = server(&platform, port)
+        .env("SHORTS_STORE", &store)
+        .env("SHORTS_POLL_INTERVAL", "100ms")
+        .env("SHORTS_RETRY_SCHEDULE", "0s,1s,1s")
+        .env("RUST_LOG", "warn")
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let mut child = Child(child);
+    wait_listening(port).await;
+    let body = platform.webhook_body("o-503", json!({"text": "x"}));
+    let url = format!("http://127.0.0.1:{port}/shorts/echo");
+    assert_eq!(platform.send_webhook(&url, &body).await.expect("sent"), 200);
+
+    let listed = orders_until(&store, &["--state", "dead"], "o-503").await;
+    assert_eq!(terminate(&mut child).await, Some(0));
+    assert_eq!(platform.attempts().len(), 3);
+    assert!(listed.contains("attempts=3"), "{listed}");
+    let log_text = std::fs::read_to_string(&log).expect("log");
+    let given_up = log_text
+        .lines()
+        .find(|line| line.contains("dead-lettered"))
+        .unwrap_or_default();
+    assert!(given_up.contains("attempts=3"), "{log_text}");
+    assert!(listed.contains("gave up after 3 attempts"), "{listed}");
+    let _ = std::fs::remove_file(&log);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+/// The permission bits of `path`.
+fn mode(path: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Under the usual umask (022) and under none (000), the database and the `-wal` and `-shm` files
+/// beside it are the owner's only while the server runs; a database made readable by others is
+/// warned about at the next start.
+#[tokio::test]
+async fn the_database_is_private_whatever_the_umask() {
+    for umask in ["022", "000"] {
+        let platform = MockPlatform::start().await.expect("mock");
+        let port = free_port();
+        let db = std::env::temp_dir().join(format!("hello-short-umask-{umask}-{port}.db"));
+        let db = db.display().to_string();
+        let store = format!("sqlite://{db}");
+        // The umask is the process's: the server gets its own through a shell.
+        let command = server(&platform, port);
+        let shell = Command::new("sh")
+            .args(["-c", &format!("umask {umask} && exec \"$0\" serve"), BIN])
+            .env_clear()
+            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .env("SHORTS_STORE", &store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut child = Child(shell);
+        wait_listening(port).await;
+        let body = platform.webhook_body("o-private", json!({"text": "x"}));
+        let url = format!("http://127.0.0.1:{port}/shorts/echo");
+        assert_eq!(platform.send_webhook(&url, &body).await.expect("sent"), 200);
+        platform
+            .wait_for("o-private", Duration::from_secs(10))
+            .await
+            .expect("callback");
+        for suffix in ["", "-wal", "-shm"] {
+            assert_eq!(
+                mode(&format!("{db}{suffix}")),
+                0o600,
+                "umask {umask}: {db}{suffix}"
+            );
+        }
+        assert_eq!(terminate(&mut child).await, Some(0));
+
+        // Made readable by others: every command that opens it says so.
+        let chmod = Command::new("chmod").args(["644", &db]).status().expect("chmod");
+        assert!(chmod.success());
+        let listed = run(hello().arg("orders").env("SHORTS_STORE", &store));
+        assert_eq!(listed.status.code(), Some(0));
+        assert!(
+            stderr(&listed).contains("the order database can be read by other users"),
+            "{}",
+            stderr(&listed)
+        );
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{db}{suffix}"));
+        }
+    }
+}
+
+/// Past `SHORTS_DEAD_RETENTION` a dead order loses its webhook body (the buyer's data) but keeps
+/// its record and result: `orders` says the payload is gone, and `retry` delivers the stored result.
+#[tokio::test]
+async fn a_dead_order_past_its_retention_keeps_its_result_but_not_its_payload() {
+    let platform = MockPlatform::start().await.expect("mock");
+    platform.fail_next(1, 400);
+    let port = free_port();
+    let db = std::env::temp_dir().join(format!("hello-short-purge-{port}.db"));
+    let store = format!("sqlite://{}", db.display());
+    let child = server(&platform, port)
+        .env("SHORTS_STORE", &store)
+        .env("SHORTS_POLL_INTERVAL", "100ms")
+        .env("SHORTS_DEAD_RETENTION", "1s")
+        .spawn()
+        .expect("spawn");
+    let mut child = Child(child);
+    wait_listening(port).await;
+    let body = platform.webhook_body("o-purged", json!({"text": "kept result"}));
+    let url = format!("http://127.0.0.1:{port}/shorts/echo");
+    assert_eq!(platform.send_webhook(&url, &body).await.expect("sent"), 200);
+
+    let listed = orders_until(&store, &["--state", "dead"], "payload purged").await;
+    assert!(
+        listed.contains("o-purged") && listed.contains("attempts=1  payload purged"),
+        "{listed}"
+    );
+    let retried = run(hello().args(["retry", "o-purged"]).env("SHORTS_STORE", &store));
+    assert_eq!(retried.status.code(), Some(0), "{}", stderr(&retried));
+    assert_eq!(
+        String::from_utf8_lossy(&retried.stdout).trim(),
+        "order o-purged will be delivered again from its stored result \
+         (its webhook payload was purged after SHORTS_DEAD_RETENTION)"
+    );
+    let callback = platform
+        .wait_for("o-purged", Duration::from_secs(10))
+        .await
+        .expect("delivered after the retry");
+    assert_eq!(callback.body["result_text"], "kept result");
+    let delivered = orders_until(&store, &["--state", "delivered"], "o-purged").await;
+    assert!(delivered.contains("attempts=2  payload purged"), "{delivered}");
     assert_eq!(terminate(&mut child).await, Some(0));
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));

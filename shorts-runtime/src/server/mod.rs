@@ -139,8 +139,12 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
         Ok(body) => body,
         Err(response) => return response,
     };
-    let (order_id, callback_url) = match Webhook::parse(&body) {
-        Ok(webhook) => (webhook.order_id, webhook.callback_url),
+    let (order_id, callback_url, job_token) = match Webhook::parse(&body) {
+        Ok(webhook) => (
+            webhook.order_id,
+            webhook.callback_url,
+            webhook.job_token.is_some(),
+        ),
         Err(e) => {
             warn!(path = %e.path, error = %e.message, "webhook refused: not a SellerShorts webhook body");
             return rejection(StatusCode::BAD_REQUEST, &e.message, Some(&e.path));
@@ -149,6 +153,7 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
     let job = Job {
         order_id,
         callback_url,
+        job_token,
         payload: body,
         held,
     };

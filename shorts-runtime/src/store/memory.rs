@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::wire::webhook::without_job_token;
+
 use super::{
     Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError, ms,
     now_ms,
@@ -18,6 +20,10 @@ struct Row {
     payload: Bytes,
     callback_url: String,
     fence: i64,
+    /// Steps of the retry schedule used.
+    steps: i32,
+    /// Where the `job_token` sits in `payload`, until it is erased.
+    job_token: Option<std::ops::Range<usize>>,
     owner: Option<String>,
     lease_until: i64,
     seq: u64,
@@ -50,6 +56,7 @@ fn claimed(row: &Row) -> Claimed {
         callback_url: row.callback_url.clone(),
         fence: row.fence,
         attempts: row.record.attempts,
+        steps: row.steps,
         result: row.record.result.clone(),
         started: false,
     }
@@ -92,10 +99,13 @@ impl Store for MemoryStore {
                 last_error: None,
                 received_at: now,
                 next_at: None,
+                payload_purged: false,
             },
             payload: order.payload,
             callback_url: order.callback_url,
             fence: 1,
+            steps: 0,
+            job_token: order.job_token,
             owner: Some(owner.to_owned()),
             lease_until: now + ms(lease),
             seq: *seq,
@@ -168,6 +178,13 @@ impl Store for MemoryStore {
         let mut guard = self.rows();
         match guard.rows.get_mut(id) {
             Some(row) if row.fence == fence => {
+                if let Some(erased) = row
+                    .job_token
+                    .take()
+                    .and_then(|span| without_job_token(&row.payload, span))
+                {
+                    row.payload = Bytes::from(erased);
+                }
                 row.record.result = Some(body);
                 row.record.state = OrderState::Delivering;
                 row.record.next_at = None;
@@ -177,12 +194,13 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn settle(&self, id: &str, fence: i64, settle: Settle) -> Result<bool, StoreError> {
+    async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
         let mut guard = self.rows();
         let Some(row) = guard.rows.get_mut(id).filter(|row| row.fence == fence) else {
             return Ok(false);
         };
         row.owner = None;
+        row.record.attempts += posts;
         match settle {
             Settle::Delivered => {
                 row.record.state = OrderState::Delivered;
@@ -201,10 +219,10 @@ impl Store for MemoryStore {
                 row.record.next_at = None;
                 row.record.last_error = Some(error);
             }
-            Settle::Retry { at, attempts, error } => {
+            Settle::Retry { at, steps, error } => {
                 row.record.state = OrderState::Delivering;
                 row.record.next_at = Some(at);
-                row.record.attempts = attempts;
+                row.steps = steps;
                 row.record.last_error = Some(error);
             }
             Settle::Paused { at } => {
@@ -264,7 +282,7 @@ impl Store for MemoryStore {
             {
                 row.record.state = OrderState::Delivering;
                 row.record.next_at = Some(now_ms());
-                row.record.attempts = 0;
+                row.steps = 0;
                 guard.active.insert(id.to_owned());
                 Ok(true)
             }
@@ -284,6 +302,22 @@ impl Store for MemoryStore {
             guard.rows.remove(id);
         }
         Ok(old.len() as u64)
+    }
+
+    async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {
+        let mut guard = self.rows();
+        let mut purged = 0;
+        for row in guard.rows.values_mut().filter(|row| {
+            row.record.state == OrderState::Dead
+                && row.record.received_at < before
+                && !row.record.payload_purged
+        }) {
+            row.payload = Bytes::new();
+            row.job_token = None;
+            row.record.payload_purged = true;
+            purged += 1;
+        }
+        Ok(purged)
     }
 
     async fn release_order(&self, id: &str, fence: i64) -> Result<(), StoreError> {

@@ -93,6 +93,14 @@ pub enum StoreError {
     /// The store's writer stopped (the process is shutting down).
     #[error("the order store is closed")]
     Closed,
+    /// The database file could not be created.
+    #[error("could not create the order database {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
 }
 
 /// A new order, as the webhook delivered it.
@@ -103,6 +111,9 @@ pub(crate) struct NewOrder {
     pub(crate) payload: Bytes,
     /// Where its callback goes (already checked against the configured platform).
     pub(crate) callback_url: String,
+    /// Where the `job_token` value sits in `payload` (see `wire::webhook::job_token_span`): the
+    /// store replaces it with `null` in the transaction that stores the order's result.
+    pub(crate) job_token: Option<std::ops::Range<usize>>,
     /// The accepting instance starts the short at once: the run is counted with the order, which
     /// saves a write per order.
     pub(crate) started: bool,
@@ -120,8 +131,11 @@ pub(crate) struct Claimed {
     pub(crate) callback_url: String,
     /// Proves the lease on every write.
     pub(crate) fence: i64,
-    /// Delivery attempts used on the retry schedule.
+    /// Callback POSTs made so far (see [`OrderRecord::attempts`]).
     pub(crate) attempts: i32,
+    /// Steps of the retry schedule used: retryable failures since the order's result was stored
+    /// or it was last retried by hand.
+    pub(crate) steps: i32,
     /// The stored callback body, once the short has finished.
     pub(crate) result: Option<Bytes>,
     /// The first run was counted when the order was accepted (see [`NewOrder::started`]).
@@ -144,8 +158,8 @@ pub(crate) enum Settle {
     Delivered,
     /// Give up, with the reason.
     Dead(String),
-    /// Try again at `at` (ms since the Unix epoch), with `attempts` attempts used.
-    Retry { at: i64, attempts: i32, error: String },
+    /// Try again at `at` (ms since the Unix epoch), with `steps` steps of the schedule used.
+    Retry { at: i64, steps: i32, error: String },
     /// The platform refused the secret: probe again at `at`.
     Paused { at: i64 },
 }
@@ -161,7 +175,9 @@ pub struct OrderRecord {
     pub state: OrderState,
     /// Times the short was started on it.
     pub runs: i32,
-    /// Delivery attempts used on the retry schedule.
+    /// Callback POSTs made for it, whatever their outcome (accepted, refused, failed, 401). A retry
+    /// by hand does not reset it. The position in the retry schedule is kept apart: a 401 does not
+    /// advance it, and a retry by hand starts the schedule over.
     pub attempts: i32,
     /// The stored callback body, once there is one; `None` again once a success body longer than
     /// 64 KiB is delivered (it is dropped then: the platform has it).
@@ -172,6 +188,46 @@ pub struct OrderRecord {
     pub received_at: i64,
     /// When its next delivery attempt is due, in ms since the Unix epoch.
     pub next_at: Option<i64>,
+    /// Its webhook body (the buyer's inputs and files) was purged: a dead order past
+    /// `SHORTS_DEAD_RETENTION`. The record and the stored callback body stay.
+    pub payload_purged: bool,
+}
+
+/// What a retry by hand did (see [`App::retry`](crate::App::retry)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Retried {
+    /// The order's stored callback body will be delivered again, from the start of the retry
+    /// schedule. `payload_purged`: its webhook body is gone, which delivery does not need.
+    Redelivering {
+        /// The order's webhook body was purged.
+        payload_purged: bool,
+    },
+    /// No order has that `order_id`.
+    Unknown,
+    /// Only dead and paused orders are retried; the order is in this state.
+    NotStuck(OrderState),
+    /// The order is dead or paused but has no stored result to deliver. `payload_purged`: its
+    /// webhook body is gone too, so it cannot run again either.
+    NoResult {
+        /// The order's webhook body was purged.
+        payload_purged: bool,
+    },
+}
+
+/// Puts a dead or paused order back to delivery (see [`Store::retry`]), or says why not.
+pub(crate) async fn retry(store: &impl Store, id: &str) -> Result<Retried, StoreError> {
+    if store.retry(id).await? {
+        let payload_purged = store.get(id).await?.is_some_and(|r| r.payload_purged);
+        return Ok(Retried::Redelivering { payload_purged });
+    }
+    Ok(match store.get(id).await? {
+        None => Retried::Unknown,
+        Some(record) if matches!(record.state, OrderState::Dead | OrderState::Paused) => Retried::NoResult {
+            payload_purged: record.payload_purged,
+        },
+        Some(record) => Retried::NotStuck(record.state),
+    })
 }
 
 /// Delivered callback bodies longer than this are dropped when the platform accepts them. Such a
@@ -226,7 +282,9 @@ pub(crate) trait Store: Send + Sync + 'static {
         fence: i64,
     ) -> impl Future<Output = Result<Option<Started>, StoreError>> + Send;
 
-    /// Stores the callback body; `false` when the fence is stale (another instance has the order).
+    /// Stores the callback body and, in the same transaction, erases the order's `job_token` from
+    /// its stored webhook body (see [`NewOrder::job_token`]); `false` when the fence is stale
+    /// (another instance has the order).
     fn save_result(
         &self,
         id: &str,
@@ -234,13 +292,15 @@ pub(crate) trait Store: Send + Sync + 'static {
         body: Bytes,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Records a delivery attempt's outcome and releases the lease; `false` when the fence is stale.
-    /// A delivered order's body is dropped when longer than [`KEPT_BODY_LIMIT`].
+    /// Records a delivery's outcome after `posts` callback POSTs, adding them to the order's
+    /// attempts, and releases the lease; `false` when the fence is stale. A delivered order's body
+    /// is dropped when longer than [`KEPT_BODY_LIMIT`].
     fn settle(
         &self,
         id: &str,
         fence: i64,
         settle: Settle,
+        posts: i32,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Releases every lease `owner` holds (at shutdown); returns how many. The runs of
@@ -264,13 +324,18 @@ pub(crate) trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<OrderRecord>, StoreError>> + Send;
 
-    /// Puts a dead or paused order back to delivery, due now, its attempts reset; `false` when
-    /// there is no such order in those states.
+    /// Puts a dead or paused order with a stored result back to delivery, due now, at the start of
+    /// the retry schedule (its attempts stay counted); `false` when there is no such order.
     fn retry(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes delivered orders received before `before` (ms since the Unix epoch), with their
     /// bodies; returns how many. Dead orders stay for an operator to see.
     fn purge(&self, before: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes the webhook bodies of dead orders received before `before` (ms since the Unix
+    /// epoch); returns how many. Their records and callback bodies stay, for an operator to see and
+    /// retry.
+    fn purge_dead(&self, before: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// The store chosen by the configuration.
@@ -342,8 +407,8 @@ impl Store for AnyStore {
         dispatch!(self, s => s.save_result(id, fence, body))
     }
 
-    async fn settle(&self, id: &str, fence: i64, settle: Settle) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.settle(id, fence, settle))
+    async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.settle(id, fence, settle, posts))
     }
 
     async fn release(&self, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {
@@ -369,6 +434,10 @@ impl Store for AnyStore {
     async fn purge(&self, before: i64) -> Result<u64, StoreError> {
         dispatch!(self, s => s.purge(before))
     }
+
+    async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.purge_dead(before))
+    }
 }
 
 #[cfg(test)]
@@ -393,7 +462,7 @@ mod tests {
         let reopened = SqliteStore::open(&path).await.expect("reopen");
         assert_eq!(
             reopened.list(None, 10_000).await.expect("list").len(),
-            2 + 100 + 200 + 100
+            3 + 100 + 200 + 100
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -9,9 +9,10 @@ use sqlx::{Connection as _, PgPool, Postgres};
 use tracing::warn;
 
 use super::sql::{
-    HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS,
-    RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns, drop_delivered_bodies,
-    mappers, replacing_body, select_records, settled, started, upsert_result,
+    HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS, PURGE_PAYLOADS,
+    PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns,
+    drop_delivered_bodies, mappers, replacing_body, select_records, settled, started, token_columns,
+    upsert_result,
 };
 use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError, ms, now_ms};
 
@@ -75,20 +76,22 @@ impl PgStore {
             return Ok(claims);
         }
         let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();
-        let rows: Vec<(String, i32, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT p.order_id, octet_length(p.payload), r.body FROM shorts_payloads p
-             LEFT JOIN shorts_results r ON r.order_id = p.order_id WHERE p.order_id = ANY($1)",
+        // A dead order's webhook body may have been purged: its length is then NULL.
+        let rows: Vec<(String, Option<i32>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT o.id, octet_length(p.payload), r.body FROM unnest($1::TEXT[]) AS o(id)
+             LEFT JOIN shorts_payloads p ON p.order_id = o.id
+             LEFT JOIN shorts_results r ON r.order_id = o.id",
         )
         .bind(&ids)
         .fetch_all(&self.pool)
         .await?;
-        let mut bodies: std::collections::HashMap<String, (i32, Option<Vec<u8>>)> = rows
+        let mut bodies: std::collections::HashMap<String, (Option<i32>, Option<Vec<u8>>)> = rows
             .into_iter()
             .map(|(id, length, result)| (id, (length, result)))
             .collect();
         for claimed in &mut claims {
             if let Some((length, result)) = bodies.remove(&claimed.id) {
-                claimed.payload_len = u64::try_from(length).unwrap_or(0);
+                claimed.payload_len = length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
                 claimed.result = result.map(Bytes::from);
             }
         }
@@ -103,6 +106,7 @@ impl Store for PgStore {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<Claimed>, StoreError> {
+        let (token_at, token_len) = token_columns(order.job_token.as_ref());
         let mut transaction = self.pool.begin().await?;
         let now = now_ms();
         let inserted = sqlx::query(INSERT_ORDER)
@@ -113,6 +117,8 @@ impl Store for PgStore {
             .bind(owner)
             .bind(now + ms(lease))
             .bind(now)
+            .bind(token_at)
+            .bind(token_len)
             .execute(&mut *transaction)
             .await?;
         if inserted.rows_affected() == 0 {
@@ -131,6 +137,7 @@ impl Store for PgStore {
             callback_url: order.callback_url,
             fence: 1,
             attempts: 0,
+            steps: 0,
             result: None,
             started: order.started,
         }))
@@ -200,13 +207,14 @@ impl Store for PgStore {
         Ok(true)
     }
 
-    async fn settle(&self, id: &str, fence: i64, settle: Settle) -> Result<bool, StoreError> {
+    async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
         let delivered = settle == Settle::Delivered;
-        let (state, next_at, attempts, error) = settled(settle);
+        let (state, next_at, steps, posts, error) = settled(settle, posts);
         let done = sqlx::query(SETTLE)
             .bind(state)
             .bind(next_at)
-            .bind(attempts)
+            .bind(steps)
+            .bind(posts)
             .bind(error)
             .bind(id)
             .bind(fence)
@@ -285,6 +293,14 @@ impl Store for PgStore {
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(PURGE_DEAD_PAYLOADS)
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

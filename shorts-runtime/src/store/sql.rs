@@ -10,7 +10,7 @@ use super::{KEPT_BODY_LIMIT, Settle};
 /// Columns of a claim, from `shorts_orders`.
 macro_rules! claimed_columns {
     () => {
-        "order_id, short, callback_url, fence, attempts"
+        "order_id, short, callback_url, fence, attempts, steps"
     };
 }
 
@@ -18,7 +18,8 @@ macro_rules! claimed_columns {
 macro_rules! select_records {
     () => {
         "SELECT o.order_id, o.short, o.state, o.runs, o.attempts, r.body AS result, o.last_error,
-                o.received_at, o.next_at
+                o.received_at, o.next_at,
+                NOT EXISTS (SELECT 1 FROM shorts_payloads p WHERE p.order_id = o.order_id) AS payload_purged
          FROM shorts_orders o LEFT JOIN shorts_results r ON r.order_id = o.order_id"
     };
 }
@@ -51,18 +52,21 @@ macro_rules! upsert_result {
     };
 }
 
-/// The update that settles orders, from the SQL of their new values: state, next attempt,
-/// attempts and error (a NULL attempts or error keeps the old one). It releases the lease.
+/// The update that settles orders, from the SQL of their new values: state, next attempt, steps
+/// of the schedule used, POSTs made and error (a NULL steps or error keeps the old one; the POSTs
+/// are added to the attempts). It releases the lease.
 macro_rules! settle_set {
-    ($state:literal, $next_at:literal, $attempts:literal, $error:literal) => {
+    ($state:literal, $next_at:literal, $steps:literal, $posts:literal, $error:literal) => {
         concat!(
             "UPDATE shorts_orders SET state = ",
             $state,
             ", next_at = ",
             $next_at,
-            ", attempts = COALESCE(",
-            $attempts,
-            ", attempts), last_error = COALESCE(",
+            ", steps = COALESCE(",
+            $steps,
+            ", steps), attempts = attempts + ",
+            $posts,
+            ", last_error = COALESCE(",
             $error,
             ", last_error), owner = NULL"
         )
@@ -76,11 +80,25 @@ pub(super) use {claimable, claimed_columns, replacing_body, select_records, sett
 // (`INSERT_ORDER`, `INSERT_PAYLOAD`, `MARK_RESULT` and `SETTLE` are PostgreSQL's only).
 
 /// A new order, unless its `order_id` is known: $1 id, $2 short, $3 callback URL, $4 runs, $5
-/// owner, $6 lease end, $7 now.
+/// owner, $6 lease end, $7 now, $8 and $9 where its `job_token` sits (see [`token_columns`]).
 pub(super) const INSERT_ORDER: &str =
-    "INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at)
-     VALUES ($1, $2, $3, 'received', $4, 1, $5, $6, $7)
+    "INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at,
+                                token_at, token_len)
+     VALUES ($1, $2, $3, 'received', $4, 1, $5, $6, $7, $8, $9)
      ON CONFLICT (order_id) DO NOTHING";
+
+/// The `token_at` and `token_len` columns of an order whose `job_token` sits at `span` in its
+/// webhook body: both NULL for an order without one (most).
+pub(super) fn token_columns(span: Option<&std::ops::Range<usize>>) -> (Option<i64>, Option<i64>) {
+    let column = |n: usize| i64::try_from(n).ok();
+    match span {
+        Some(span) => match (column(span.start), column(span.len())) {
+            (Some(at), Some(len)) => (Some(at), Some(len)),
+            _ => (None, None),
+        },
+        None => (None, None),
+    }
+}
 
 /// The webhook body of a new order: $1 id, $2 body.
 pub(super) const INSERT_PAYLOAD: &str = "INSERT INTO shorts_payloads (order_id, payload) VALUES ($1, $2)";
@@ -112,15 +130,23 @@ where
     })
 }
 
-/// Moves an order to delivery under the lease (its body goes to `shorts_results`): $1 id, $2 fence.
-pub(super) const MARK_RESULT: &str =
-    "UPDATE shorts_orders SET state = 'delivering', next_at = NULL WHERE order_id = $1 AND fence = $2";
+/// Moves an order to delivery under the lease (its body goes to `shorts_results`), replacing its
+/// `job_token` by `null` in its stored webhook body if it has one: $1 id, $2 fence. Orders without
+/// a token cost one look-up of their own row.
+pub(super) const MARK_RESULT: &str = "WITH erased AS (
+         UPDATE shorts_payloads p
+         SET payload = overlay(p.payload placing convert_to('null', 'UTF8')
+                               from (o.token_at + 1)::INT for o.token_len::INT)
+         FROM shorts_orders o
+         WHERE o.order_id = $1 AND o.fence = $2 AND o.token_at IS NOT NULL AND p.order_id = o.order_id)
+     UPDATE shorts_orders SET state = 'delivering', next_at = NULL, token_at = NULL, token_len = NULL
+     WHERE order_id = $1 AND fence = $2";
 
-/// Records an attempt's outcome and releases the lease: $1 state, $2 next attempt, $3 attempts,
-/// $4 error, $5 id, $6 fence.
+/// Records a delivery's outcome and releases the lease: $1 state, $2 next attempt, $3 steps,
+/// $4 POSTs, $5 error, $6 id, $7 fence.
 pub(super) const SETTLE: &str = concat!(
-    settle_set!("$1", "$2", "$3", "$4"),
-    " WHERE order_id = $5 AND fence = $6"
+    settle_set!("$1", "$2", "$3", "$4", "$5"),
+    " WHERE order_id = $6 AND fence = $7"
 );
 
 /// Drops the callback bodies of `ids` that are longer than [`KEPT_BODY_LIMIT`], of orders recorded
@@ -175,8 +201,20 @@ pub(super) const PURGE_RESULTS: &str = "DELETE FROM shorts_results WHERE order_i
 pub(super) const PURGE_ORDERS: &str =
     "DELETE FROM shorts_orders WHERE state = 'delivered' AND received_at < $1";
 
-/// Puts a dead or paused order with a result back to delivery: $1 now, $2 id.
-pub(super) const RETRY: &str = "UPDATE shorts_orders SET state = 'delivering', next_at = $1, attempts = 0
+/// Deletes the webhook bodies of dead orders received before $1.
+pub(super) const PURGE_DEAD_PAYLOADS: &str = "DELETE FROM shorts_payloads WHERE order_id IN
+     (SELECT order_id FROM shorts_orders WHERE state = 'dead' AND received_at < $1)";
+
+/// The length of an order's webhook body and its callback body, each NULL when there is none (a
+/// dead order's webhook body may have been purged): $1 id. SQLite reads a blob's length from its
+/// record's header, without reading the blob.
+pub(super) const SELECT_PAYLOAD_LENGTH_AND_RESULT: &str =
+    "SELECT (SELECT length(payload) FROM shorts_payloads WHERE order_id = $1),
+            (SELECT body FROM shorts_results WHERE order_id = $1)";
+
+/// Puts a dead or paused order with a result back to delivery, at the schedule's start: $1 now,
+/// $2 id.
+pub(super) const RETRY: &str = "UPDATE shorts_orders SET state = 'delivering', next_at = $1, steps = 0
      WHERE order_id = $2 AND state IN ('dead', 'paused')
        AND EXISTS (SELECT 1 FROM shorts_results r WHERE r.order_id = shorts_orders.order_id)";
 
@@ -192,6 +230,7 @@ macro_rules! mappers {
                 callback_url: row.try_get("callback_url")?,
                 fence: row.try_get("fence")?,
                 attempts: row.try_get("attempts")?,
+                steps: row.try_get("steps")?,
                 result: None,
                 started: false,
             })
@@ -213,6 +252,7 @@ macro_rules! mappers {
                 last_error: row.try_get("last_error")?,
                 received_at: row.try_get("received_at")?,
                 next_at: row.try_get("next_at")?,
+                payload_purged: row.try_get("payload_purged")?,
             })
         }
     };
@@ -220,19 +260,21 @@ macro_rules! mappers {
 
 pub(super) use mappers;
 
-/// The new values of a settled order: state, next attempt, attempts (None: unchanged), error.
-pub(super) type Settled = (&'static str, Option<i64>, Option<i32>, Option<String>);
+/// The new values of a settled order: state, next attempt, steps of the schedule used (None:
+/// unchanged), POSTs made (added to the attempts), error (None: unchanged).
+pub(super) type Settled = (&'static str, Option<i64>, Option<i32>, i32, Option<String>);
 
-/// An outcome's new values.
-pub(super) fn settled(settle: Settle) -> Settled {
+/// An outcome's new values, after `posts` POSTs.
+pub(super) fn settled(settle: Settle, posts: i32) -> Settled {
     match settle {
-        Settle::Delivered => ("delivered", None, None, None),
-        Settle::Dead(error) => ("dead", None, None, Some(error)),
-        Settle::Retry { at, attempts, error } => ("delivering", Some(at), Some(attempts), Some(error)),
+        Settle::Delivered => ("delivered", None, None, posts, None),
+        Settle::Dead(error) => ("dead", None, None, posts, Some(error)),
+        Settle::Retry { at, steps, error } => ("delivering", Some(at), Some(steps), posts, Some(error)),
         Settle::Paused { at } => (
             "paused",
             Some(at),
             None,
+            posts,
             Some("the platform refused the callback secret (401)".to_owned()),
         ),
     }

@@ -17,9 +17,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, warn};
 
 use super::sql::{
-    HEARTBEAT, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, START_RUN,
-    Settled, claimable, claimed_columns, drop_delivered_bodies, mappers, push_drop_delivered_bodies,
-    replacing_body, select_records, settle_set, settled, started,
+    HEARTBEAT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER,
+    RETRY, SELECT_PAYLOAD_LENGTH_AND_RESULT, START_RUN, Settled, claimable, claimed_columns,
+    drop_delivered_bodies, mappers, push_drop_delivered_bodies, replacing_body, select_records, settle_set,
+    settled, started, token_columns,
 };
 use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError, ms, now_ms};
 
@@ -45,7 +46,13 @@ enum Op {
     Heartbeat(String, Duration, oneshot::Sender<Result<u64, StoreError>>),
     StartRun(String, i64, oneshot::Sender<Result<Option<Started>, StoreError>>),
     SaveResult(String, i64, Bytes, oneshot::Sender<Result<bool, StoreError>>),
-    Settle(String, i64, Settle, oneshot::Sender<Result<bool, StoreError>>),
+    Settle(
+        String,
+        i64,
+        Settle,
+        i32,
+        oneshot::Sender<Result<bool, StoreError>>,
+    ),
     Release(String, Vec<String>, oneshot::Sender<Result<u64, StoreError>>),
     Get(String, oneshot::Sender<Result<Option<OrderRecord>, StoreError>>),
     List(
@@ -55,6 +62,7 @@ enum Op {
     ),
     Retry(String, oneshot::Sender<Result<bool, StoreError>>),
     Purge(i64, oneshot::Sender<Result<u64, StoreError>>),
+    PurgeDead(i64, oneshot::Sender<Result<u64, StoreError>>),
     ReleaseOrder(String, i64, oneshot::Sender<Result<(), StoreError>>),
 }
 
@@ -64,9 +72,10 @@ impl Op {
         match self {
             Op::Accept(.., reply) => drop(reply.send(Err(shared(error)))),
             Op::Claim(.., reply) => drop(reply.send(Err(shared(error)))),
-            Op::Heartbeat(.., reply) | Op::Release(.., reply) | Op::Purge(.., reply) => {
-                drop(reply.send(Err(shared(error))))
-            }
+            Op::Heartbeat(.., reply)
+            | Op::Release(.., reply)
+            | Op::Purge(.., reply)
+            | Op::PurgeDead(.., reply) => drop(reply.send(Err(shared(error)))),
             Op::StartRun(.., reply) => drop(reply.send(Err(shared(error)))),
             Op::SaveResult(.., reply) | Op::Settle(.., reply) | Op::Retry(.., reply) => {
                 drop(reply.send(Err(shared(error))))
@@ -107,9 +116,63 @@ impl SqliteStore {
 
 /// Opens (creating it if needed) the database at `path` and migrates it.
 async fn connect(path: &Path) -> Result<SqliteConnection, StoreError> {
+    create_private(path)?;
     let mut connection = SqliteConnection::connect_with(&options(path)?).await?;
     sqlx::migrate!("./migrations/sqlite").run(&mut connection).await?;
     Ok(connection)
+}
+
+/// Creates the database file readable and writable by its owner only (`0600`), whatever the
+/// umask, before SQLite opens it: SQLite creates the `-wal` and `-shm` files beside it with the
+/// database file's own mode. An existing file is left as it is, with a warning when other users
+/// can read it or the files beside it.
+#[cfg(unix)]
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    let failed = |source| StoreError::File {
+        path: path.to_owned(),
+        source,
+    };
+    match created {
+        // The umask may have cleared bits of the mode asked for: set it whole.
+        Ok(file) => file
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(failed),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = path.as_os_str().to_owned();
+                file.push(suffix);
+                let file = Path::new(&file);
+                if let Some(mode) = readable_by_others(file) {
+                    warn!(
+                        file = %file.display(),
+                        mode = format!("{mode:o}"),
+                        "the order database can be read by other users; it holds buyers' orders: `chmod 600` it"
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// The permission bits of the file at `path` when its group or other users may read it.
+#[cfg(unix)]
+fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
 }
 
 fn options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
@@ -369,6 +432,15 @@ async fn run(c: &mut SqliteConnection, op: Op) -> (Answer, bool) {
             let result = atomic(c, async |c: &mut SqliteConnection| purge(c, before).await).await;
             answered(reply, result)
         }
+        Op::PurgeDead(before, reply) => {
+            let result = sqlx::query(PURGE_DEAD_PAYLOADS)
+                .bind(before)
+                .execute(&mut *c)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(StoreError::from);
+            answered(reply, result)
+        }
         Op::ReleaseOrder(id, fence, reply) => {
             let result = sqlx::query(RELEASE_ORDER)
                 .bind(id)
@@ -419,15 +491,13 @@ async fn claim(
     let mut claims = Vec::with_capacity(rows.len());
     for row in &rows {
         let mut claimed = claimed(row)?;
-        // The webhook body's length only: SQLite reads it from the record's header.
-        let (length, result): (i64, Option<Vec<u8>>) = sqlx::query_as(
-            "SELECT length(p.payload), r.body FROM shorts_payloads p
-             LEFT JOIN shorts_results r ON r.order_id = p.order_id WHERE p.order_id = $1",
-        )
-        .bind(&claimed.id)
-        .fetch_one(&mut *c)
-        .await?;
-        claimed.payload_len = u64::try_from(length).unwrap_or(0);
+        // The webhook body's length only: it is read when the order gets a slot.
+        let (length, result): (Option<i64>, Option<Vec<u8>>) =
+            sqlx::query_as(SELECT_PAYLOAD_LENGTH_AND_RESULT)
+                .bind(&claimed.id)
+                .fetch_one(&mut *c)
+                .await?;
+        claimed.payload_len = length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
         claimed.result = result.map(Bytes::from);
         claims.push(claimed);
     }
@@ -448,7 +518,7 @@ type Saving = (String, i64, Bytes, oneshot::Sender<Result<bool, StoreError>>);
 /// A settle waiting for its group: id, fence, new values (see [`settled`]).
 type Settling = (String, i64, Settled, oneshot::Sender<Result<bool, StoreError>>);
 
-/// Accepts per statement: 11 parameters each, well under SQLite's limit of 32,766.
+/// Accepts per statement: 13 parameters each, well under SQLite's limit of 32,766.
 const ACCEPT_CHUNK: usize = 256;
 
 /// Bodies per statement, and per savepoint when a group's kinds are written apart: each body is up
@@ -456,7 +526,7 @@ const ACCEPT_CHUNK: usize = 256;
 /// holds all its bodies, as many as its shorts run at once.
 const SAVE_CHUNK: usize = 64;
 
-/// Settles per statement: 6 parameters each.
+/// Settles per statement: 7 parameters each.
 const SETTLE_CHUNK: usize = 256;
 
 /// A group's accepts, callback bodies and settles, written by multi-row statements.
@@ -486,8 +556,8 @@ impl Batch {
                 Op::SaveResult(id, fence, body, reply) if batched.insert(("save", id.clone())) => {
                     batch.saves.push((id, fence, body, reply));
                 }
-                Op::Settle(id, fence, settle, reply) if batched.insert(("settle", id.clone())) => {
-                    batch.settles.push((id, fence, settled(settle), reply));
+                Op::Settle(id, fence, settle, posts, reply) if batched.insert(("settle", id.clone())) => {
+                    batch.settles.push((id, fence, settled(settle, posts), reply));
                 }
                 other => others.push(other),
             }
@@ -675,9 +745,11 @@ fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
 /// caller runs both or neither.
 fn push_accepts(query: &mut QueryBuilder<Sqlite>, accepts: &[Accepting], now: i64) {
     query.push(
-        "; INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at) ",
+        "; INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at,
+                                     token_at, token_len) ",
     );
     query.push_values(accepts, |mut row, (order, owner, lease, _)| {
+        let (token_at, token_len) = token_columns(order.job_token.as_ref());
         row.push_bind(&order.id)
             .push_bind(&order.short)
             .push_bind(&order.callback_url)
@@ -686,7 +758,9 @@ fn push_accepts(query: &mut QueryBuilder<Sqlite>, accepts: &[Accepting], now: i6
             .push_bind(1_i64)
             .push_bind(owner)
             .push_bind(now + ms(*lease))
-            .push_bind(now);
+            .push_bind(now)
+            .push_bind(token_at)
+            .push_bind(token_len);
     });
     // A known order keeps the body it came with: bodies are written and purged with their orders,
     // so an `order_id` has a body exactly when it has an order.
@@ -700,12 +774,29 @@ fn push_accepts(query: &mut QueryBuilder<Sqlite>, accepts: &[Accepting], now: i6
     query.push(" ON CONFLICT (order_id) DO NOTHING");
 }
 
-/// Moves the orders whose fence is current to delivery, reporting each, then stores their bodies
-/// (the same orders: the move keeps the fence).
+/// Replaces the `job_token` of the orders whose fence is current by `null` in their stored webhook
+/// bodies, then moves them to delivery, reporting each, then stores their callback bodies (the
+/// same orders: the move keeps the fence). Orders without a token cost one look-up of their row.
 fn push_saves(query: &mut QueryBuilder<Sqlite>, saves: &[Saving]) {
     // `FROM (VALUES ...)`, not `(order_id, fence) IN (VALUES ...)`: SQLite looks each row up by the
     // primary key for the first, and scans the table for the second.
-    query.push("; UPDATE shorts_orders SET state = 'delivering', next_at = NULL FROM (");
+    query.push(
+        "; UPDATE shorts_payloads
+         SET payload = CAST(substr(payload, 1, o.token_at) || 'null'
+                            || substr(payload, o.token_at + o.token_len + 1) AS BLOB)
+         FROM (",
+    );
+    query.push_values(saves, |mut row, (id, fence, ..)| {
+        row.push_bind(id).push_bind(fence);
+    });
+    query.push(
+        ") AS v JOIN shorts_orders o ON o.order_id = v.column1
+         WHERE shorts_payloads.order_id = v.column1 AND o.fence = v.column2 AND o.token_at IS NOT NULL",
+    );
+    query.push(
+        "; UPDATE shorts_orders SET state = 'delivering', next_at = NULL, token_at = NULL, token_len = NULL
+         FROM (",
+    );
     query.push_values(saves, |mut row, (id, fence, ..)| {
         row.push_bind(id).push_bind(fence);
     });
@@ -731,17 +822,18 @@ fn push_saves(query: &mut QueryBuilder<Sqlite>, saves: &[Saving]) {
 fn push_settles(query: &mut QueryBuilder<Sqlite>, settles: &[Settling]) {
     query.push(concat!(
         "; ",
-        settle_set!("v.column3", "v.column4", "v.column5", "v.column6"),
+        settle_set!("v.column3", "v.column4", "v.column5", "v.column6", "v.column7"),
         " FROM ("
     ));
     query.push_values(
         settles,
-        |mut row, (id, fence, (state, next_at, attempts, error), _)| {
+        |mut row, (id, fence, (state, next_at, steps, posts, error), _)| {
             row.push_bind(id)
                 .push_bind(fence)
                 .push_bind(*state)
                 .push_bind(next_at)
-                .push_bind(attempts)
+                .push_bind(steps)
+                .push_bind(posts)
                 .push_bind(error);
         },
     );
@@ -780,6 +872,7 @@ fn accepted_answers(accepts: Vec<Accepting>, accepted: Result<HashSet<String>, &
             let claimed = accepted.remove(&order.id).then(|| Claimed {
                 fence: 1,
                 attempts: 0,
+                steps: 0,
                 result: None,
                 started: order.started,
                 id: order.id,
@@ -899,9 +992,10 @@ impl Store for SqliteStore {
         self.ask(|reply| Op::SaveResult(id, fence, body, reply)).await
     }
 
-    async fn settle(&self, id: &str, fence: i64, settle: Settle) -> Result<bool, StoreError> {
+    async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.ask(|reply| Op::Settle(id, fence, settle, reply)).await
+        self.ask(|reply| Op::Settle(id, fence, settle, posts, reply))
+            .await
     }
 
     async fn release(&self, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {
@@ -926,6 +1020,10 @@ impl Store for SqliteStore {
 
     async fn purge(&self, before: i64) -> Result<u64, StoreError> {
         self.ask(|reply| Op::Purge(before, reply)).await
+    }
+
+    async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {
+        self.ask(|reply| Op::PurgeDead(before, reply)).await
     }
 
     async fn release_order(&self, id: &str, fence: i64) -> Result<(), StoreError> {
@@ -1121,6 +1219,39 @@ mod tests {
         assert!(read.await.expect("answered").is_err());
         assert!(accepted.await.expect("answered").expect("accepted").is_some());
         assert_eq!(state(&mut c, "fresh").await, Some(("received".to_owned(), None)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &std::path::Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    }
+
+    /// The database, its WAL and its shared-memory file are the owner's only, however the process
+    /// umask would have them (the command-line tests run the binary under umasks 000 and 022).
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_and_the_files_beside_it_are_private() {
+        let dir = std::env::temp_dir().join(format!("shorts-mode-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("orders.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        store
+            .accept(order("o"), "one", Duration::from_secs(60))
+            .await
+            .expect("accept");
+        for name in ["orders.db", "orders.db-wal", "orders.db-shm"] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+        assert_eq!(readable_by_others(&path), None);
+        // A file someone made readable is reported, and left as it is.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert_eq!(readable_by_others(&path), Some(0o640));
+        create_private(&path).expect("existing file");
+        assert_eq!(mode(&path), 0o640);
+        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

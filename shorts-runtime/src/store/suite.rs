@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Claimed, KEPT_BODY_LIMIT, NewOrder, OrderState, Settle, Store, now_ms};
+use super::{Claimed, KEPT_BODY_LIMIT, NewOrder, OrderState, Retried, Settle, Store, now_ms, retry};
+use crate::wire::webhook::{Webhook, job_token_span};
 
 const LONG: Duration = Duration::from_secs(60);
 const EXPIRED: Duration = Duration::ZERO;
@@ -17,6 +18,7 @@ pub(crate) fn order(id: &str) -> NewOrder {
         short: "echo".to_owned(),
         payload: Bytes::from_static(br#"{"order_id":"x"}"#),
         callback_url: "https://api.sellershorts.com/api/orders/callback".to_owned(),
+        job_token: None,
         started: false,
     }
 }
@@ -47,6 +49,8 @@ pub(crate) async fn run<S: Store>(store: S) {
     heartbeat_and_release(&store).await;
     release_one(&store).await;
     ordering_and_limits(&store).await;
+    job_token_erased_with_the_result(&store).await;
+    dead_payloads_purged(&store).await;
     purge(&store).await;
     let store = Arc::new(store);
     concurrent_accepts(&store).await;
@@ -89,7 +93,12 @@ async fn settle_delivered<S: Store>(store: &S, id: &str, fence: i64) {
             .await
             .expect("save")
     );
-    assert!(store.settle(id, fence, Settle::Delivered).await.expect("settle"));
+    assert!(
+        store
+            .settle(id, fence, Settle::Delivered, 1)
+            .await
+            .expect("settle")
+    );
 }
 
 async fn leases_and_fences<S: Store>(store: &S) {
@@ -115,7 +124,7 @@ async fn leases_and_fences<S: Store>(store: &S) {
     );
     assert!(
         !store
-            .settle("b1", first.fence, Settle::Delivered)
+            .settle("b1", first.fence, Settle::Delivered, 1)
             .await
             .expect("settle")
     );
@@ -130,7 +139,7 @@ async fn leases_and_fences<S: Store>(store: &S) {
     assert_eq!(record.state, OrderState::Delivering);
     assert!(
         store
-            .settle("b1", again.fence, Settle::Delivered)
+            .settle("b1", again.fence, Settle::Delivered, 1)
             .await
             .expect("settle")
     );
@@ -160,10 +169,10 @@ async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
         );
         let retry = Settle::Retry {
             at: now_ms() - 1,
-            attempts: 1,
+            steps: 1,
             error: "503".to_owned(),
         };
-        assert!(store.settle(id, claimed.fence, retry).await.expect("settle"));
+        assert!(store.settle(id, claimed.fence, retry, 1).await.expect("settle"));
         let record = store.get(id).await.expect("get").expect("record");
         assert_eq!(record.result.as_ref(), Some(body), "kept while delivering");
         let again = store.claim("one", LONG, 100).await.expect("claim");
@@ -171,7 +180,7 @@ async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
         assert_eq!(again.result.as_ref(), Some(body));
         assert!(
             store
-                .settle(id, again.fence, Settle::Delivered)
+                .settle(id, again.fence, Settle::Delivered, 1)
                 .await
                 .expect("settle")
         );
@@ -195,13 +204,13 @@ async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
     );
     assert!(
         !store
-            .settle("l3", claimed.fence - 1, Settle::Delivered)
+            .settle("l3", claimed.fence - 1, Settle::Delivered, 1)
             .await
             .expect("settle")
     );
     assert!(
         store
-            .settle("l3", claimed.fence, Settle::Dead("400".to_owned()))
+            .settle("l3", claimed.fence, Settle::Dead("400".to_owned()), 1)
             .await
             .expect("settle")
     );
@@ -216,7 +225,7 @@ async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
         .expect("retried order claimed");
     assert!(
         store
-            .settle("l3", again.fence, Settle::Delivered)
+            .settle("l3", again.fence, Settle::Delivered, 1)
             .await
             .expect("settle")
     );
@@ -237,10 +246,10 @@ async fn results_and_retries<S: Store>(store: &S) {
     let later = now_ms() + 60_000;
     let retry = Settle::Retry {
         at: later,
-        attempts: 1,
+        steps: 1,
         error: "503".to_owned(),
     };
-    assert!(store.settle("c1", claimed.fence, retry).await.expect("settle"));
+    assert!(store.settle("c1", claimed.fence, retry, 1).await.expect("settle"));
     let record = store.get("c1").await.expect("get").expect("record");
     assert_eq!(
         (record.state, record.attempts, record.next_at),
@@ -251,24 +260,24 @@ async fn results_and_retries<S: Store>(store: &S) {
     assert!(!claim_ids(store, "two", LONG).await.contains(&"c1".to_owned()));
     let due = Settle::Retry {
         at: now_ms() - 1,
-        attempts: 2,
+        steps: 2,
         error: "503".to_owned(),
     };
     // A settle without the lease is refused; with a fresh claim it is taken.
     assert!(
         !store
-            .settle("c1", claimed.fence - 1, due.clone())
+            .settle("c1", claimed.fence - 1, due.clone(), 1)
             .await
             .expect("settle")
     );
-    assert!(store.settle("c1", claimed.fence, due).await.expect("settle"));
+    assert!(store.settle("c1", claimed.fence, due, 1).await.expect("settle"));
     let taken = store.claim("two", LONG, 100).await.expect("claim");
     let retried = taken
         .into_iter()
         .find(|c| c.id == "c1")
         .expect("due retry claimed");
     assert_eq!(retried.result.as_deref(), Some(&b"body"[..]));
-    assert_eq!(retried.attempts, 2);
+    assert_eq!((retried.attempts, retried.steps), (2, 2));
     assert_eq!(runs(store, "c1").await, 0, "a delivery claim is not a run");
     settle_delivered(store, "c1", retried.fence).await;
 }
@@ -291,13 +300,15 @@ async fn dead_and_retry<S: Store>(store: &S) {
     );
     assert!(
         store
-            .settle("d1", claimed.fence, Settle::Dead("400".to_owned()))
+            .settle("d1", claimed.fence, Settle::Dead("400".to_owned()), 1)
             .await
             .expect("settle")
     );
     let dead = store.list(Some(OrderState::Dead), 100).await.expect("list");
     assert_eq!(dead.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["d1"]);
     assert_eq!(dead[0].last_error.as_deref(), Some("400"));
+    // The refused POST counts.
+    assert_eq!(dead[0].attempts, 1);
     assert!(!claim_ids(store, "two", LONG).await.contains(&"d1".to_owned()));
     assert!(store.retry("d1").await.expect("retry"));
     let taken = store.claim("two", LONG, 100).await.expect("claim");
@@ -305,8 +316,11 @@ async fn dead_and_retry<S: Store>(store: &S) {
         .into_iter()
         .find(|c| c.id == "d1")
         .expect("retried order claimed");
-    assert_eq!(again.attempts, 0);
+    // A retry by hand starts the schedule over and keeps the POSTs made.
+    assert_eq!((again.attempts, again.steps), (1, 0));
     settle_delivered(store, "d1", again.fence).await;
+    let delivered = store.get("d1").await.expect("get").expect("record");
+    assert_eq!((delivered.state, delivered.attempts), (OrderState::Delivered, 2));
     assert!(
         store
             .list(Some(OrderState::Dead), 100)
@@ -329,16 +343,18 @@ async fn paused<S: Store>(store: &S) {
             .expect("save")
     );
     let probe = Settle::Paused { at: now_ms() - 1 };
-    assert!(store.settle("e1", claimed.fence, probe).await.expect("settle"));
+    assert!(store.settle("e1", claimed.fence, probe, 1).await.expect("settle"));
     assert_eq!(
-        store.get("e1").await.expect("get").map(|r| r.state),
-        Some(OrderState::Paused)
+        store.get("e1").await.expect("get").map(|r| (r.state, r.attempts)),
+        Some((OrderState::Paused, 1))
     );
     let taken = store.claim("two", LONG, 100).await.expect("claim");
     let again = taken
         .into_iter()
         .find(|c| c.id == "e1")
         .expect("due probe claimed");
+    // A 401 is a POST, not a step of the schedule.
+    assert_eq!((again.attempts, again.steps), (1, 0));
     settle_delivered(store, "e1", again.fence).await;
 }
 
@@ -418,6 +434,189 @@ async fn ordering_and_limits<S: Store>(store: &S) {
     assert_eq!(store.list(None, 3).await.expect("list").len(), 3);
 }
 
+/// The webhook body of a claimed order, as a run reads it (counting a run).
+async fn payload_of<S: Store>(store: &S, claimed: &Claimed) -> Bytes {
+    store
+        .start_run(&claimed.id, claimed.fence)
+        .await
+        .expect("start run")
+        .expect("fence current")
+        .payload
+}
+
+/// The `job_token` (a bearer token for the buyer's Amazon account) is replaced by `null` in the
+/// stored webhook body by the write that stores the result, under the current fence only; a body
+/// without one (a `job_token` among the inputs is not one) is left as it is.
+async fn job_token_erased_with_the_result<S: Store>(store: &S) {
+    let with: &'static [u8] = br#"{"order_id":"t1", "job_token": "secret-token", "inputs": {"a": 1}}"#;
+    let without: &'static [u8] = br#"{"order_id":"t2","inputs":{"job_token":"an input"}}"#;
+    let stale: &'static [u8] = br#"{"order_id":"t3","job_token":"other-token"}"#;
+    for (id, payload) in [("t1", with), ("t2", without), ("t3", stale)] {
+        let mut new = order(id);
+        new.payload = Bytes::from_static(payload);
+        new.job_token = job_token_span(payload);
+        let accepted = store.accept(new, "one", EXPIRED).await.expect("accept");
+        assert!(accepted.is_some());
+    }
+    let old = store.claim("two", EXPIRED, 100).await.expect("claim");
+    let old_fence = |id: &str| old.iter().find(|c| c.id == id).expect("claimed").fence;
+    let late = Bytes::from_static(b"late");
+    assert!(
+        !store
+            .save_result("t3", old_fence("t3") - 1, late)
+            .await
+            .expect("save")
+    );
+    let taken = store.claim("two", LONG, 100).await.expect("claim");
+    let claimed = |id: &str| taken.iter().find(|c| c.id == id).expect("claimed").clone();
+    // Kept until there is a result (a run after a crash needs it), and a stale write erases nothing.
+    assert_eq!(payload_of(store, &claimed("t1")).await, with);
+    assert_eq!(payload_of(store, &claimed("t3")).await, stale);
+    settle_delivered(store, "t3", claimed("t3").fence).await;
+    for id in ["t1", "t2"] {
+        let fence = claimed(id).fence;
+        let body = Bytes::from_static(b"{}");
+        assert!(store.save_result(id, fence, body.clone()).await.expect("save"));
+        // A replacement body (after a 413) leaves the erased webhook body as it is.
+        assert!(store.save_result(id, fence, body).await.expect("save"));
+        let due = Settle::Retry {
+            at: now_ms() - 1,
+            steps: 1,
+            error: "503".to_owned(),
+        };
+        assert!(store.settle(id, fence, due, 1).await.expect("settle"));
+    }
+    let again = store.claim("one", LONG, 100).await.expect("claim");
+    let stored = |id: &str| again.iter().find(|c| c.id == id).expect("claimed").clone();
+    let erased = payload_of(store, &stored("t1")).await;
+    assert_eq!(
+        erased,
+        Bytes::from_static(br#"{"order_id":"t1", "job_token": null, "inputs": {"a": 1}}"#)
+    );
+    let webhook = Webhook::parse(&erased).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!((webhook.order_id.as_str(), webhook.job_token), ("t1", None));
+    assert_eq!(payload_of(store, &stored("t2")).await, without);
+    for id in ["t1", "t2"] {
+        assert!(
+            store
+                .settle(id, stored(id).fence, Settle::Delivered, 1)
+                .await
+                .expect("settle")
+        );
+    }
+}
+
+/// Dead orders lose their webhook body past the dead retention, and nothing else: the record and
+/// the stored result stay, and a retry delivers that result. Other orders keep their bodies.
+async fn dead_payloads_purged<S: Store>(store: &S) {
+    let body = Bytes::from_static(b"{\"ok\":false}");
+    // q1 dead with a result, q2 delivering, q3 dead without a result.
+    let mut fences = HashMap::new();
+    for id in ["q1", "q2", "q3"] {
+        let claimed = store.accept(order(id), "one", LONG).await.expect("accept");
+        fences.insert(id, claimed.expect("new").fence);
+    }
+    for id in ["q1", "q2"] {
+        assert!(
+            store
+                .save_result(id, fences[id], body.clone())
+                .await
+                .expect("save")
+        );
+    }
+    let dead = |error: &str| Settle::Dead(error.to_owned());
+    assert!(
+        store
+            .settle("q1", fences["q1"], dead("400"), 1)
+            .await
+            .expect("settle")
+    );
+    let later = Settle::Retry {
+        at: now_ms() + 60_000,
+        steps: 1,
+        error: "503".to_owned(),
+    };
+    assert!(store.settle("q2", fences["q2"], later, 1).await.expect("settle"));
+    assert!(
+        store
+            .settle("q3", fences["q3"], dead("gone"), 0)
+            .await
+            .expect("settle")
+    );
+
+    // Only orders received before the cut-off.
+    assert_eq!(store.purge_dead(now_ms() - 60_000).await.expect("purge"), 0);
+    assert!(
+        !store
+            .get("q1")
+            .await
+            .expect("get")
+            .expect("record")
+            .payload_purged
+    );
+    assert_eq!(store.purge_dead(now_ms() + 60_000).await.expect("purge"), 2);
+    assert_eq!(store.purge_dead(now_ms() + 60_000).await.expect("purge"), 0);
+    let purged = store.get("q1").await.expect("get").expect("record");
+    assert_eq!(
+        (
+            purged.state,
+            purged.attempts,
+            purged.payload_purged,
+            purged.result
+        ),
+        (OrderState::Dead, 1, true, Some(body.clone()))
+    );
+    let listed = store.list(Some(OrderState::Dead), 100).await.expect("list");
+    assert!(listed.iter().all(|r| r.payload_purged), "{listed:?}");
+    let kept = store.get("q2").await.expect("get").expect("record");
+    assert_eq!((kept.state, kept.payload_purged), (OrderState::Delivering, false));
+
+    assert_eq!(
+        retry(store, "q1").await.expect("retry"),
+        Retried::Redelivering { payload_purged: true }
+    );
+    assert_eq!(
+        retry(store, "q3").await.expect("retry"),
+        Retried::NoResult { payload_purged: true }
+    );
+    assert_eq!(
+        retry(store, "q2").await.expect("retry"),
+        Retried::NotStuck(OrderState::Delivering)
+    );
+    assert_eq!(retry(store, "q-none").await.expect("retry"), Retried::Unknown);
+    // The retry delivers the stored result; there is nothing to run.
+    let taken = store.claim("two", LONG, 100).await.expect("claim");
+    let again = taken
+        .iter()
+        .find(|c| c.id == "q1")
+        .expect("retried order claimed");
+    assert_eq!((again.result.as_ref(), again.payload_len), (Some(&body), 0));
+    assert!(
+        store
+            .settle("q1", again.fence, Settle::Delivered, 1)
+            .await
+            .expect("settle")
+    );
+    let due = Settle::Retry {
+        at: now_ms() - 1,
+        steps: 1,
+        error: "503".to_owned(),
+    };
+    assert!(store.settle("q2", fences["q2"], due, 1).await.expect("settle"));
+    let taken = store.claim("two", LONG, 100).await.expect("claim");
+    let q2 = taken.iter().find(|c| c.id == "q2").expect("due retry claimed");
+    assert_eq!(
+        payload_of(store, q2).await,
+        Bytes::from_static(br#"{"order_id":"x"}"#)
+    );
+    assert!(
+        store
+            .settle("q2", q2.fence, Settle::Delivered, 1)
+            .await
+            .expect("settle")
+    );
+}
+
 async fn purge<S: Store>(store: &S) {
     let dead = store
         .accept(order("p-dead"), "one", LONG)
@@ -432,7 +631,7 @@ async fn purge<S: Store>(store: &S) {
     );
     assert!(
         store
-            .settle("p-dead", dead.fence, Settle::Dead("400".to_owned()))
+            .settle("p-dead", dead.fence, Settle::Dead("400".to_owned()), 1)
             .await
             .expect("settle")
     );
@@ -565,12 +764,12 @@ async fn concurrent_saves_and_settles<S: Store>(store: &Arc<S>) {
                 1 => Settle::Dead(format!("400 {i}")),
                 _ => Settle::Retry {
                     at: now_ms() + 60_000,
-                    attempts: 1,
+                    steps: 1,
                     error: format!("503 {i}"),
                 },
             };
             let settled = store
-                .settle(&id, if stale { fence - 1 } else { fence }, settle)
+                .settle(&id, if stale { fence - 1 } else { fence }, settle, 1)
                 .await
                 .expect("settle");
             assert_eq!(settled, !stale, "{id}");
@@ -590,9 +789,10 @@ async fn concurrent_saves_and_settles<S: Store>(store: &Arc<S>) {
             continue;
         }
         assert_eq!(record.result, Some(Bytes::from(format!("body {i}"))), "m{i}");
+        // Every outcome counts its POST.
         let expected = match i % 3 {
-            0 => (OrderState::Delivered, None, 0),
-            1 => (OrderState::Dead, Some(format!("400 {i}")), 0),
+            0 => (OrderState::Delivered, None, 1),
+            1 => (OrderState::Dead, Some(format!("400 {i}")), 1),
             _ => (OrderState::Delivering, Some(format!("503 {i}")), 1),
         };
         assert_eq!(

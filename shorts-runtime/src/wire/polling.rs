@@ -45,6 +45,7 @@ mod tests {
             last_error: None,
             received_at: 0,
             next_at: None,
+            payload_purged: false,
         }
     }
 

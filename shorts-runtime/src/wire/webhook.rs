@@ -1,5 +1,7 @@
 //! The webhook the platform POSTs to a short (protocol.md §2.3).
 
+use std::ops::Range;
+
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_json::value::RawValue;
@@ -87,9 +89,98 @@ impl Webhook {
     }
 }
 
+/// Where the value of the top-level `job_token` string sits in `body`, a webhook body: its byte
+/// range, quotes included; `None` when there is no such string (or `body` is not a JSON object).
+///
+/// The token is a bearer token for the buyer's Amazon account: the store erases it (see
+/// [`without_job_token`]) once the order's result is stored. Called only for orders that carry
+/// one, which parses their body a second time.
+pub(crate) fn job_token_span(body: &[u8]) -> Option<Range<usize>> {
+    let TokenValue(raw) = serde_json::from_slice(body).ok()?;
+    let value = raw?.get();
+    if !value.starts_with('"') {
+        return None;
+    }
+    // The value is borrowed from `body`: its address gives its place.
+    let start = value.as_ptr().addr().checked_sub(body.as_ptr().addr())?;
+    let span = start..start.checked_add(value.len())?;
+    (body.get(span.clone()) == Some(value.as_bytes())).then_some(span)
+}
+
+/// `payload` with the value at `span` (see [`job_token_span`]) replaced by `null`: the same body,
+/// byte for byte, without the token.
+pub(crate) fn without_job_token(payload: &[u8], span: Range<usize>) -> Option<Vec<u8>> {
+    let before = payload.get(..span.start)?;
+    let after = payload.get(span.end..)?;
+    let mut erased = Vec::with_capacity(before.len() + 4 + after.len());
+    erased.extend_from_slice(before);
+    erased.extend_from_slice(b"null");
+    erased.extend_from_slice(after);
+    Some(erased)
+}
+
+/// The raw value of a JSON object's `job_token` field, if any.
+struct TokenValue<'a>(Option<&'a RawValue>);
+
+impl<'de> Deserialize<'de> for TokenValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+
+        impl<'de> de::Visitor<'de> for Fields {
+            type Value = TokenValue<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut token = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "job_token" {
+                        token = Some(map.next_value::<&'de RawValue>()?);
+                    } else {
+                        map.next_value::<de::IgnoredAny>()?;
+                    }
+                }
+                Ok(TokenValue(token))
+            }
+        }
+
+        deserializer.deserialize_map(Fields)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_job_token_is_found_and_erased_in_place() {
+        let body = br#"{
+          "order_id": "o1",
+          "inputs": {"job_token": "not this one"},
+          "job\u005ftoken" :  "eyJhbGciOiJIUzI1NiJ9.secret" ,
+          "ts": 1736032405
+        }"#;
+        let span = job_token_span(body).unwrap_or_else(|| panic!("no span"));
+        assert_eq!(&body[span.clone()], br#""eyJhbGciOiJIUzI1NiJ9.secret""#);
+        let erased = without_job_token(body, span).unwrap_or_default();
+        let text = String::from_utf8_lossy(&erased);
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains(r#""job\u005ftoken" :  null ,"#), "{text}");
+        // Still the order it was, without the token.
+        let webhook = Webhook::parse(&erased).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!((webhook.order_id.as_str(), webhook.job_token), ("o1", None));
+        assert!(
+            webhook
+                .inputs
+                .is_some_and(|raw| raw.get().contains("not this one"))
+        );
+
+        assert_eq!(job_token_span(br#"{"order_id": "o2"}"#), None);
+        assert_eq!(job_token_span(br#"{"order_id": "o2", "job_token": null}"#), None);
+        assert_eq!(job_token_span(br#"["job_token"]"#), None);
+    }
 
     #[test]
     fn parses_the_documented_body() {

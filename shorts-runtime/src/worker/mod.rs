@@ -27,7 +27,7 @@ use crate::short::output::Output;
 use crate::short::{Call, Short};
 use crate::store::{AnyStore, Claimed, NewOrder, Settle, Store, StoreError, ms, now_ms};
 use crate::wire::callback;
-use crate::wire::webhook::Webhook;
+use crate::wire::webhook::{self, Webhook};
 
 /// Runs of the short on one order after which it is failed instead of run again: each run that
 /// did not store a result ended with the process (a crash, a kill).
@@ -61,6 +61,8 @@ impl Lane {
 pub(crate) struct Job {
     pub(crate) order_id: String,
     pub(crate) callback_url: Option<String>,
+    /// The body carries a `job_token`, which the store erases once the result is stored.
+    pub(crate) job_token: bool,
     pub(crate) payload: Bytes,
     pub(crate) held: Held,
 }
@@ -87,7 +89,27 @@ pub(crate) struct Timing {
     pub(crate) unauthorized_retry: Duration,
     /// How long delivered orders are kept; zero keeps them forever.
     pub(crate) retention: Duration,
+    /// How long dead orders keep their webhook bodies; zero keeps them forever.
+    pub(crate) dead_retention: Duration,
 }
+
+impl Timing {
+    /// How often the purge runs: hourly, or as often as the shorter retention when that is shorter
+    /// (at least every second); `None` when both retentions are zero (keep everything).
+    fn purge_every(&self) -> Option<Duration> {
+        [self.retention, self.dead_retention]
+            .into_iter()
+            .filter(|retention| !retention.is_zero())
+            .min()
+            .map(|shortest| shortest.clamp(Duration::from_secs(1), PURGE_EVERY))
+    }
+}
+
+/// How often old orders are purged with the default retentions.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long after start the first purge runs (at most).
+const FIRST_PURGE: Duration = Duration::from_secs(60);
 
 /// Runs orders and delivers their callbacks.
 pub(crate) struct Engine {
@@ -142,25 +164,44 @@ impl Engine {
         tokio::spawn(async move { engine.poll().await });
         let engine = Arc::clone(self);
         tokio::spawn(async move { engine.heartbeat().await });
-        if !self.timing.retention.is_zero() {
+        if let Some(every) = self.timing.purge_every() {
             let engine = Arc::clone(self);
-            tokio::spawn(async move { engine.purge().await });
+            tokio::spawn(async move { engine.purge(every).await });
         }
     }
 
-    /// Deletes delivered orders older than the retention, a minute after start and then hourly.
-    async fn purge(self: Arc<Self>) {
-        let mut wait = Duration::from_secs(60);
+    /// Deletes delivered orders older than the retention, and the webhook bodies of dead orders
+    /// older than the dead retention: a minute after start (or sooner, see
+    /// [`Timing::purge_every`]), then `every`.
+    async fn purge(self: Arc<Self>, every: Duration) {
+        let mut wait = every.min(FIRST_PURGE);
         loop {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.stop.cancelled() => return,
             }
-            wait = Duration::from_secs(3600);
-            match self.store.purge(now_ms() - ms(self.timing.retention)).await {
-                Ok(0) => {}
-                Ok(purged) => info!(purged, "deleted delivered orders past their retention"),
-                Err(e) => error!(error = %e, "could not delete old orders"),
+            wait = every;
+            let Timing {
+                retention,
+                dead_retention,
+                ..
+            } = self.timing;
+            if !retention.is_zero() {
+                match self.store.purge(now_ms() - ms(retention)).await {
+                    Ok(0) => {}
+                    Ok(purged) => info!(purged, "deleted delivered orders past their retention"),
+                    Err(e) => error!(error = %e, "could not delete old orders"),
+                }
+            }
+            if !dead_retention.is_zero() {
+                match self.store.purge_dead(now_ms() - ms(dead_retention)).await {
+                    Ok(0) => {}
+                    Ok(purged) => info!(
+                        purged,
+                        "deleted the webhook bodies of dead orders past SHORTS_DEAD_RETENTION"
+                    ),
+                    Err(e) => error!(error = %e, "could not delete the webhook bodies of old dead orders"),
+                }
             }
         }
     }
@@ -180,7 +221,13 @@ impl Engine {
         let target = self.delivery.target(job.callback_url.as_deref());
         // With a free slot the short starts at once, and its run is committed with the order.
         let permit = Arc::clone(&lane.permits).try_acquire_owned().ok();
+        let job_token = if job.job_token {
+            webhook::job_token_span(&job.payload)
+        } else {
+            None
+        };
         let order = NewOrder {
+            job_token,
             id: job.order_id,
             short: lane.short.name.to_string(),
             payload: job.payload.clone(),
@@ -394,16 +441,21 @@ impl Engine {
     /// Returns whether the outcome was recorded (which also released the lease).
     async fn deliver(self: &Arc<Self>, claimed: &Claimed, target: &Url, mut body: Bytes) -> bool {
         let mut reuploaded = false;
+        // POSTs made here; with those made before, the order's attempts.
+        let mut posts = 0;
         let settle = loop {
-            match self.delivery.post(target, &body).await {
+            let posted = self.delivery.post(target, &body).await;
+            posts += 1;
+            let attempts = claimed.attempts + posts;
+            match posted {
                 Posted::Accepted => {
-                    info!(attempts = claimed.attempts + 1, "callback accepted");
+                    info!(attempts, "callback accepted");
                     break Settle::Delivered;
                 }
                 Posted::Rejected { status, detail } => {
                     error!(
                         status,
-                        detail, "the platform refused the callback; the order is dead-lettered"
+                        detail, attempts, "the platform refused the callback; the order is dead-lettered"
                     );
                     break Settle::Dead(format!("the platform refused the callback ({status}): {detail}"));
                 }
@@ -444,21 +496,22 @@ impl Engine {
                     }
                 }
                 Posted::Retry { reason, after } => {
-                    let attempts = claimed.attempts + 1;
-                    let Some(wait) = next_wait(&self.timing.schedule, attempts as usize, after) else {
+                    let steps = claimed.steps + 1;
+                    let Some(wait) = next_wait(&self.timing.schedule, steps as usize, after) else {
                         error!(attempts, %reason, "callback retries exhausted; the order is dead-lettered");
                         break Settle::Dead(format!("gave up after {attempts} attempts: {reason}"));
                     };
                     warn!(attempts, %reason, retry_in = %humantime::format_duration(wait), "callback failed; will retry");
                     break Settle::Retry {
                         at: now_ms() + ms(wait),
-                        attempts,
+                        steps,
                         error: reason,
                     };
                 }
                 Posted::Unauthorized => {
                     let wait = self.timing.unauthorized_retry;
                     error!(
+                        attempts,
                         retry_in = %humantime::format_duration(wait),
                         "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
                     );
@@ -472,7 +525,7 @@ impl Engine {
             Settle::Retry { at, .. } | Settle::Paused { at } => Some(*at),
             Settle::Delivered | Settle::Dead(_) => None,
         };
-        match self.store.settle(&claimed.id, claimed.fence, settle).await {
+        match self.store.settle(&claimed.id, claimed.fence, settle, posts).await {
             Ok(true) => {
                 // Released: the poller can take it when it is due.
                 if let Some(at) = retry_at {
@@ -616,5 +669,41 @@ pub(crate) async fn run(lane: &Lane, call: Call) -> Result<Output, Error> {
                 ),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing(retention: u64, dead_retention: u64) -> Timing {
+        Timing {
+            lease: Duration::from_secs(5),
+            poll: Duration::from_secs(1),
+            schedule: Vec::new(),
+            unauthorized_retry: Duration::from_secs(600),
+            retention: Duration::from_secs(retention),
+            dead_retention: Duration::from_secs(dead_retention),
+        }
+    }
+
+    #[test]
+    fn the_purge_runs_hourly_or_as_often_as_the_shortest_retention() {
+        const DAYS_30: u64 = 30 * 86_400;
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(timing(DAYS_30, DAYS_30).purge_every(), hour);
+        assert_eq!(timing(0, 0).purge_every(), None);
+        assert_eq!(timing(0, DAYS_30).purge_every(), hour);
+        assert_eq!(timing(DAYS_30, 0).purge_every(), hour);
+        assert_eq!(timing(DAYS_30, 2).purge_every(), Some(Duration::from_secs(2)));
+        assert_eq!(timing(600, 0).purge_every(), Some(Duration::from_secs(600)));
+        assert_eq!(
+            Timing {
+                dead_retention: Duration::from_millis(10),
+                ..timing(0, 0)
+            }
+            .purge_every(),
+            Some(Duration::from_secs(1))
+        );
     }
 }

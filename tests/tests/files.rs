@@ -34,11 +34,14 @@ fn temp_path(name: &str) -> PathBuf {
 }
 
 /// Returns one file per size (seeded by position); from memory, or written to a temporary file.
+/// The contents are made on the blocking pool, as a short's CPU-bound work should be: on the
+/// test's one-thread runtime, making 20 MB in place would hold up the server's lease heartbeat.
 #[ai_short]
 async fn files(input: Sizes) -> Result<Vec<File>> {
     let mut out = Vec::new();
     for (i, size) in input.sizes.iter().enumerate() {
-        let data = contents(i as u64, *size);
+        let size = *size;
+        let data = tokio::task::spawn_blocking(move || contents(i as u64, size)).await?;
         let name = format!("part-{i}.bin");
         if input.on_disk {
             let path = temp_path(&name);
@@ -184,6 +187,8 @@ async fn the_inline_limit_is_exact() {
 #[tokio::test]
 async fn a_20_mb_file_on_disk_is_uploaded_and_its_temporary_file_removed() {
     let served = serve(MockPlatform::start().await.expect("mock"), None).await;
+    // Files left by other runs (a failed one, say) are not this run's.
+    let before = twenty_mb_parts();
     let callback = order(&served, "o-20m", &[20_000_000], true).await;
     assert_uploaded(&callback, &served.platform.objects(), &[20_000_000]);
     let put = served.platform.attempts_at(Endpoint::Storage);
@@ -196,15 +201,22 @@ async fn a_20_mb_file_on_disk_is_uploaded_and_its_temporary_file_removed() {
         json!({"order_id": "o-20m", "filename": "part-0.bin", "mime_type": "application/octet-stream", "file_size": 20_000_000})
     );
     served.stop().await;
-    let leftovers = std::fs::read_dir(std::env::temp_dir())
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().ends_with("part-0.bin"))
-                .filter(|e| e.metadata().is_ok_and(|m| m.len() == 20_000_000))
-                .count()
-        })
-        .unwrap_or(0);
-    assert_eq!(leftovers, 0, "the temporary file was deleted after delivery");
+    let left: Vec<PathBuf> = twenty_mb_parts().difference(&before).cloned().collect();
+    assert!(
+        left.is_empty(),
+        "the temporary file was deleted after delivery: {left:?}"
+    );
+}
+
+/// The 20 MB files the `files` short may have left in the temporary folder.
+fn twenty_mb_parts() -> std::collections::HashSet<PathBuf> {
+    std::fs::read_dir(std::env::temp_dir())
+        .expect("the temporary folder")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with("part-0.bin"))
+        .filter(|e| e.metadata().is_ok_and(|m| m.len() == 20_000_000))
+        .map(|e| e.path())
+        .collect()
 }
 
 #[tokio::test]

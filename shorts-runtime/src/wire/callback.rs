@@ -99,16 +99,16 @@ pub(crate) fn redact_urls(message: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(separator) = rest.find("://") {
-        let scheme = rest[..separator]
-            .bytes()
-            .rev()
-            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-            .count();
-        let start = separator - scheme;
+        let start = scheme_start(rest, separator);
         let after = separator + "://".len();
         let mut end = rest[after..]
             .find(|c: char| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>' | '`'))
             .map_or(rest.len(), |i| after + i);
+        // Another URL before this one's query (`socks5://https://user:pw@host/`) starts there.
+        let query = rest[after..end].find(['?', '#']).map_or(end, |i| after + i);
+        if let Some(next) = rest[after..query].find("://") {
+            end = scheme_start(rest, after + next).max(after);
+        }
         while end > after {
             let url = &rest[start..end];
             let strip = match url.as_bytes().last() {
@@ -128,6 +128,16 @@ pub(crate) fn redact_urls(message: &str) -> Cow<'_, str> {
     }
     out.push_str(rest);
     Cow::Owned(out)
+}
+
+/// Where the scheme before the `://` at `separator` begins.
+fn scheme_start(text: &str, separator: usize) -> usize {
+    separator
+        - text[..separator]
+            .bytes()
+            .rev()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            .count()
 }
 
 /// One URL (`scheme://authority/path?query#fragment`), without its user part and with its
@@ -262,6 +272,11 @@ mod tests {
                 "https://a/?k=1 and http://b/x?k=2",
                 "https://a/?… and http://b/x?…",
             ),
+            (
+                "via socks5://https://user:pw@h/p?k=1",
+                "via socks5://https://h/p?…",
+            ),
+            ("https://h/login?next=https://x/cb&key=s", "https://h/login?…"),
             // Nothing secret: left as it is.
             (
                 "see https://docs.example/errors/42 (page 2)",
@@ -287,5 +302,42 @@ mod tests {
         assert!(cut.len() > FAILURE_MESSAGE_LIMIT - 6);
         assert!(cut.ends_with('…'));
         assert!(cut.trim_end_matches('…').chars().all(|c| c == '€'));
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any message makes a failure body that is JSON, with the message cut to the limit.
+            #[test]
+            fn any_message_makes_a_failure_body(order_id in any::<String>(), message in any::<String>()) {
+                let body: Value = serde_json::from_slice(&failure(&order_id, &message))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&body["ok"], &Value::from(false));
+                let sent = body[FAILURE_MESSAGE_FIELD].as_str().unwrap_or_default();
+                prop_assert!(sent.len() <= FAILURE_MESSAGE_LIMIT);
+            }
+
+            /// A URL's user part and query never reach the platform, whatever text is around it.
+            #[test]
+            fn credentials_and_queries_never_reach_the_platform(
+                before in any::<String>(),
+                proxy in "([a-z]{1,5}://)?",
+                after in "([ ,.;:)\"'<>`\n][^\u{0}]{0,20})?",
+                scheme in "[a-z][a-z0-9+.-]{0,8}",
+                host in "[a-z0-9.-]{1,20}(:[0-9]{1,5})?",
+                path in "(/[a-zA-Z0-9._~%-]{0,10}){0,3}",
+                query in "[a-zA-Z0-9=&%._~,;:()!*'/-]{0,30}",
+            ) {
+                let url = format!("{scheme}://user:SECRETPASSWORD@{host}{path}?SECRETQUERY{query}");
+                let message = format!("{before}{proxy}{url}{after}");
+                let sent = redact_urls(&message);
+                prop_assert!(!sent.contains("SECRET"), "{}", sent);
+                prop_assert!(sent.contains(&format!("{scheme}://{host}{path}?…")), "{}", sent);
+            }
+        }
     }
 }

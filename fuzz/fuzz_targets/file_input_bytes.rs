@@ -28,11 +28,17 @@ fuzz_target!(|data: &[u8]| {
             if let Some(declared) = declared {
                 assert_eq!(declared, bytes.len() as u64);
             }
-            let compact: String = file.encoded().chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let compact: String = file
+                .encoded()
+                .chars()
+                .filter(|c| !c.is_ascii_whitespace())
+                .collect();
             let again = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&bytes);
             assert_eq!(again, compact.trim_end_matches('='), "decoding is not canonical");
         }
-        Err(FileInputError::Size { declared: d, actual, .. }) => {
+        Err(FileInputError::Size {
+            declared: d, actual, ..
+        }) => {
             assert_eq!(Some(d), declared);
             assert_ne!(d, actual);
         }

@@ -9,7 +9,10 @@ fuzz_target!(|body: &[u8]| {
     match shorts_runtime::__fuzz::parse_webhook(body) {
         Ok(order_id) => {
             // `Order::payload_json` must never fail for a stored body.
-            assert!(std::str::from_utf8(body).is_ok(), "accepted a body that is not UTF-8");
+            assert!(
+                std::str::from_utf8(body).is_ok(),
+                "accepted a body that is not UTF-8"
+            );
             if let Err(e) = serde_json::from_slice::<serde_json::Value>(body) {
                 panic!("accepted a body serde_json::Value cannot hold: {e}");
             }

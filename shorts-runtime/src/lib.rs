@@ -155,3 +155,18 @@ pub mod __private {
     pub use std::result::Result::{Err, Ok};
     pub use std::{file, line, module_path};
 }
+
+/// Entry points for the fuzz targets in `fuzz/`. Not public API.
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Reads a webhook body as the server does: the order id, or the message of the `400`.
+    ///
+    /// # Errors
+    ///
+    /// When the body is not a webhook.
+    pub fn parse_webhook(body: &[u8]) -> Result<String, String> {
+        crate::wire::webhook::Webhook::parse(body)
+            .map(|webhook| webhook.order_id)
+            .map_err(|e| e.message)
+    }
+}

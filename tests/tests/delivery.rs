@@ -206,6 +206,24 @@ async fn a_foreign_callback_url_is_replaced_by_the_configured_one() {
 }
 
 #[tokio::test]
+async fn another_path_on_the_platform_host_never_gets_the_callback() {
+    let served = Served::start().await;
+    let mut body = served.platform.webhook_body("o-path", json!({"text": "hi"}));
+    // Same scheme, host and port as the configured callback URL; another endpoint.
+    body["callback_url"] = json!(format!("{}/prepare", served.platform.callback_url()));
+    let url = served.url("/shorts/echo");
+    assert_eq!(served.platform.send_webhook(&url, &body).await.ok(), Some(200));
+    assert_eq!(served.callback("o-path").await["result_text"], "hi");
+    assert!(
+        served
+            .platform
+            .attempts_at(shorts_runtime::testing::Endpoint::Prepare)
+            .is_empty()
+    );
+    served.stop().await;
+}
+
+#[tokio::test]
 async fn duplicates_at_the_platform_count_as_delivered() {
     let served = Served::start().await;
     // The platform already holds a callback for this order (e.g. an earlier answer was lost).

@@ -110,7 +110,12 @@ async fn a_body_that_is_not_json_is_415() {
 async fn a_body_that_is_not_a_webhook_is_400_naming_the_field() {
     let served = Served::start().await;
     let cases = [
-        ("not json at all", "expected ident", "."),
+        (
+            "not json at all",
+            "the body is not JSON: expected ident at line 1 column 2",
+            ".",
+        ),
+        ("", "the body is empty", "."),
         (r#"{"inputs": {}}"#, "missing field `order_id`", "."),
         (
             r#"{"order_id": 42}"#,
@@ -134,6 +139,34 @@ async fn a_body_that_is_not_a_webhook_is_400_naming_the_field() {
         assert_eq!(answer["path"], path, "{body}");
     }
     assert!(served.platform.attempts().is_empty());
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_utf8_anywhere_is_400_and_not_stored() {
+    let served = Served::start().await;
+    let mut body = served
+        .platform
+        .webhook_body("o-latin1", json!({"text": "hi"}))
+        .to_string()
+        .into_bytes();
+    // An unknown field whose string is Latin-1, not UTF-8.
+    body.truncate(body.len() - 1);
+    body.extend_from_slice(b",\"note\":\"caf\xe9\"}");
+    let (status, answer) = served.post("/shorts/counted", WEBHOOK_HEADERS, body).await;
+    assert_eq!(status, 400);
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("the body is not JSON: it is not valid UTF-8"),
+        "{error}"
+    );
+    let stored = reqwest::Client::new()
+        .get(served.url("/shorts/counted/status/o-latin1"))
+        .header("x-api-key", shorts_runtime::testing::MockPlatform::WEBHOOK_KEY)
+        .send()
+        .await
+        .expect("status answered");
+    assert_eq!(stored.status(), 404, "nothing was stored");
+    assert_nothing_ran(&served, "o-latin1").await;
 }
 
 #[tokio::test]

@@ -480,4 +480,78 @@ mod tests {
         // Streamed, too: the part fails instead of sending fewer bytes than planned.
         assert!(stream(&short).await.is_err());
     }
+
+    mod properties {
+        use super::super::*;
+        use super::stream;
+        use crate::wire::arbitrary::json;
+        use crate::wire::callback;
+        use proptest::prelude::*;
+
+        fn file() -> impl Strategy<Value = (String, String, Vec<u8>)> {
+            (
+                any::<String>(),
+                any::<String>(),
+                prop::collection::vec(any::<u8>(), 0..200),
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// The planned length is the length of the body built and of the body streamed, and
+            /// the body reads back as the files planned, whatever their names and types.
+            #[test]
+            fn the_planned_length_is_the_real_one(
+                order_id in any::<String>(),
+                files in prop::collection::vec(file(), 0..4),
+                single in any::<bool>(),
+            ) {
+                let sized: Vec<(File, u64)> = files
+                    .iter()
+                    .map(|(name, mime, data)| {
+                        (File::from_bytes(name.as_str(), mime.as_str(), data.clone()), data.len() as u64)
+                    })
+                    .collect();
+                let planned = inline_files(&order_id, &sized, single);
+                let len = usize::try_from(planned.len()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let built = assemble(&planned.parts, len).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(built.len(), len);
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let streamed = runtime
+                    .block_on(stream(&planned))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&streamed[..], &built[..]);
+
+                let body: Value = serde_json::from_slice(&built).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&body["order_id"], &Value::from(order_id.as_str()));
+                let read = callback::inline_files(&built).unwrap_or_default();
+                prop_assert_eq!(read.len(), files.len());
+                for ((file, size), (name, mime, data)) in read.iter().zip(&files) {
+                    prop_assert_eq!((file.name(), file.mime(), *size), (name.as_str(), mime.as_str(), data.len() as u64));
+                    let source = match &file.source {
+                        Source::Bytes(bytes) => bytes.to_vec(),
+                        Source::Path(..) => Vec::new(),
+                    };
+                    prop_assert_eq!(&source, data);
+                }
+            }
+
+            /// A stored callback body is read back (after a 413) whatever it holds.
+            #[test]
+            fn reading_back_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                let _ = callback::inline_files(&bytes);
+                let _ = callback::is_failure(&bytes);
+            }
+
+            #[test]
+            fn reading_back_arbitrary_json_never_panics(value in json()) {
+                let bytes = serde_json::to_vec(&value).unwrap_or_default();
+                let _ = callback::inline_files(&bytes);
+                let _ = callback::is_failure(&bytes);
+            }
+        }
+    }
 }

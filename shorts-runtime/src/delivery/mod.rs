@@ -120,9 +120,10 @@ impl Delivery {
         })
     }
 
-    /// The URL to send an order's callback to: the webhook's `callback_url` when it points at the
-    /// configured platform (same scheme, host and port), the configured one otherwise. The secret
-    /// is never sent anywhere else.
+    /// The URL to send an order's callback to: the webhook's `callback_url` when it is the
+    /// configured endpoint (same scheme, host, port and path; only its query may differ), the
+    /// configured one otherwise. The secret is never sent anywhere else, not even to another path
+    /// of the platform's host.
     pub(crate) fn target(&self, from_webhook: Option<&str>) -> Url {
         let Some(text) = from_webhook else {
             return self.callback_url.clone();
@@ -132,6 +133,7 @@ impl Delivery {
                 if url.scheme() == self.callback_url.scheme()
                     && url.host() == self.callback_url.host()
                     && url.port_or_known_default() == self.callback_url.port_or_known_default()
+                    && url.path() == self.callback_url.path()
                     && url.username().is_empty()
                     && url.password().is_none() =>
             {
@@ -434,6 +436,11 @@ mod tests {
             "http://api.sellershorts.com/api/orders/callback",
             "https://api.sellershorts.com:8443/api/orders/callback",
             "https://user:pw@api.sellershorts.com/api/orders/callback",
+            "https://api.sellershorts.com/api/admin/webhook",
+            "https://api.sellershorts.com/api/orders/callback/",
+            "https://api.sellershorts.com/api/orders/callback/../../admin",
+            "https://api.sellershorts.com/api/orders/callbackx",
+            "https://api.sellershorts.com/",
             "not a url",
         ] {
             assert_eq!(
@@ -446,6 +453,40 @@ mod tests {
             delivery.target(None).as_str(),
             "https://api.sellershorts.com/api/orders/callback"
         );
+    }
+
+    /// reqwest's message quotes the URL it failed on, user part and query included; the
+    /// platform gets it redacted.
+    #[tokio::test]
+    async fn a_handler_error_quoting_a_url_is_sent_redacted() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!("http://user:pass@127.0.0.1:{port}/v1/run?key=secret");
+        let error = reqwest::Client::new()
+            .get(&url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect_err("nothing listens on the port");
+        let full = error.to_string();
+        assert!(
+            full.contains("?key=secret"),
+            "reqwest's message quotes the URL: {full}"
+        );
+        let Some(delivery) = delivery("https://api.sellershorts.com/api/orders/callback") else {
+            panic!("client");
+        };
+        let target = delivery.target(None);
+        let body = delivery.render(&target, "o", Err(Error::from(error))).await;
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let sent = body["error"].as_str().unwrap_or_default();
+        assert!(
+            sent.contains(&format!("http://127.0.0.1:{port}/v1/run?…")),
+            "{sent}"
+        );
+        assert!(!sent.contains("secret") && !sent.contains("pass"), "{sent}");
     }
 
     use std::cell::RefCell;

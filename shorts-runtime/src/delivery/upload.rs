@@ -144,7 +144,7 @@ impl Delivery {
                     Err(reason) => return Attempt::Retry { reason, after: None },
                 };
                 match classify(status) {
-                    Class::Success => Attempt::Done(slot(&detail, name)),
+                    Class::Success => Attempt::Done(slot(&detail, name, self.plain_http_uploads())),
                     Class::Unauthorized => Attempt::Unauthorized,
                     Class::Retryable => Attempt::Retry {
                         reason: format!("the platform answered {status}"),
@@ -252,16 +252,33 @@ impl Delivery {
     }
 }
 
-/// Reads a prepare answer into a slot.
-fn slot(answer: &str, name: &str) -> Result<Slot, String> {
+impl Delivery {
+    /// Whether an upload URL may be plain `http`: only when the configured callback URL is (a
+    /// platform double on 127.0.0.1, in tests and `serve --mock`). A signed URL is a credential,
+    /// and the file is the buyer's result.
+    fn plain_http_uploads(&self) -> bool {
+        self.callback_url.scheme() == "http"
+    }
+}
+
+/// Reads a prepare answer into a slot; `plain_http` allows an `http` upload URL.
+fn slot(answer: &str, name: &str, plain_http: bool) -> Result<Slot, String> {
     let invalid = |why: String| format!("the platform's answer to preparing `{name}` is unusable: {why}");
     let answer: PrepareAnswer = serde_json::from_str(answer).map_err(|e| invalid(e.to_string()))?;
     if answer.ok == Some(false) {
         return Err(format!("the platform refused to prepare the upload of `{name}`"));
     }
     let url = Url::parse(&answer.upload_url).map_err(|e| invalid(format!("`upload_url`: {e}")))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(invalid("`upload_url` is not an http(s) URL".to_owned()));
+    match url.scheme() {
+        "https" => {}
+        "http" if plain_http => {}
+        "http" => {
+            return Err(invalid(
+                "`upload_url` is not https (plain http is used only when SHORTS_CALLBACK_URL is http)"
+                    .to_owned(),
+            ));
+        }
+        _ => return Err(invalid("`upload_url` is not an https URL".to_owned())),
     }
     let headers = answer
         .requires_headers
@@ -304,7 +321,7 @@ mod tests {
           "requires_headers": { "Content-Type": "video/mp4", "Content-Length": "1" },
           "expires_in": 3600, "max_bytes": 157286400
         }"#;
-        let slot = slot(answer, "final-video.mp4").unwrap_or_else(|e| panic!("{e}"));
+        let slot = slot(answer, "final-video.mp4", false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(slot.filename, "20241109-ab12cd-final-video.mp4");
         assert_eq!(
             slot.object_key,
@@ -326,15 +343,68 @@ mod tests {
             (r#"{"object_key": "k"}"#, "missing field `upload_url`"),
             (
                 r#"{"object_key": "k", "upload_url": "ftp://x"}"#,
-                "not an http(s) URL",
+                "not an https URL",
+            ),
+            (
+                r#"{"object_key": "k", "upload_url": "http://storage.example/signed?sig=1"}"#,
+                "`upload_url` is not https",
             ),
             (
                 r#"{"ok": false, "object_key": "k", "upload_url": "https://x"}"#,
                 "refused",
             ),
         ] {
-            let error = slot(answer, "f").err().unwrap_or_default();
+            let error = slot(answer, "f", false).err().unwrap_or_default();
             assert!(error.contains(expected), "{answer}: {error}");
+            assert!(!error.contains("sig=1"), "a signed URL is a credential: {error}");
         }
+    }
+
+    /// The mock answers prepare with a plain-http URL; with an https platform configured, the
+    /// file is not sent there and the order ends with a failure saying why.
+    #[tokio::test]
+    async fn a_plain_http_upload_url_ends_the_order_when_the_platform_is_https() {
+        use crate::testing::{Endpoint, MockPlatform};
+        let platform = MockPlatform::start().await.expect("mock platform");
+        let prepare = format!("{}/prepare", platform.callback_url());
+        let config = crate::config::Config {
+            callback_url: Url::parse("https://127.0.0.1:9/api/orders/callback").expect("url"),
+            prepare_url: Some(Url::parse(&prepare).expect("url")),
+            inline_limit: 10,
+            retry_schedule: vec![Duration::ZERO],
+            ..platform.config()
+        };
+        let secret = crate::config::Secret::new(platform.secret().to_owned());
+        let delivery = Delivery::new(&config, secret, None).expect("client");
+        let target = delivery.target(None);
+        let file = File::from_bytes("big.bin", "application/octet-stream", vec![7u8; 1000]);
+        let body = delivery
+            .render(
+                &target,
+                "o-http",
+                Ok(crate::short::output::Output::Files(vec![file])),
+            )
+            .await;
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["ok"], false);
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("`big.bin`") && error.contains("`upload_url` is not https"),
+            "{error}"
+        );
+        assert!(!error.contains("Signature"), "{error}");
+        assert_eq!(platform.attempts_at(Endpoint::Prepare).len(), 1);
+        assert!(
+            platform.attempts_at(Endpoint::Storage).is_empty(),
+            "nothing was uploaded"
+        );
+    }
+
+    #[test]
+    fn plain_http_upload_urls_only_when_the_platform_is_plain_http() {
+        let answer = r#"{"object_key": "k", "upload_url": "http://127.0.0.1:9/put?sig=1"}"#;
+        assert!(slot(answer, "f", false).is_err());
+        let slot = slot(answer, "f", true).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(slot.url.as_str(), "http://127.0.0.1:9/put?sig=1");
     }
 }

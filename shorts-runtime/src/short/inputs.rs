@@ -334,4 +334,131 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(data_url.bytes().ok().as_deref(), Some(&b"hi"[..]));
     }
+
+    mod properties {
+        use super::super::*;
+        use crate::wire::arbitrary::json;
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        /// Reads every helper from `body`; none may panic, whatever it holds.
+        fn read_all(body: &[u8]) {
+            if let Ok(file) = serde_json::from_slice::<FileInput>(body) {
+                let _ = file.bytes();
+            }
+            if let Ok(files) = serde_json::from_slice::<Vec<FileInput>>(body) {
+                files.iter().for_each(|file| drop(file.bytes()));
+            }
+            let _ = serde_json::from_slice::<DateRange>(body);
+            let _ = serde_json::from_slice::<Tags>(body);
+        }
+
+        /// Base64 text as a platform might send it: with or without padding, wrapped in lines,
+        /// or as a data URL.
+        fn sent(contents: &[u8], padded: bool, line: usize, data_url: bool) -> String {
+            let text = if padded {
+                STANDARD.encode(contents)
+            } else {
+                STANDARD_NO_PAD.encode(contents)
+            };
+            let wrapped: Vec<String> = text
+                .as_bytes()
+                .chunks(line)
+                .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+                .collect();
+            let text = wrapped.join("\r\n");
+            if data_url {
+                format!("data:application/octet-stream;base64,{text}")
+            } else {
+                text
+            }
+        }
+
+        fn tags(parts: impl IntoIterator<Item = String>) -> Vec<String> {
+            parts
+                .into_iter()
+                .map(|tag| tag.trim().to_owned())
+                .filter(|tag| !tag.is_empty())
+                .collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                read_all(&bytes);
+            }
+
+            #[test]
+            fn arbitrary_json_never_panics(value in json()) {
+                read_all(&serde_json::to_vec(&value).unwrap_or_default());
+            }
+
+            #[test]
+            fn arbitrary_base64_text_never_panics_and_decodes_canonically(
+                text in prop_oneof![any::<String>(), "(data:[a-z/]{0,8};base64,)?[A-Za-z0-9+/=\\s]{0,40}"],
+                declared in prop::option::of(0u64..32),
+            ) {
+                let file: FileInput = serde_json::from_value(
+                    json!({"filename": "f", "size_bytes": declared, "file_base64": text}),
+                )
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                match file.bytes() {
+                    Ok(bytes) => {
+                        prop_assert!(declared.is_none_or(|d| d == bytes.len() as u64));
+                        let compact: String =
+                            file.encoded().chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                        prop_assert_eq!(STANDARD_NO_PAD.encode(&bytes), compact.trim_end_matches('='));
+                    }
+                    Err(FileInputError::Size { declared: d, actual, .. }) => {
+                        prop_assert_eq!(Some(d), declared);
+                        prop_assert_ne!(d, actual);
+                    }
+                    Err(FileInputError::Base64 { .. }) => {}
+                }
+            }
+
+            #[test]
+            fn a_file_sent_in_any_accepted_form_decodes_to_its_contents(
+                contents in prop::collection::vec(any::<u8>(), 0..512),
+                padded in any::<bool>(),
+                line in 1usize..100,
+                data_url in any::<bool>(),
+                declare in any::<bool>(),
+            ) {
+                prop_assert_eq!(FileInput::new("f", "x/y", &contents).bytes().ok(), Some(contents.clone()));
+                let file: FileInput = serde_json::from_value(json!({
+                    "filename": "f",
+                    "size_bytes": declare.then_some(contents.len()),
+                    "file_base64": sent(&contents, padded, line, data_url),
+                }))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(file.bytes().ok(), Some(contents));
+            }
+
+            #[test]
+            fn tags_split_trim_and_drop_empty_entries(
+                parts in prop::collection::vec("[^,]{0,12}", 0..8),
+            ) {
+                let joined: Tags = serde_json::from_value(Value::from(parts.join(",")))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&joined.0, &tags(parts.clone()));
+                let listed: Tags = serde_json::from_value(Value::from(parts.clone()))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(listed.0, tags(parts));
+            }
+
+            #[test]
+            fn a_date_range_reads_either_key_pair(start in any::<String>(), end in any::<String>()) {
+                let a: DateRange = serde_json::from_value(json!({"from": start, "to": end}))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let b: DateRange = serde_json::from_value(json!({"start": start, "end": end}))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&a, &b);
+                prop_assert_eq!((a.start, a.end), (start, end));
+            }
+        }
+    }
 }

@@ -120,7 +120,8 @@ impl Order {
     ///
     /// # Errors
     ///
-    /// Never for an order that came through the webhook, which checked the body is JSON.
+    /// Never for an order that came through the webhook, which refuses a body that is not UTF-8
+    /// JSON throughout (unknown fields included) or holds a value `serde_json::Value` cannot.
     pub fn payload_json(&self) -> serde_json::Result<serde_json::Value> {
         serde_json::from_slice(&self.inner.payload)
     }

@@ -1,5 +1,7 @@
 //! The v1 callback bodies (protocol.md §4.3, §4.4).
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use base64::Engine as _;
@@ -76,11 +78,84 @@ pub(crate) fn is_failure(body: &[u8]) -> bool {
 /// `store::KEPT_BODY_LIMIT`, so it is never dropped after delivery.
 pub(crate) const FAILURE_MESSAGE_LIMIT: usize = 8 * 1024;
 
-/// The body of a failure callback.
+/// The body of a failure callback: the message with its URLs redacted ([`redact_urls`]) and cut
+/// to [`FAILURE_MESSAGE_LIMIT`]. The full message is for the logs only.
 pub(crate) fn failure(order_id: &str, message: &str) -> Vec<u8> {
     let mut body = envelope(false, order_id);
-    body.insert(FAILURE_MESSAGE_FIELD.into(), cut(message).into());
+    body.insert(FAILURE_MESSAGE_FIELD.into(), cut(&redact_urls(message)).into());
     to_vec(&body)
+}
+
+/// `message` with every URL that carries credentials, a query or a fragment shortened to
+/// `scheme://host/path?…`: an error's text often quotes the URL of a failed request (reqwest's
+/// does), and its query or user part may hold a key or a signature. Other URLs are left as they
+/// are. A URL runs from its scheme to the first space or character never found raw in one
+/// (`"`, `<`, `>`, a backtick); sentence punctuation and a closing parenthesis or bracket opened
+/// before it are not part of it.
+pub(crate) fn redact_urls(message: &str) -> Cow<'_, str> {
+    if !message.contains("://") {
+        return Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(separator) = rest.find("://") {
+        let start = scheme_start(rest, separator);
+        let after = separator + "://".len();
+        let mut end = rest[after..]
+            .find(|c: char| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>' | '`'))
+            .map_or(rest.len(), |i| after + i);
+        // Another URL before this one's query (`socks5://https://user:pw@host/`) starts there.
+        let query = rest[after..end].find(['?', '#']).map_or(end, |i| after + i);
+        if let Some(next) = rest[after..query].find("://") {
+            end = scheme_start(rest, after + next).max(after);
+        }
+        while end > after {
+            let url = &rest[start..end];
+            let strip = match url.as_bytes().last() {
+                Some(b'.' | b',' | b';' | b':' | b'!') => true,
+                Some(b')') => !url.contains('('),
+                Some(b']') => !url.contains('['),
+                _ => false,
+            };
+            if !strip {
+                break;
+            }
+            end -= 1;
+        }
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// Where the scheme before the `://` at `separator` begins.
+fn scheme_start(text: &str, separator: usize) -> usize {
+    separator
+        - text[..separator]
+            .bytes()
+            .rev()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            .count()
+}
+
+/// One URL (`scheme://authority/path?query#fragment`), without its user part and with its
+/// query and fragment replaced by `?…`; unchanged when it has none of them.
+fn redact_url(url: &str) -> Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Cow::Borrowed(url);
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let tail = &rest[authority_end..];
+    let path_end = tail.find(['?', '#']).unwrap_or(tail.len());
+    if host.len() == authority.len() && path_end == tail.len() {
+        return Cow::Borrowed(url);
+    }
+    let elided = if path_end < tail.len() { "?…" } else { "" };
+    Cow::Owned(format!("{scheme}://{host}{}{elided}", &tail[..path_end]))
 }
 
 /// `message`, cut to [`FAILURE_MESSAGE_LIMIT`] bytes.
@@ -177,6 +252,45 @@ mod tests {
     }
 
     #[test]
+    fn urls_with_credentials_or_a_query_are_redacted() {
+        for (message, expected) in [
+            (
+                "error sending request for url (https://user:pass@api.example:8443/v1/run?key=secret)",
+                "error sending request for url (https://api.example:8443/v1/run?…)",
+            ),
+            (
+                "GET https://storage.example/o/k?X-Amz-Signature=abc&x=1, then gave up.",
+                "GET https://storage.example/o/k?…, then gave up.",
+            ),
+            (
+                "see postgres://app:hunter2@db/orders.",
+                "see postgres://db/orders.",
+            ),
+            ("token in https://h/p#access_token=t", "token in https://h/p?…"),
+            ("\"https://h/p?a=(1)\" failed", "\"https://h/p?…\" failed"),
+            (
+                "https://a/?k=1 and http://b/x?k=2",
+                "https://a/?… and http://b/x?…",
+            ),
+            (
+                "via socks5://https://user:pw@h/p?k=1",
+                "via socks5://https://h/p?…",
+            ),
+            ("https://h/login?next=https://x/cb&key=s", "https://h/login?…"),
+            // Nothing secret: left as it is.
+            (
+                "see https://docs.example/errors/42 (page 2)",
+                "see https://docs.example/errors/42 (page 2)",
+            ),
+            ("no url here: a://", "no url here: a://"),
+        ] {
+            assert_eq!(redact_urls(message), expected, "{message}");
+        }
+        let body = parse(failure("o", "failed: http://u:p@127.0.0.1:9/x?key=secret"));
+        assert_eq!(body["error"], "failed: http://127.0.0.1:9/x?…");
+    }
+
+    #[test]
     fn long_failure_messages_are_cut_at_a_character_boundary() {
         let exact = "x".repeat(FAILURE_MESSAGE_LIMIT);
         assert_eq!(parse(failure("o", &exact))["error"], exact.as_str());
@@ -188,5 +302,42 @@ mod tests {
         assert!(cut.len() > FAILURE_MESSAGE_LIMIT - 6);
         assert!(cut.ends_with('…'));
         assert!(cut.trim_end_matches('…').chars().all(|c| c == '€'));
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any message makes a failure body that is JSON, with the message cut to the limit.
+            #[test]
+            fn any_message_makes_a_failure_body(order_id in any::<String>(), message in any::<String>()) {
+                let body: Value = serde_json::from_slice(&failure(&order_id, &message))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&body["ok"], &Value::from(false));
+                let sent = body[FAILURE_MESSAGE_FIELD].as_str().unwrap_or_default();
+                prop_assert!(sent.len() <= FAILURE_MESSAGE_LIMIT);
+            }
+
+            /// A URL's user part and query never reach the platform, whatever text is around it.
+            #[test]
+            fn credentials_and_queries_never_reach_the_platform(
+                before in any::<String>(),
+                proxy in "([a-z]{1,5}://)?",
+                after in "([ ,.;:)\"'<>`\n][^\u{0}]{0,20})?",
+                scheme in "[a-z][a-z0-9+.-]{0,8}",
+                host in "[a-z0-9.-]{1,20}(:[0-9]{1,5})?",
+                path in "(/[a-zA-Z0-9._~%-]{0,10}){0,3}",
+                query in "[a-zA-Z0-9=&%._~,;:()!*'/-]{0,30}",
+            ) {
+                let url = format!("{scheme}://user:SECRETPASSWORD@{host}{path}?SECRETQUERY{query}");
+                let message = format!("{before}{proxy}{url}{after}");
+                let sent = redact_urls(&message);
+                prop_assert!(!sent.contains("SECRET"), "{}", sent);
+                prop_assert!(sent.contains(&format!("{scheme}://{host}{path}?…")), "{}", sent);
+            }
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! Everything the platform's docs leave open — a field name, a limit, a shape — is a constant in
 //! [`platform`], so that following the platform when it is confirmed is a one-line change.
 
+#[cfg(test)]
+pub(crate) mod arbitrary;
 pub(crate) mod callback;
 pub mod platform;
 pub(crate) mod polling;

@@ -24,7 +24,7 @@ pub(crate) struct Webhook {
     pub(crate) job_token: Option<String>,
 }
 
-/// Longest `order_id` accepted; the platform's are UUIDs (36 characters).
+/// Longest `order_id` accepted, in bytes; the platform's are UUIDs (36 bytes).
 const MAX_ORDER_ID_LEN: usize = 200;
 
 /// A non-empty, reasonably short string. Not required to be a UUID: refusing a paid order over
@@ -38,7 +38,7 @@ fn order_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Err
     }
     if trimmed.len() > MAX_ORDER_ID_LEN {
         return Err(de::Error::custom(format!(
-            "`order_id` is longer than {MAX_ORDER_ID_LEN} characters"
+            "`order_id` is longer than {MAX_ORDER_ID_LEN} bytes"
         )));
     }
     if trimmed.chars().any(char::is_control) {
@@ -65,26 +65,47 @@ pub(crate) struct EnvelopeError {
 }
 
 impl Webhook {
+    /// Reads a webhook body. The whole body must be UTF-8, unknown fields included: it is stored
+    /// and handed to the short as it is ([`crate::Order::payload_json`]), so a body that is not
+    /// JSON throughout is refused here, before it is stored.
     pub(crate) fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
+        // One pass over the bytes; the parser then reads a `str` and checks no string again.
+        let text = std::str::from_utf8(body).map_err(|e| EnvelopeError {
+            path: ".".to_owned(),
+            message: format!("the body is not JSON: it is not valid UTF-8 ({e})"),
+        })?;
+        let start = text.trim_start_matches(|c: char| c.is_ascii_whitespace());
+        if start.is_empty() {
+            return Err(EnvelopeError {
+                path: ".".to_owned(),
+                message: "the body is empty".to_owned(),
+            });
+        }
         // serde would also read a struct from an array; a webhook is always an object.
-        let first = body.iter().find(|b| !b.is_ascii_whitespace());
-        if first.is_some_and(|b| *b != b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
-        {
+        let first = start.bytes().next();
+        if first.is_some_and(|b| b != b'{') && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
             return Err(EnvelopeError {
                 path: ".".to_owned(),
                 message: "expected a JSON object with an `order_id`".to_owned(),
             });
         }
-        let mut deserializer = serde_json::Deserializer::from_slice(body);
-        let webhook: Webhook =
-            serde_path_to_error::deserialize(&mut deserializer).map_err(|e| EnvelopeError {
-                path: e.path().to_string(),
-                message: crate::short::without_position(&e.inner().to_string()),
-            })?;
-        deserializer.end().map_err(|e| EnvelopeError {
-            path: ".".to_owned(),
-            message: crate::short::without_position(&e.to_string()),
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let webhook: Webhook = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                not_json(&inner)
+            } else {
+                EnvelopeError {
+                    path,
+                    message: crate::short::without_position(&inner.to_string()),
+                }
+            }
         })?;
+        deserializer.end().map_err(|e| not_json(&e))?;
+        // The pass above skips unknown fields and `inputs` without reading their strings and
+        // numbers; this one reads them, so the body is JSON that `serde_json::Value` holds.
+        serde_json::from_str::<Readable>(text).map_err(|e| not_json(&e))?;
         Ok(webhook)
     }
 }
@@ -147,6 +168,68 @@ impl<'de> Deserialize<'de> for TokenValue<'de> {
         }
 
         deserializer.deserialize_map(Fields)
+    }
+}
+
+/// Any JSON value whose strings and numbers `serde_json::Value` can hold: no lone surrogate
+/// escape, no number beyond `f64`, no nesting deeper than its limit. Nothing is kept.
+struct Readable;
+
+impl<'de> Deserialize<'de> for Readable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ReadableVisitor)
+    }
+}
+
+struct ReadableVisitor;
+
+impl<'de> de::Visitor<'de> for ReadableVisitor {
+    type Value = Readable;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Readable, A::Error> {
+        while seq.next_element::<Readable>()?.is_some() {}
+        Ok(Readable)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Readable, A::Error> {
+        while map.next_entry::<Readable, Readable>()?.is_some() {}
+        Ok(Readable)
+    }
+}
+
+/// A body the JSON parser stopped on. The position is kept: it is where the sender's bug is.
+fn not_json(error: &serde_json::Error) -> EnvelopeError {
+    EnvelopeError {
+        path: ".".to_owned(),
+        message: format!("the body is not JSON: {error}"),
     }
 }
 
@@ -215,11 +298,175 @@ mod tests {
         assert!(Webhook::parse(br#"{"order_id": "a"} trailing"#).is_err());
     }
 
+    fn refused(body: &[u8]) -> String {
+        match Webhook::parse(body) {
+            Ok(webhook) => panic!("accepted: {webhook:?}"),
+            Err(e) => e.message,
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_says_so() {
+        assert_eq!(
+            refused(b"not json at all"),
+            "the body is not JSON: expected ident at line 1 column 2"
+        );
+        assert_eq!(
+            refused(br#"{"order_id": "a",}"#),
+            "the body is not JSON: trailing comma at line 1 column 18"
+        );
+        assert_eq!(
+            refused(br#"{"order_id": "a"} trailing"#),
+            "the body is not JSON: trailing characters at line 1 column 19"
+        );
+        assert_eq!(refused(b" \n"), "the body is empty");
+    }
+
+    #[test]
+    fn invalid_utf8_anywhere_is_refused() {
+        let in_unknown_field = b"{\"order_id\": \"a\", \"note\": \"caf\xe9\"}";
+        let message = refused(in_unknown_field);
+        assert!(
+            message.starts_with("the body is not JSON: it is not valid UTF-8"),
+            "{message}"
+        );
+        assert!(Webhook::parse(b"{\"order_id\": \"a\", \"inputs\": {\"x\": \"\xff\"}}").is_err());
+        assert!(Webhook::parse(b"{\"order_id\": \"a\"} \xc3").is_err());
+    }
+
+    #[test]
+    fn values_serde_json_cannot_hold_are_refused_in_unknown_fields_and_inputs() {
+        // Each is skipped unread by the envelope's own pass; `Order::payload_json` would fail.
+        for (body, expected) in [
+            (r#"{"order_id": "a", "x": "\ud800"}"#, "hex escape"),
+            (r#"{"order_id": "a", "x": ["\udc00"]}"#, "surrogate"),
+            (
+                r#"{"order_id": "a", "inputs": {"n": 1e400}}"#,
+                "number out of range",
+            ),
+            (
+                &format!(
+                    r#"{{"order_id": "a", "x": {}{}}}"#,
+                    "[".repeat(200),
+                    "]".repeat(200)
+                ),
+                "recursion limit exceeded",
+            ),
+        ] {
+            let message = refused(body.as_bytes());
+            assert!(message.starts_with("the body is not JSON: "), "{message}");
+            assert!(message.contains(expected), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_order_id_limit_counts_bytes() {
+        let at_limit = format!(r#"{{"order_id": "{}"}}"#, "é".repeat(100));
+        assert!(Webhook::parse(at_limit.as_bytes()).is_ok());
+        let over = format!(r#"{{"order_id": "{}x"}}"#, "é".repeat(100));
+        assert_eq!(refused(over.as_bytes()), "`order_id` is longer than 200 bytes");
+    }
+
     #[test]
     fn a_quoted_or_odd_ts_does_not_fail_the_order() {
         let quoted = Webhook::parse(br#"{"order_id": "a", "ts": "17"}"#).ok();
         assert_eq!(quoted.and_then(|w| w.ts), Some(17));
         let odd = Webhook::parse(br#"{"order_id": "a", "ts": {"x": 1}}"#).ok();
         assert!(odd.is_some_and(|w| w.ts.is_none()));
+    }
+
+    mod properties {
+        use super::super::*;
+        use crate::wire::arbitrary::{json, json_object};
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        /// What the server promises of a body it accepts: `Order::payload_json` reads it.
+        fn check(body: &[u8]) -> Result<(), TestCaseError> {
+            match Webhook::parse(body) {
+                Ok(webhook) => {
+                    prop_assert!(std::str::from_utf8(body).is_ok());
+                    prop_assert!(serde_json::from_slice::<Value>(body).is_ok());
+                    prop_assert!(!webhook.order_id.trim().is_empty());
+                    prop_assert!(webhook.order_id.len() <= MAX_ORDER_ID_LEN);
+                }
+                Err(e) => prop_assert!(!e.message.is_empty()),
+            }
+            Ok(())
+        }
+
+        /// An `order_id` the webhook accepts.
+        fn order_id() -> impl Strategy<Value = String> {
+            any::<String>().prop_filter("a valid order_id", |id| {
+                !id.trim().is_empty() && id.len() <= MAX_ORDER_ID_LEN && !id.chars().any(char::is_control)
+            })
+        }
+
+        fn envelope() -> impl Strategy<Value = (String, Value, serde_json::Map<String, Value>)> {
+            (order_id(), json(), json_object())
+        }
+
+        fn body(order_id: &str, inputs: &Value, extra: &serde_json::Map<String, Value>) -> Vec<u8> {
+            let mut body: serde_json::Map<String, Value> = extra
+                .iter()
+                .filter(|(key, _)| {
+                    ![
+                        "order_id",
+                        "short_id",
+                        "inputs",
+                        "callback_url",
+                        "ts",
+                        "job_token",
+                    ]
+                    .contains(&key.as_str())
+                })
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            body.insert("order_id".into(), order_id.into());
+            body.insert("inputs".into(), inputs.clone());
+            serde_json::to_vec(&body).unwrap_or_default()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                check(&bytes)?;
+            }
+
+            #[test]
+            fn arbitrary_json_never_panics(value in json()) {
+                check(&serde_json::to_vec(&value).unwrap_or_default())?;
+            }
+
+            #[test]
+            fn a_valid_envelope_is_read_as_sent((id, inputs, extra) in envelope()) {
+                let body = body(&id, &inputs, &extra);
+                let webhook = Webhook::parse(&body).map_err(|e| TestCaseError::fail(e.message))?;
+                prop_assert_eq!(&webhook.order_id, &id);
+                // The inputs' text as sent (`"inputs": null` reads as no inputs).
+                let read = webhook.inputs.map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned());
+                prop_assert_eq!(read, serde_json::to_string(&inputs).unwrap_or_default());
+                check(&body)?;
+            }
+
+            #[test]
+            fn a_byte_that_is_not_utf8_anywhere_is_refused(
+                (id, inputs, extra) in envelope(),
+                at in any::<prop::sample::Index>(),
+                byte in 0x80u8..=0xff,
+            ) {
+                let mut body = body(&id, &inputs, &extra);
+                let at = at.index(body.len() + 1);
+                body.insert(at, byte);
+                if std::str::from_utf8(&body).is_err() {
+                    let error = Webhook::parse(&body).err().map(|e| e.message).unwrap_or_default();
+                    prop_assert!(error.contains("not valid UTF-8"), "{}", error);
+                } else {
+                    check(&body)?;
+                }
+            }
+        }
     }
 }

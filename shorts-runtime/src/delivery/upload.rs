@@ -1,4 +1,4 @@
-//! Direct upload of large files (protocol.md §5): prepare a slot, PUT the bytes to the signed URL,
+//! Direct upload of large files (`docs/protocol.md` §5): prepare a slot, PUT the bytes to the signed URL,
 //! and report the `object_key` in the callback.
 
 use std::collections::BTreeMap;
@@ -27,7 +27,7 @@ const PREPARE_ANSWER_LIMIT: usize = 64 * 1024;
 /// How often a file may get a fresh upload URL after the storage refused one (403).
 const MAX_FRESH_URLS: u32 = 3;
 
-/// The prepare request (protocol.md §5.1).
+/// The prepare request (`docs/protocol.md` §5.1).
 #[derive(Serialize)]
 struct PrepareRequest<'a> {
     order_id: &'a str,

@@ -348,7 +348,7 @@ impl MockPlatform {
         }
     }
 
-    /// The documented default webhook body (protocol.md §2.3) for an order of this mock.
+    /// The documented default webhook body (`docs/protocol.md` §2.3) for an order of this mock.
     pub fn webhook_body(&self, order_id: &str, inputs: serde_json::Value) -> serde_json::Value {
         serde_json::json!({
             "short_id": "abc123",

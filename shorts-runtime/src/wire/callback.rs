@@ -1,4 +1,4 @@
-//! The v1 callback bodies (protocol.md §4.3, §4.4).
+//! The v1 callback bodies (`docs/protocol.md` §4.3, §4.4).
 
 use std::borrow::Cow;
 
@@ -28,7 +28,7 @@ pub(crate) struct UploadedFile {
     pub(crate) object_key: String,
 }
 
-/// The callback after direct uploads (protocol.md §5.3): a `files` array of `object_key`s.
+/// The callback after direct uploads (`docs/protocol.md` §5.3): a `files` array of `object_key`s.
 pub(crate) fn uploaded(order_id: &str, files: &[UploadedFile]) -> Vec<u8> {
     let mut body = envelope(true, order_id);
     body.insert("output_type".into(), "file".into());

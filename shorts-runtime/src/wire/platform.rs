@@ -1,6 +1,6 @@
 //! The platform's constants, documented and inferred, in one place.
 //!
-//! Items marked *inferred* are not stated in the platform's docs (protocol.md §8); each is the
+//! Items marked *inferred* are not stated in the platform's docs (`docs/protocol.md` §8); each is the
 //! safest reading of an example and can change here alone.
 
 /// Header carrying the callback secret on every callback and prepare call (documented).
@@ -21,11 +21,11 @@ pub const CALLBACK_BODY_LIMIT: usize = 4_500_000;
 pub const DEFAULT_INLINE_LIMIT: u64 = 4_450_000;
 
 /// Appended to the callback URL's path to reach the prepare endpoint of direct upload. *Inferred*:
-/// the docs show the path `/api/orders/callback/prepare` but not its host (protocol.md §5.1).
+/// the docs show the path `/api/orders/callback/prepare` but not its host (`docs/protocol.md` §5.1).
 pub const PREPARE_PATH_SUFFIX: &str = "/prepare";
 
 /// Field of a failure callback that carries the error message. *Inferred*: the docs cut off the
-/// failure example right after `"ok": false, "order_id"` (protocol.md §4.4).
+/// failure example right after `"ok": false, "order_id"` (`docs/protocol.md` §4.4).
 pub const FAILURE_MESSAGE_FIELD: &str = "error";
 
 /// Whether one returned file is sent with top-level `file_base64`/`filename`/`mime_type` (the

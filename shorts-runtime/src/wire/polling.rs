@@ -1,4 +1,4 @@
-//! The answer of the polling status endpoint (protocol.md §1.4). *Inferred*: the docs say the
+//! The answer of the polling status endpoint (`docs/protocol.md` §1.4). *Inferred*: the docs say the
 //! endpoint reports `processing`, `completed` (with the results) or `failed`, but not the shape;
 //! this is the callback body plus a `status` field, kept in this one place.
 

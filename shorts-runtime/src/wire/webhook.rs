@@ -1,4 +1,4 @@
-//! The webhook the platform POSTs to a short (protocol.md §2.3).
+//! The webhook the platform POSTs to a short (`docs/protocol.md` §2.3).
 
 use std::ops::Range;
 

@@ -230,6 +230,10 @@ pub struct Config {
     /// Whether the listener serves HTTPS, and with which certificate (`SHORTS_TLS_CERT` and
     /// `SHORTS_TLS_KEY`, or `SHORTS_ACME_DOMAINS`). Default: plain HTTP.
     pub tls: TlsConfig,
+    /// The public HTTPS address the platform calls when a proxy or a hosting platform terminates
+    /// TLS (`SHORTS_PUBLIC_URL`, e.g. `https://shorts.example.com`); a short's webhook URL is this
+    /// followed by its path. Only `check` and the start-up log use it. Default: none.
+    pub public_url: Option<url::Url>,
 }
 
 /// Whether the listener serves HTTPS, and where its certificate comes from.
@@ -322,6 +326,7 @@ impl Default for Config {
             callback_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             tls: TlsConfig::None,
+            public_url: None,
         }
     }
 }
@@ -332,10 +337,10 @@ fn default_callback_url() -> url::Url {
 }
 
 /// A configuration field that holds a duration.
-type DurationField = fn(&mut Config) -> &mut Duration;
+pub(crate) type DurationField = fn(&mut Config) -> &mut Duration;
 
 /// The variables that set a duration, with the field each sets.
-const DURATIONS: [(&str, DurationField); 10] = [
+pub(crate) const DURATIONS: [(&str, DurationField); 10] = [
     ("SHORTS_LEASE", |c| &mut c.lease),
     ("SHORTS_POLL_INTERVAL", |c| &mut c.poll_interval),
     ("SHORTS_RETENTION", |c| &mut c.retention),
@@ -418,6 +423,9 @@ impl Config {
                 })?);
         }
         config.tls = tls_from(&get)?;
+        if let Some(url) = get("SHORTS_PUBLIC_URL") {
+            config.public_url = Some(parse_public_url(&url)?);
+        }
         if let Some(size) = get("SHORTS_MAX_PENDING_BYTES") {
             config.max_pending_bytes = parse_size("SHORTS_MAX_PENDING_BYTES", &size)?;
         }
@@ -610,6 +618,28 @@ fn parse_url(var: &'static str, text: &str) -> Result<url::Url, ConfigError> {
     Ok(url)
 }
 
+/// Parses `SHORTS_PUBLIC_URL`: an https URL with no credentials, query or fragment, ending in `/`.
+fn parse_public_url(text: &str) -> Result<url::Url, ConfigError> {
+    const VAR: &str = "SHORTS_PUBLIC_URL";
+    let invalid = |reason: String| ConfigError::Invalid { var: VAR, reason };
+    let mut url = parse_url(VAR, text)?;
+    if url.scheme() != "https" {
+        return Err(invalid(format!(
+            "{text:?} is not an https URL: the platform calls webhooks over HTTPS only"
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(format!(
+            "{text:?} has a query or a fragment; give the address only, e.g. `https://shorts.example.com`"
+        )));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
 fn parse_duration(var: &'static str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
         var,
@@ -773,6 +803,22 @@ mod tests {
     }
 
     #[test]
+    fn public_url() {
+        assert_eq!(from(&[]).ok().and_then(|c| c.public_url), None);
+        for (text, read) in [
+            ("https://shorts.example.com", "https://shorts.example.com/"),
+            (
+                "https://example.com:8443/shorts",
+                "https://example.com:8443/shorts/",
+            ),
+            ("https://example.com/shorts/", "https://example.com/shorts/"),
+        ] {
+            let config = from(&[("SHORTS_PUBLIC_URL", text)]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.public_url.as_ref().map(url::Url::as_str), Some(read));
+        }
+    }
+
+    #[test]
     fn stores() {
         assert_eq!(StoreConfig::parse("memory").ok(), Some(StoreConfig::Memory));
         assert_eq!(
@@ -852,6 +898,10 @@ mod tests {
             ("SHORTS_MAX_CONNECTIONS", "0"),
             ("SHORTS_MAX_CONNECTIONS", "many"),
             ("SHORTS_MAX_CONNECTIONS", "-1"),
+            ("SHORTS_PUBLIC_URL", "http://shorts.example.com"),
+            ("SHORTS_PUBLIC_URL", "https://shorts.example.com/?a=b"),
+            ("SHORTS_PUBLIC_URL", "https://user:pw@shorts.example.com"),
+            ("SHORTS_PUBLIC_URL", "shorts.example.com"),
         ] {
             let error = from(&[(var, value)])
                 .err()

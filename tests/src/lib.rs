@@ -155,3 +155,31 @@ pub const WEBHOOK_HEADERS: &[(&str, &str)] = &[
     ("content-type", "application/json"),
     ("x-api-key", MockPlatform::WEBHOOK_KEY),
 ];
+
+/// A folder of the system's temporary directory, removed when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// A new empty folder whose name starts with `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{prefix}-{:016x}", fastrand::u64(..)));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    /// The path of `name` inside it.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

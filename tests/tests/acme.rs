@@ -17,7 +17,7 @@ use serde_json::json;
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::MockPlatform;
 use shorts_runtime::{AcmeConfig, App, Config, TlsConfig};
-use shorts_tests::{PATIENCE, WEBHOOK_HEADERS};
+use shorts_tests::{PATIENCE, TempDir, WEBHOOK_HEADERS};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -35,27 +35,6 @@ struct Input {
 #[ai_short]
 async fn echo(input: Input) -> Result<String> {
     Ok(input.text)
-}
-
-/// A folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("shorts-acme-{:016x}", fastrand::u64(..)));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A child process killed on drop.
@@ -372,7 +351,7 @@ fn acme_config(platform: &MockPlatform, pebble: &Pebble, cache: PathBuf) -> Conf
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_pebble_is_obtained_cached_and_renewed() {
     Log::install();
-    let dir = TempDir::new();
+    let dir = TempDir::new("shorts-acme");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let pebble = Pebble::start(&dir, addr.port(), &[]).await;
@@ -436,7 +415,7 @@ async fn a_certificate_from_pebble_is_obtained_cached_and_renewed() {
 
 #[tokio::test]
 async fn without_a_certificate_yet_handshakes_fail() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("shorts-acme");
     let platform = MockPlatform::start().await.unwrap();
     let mut acme = AcmeConfig::new([DOMAIN]);
     // A CA that cannot be reached: no certificate comes.
@@ -472,7 +451,7 @@ async fn without_a_certificate_yet_handshakes_fail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_order_is_logged_with_the_problem_document() {
     let log = Log::install();
-    let dir = TempDir::new();
+    let dir = TempDir::new("shorts-acme");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let pebble = Pebble::start(&dir, addr.port(), &[DOMAIN]).await;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use shorts_runtime::prelude::*;
 use shorts_runtime::{Config, TlsConfig};
-use shorts_tests::{PATIENCE, Served, WEBHOOK_HEADERS};
+use shorts_tests::{PATIENCE, Served, TempDir, WEBHOOK_HEADERS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Deserialize)]
@@ -25,27 +25,6 @@ struct Input {
 #[ai_short]
 async fn echo(input: Input) -> Result<String> {
     Ok(input.text)
-}
-
-/// A folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("shorts-https-{:016x}", fastrand::u64(..)));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A test certificate authority.
@@ -158,7 +137,7 @@ async fn post(client: &reqwest::Client, addr: SocketAddr, headers: &[(&str, &str
 
 #[tokio::test]
 async fn webhooks_over_https_keep_auth_and_the_body_limit() {
-    let (dir, ca) = (TempDir::new(), Ca::new());
+    let (dir, ca) = (TempDir::new("shorts-https"), Ca::new());
     let leaf = ca.leaf();
     let served = serve_https(&dir, &leaf, |config| config.max_body = 2048).await;
     let client = ca.client(served.addr);
@@ -204,7 +183,7 @@ async fn webhooks_over_https_keep_auth_and_the_body_limit() {
 
 #[tokio::test]
 async fn a_handshake_that_never_finishes_is_closed_by_the_header_timeout() {
-    let (dir, ca) = (TempDir::new(), Ca::new());
+    let (dir, ca) = (TempDir::new("shorts-https"), Ca::new());
     let served = serve_https(&dir, &ca.leaf(), |config| {
         config.header_read_timeout = Duration::from_millis(300);
     })
@@ -233,7 +212,7 @@ async fn a_handshake_that_never_finishes_is_closed_by_the_header_timeout() {
 
 #[tokio::test]
 async fn at_the_cap_connections_stuck_before_the_handshake_give_way() {
-    let (dir, ca) = (TempDir::new(), Ca::new());
+    let (dir, ca) = (TempDir::new("shorts-https"), Ca::new());
     let served = serve_https(&dir, &ca.leaf(), |config| config.max_connections = Some(4)).await;
     // Four connections that never start their handshake fill the cap.
     let mut stuck = Vec::new();
@@ -264,7 +243,7 @@ async fn at_the_cap_connections_stuck_before_the_handshake_give_way() {
 
 #[tokio::test]
 async fn changed_files_are_served_to_new_connections_and_a_bad_pair_keeps_the_old_one() {
-    let (dir, ca) = (TempDir::new(), Ca::new());
+    let (dir, ca) = (TempDir::new("shorts-https"), Ca::new());
     let first = ca.leaf();
     let served = serve_https(&dir, &first, |_| {}).await;
     assert_eq!(served_certificate(&ca, served.addr).await, first.der);
@@ -320,7 +299,7 @@ fn overwrite_unnoticed(path: &Path, text: &str) {
 
 #[tokio::test]
 async fn sighup_reads_the_files_again() {
-    let (dir, ca) = (TempDir::new(), Ca::new());
+    let (dir, ca) = (TempDir::new("shorts-https"), Ca::new());
     let first = ca.leaf();
     // Room for the second certificate's PEM, which may be a few bytes longer.
     let padded = Leaf {
@@ -384,7 +363,7 @@ fn serve_exits(vars: &[(&str, &Path)]) -> (Option<i32>, String) {
 
 #[test]
 fn unusable_files_stop_the_server_with_one_line_and_code_2() {
-    let (dir, ca) = (TempDir::new(), Ca::new());
+    let (dir, ca) = (TempDir::new("shorts-https"), Ca::new());
     let (cert, key) = write_leaf(&dir, &ca.leaf());
     let other_key = dir.path("other-key.pem");
     std::fs::write(&other_key, ca.leaf().key).unwrap();

@@ -395,7 +395,7 @@ async fn read_detail(response: reqwest::Response, limit: usize) -> String {
 
 /// A network error's causes in one line (reqwest's own message is only "error sending request"),
 /// without the URL: a signed upload URL is a credential.
-fn describe(error: &reqwest::Error) -> String {
+pub(crate) fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     if let Some(url) = error.url() {
         text = text.replace(url.as_str(), "<url>");

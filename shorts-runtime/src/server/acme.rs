@@ -135,6 +135,11 @@ impl Cache {
     }
 }
 
+/// Where the certificate for `config`'s directory and names is cached.
+pub(crate) fn certificate_path(config: &AcmeConfig) -> PathBuf {
+    Cache::new(config).certificate
+}
+
 fn short_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
     let mut hash = Sha256::new();
     for part in parts {

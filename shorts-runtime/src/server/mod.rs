@@ -1,9 +1,9 @@
 //! The HTTP side: the webhook routes, their auth, limits and answers.
 
-mod acme;
+pub(crate) mod acme;
 pub(crate) mod limits;
 mod serve;
-mod tls;
+pub(crate) mod tls;
 
 pub(crate) use serve::{Limits, serve};
 pub(crate) use tls::Tls;

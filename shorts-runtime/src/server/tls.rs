@@ -99,7 +99,7 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Reads and checks the certificate files.
-fn load_files(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+pub(crate) fn load_files(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let read = |var: &'static str, path: &Path| {
         std::fs::read(path).map_err(|e| TlsError::File {
             var,

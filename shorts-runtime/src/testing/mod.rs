@@ -209,6 +209,7 @@ pub struct MockPlatformBuilder {
     expires_in: Duration,
     save_to: Option<PathBuf>,
     flaky: f64,
+    https: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl MockPlatformBuilder {
@@ -249,12 +250,26 @@ impl MockPlatformBuilder {
         self
     }
 
+    /// Serves HTTPS (TLS 1.2 and 1.3) with this certificate chain and private key, both PEM, instead
+    /// of plain HTTP; its URLs then start with `https://127.0.0.1`. A short delivering to it must
+    /// trust the chain: for a short's process, name the chain's file in `SSL_CERT_FILE`.
+    pub fn https(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        self.https = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
     /// Starts listening on a free port of 127.0.0.1.
     ///
     /// # Errors
     ///
-    /// When no port can be bound.
+    /// When no port can be bound, or the certificate given to [`MockPlatformBuilder::https`]
+    /// cannot be used.
     pub async fn start(self) -> std::io::Result<MockPlatform> {
+        let tls = match &self.https {
+            Some((cert, key)) => Some(server::tls_acceptor(cert, key)?),
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new());
@@ -267,10 +282,12 @@ impl MockPlatformBuilder {
             expires_in: self.expires_in,
             save_to: self.save_to.map(Arc::from),
             flaky: self.flaky,
+            scheme,
         };
-        let task = tokio::spawn(server.run(listener));
+        let task = tokio::spawn(server.run(listener, tls));
         Ok(MockPlatform {
             addr,
+            scheme,
             secret: self.secret,
             state,
             task,
@@ -281,6 +298,7 @@ impl MockPlatformBuilder {
 /// A running double of the platform; it stops when dropped.
 pub struct MockPlatform {
     addr: SocketAddr,
+    scheme: &'static str,
     secret: String,
     state: Arc<State>,
     task: JoinHandle<()>,
@@ -299,6 +317,7 @@ impl MockPlatform {
             expires_in: Duration::from_secs(3600),
             save_to: None,
             flaky: 0.0,
+            https: None,
         }
     }
 
@@ -316,9 +335,10 @@ impl MockPlatform {
         self.addr
     }
 
-    /// Its callback endpoint, `http://127.0.0.1:PORT/api/orders/callback`.
+    /// Its callback endpoint, `http://127.0.0.1:PORT/api/orders/callback` (`https://` when built
+    /// with [`MockPlatformBuilder::https`]).
     pub fn callback_url(&self) -> String {
-        format!("http://{}{CALLBACK_PATH}", self.addr)
+        format!("{}://{}{CALLBACK_PATH}", self.scheme, self.addr)
     }
 
     /// The callback secret it expects.

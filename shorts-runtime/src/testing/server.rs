@@ -15,9 +15,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use super::{
     Attempt, CALLBACK_PATH, Callback, Endpoint, Fault, PREPARE_PATH, STORAGE_PREFIX, Slot, State,
@@ -35,6 +36,29 @@ pub(super) struct Server {
     pub(super) expires_in: Duration,
     pub(super) save_to: Option<Arc<Path>>,
     pub(super) flaky: f64,
+    /// `http` or `https`, for the upload URLs it hands out.
+    pub(super) scheme: &'static str,
+}
+
+/// Time a client has to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTPS with a PEM certificate chain and key.
+pub(super) fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> std::io::Result<TlsAcceptor> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("the mock platform's certificate cannot be used: {e}"),
+        )
+    };
+    let key = crate::server::tls::certified_key(cert_pem, key_pem).map_err(|e| invalid(&e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::server::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&e))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Returned to hyper to close a connection without an answer.
@@ -78,24 +102,37 @@ impl Reply {
 }
 
 impl Server {
-    pub(super) async fn run(self, listener: TcpListener) {
+    pub(super) async fn run(self, listener: TcpListener, tls: Option<TlsAcceptor>) {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
             let server = self.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let server = server.clone();
-                    async move { server.handle(request).await }
-                });
-                // A dropped connection surfaces here as an error; that is the point.
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                match tls {
+                    None => server.connection(stream).await,
+                    Some(tls) => {
+                        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream));
+                        if let Ok(Ok(stream)) = handshake.await {
+                            server.connection(stream).await;
+                        }
+                    }
+                }
             });
         }
+    }
+
+    async fn connection(self, stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static) {
+        let service = service_fn(move |request| {
+            let server = self.clone();
+            async move { server.handle(request).await }
+        });
+        // A dropped connection surfaces here as an error; that is the point.
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
     }
 
     async fn handle(&self, request: Request<Incoming>) -> Answer {
@@ -240,7 +277,8 @@ impl Server {
                 "object_key": object_key,
                 // As long as a real presigned URL, whose query carries the signature.
                 "upload_url": format!(
-                    "http://{}{STORAGE_PREFIX}{token}?X-Amz-Expires={}&X-Amz-Signature={}",
+                    "{}://{}{STORAGE_PREFIX}{token}?X-Amz-Expires={}&X-Amz-Signature={}",
+                    self.scheme,
                     self.addr,
                     expires_in.as_secs(),
                     "5e".repeat(600)

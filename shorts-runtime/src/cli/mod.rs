@@ -1,5 +1,7 @@
 //! `run()`: the command line every short binary gets.
 
+mod check;
+
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,6 +69,9 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Check the configuration, the store, the platform and the certificate, and print the webhook
+    /// URLs to paste into the Connect step; exits with 1 when a problem is found.
+    Check,
     /// Deliver a dead or paused order's callback again (the running server picks it up).
     Retry {
         /// The order's `order_id`.
@@ -89,6 +94,7 @@ pub fn run() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve { mock: false }) {
         Command::Serve { mock } => runtime.block_on(serve(mock)),
         Command::List => list(),
+        Command::Check => runtime.block_on(check::check()),
         Command::Orders { state, limit } => runtime.block_on(orders(state.as_deref(), limit)),
         Command::Retry { order_id } => runtime.block_on(retry(&order_id)),
         Command::Invoke {

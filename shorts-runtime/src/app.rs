@@ -105,9 +105,10 @@ impl AppBuilder {
         self
     }
 
-    /// Reports the progress of large uploads to `progress` (file name, bytes sent, total).
-    pub(crate) fn upload_progress(mut self, progress: crate::delivery::Progress) -> Self {
-        self.progress = Some(progress);
+    /// Reports the progress of direct uploads to `progress`, about four times a second while a
+    /// file uploads: the file's name, the bytes sent, and its size.
+    pub fn upload_progress(mut self, progress: impl Fn(&str, u64, u64) + Send + Sync + 'static) -> Self {
+        self.progress = Some(std::sync::Arc::new(progress));
         self
     }
 

@@ -222,22 +222,38 @@ async fn serve_takes_a_webhook_and_stops_on_sigterm() {
     }
 }
 
+/// The README's `curl` example for `serve --mock`: its auth header and its body.
+fn readme_curl() -> ((String, String), Value) {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README.md");
+    let curl = &readme[readme
+        .find("curl -X POST localhost:8080")
+        .expect("the curl example")..];
+    let curl = &curl[..curl.find("```").expect("the end of the example")];
+    let quoted: Vec<&str> = curl.split('\'').skip(1).step_by(2).collect();
+    let auth = quoted
+        .iter()
+        .find_map(|q| q.strip_prefix("x-api-key: "))
+        .expect("an x-api-key header");
+    let body = quoted.last().expect("a body");
+    (
+        ("x-api-key".to_owned(), auth.to_owned()),
+        serde_json::from_str(body).expect("the body is JSON"),
+    )
+}
+
 #[tokio::test]
-async fn serve_with_the_mock_platform_prints_callbacks() {
-    // Only used to build the webhook body and send it with the right header.
-    let sender = MockPlatform::start().await.expect("mock");
+async fn serve_with_the_mock_platform_takes_the_readme_example_and_prints_its_callback() {
     let port = free_port();
+    let log = std::env::temp_dir().join(format!("hello-mock-{}.log", std::process::id()));
     let child = hello()
         .args(["serve", "--mock"])
-        .env("SHORTS_STORE", "memory")
+        .env_remove("SHORTS_WEBHOOK_AUTH")
+        .env_remove("SHORTS_STORE")
         .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
-        .env(
-            "SHORTS_WEBHOOK_AUTH",
-            format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
-        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("spawn");
     let mut child = Child(child);
@@ -253,12 +269,16 @@ async fn serve_with_the_mock_platform_prints_callbacks() {
     });
     wait_listening(port).await;
 
-    let body = sender.webhook_body("o-mock", json!({"text": "local"}));
-    let status = sender
-        .send_webhook(&format!("http://127.0.0.1:{port}/shorts/echo"), &body)
+    let ((header, value), body) = readme_curl();
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/shorts/echo"))
+        .header(header, value)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
         .await
         .expect("webhook sent");
-    assert_eq!(status, 200);
+    assert_eq!(response.status(), 200);
     let mut printed = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !printed.ends_with("}\n") && Instant::now() < deadline {
@@ -270,9 +290,13 @@ async fn serve_with_the_mock_platform_prints_callbacks() {
     let callback: Value = serde_json::from_str(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"));
     assert_eq!(
         callback,
-        json!({"ok": true, "order_id": "o-mock", "output_type": "text", "result_text": "local"})
+        json!({"ok": true, "order_id": body["order_id"], "output_type": "text", "result_text": "hello"})
     );
     assert_eq!(terminate(&mut child).await, Some(0));
+    // The documented happy path warns about nothing.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(!text.contains("WARN"), "{text}");
 }
 
 #[tokio::test]

@@ -5,11 +5,8 @@ mod check;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -19,9 +16,7 @@ use crate::app::App;
 use crate::config::{Config, Secret, StoreConfig, WebhookAuth};
 use crate::short::Short;
 use crate::store::{AnyStore, OrderState, Retried, Store as _};
-use crate::testing::{MockPlatform, StoredObject};
-use crate::wire::webhook::Webhook;
-use crate::worker::{Held, Job, Submitted};
+use crate::testing::{Callback, FileContents, MockPlatform, ReturnedFile};
 
 /// Exit code for a usage or configuration error.
 const USAGE: u8 = 2;
@@ -180,7 +175,7 @@ async fn with_mock_platform(mut config: Config) -> Result<(Config, MockPlatform)
         url::Url::parse(&platform.callback_url()).map_err(|e| format!("mock platform URL: {e}"))?;
     if config.webhook_auth.is_empty() {
         config.webhook_auth =
-            vec![WebhookAuth::new("x-api-key", MOCK_WEBHOOK_KEY).map_err(|e| e.to_string())?];
+            vec![WebhookAuth::new("x-api-key", MockPlatform::WEBHOOK_KEY).map_err(|e| e.to_string())?];
     }
     let auth = config
         .webhook_auth
@@ -204,9 +199,6 @@ async fn with_mock_platform(mut config: Config) -> Result<(Config, MockPlatform)
     });
     Ok((config, platform))
 }
-
-/// The webhook auth value `serve --mock` expects when `SHORTS_WEBHOOK_AUTH` is not set.
-const MOCK_WEBHOOK_KEY: &str = "local-test-key";
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {
@@ -376,13 +368,23 @@ async fn invoke(name: &str, input: Option<String>, input_file: Option<PathBuf>, 
         Ok(platform) => platform,
         Err(e) => return fail(1, &format!("could not start the mock platform: {e}")),
     };
-    let app = match invoke_app(&platform, name).await {
-        Ok(app) => app,
+    let (app, route, timeout) = match invoke_app(&platform, name).await {
+        Ok(found) => found,
         Err(message) => return fail(USAGE, &message),
     };
-    let Some(lane) = app.inner.lanes.first().cloned() else {
-        return fail(USAGE, "no short to run");
+    // The order goes through the server as the platform's would: over HTTP, on this machine.
+    let listener = match TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await {
+        Ok(listener) => listener,
+        Err(e) => return fail(1, &format!("could not listen on 127.0.0.1: {e}")),
     };
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => return fail(1, &format!("could not listen on 127.0.0.1: {e}")),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.serve(listener, async {
+        let _ = stopped.await;
+    }));
 
     // A whole webhook body (it has `order_id`) is replayed as is; anything else is the inputs.
     let body = if value.get("order_id").is_some() && value.get("inputs").is_some() {
@@ -392,40 +394,54 @@ async fn invoke(name: &str, input: Option<String>, input_file: Option<PathBuf>, 
     } else {
         platform.webhook_body(&uuid::Uuid::new_v4().to_string(), value)
     };
-    let payload = bytes::Bytes::from(body.to_string());
-    let webhook = match Webhook::parse(&payload) {
-        Ok(webhook) => webhook,
-        Err(e) => {
-            return fail(
-                USAGE,
-                &format!("invalid webhook body at `{}`: {}", e.path, e.message),
-            );
+    let order_id = body["order_id"].as_str().unwrap_or_default().to_owned();
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}{route}"))
+        .header("x-api-key", MockPlatform::WEBHOOK_KEY)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await;
+    let outcome = match answer {
+        Ok(response) if response.status().is_success() => {
+            match platform
+                .wait_for(&order_id, timeout + Duration::from_secs(60))
+                .await
+            {
+                Some(callback) => report_callback(&platform, &callback, out),
+                None => fail(1, "no callback arrived; see the log above"),
+            }
         }
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let detail = response.text().await.unwrap_or_default();
+            let detail = serde_json::from_str::<Value>(&detail)
+                .ok()
+                .and_then(|answer| answer["error"].as_str().map(str::to_owned))
+                .unwrap_or(detail);
+            fail(USAGE, &format!("the webhook was refused ({status}): {detail}"))
+        }
+        Err(e) => fail(1, &format!("the webhook could not be sent: {e}")),
     };
-    let order_id = webhook.order_id.clone();
-    let job = Job {
-        order_id: webhook.order_id,
-        callback_url: webhook.callback_url,
-        job_token: webhook.job_token.is_some(),
-        payload,
-        held: Held::none(),
-    };
-    match app.inner.engine.submit(&lane, job).await {
-        Ok(Submitted::New) => {}
-        Ok(Submitted::Duplicate) => return fail(1, "the order was not started"),
-        Err(e) => return fail(1, &e.to_string()),
-    }
+    let _ = stop.send(());
+    let _ = server.await;
+    outcome
+}
 
-    let wait = lane.short.timeout_duration() + Duration::from_secs(60);
-    let Some(callback) = platform.wait_for(&order_id, wait).await else {
-        return fail(1, "no callback arrived; see the log above");
-    };
+/// Prints the callback, writes its files into `out`, and exits 0 for a success callback.
+fn report_callback(platform: &MockPlatform, callback: &Callback, out: &Path) -> ExitCode {
     println!(
         "{}",
         serde_json::to_string_pretty(&abbreviated(&callback.body)).unwrap_or_default()
     );
-    if let Err(e) = write_files(&callback.body, &platform.objects(), out) {
-        return fail(1, &e);
+    let files = match platform.files(callback) {
+        Ok(files) => files,
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    for file in files {
+        if let Err(message) = write_file(&file, out) {
+            return fail(1, &message);
+        }
     }
     if callback.ok() {
         ExitCode::SUCCESS
@@ -434,8 +450,29 @@ async fn invoke(name: &str, input: Option<String>, input_file: Option<PathBuf>, 
     }
 }
 
-/// An app running only `name`, delivering to the in-process mock.
-async fn invoke_app(platform: &MockPlatform, name: &str) -> Result<App, String> {
+/// Writes a returned file into `dir` under its name's last component, and says where.
+fn write_file(file: &ReturnedFile, dir: &Path) -> Result<(), String> {
+    // Only the last path component: a short must not write outside `dir`.
+    let name = Path::new(&file.filename)
+        .file_name()
+        .ok_or_else(|| format!("file name {:?} is not usable", file.filename))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("could not create {}: {e}", dir.display()))?;
+    let path = dir.join(name);
+    let written = match &file.contents {
+        FileContents::Inline(bytes) => std::fs::write(&path, bytes).map(|()| bytes.len() as u64),
+        FileContents::Uploaded(object) => match &object.path {
+            Some(stored) => std::fs::copy(stored, &path),
+            None => return Err(format!("the uploaded file `{}` was not stored", file.filename)),
+        },
+    }
+    .map_err(|e| format!("could not write {}: {e}", path.display()))?;
+    eprintln!("wrote {} ({written} bytes)", path.display());
+    Ok(())
+}
+
+/// An app running only `name`, delivering to the in-process mock: the app, the short's route,
+/// and its timeout.
+async fn invoke_app(platform: &MockPlatform, name: &str) -> Result<(App, String, Duration), String> {
     let registered = Short::registered();
     let Some(short) = registered.iter().find(|s| s.name() == name).cloned() else {
         let names: Vec<&str> = registered.iter().map(Short::name).collect();
@@ -444,14 +481,16 @@ async fn invoke_app(platform: &MockPlatform, name: &str) -> Result<App, String> 
             names.join(", ")
         ));
     };
-    let mut config: Config = platform.config();
-    config.callback_secret = Some(Secret::new(platform.secret()));
-    config.webhook_auth = WebhookAuth::new("x-invoke", "local").into_iter().collect();
-    let mut builder = App::builder().config(config).without_registered().short(short);
+    let (route, timeout) = (short.route().to_owned(), short.timeout_duration());
+    let mut builder = App::builder()
+        .config(platform.config())
+        .without_registered()
+        .short(short);
     if std::io::stderr().is_terminal() {
-        builder = builder.upload_progress(Arc::new(print_progress));
+        builder = builder.upload_progress(print_progress);
     }
-    builder.build().await.map_err(|e| e.to_string())
+    let app = builder.build().await.map_err(|e| e.to_string())?;
+    Ok((app, route, timeout))
 }
 
 /// `uploading video.mp4   52.4 / 150.0 MB  35%`, redrawn in place.
@@ -497,48 +536,6 @@ fn abbreviated(body: &Value) -> Value {
     }
 }
 
-/// Writes the callback's files into `dir` (inline ones decoded, uploaded ones moved from the mock's
-/// storage), and says where.
-fn write_files(body: &Value, objects: &[StoredObject], dir: &Path) -> Result<(), String> {
-    let mut entries: Vec<&Value> = body["files"]
-        .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    if body.get("file_base64").is_some() {
-        entries.push(body);
-    }
-    for entry in entries {
-        let Some(name) = entry["filename"].as_str() else {
-            continue;
-        };
-        // Only the last path component: a short must not write outside `dir`.
-        let file_name = Path::new(name)
-            .file_name()
-            .map(|n| n.to_owned())
-            .ok_or_else(|| format!("file name {name:?} is not usable"))?;
-        std::fs::create_dir_all(dir).map_err(|e| format!("could not create {}: {e}", dir.display()))?;
-        let path = dir.join(file_name);
-        let written = if let Some(data) = entry["file_base64"].as_str() {
-            let bytes = STANDARD
-                .decode(data)
-                .map_err(|e| format!("file `{name}` is not valid base64: {e}"))?;
-            std::fs::write(&path, &bytes).map_err(|e| format!("could not write {}: {e}", path.display()))?;
-            bytes.len() as u64
-        } else if let Some(key) = entry["object_key"].as_str() {
-            let object = objects
-                .iter()
-                .find(|o| o.object_key == key)
-                .and_then(|o| o.path.as_ref())
-                .ok_or_else(|| format!("the uploaded file `{name}` was not stored"))?;
-            std::fs::copy(object, &path).map_err(|e| format!("could not write {}: {e}", path.display()))?
-        } else {
-            continue;
-        };
-        eprintln!("wrote {} ({written} bytes)", path.display());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,11 +554,13 @@ mod tests {
     #[test]
     fn files_are_written_inside_the_folder_only() {
         let dir = std::env::temp_dir().join(format!("shorts-cli-{}", uuid::Uuid::new_v4()));
-        let body = json!({"files": [
-            {"filename": "../../escape.txt", "file_base64": "aGk="},
-            {"filename": "b.txt", "file_base64": "eW8="}
-        ]});
-        assert!(write_files(&body, &[], &dir).is_ok());
+        for (name, bytes) in [("../../escape.txt", b"hi"), ("b.txt", b"yo")] {
+            let file = ReturnedFile {
+                filename: name.to_owned(),
+                contents: FileContents::Inline(bytes.to_vec()),
+            };
+            assert!(write_file(&file, &dir).is_ok());
+        }
         assert_eq!(
             std::fs::read(dir.join("escape.txt")).ok().as_deref(),
             Some(&b"hi"[..])

@@ -160,6 +160,45 @@ pub struct StoredObject {
     pub elapsed: Duration,
 }
 
+/// A file a callback returned, as the platform would show it to the buyer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnedFile {
+    /// The name the buyer sees.
+    pub filename: String,
+    /// Where its bytes are.
+    pub contents: FileContents,
+}
+
+/// Where a returned file's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileContents {
+    /// Sent inline, base64 in the callback body: the decoded bytes.
+    Inline(Vec<u8>),
+    /// Uploaded through a signed URL: the stored object.
+    Uploaded(StoredObject),
+}
+
+/// Why a callback's files cannot be read back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FilesError {
+    /// An inline file's `file_base64` is not base64.
+    #[error("file `{filename}` is not valid base64: {reason}")]
+    Base64 {
+        /// The file's name.
+        filename: String,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// An uploaded file names an object the mock does not hold.
+    #[error("the uploaded file `{filename}` names an object the platform does not hold")]
+    UnknownObject {
+        /// The file's name.
+        filename: String,
+    },
+}
+
 /// An upload slot handed out by prepare.
 struct Slot {
     object_key: String,
@@ -306,7 +345,7 @@ pub struct MockPlatform {
 
 impl MockPlatform {
     /// The webhook auth value [`MockPlatform::config`] configures, sent as `x-api-key`.
-    pub const WEBHOOK_KEY: &'static str = "mock-webhook-key";
+    pub const WEBHOOK_KEY: &'static str = "local-test-key";
 
     /// A builder, to choose the secret or the limits.
     pub fn builder() -> MockPlatformBuilder {
@@ -441,6 +480,53 @@ impl MockPlatform {
     /// Every object uploaded so far, in order.
     pub fn objects(&self) -> Vec<StoredObject> {
         lock(&self.state.objects).clone()
+    }
+
+    /// The files `callback` returned, in order: a single inline file (`file_base64`) or the
+    /// `files` list, inline or uploaded. Empty for a callback without files.
+    ///
+    /// # Errors
+    ///
+    /// When an inline file is not valid base64, or an uploaded one names an unknown object.
+    pub fn files(&self, callback: &Callback) -> Result<Vec<ReturnedFile>, FilesError> {
+        use base64::Engine as _;
+        let body = &callback.body;
+        let mut entries: Vec<&serde_json::Value> = body["files"]
+            .as_array()
+            .map(|files| files.iter().collect())
+            .unwrap_or_default();
+        if body.get("file_base64").is_some() {
+            entries.push(body);
+        }
+        let objects = self.objects();
+        let mut files = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let Some(filename) = entry["filename"].as_str().map(str::to_owned) else {
+                continue;
+            };
+            let contents = if let Some(data) = entry["file_base64"].as_str() {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .map_err(|e| FilesError::Base64 {
+                        filename: filename.clone(),
+                        reason: e.to_string(),
+                    })?;
+                FileContents::Inline(bytes)
+            } else if let Some(key) = entry["object_key"].as_str() {
+                let object = objects
+                    .iter()
+                    .find(|o| o.object_key == key)
+                    .cloned()
+                    .ok_or_else(|| FilesError::UnknownObject {
+                        filename: filename.clone(),
+                    })?;
+                FileContents::Uploaded(object)
+            } else {
+                continue;
+            };
+            files.push(ReturnedFile { filename, contents });
+        }
+        Ok(files)
     }
 
     /// A stream of the callbacks accepted from now on (a slow reader misses the oldest).

@@ -18,6 +18,7 @@
 mod baseline;
 mod build;
 mod files;
+mod https;
 mod load;
 mod proc;
 mod service;

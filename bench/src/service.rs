@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use shorts_runtime::testing::MockPlatform;
 
+use crate::https::{self, Certificate};
 use crate::load::{self, Run};
 use crate::{Server, free_port, machine, proc, remove_database, serve, settle_disk, wait_listening};
 
@@ -87,7 +88,42 @@ async fn start(kind: Kind, platform: &MockPlatform, dir: &Path) -> Contender {
     }
 }
 
-fn body(platform: &MockPlatform) -> impl Fn(&str) -> String + use<> {
+/// shorts (SQLite), over HTTPS with `tls`: the URL names `localhost`, which the client resolves to
+/// 127.0.0.1.
+async fn start_shorts(
+    name: &'static str,
+    platform: &MockPlatform,
+    dir: &Path,
+    tls: Option<&Certificate>,
+) -> (Contender, u16) {
+    let port = free_port();
+    let db = dir.join(format!("tls-{port}.db"));
+    let mut command = serve(platform, port, &format!("sqlite://{}", db.display()));
+    let scheme = match tls {
+        Some(certificate) => {
+            command
+                .env("SHORTS_TLS_CERT", &certificate.cert)
+                .env("SHORTS_TLS_KEY", &certificate.key);
+            "https"
+        }
+        None => "http",
+    };
+    settle_disk();
+    let child = command
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not start {name}: {e}"));
+    wait_listening(port, name).await;
+    let contender = Contender {
+        name,
+        child,
+        url: format!("{scheme}://localhost:{port}/shorts/echo"),
+        db,
+    };
+    (contender, port)
+}
+
+pub(crate) fn body(platform: &MockPlatform) -> impl Fn(&str) -> String + use<> {
     let callback_url = platform.callback_url();
     move |order_id: &str| {
         json!({
@@ -188,6 +224,22 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
         rate_of(Kind::ShortsMemory) / b1,
         rate_of(Kind::ShortsMemory) / rate_of(Kind::B0)
     );
+
+    // HTTPS: intake with keep-alive connections, and the cost of a connection's handshake.
+    let certificate = Certificate::new(&dir);
+    let platform = MockPlatform::start().await.expect("mock");
+    let (contender, port) = start_shorts("shorts (SQLite, HTTPS)", &platform, &dir, Some(&certificate)).await;
+    let tls_client = certificate.client(port, 4096);
+    let (tls_rate, run) = max_rate(&tls_client, &contender, &platform, &settings, quick).await;
+    println!(
+        "| intake over HTTPS (keep-alive connections), webhooks/s at p99 <= 50 ms (p99 {:.1} ms) | {tls_rate:.0} | | {:.2}x plain HTTP | | | |",
+        run.p(0.99),
+        tls_rate / shorts
+    );
+    drop(contender);
+    retired.push(platform);
+    let handshakes = handshake_cost(&certificate, &dir, if quick { 30 } else { 1000 }).await;
+    println!("{handshakes}");
 
     // Latency at fixed shares of B1's maximum, and end to end at half of it.
     // Printed under the table: each stalled run's timeline, then each end-to-end run's p99.
@@ -636,4 +688,64 @@ fn ensure_baselines() {
     }
     let status = command.status().expect("cargo runs");
     assert!(status.success(), "the baselines did not build");
+}
+
+/// One webhook at a time, each on a new connection, `count` times: to shorts (SQLite) over plain
+/// HTTP, over HTTPS with the client resuming its TLS session, and over HTTPS with a new client
+/// (a full handshake) each time. A table row: the median time of a webhook and the server's CPU
+/// per webhook, and what TLS adds to them per connection.
+async fn handshake_cost(certificate: &Certificate, dir: &Path, count: usize) -> String {
+    let platform = MockPlatform::start().await.expect("mock");
+    let (plain, plain_port) = start_shorts("shorts (SQLite)", &platform, dir, None).await;
+    let (tls, tls_port) = start_shorts("shorts (SQLite, HTTPS)", &platform, dir, Some(certificate)).await;
+    let plain_client = https::plain_client(plain_port, 0);
+    let tls_client = certificate.client(tls_port, 0);
+    let warm = count / 10 + 1;
+    let (plain_id, tls_id) = (plain.child.id(), tls.child.id());
+    let measure = |id, url: &str, port, tls: Option<&Certificate>, client: Option<&reqwest::Client>, n| {
+        let url = url.to_owned();
+        let platform = &platform;
+        let client = client.cloned();
+        let tls = tls.map(|_| certificate);
+        async move { https::fresh_connections(id, &url, port, platform, tls, client.as_ref(), n).await }
+    };
+    // Warm-up: connections, the databases and the TLS session caches.
+    measure(plain_id, &plain.url, plain_port, None, Some(&plain_client), warm).await;
+    measure(
+        tls_id,
+        &tls.url,
+        tls_port,
+        Some(certificate),
+        Some(&tls_client),
+        warm,
+    )
+    .await;
+    let http = measure(plain_id, &plain.url, plain_port, None, Some(&plain_client), count).await;
+    let resumed = measure(
+        tls_id,
+        &tls.url,
+        tls_port,
+        Some(certificate),
+        Some(&tls_client),
+        count,
+    )
+    .await;
+    let full = measure(tls_id, &tls.url, tls_port, Some(certificate), None, count).await;
+    drain(&platform, 2 * warm + 3 * count).await;
+    drop(plain);
+    drop(tls);
+    std::mem::forget(platform);
+    format!(
+        "| a new connection per webhook ({count} one at a time), median µs / server CPU µs: plain HTTP; HTTPS, TLS session resumed; HTTPS, full handshake | {:.0} / {:.0}; {:.0} / {:.0}; {:.0} / {:.0} | | TLS adds {:+.0} µs / {:+.0} µs CPU per connection resumed, {:+.0} µs / {:+.0} µs CPU full | | | |",
+        http.median,
+        http.cpu,
+        resumed.median,
+        resumed.cpu,
+        full.median,
+        full.cpu,
+        resumed.median - http.median,
+        resumed.cpu - http.cpu,
+        full.median - http.median,
+        full.cpu - http.cpu,
+    )
 }

@@ -9,13 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use shorts_tests::TempDir;
+
 /// The server's default `SHORTS_MAX_BODY`, which the proxies must let through.
 const MAX_BODY: u64 = 64 * 1024 * 1024;
-
-/// Variables the deploy files may name before `shorts-runtime/src/config.rs` reads them.
-/// `SHORTS_PUBLIC_URL` (the public HTTPS base URL, for `check`'s webhook URLs) is being added to
-/// the configuration; remove it from here once config.rs names it.
-const NOT_YET_IN_CONFIG: &[&str] = &["SHORTS_PUBLIC_URL"];
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,27 +24,6 @@ fn repository() -> PathBuf {
 fn deploy_file(name: &str) -> String {
     let path = repository().join("deploy").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "shorts-deploy-{name}-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The unit's `[Service]` (and other sections') assignments, in order: `(section, key, value)`.
@@ -245,8 +221,8 @@ fn the_unit_passes_systemd_analyze_verify() {
         })
         .collect();
     assert_eq!(rewritten, 1, "one ExecStart= line");
-    let dir = TempDir::new("unit");
-    let unit = dir.0.join("shorts.service");
+    let dir = TempDir::new("shorts-deploy-unit");
+    let unit = dir.path("shorts.service");
     std::fs::write(&unit, copy).unwrap();
 
     let mut command = Command::new("systemd-analyze");
@@ -307,9 +283,7 @@ fn every_variable_the_deploy_files_name_is_read_by_the_server() {
     }
     let unknown: Vec<String> = named
         .iter()
-        .filter(|(name, _)| {
-            !config.contains(&format!("\"{name}\"")) && !NOT_YET_IN_CONFIG.contains(&name.as_str())
-        })
+        .filter(|(name, _)| !config.contains(&format!("\"{name}\"")))
         .map(|(name, file)| format!("{name} (in deploy/{file})"))
         .collect();
     assert!(unknown.is_empty(), "not read by the server: {unknown:?}");
@@ -432,13 +406,13 @@ fn the_nginx_file_forwards_to_the_loopback_listener_with_the_body_limit() {
 /// `nginx -t` on the file inside a minimal main configuration, with a self-signed certificate in
 /// place of the Let's Encrypt paths.
 fn nginx_t(text: &str) {
-    let dir = TempDir::new("nginx");
+    let dir = TempDir::new("shorts-deploy-nginx");
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["shorts.example.com".to_owned()])
         .unwrap()
         .self_signed(&key)
         .unwrap();
-    let (cert_path, key_path) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    let (cert_path, key_path) = (dir.path("cert.pem"), dir.path("key.pem"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     let site: String = text
@@ -454,19 +428,24 @@ fn nginx_t(text: &str) {
             }
         })
         .collect();
-    let site_path = dir.0.join("shorts.conf");
+    let site_path = dir.path("shorts.conf");
     std::fs::write(&site_path, site).unwrap();
-    let d = dir.0.display();
+    let d = dir.root().display();
     let main = format!(
         "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  \
          client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
          uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  include {};\n}}\n",
         site_path.display()
     );
-    let main_path = dir.0.join("nginx.conf");
+    let main_path = dir.path("nginx.conf");
     std::fs::write(&main_path, main).unwrap();
     let mut command = Command::new("nginx");
-    command.arg("-t").arg("-p").arg(&dir.0).arg("-c").arg(&main_path);
+    command
+        .arg("-t")
+        .arg("-p")
+        .arg(dir.root())
+        .arg("-c")
+        .arg(&main_path);
     let output = run_bounded(command);
     assert!(
         output.status.success(),

@@ -16,8 +16,8 @@
 //! | `tags` | a comma-separated string (`"seo, ads"`), possibly an array | [`Tags`] |
 //! | `file_*` (`file_pdf`, `file_csv`, `file_image`, ...) | an array of file objects, even for one file | `Vec<FileInput>` |
 //!
-//! An optional input the buyer left empty may be absent or `null`: make its field an `Option` or
-//! give it `#[serde(default)]`.
+//! An optional input the buyer left empty may be absent or `null`; both are read as absent, so make
+//! its field an `Option` or give it `#[serde(default)]`.
 //!
 //! Use the helpers as field types of a short's input struct:
 //!

@@ -220,12 +220,29 @@ pub trait ShortInput: DeserializeOwned {}
 impl<T: DeserializeOwned> ShortInput for T {}
 
 /// Deserializes the buyer's inputs into the short's input type, naming the field that does not fit.
+///
+/// An input the buyer left empty may arrive as `null` or not at all: a `null` at the top level is
+/// taken as absent, so that both `Option` and `#[serde(default)]` fields accept it.
 #[doc(hidden)]
 pub fn input<T: ShortInput>(call: &Call) -> Result<T, Error> {
     let raw = call.inputs.as_deref().map_or("{}", RawValue::get);
     let raw = if raw == "null" { "{}" } else { raw };
-    let mut deserializer = serde_json::Deserializer::from_str(raw);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    // Inputs without the letters `null` anywhere (most) are read straight from the text.
+    let without_nulls = if raw.contains("null") {
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw)
+            .ok()
+            .map(|mut fields| {
+                fields.retain(|_, value| !value.is_null());
+                serde_json::Value::Object(fields)
+            })
+    } else {
+        None
+    };
+    let read = match without_nulls {
+        Some(fields) => serde_path_to_error::deserialize(fields),
+        None => serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(raw)),
+    };
+    read.map_err(|error| {
         let path = error.path().to_string();
         let message = without_position(&error.inner().to_string());
         let message = if path == "." {
@@ -298,4 +315,72 @@ pub fn into_output<T: IntoOutput>(value: T) -> Result<Output, Error> {
 #[doc(hidden)]
 pub fn into_error<E: IntoError>(error: E) -> Error {
     error.into_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, Deserialize, PartialEq)]
+    struct Form {
+        text: String,
+        #[serde(default)]
+        shout: bool,
+        note: Option<String>,
+        #[serde(default)]
+        tags: Vec<String>,
+    }
+
+    fn call(inputs: &str) -> Call {
+        Call {
+            inputs: RawValue::from_string(inputs.to_owned()).ok(),
+            order: Order::new("o-1", "s-1"),
+        }
+    }
+
+    #[test]
+    fn an_input_left_empty_is_absent_whether_null_or_missing() {
+        let expected = Form {
+            text: "hi".to_owned(),
+            shout: false,
+            note: None,
+            tags: Vec::new(),
+        };
+        for inputs in [
+            r#"{"text": "hi"}"#,
+            r#"{"text": "hi", "shout": null, "note": null, "tags": null}"#,
+        ] {
+            assert_eq!(
+                input::<Form>(&call(inputs)).ok(),
+                Some(expected.clone()),
+                "{inputs}"
+            );
+        }
+        // Text that merely contains the letters is read as it is.
+        let read = input::<Form>(&call(r#"{"text": "null and void", "note": "nullable"}"#)).ok();
+        assert_eq!(
+            read.map(|f| (f.text, f.note)),
+            Some(("null and void".to_owned(), Some("nullable".to_owned())))
+        );
+    }
+
+    #[test]
+    fn a_required_input_left_empty_is_named() {
+        for inputs in [r#"{"text": null}"#, r#"{"shout": true}"#] {
+            let error = input::<Form>(&call(inputs))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert_eq!(error, "invalid input: missing field `text`", "{inputs}");
+        }
+        let error = input::<Form>(&call(r#"{"text": "a", "shout": "yes", "note": null}"#))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            error,
+            "invalid input `shout`: invalid type: string \"yes\", expected a boolean"
+        );
+    }
 }

@@ -10,6 +10,7 @@ use tracing::info;
 
 use crate::config::{Config, ConfigError};
 use crate::delivery::Delivery;
+use crate::server::{Intake, Tls};
 use crate::short::Short;
 use crate::store::{AnyStore, OrderRecord, OrderState, Retried, Store as _, StoreError};
 use crate::worker::{Engine, Lane, Pending, Timing};
@@ -144,7 +145,7 @@ impl AppBuilder {
             .into_iter()
             .map(|short| Arc::new(Lane::new(short)))
             .collect();
-        let tls = crate::server::Tls::start(&config.tls).await?;
+        let tls = Tls::start(&config.tls).await?;
         let store = AnyStore::open(&config.store).await?;
         let timing = Timing {
             lease: config.lease,
@@ -158,12 +159,12 @@ impl AppBuilder {
         let engine = Engine::new(store, delivery, &lanes, timing, pending);
         engine.start();
         Ok(App {
-            inner: Arc::new(AppInner {
+            intake: Arc::new(Intake {
                 config,
                 lanes,
                 engine,
-                tls,
             }),
+            tls: Arc::new(tls),
         })
     }
 }
@@ -224,15 +225,9 @@ fn check_path(short: &Short) -> Result<(), BuildError> {
 /// A built application: serve it with [`App::serve`], or nest [`App::router`] in an axum app.
 #[derive(Clone)]
 pub struct App {
-    pub(crate) inner: Arc<AppInner>,
-}
-
-pub(crate) struct AppInner {
-    pub(crate) config: Config,
-    pub(crate) lanes: Vec<Arc<Lane>>,
-    pub(crate) engine: Arc<Engine>,
-    /// HTTPS, when configured; its certificate task stops with the application.
-    pub(crate) tls: crate::server::Tls,
+    intake: Arc<Intake>,
+    /// HTTPS, when configured; its certificate task stops with the last clone of the application.
+    tls: Arc<Tls>,
 }
 
 impl App {
@@ -252,12 +247,12 @@ impl App {
 
     /// The shorts served, in order.
     pub fn shorts(&self) -> impl Iterator<Item = &Short> {
-        self.inner.lanes.iter().map(|lane| &lane.short)
+        self.intake.lanes.iter().map(|lane| &lane.short)
     }
 
     /// The configuration in force.
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        &self.intake.config
     }
 
     /// One order as the store has it.
@@ -266,7 +261,7 @@ impl App {
     ///
     /// When the store fails.
     pub async fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        self.inner.engine.store.get(order_id).await
+        self.intake.engine.store.get(order_id).await
     }
 
     /// Orders in `state` (all when `None`), oldest first, at most `limit`.
@@ -279,7 +274,7 @@ impl App {
         state: Option<OrderState>,
         limit: u32,
     ) -> Result<Vec<OrderRecord>, StoreError> {
-        self.inner.engine.store.list(state, limit).await
+        self.intake.engine.store.list(state, limit).await
     }
 
     /// Delivers a dead or paused order's stored callback body again, from the first step of the
@@ -291,9 +286,9 @@ impl App {
     ///
     /// When the store fails.
     pub async fn retry(&self, order_id: &str) -> Result<Retried, StoreError> {
-        let retried = crate::store::retry(&self.inner.engine.store, order_id).await?;
+        let retried = crate::store::retry(&self.intake.engine.store, order_id).await?;
         if matches!(retried, Retried::Redelivering { .. }) {
-            self.inner.engine.wake();
+            self.intake.engine.wake();
         }
         Ok(retried)
     }
@@ -301,7 +296,7 @@ impl App {
     /// The webhook routes and `GET /healthz`, to nest in an existing axum application. Orders run
     /// on tasks of the current tokio runtime.
     pub fn router(&self) -> Router {
-        crate::server::router(&self.inner)
+        crate::server::router(&self.intake)
     }
 
     /// Serves on `listener` until `shutdown` completes; then stops accepting, lets open requests
@@ -316,16 +311,16 @@ impl App {
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let addr = listener.local_addr()?;
-        let config = &self.inner.config;
-        let acceptor = self.inner.tls.acceptor();
+        let config = &self.intake.config;
+        let acceptor = self.tls.acceptor();
         let scheme = if acceptor.is_tls() { "https" } else { "http" };
-        info!(%addr, scheme, shorts = self.inner.lanes.len(), "serving");
+        info!(%addr, scheme, shorts = self.intake.lanes.len(), "serving");
         for short in self.shorts() {
             info!(short = %short.name, route = %short.path, "route");
         }
         let limits = crate::server::Limits::from_config(config);
         crate::server::serve(listener, acceptor, self.router(), limits, shutdown).await;
-        let released = self.inner.engine.shutdown(config.shutdown_grace).await;
+        let released = self.intake.engine.shutdown(config.shutdown_grace).await;
         info!(released, "stopped");
         Ok(())
     }
@@ -336,9 +331,9 @@ impl std::fmt::Debug for App {
         f.debug_struct("App")
             .field(
                 "shorts",
-                &self.inner.lanes.iter().map(|l| &l.short).collect::<Vec<_>>(),
+                &self.intake.lanes.iter().map(|l| &l.short).collect::<Vec<_>>(),
             )
-            .field("config", &self.inner.config)
+            .field("config", &self.intake.config)
             .finish()
     }
 }

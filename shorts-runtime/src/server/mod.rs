@@ -23,25 +23,33 @@ use http_body_util::BodyExt;
 use subtle::ConstantTimeEq;
 use tracing::{debug, error, warn};
 
-use crate::app::AppInner;
+use crate::config::Config;
 use crate::store::Store as _;
 use crate::wire::platform::WEBHOOK_ACK_BODY;
 use crate::wire::polling;
 use crate::wire::webhook::Webhook;
-use crate::worker::{Held, Job, Lane, Submitted};
+use crate::worker::{Engine, Held, Job, Lane, Submitted};
+
+/// What the webhook routes serve: the configuration (auth and limits), the shorts' lanes, and
+/// the engine that stores and runs their orders.
+pub(crate) struct Intake {
+    pub(crate) config: Config,
+    pub(crate) lanes: Vec<Arc<Lane>>,
+    pub(crate) engine: Arc<Engine>,
+}
 
 #[derive(Clone)]
 struct WebhookState {
-    app: Arc<AppInner>,
+    intake: Arc<Intake>,
     lane: Arc<Lane>,
 }
 
 /// Every short's webhook route behind the auth check, plus `GET /healthz`.
-pub(crate) fn router(app: &Arc<AppInner>) -> Router {
+pub(crate) fn router(intake: &Arc<Intake>) -> Router {
     let mut shorts = Router::new();
-    for lane in &app.lanes {
+    for lane in &intake.lanes {
         let state = WebhookState {
-            app: Arc::clone(app),
+            intake: Arc::clone(intake),
             lane: Arc::clone(lane),
         };
         let status_path = format!("{}/status/{{order_id}}", lane.short.path.trim_end_matches('/'));
@@ -49,13 +57,13 @@ pub(crate) fn router(app: &Arc<AppInner>) -> Router {
             .route(&lane.short.path, post(webhook).with_state(state.clone()))
             .route(&status_path, get(status).with_state(state));
     }
-    let shorts = shorts.route_layer(middleware::from_fn_with_state(Arc::clone(app), authenticate));
+    let shorts = shorts.route_layer(middleware::from_fn_with_state(Arc::clone(intake), authenticate));
     Router::new().route("/healthz", get(healthz)).merge(shorts)
 }
 
 /// Polling mode: where an order is, with its result once there is one. Same auth as the webhook.
 async fn status(State(state): State<WebhookState>, Path(order_id): Path<String>) -> Response {
-    match state.app.engine.store.get(&order_id).await {
+    match state.intake.engine.store.get(&order_id).await {
         Ok(Some(record)) if *record.short == *state.lane.short.name => {
             json(StatusCode::OK, polling::status(&record).to_string())
         }
@@ -77,8 +85,8 @@ async fn healthz() -> Response {
 
 /// Every configured header must be present with exactly the configured value, compared in
 /// constant time. A failure stores nothing and runs nothing.
-async fn authenticate(State(app): State<Arc<AppInner>>, request: Request, next: Next) -> Response {
-    if authorized(&app.config.webhook_auth, request.headers()) {
+async fn authenticate(State(intake): State<Arc<Intake>>, request: Request, next: Next) -> Response {
+    if authorized(&intake.config.webhook_auth, request.headers()) {
         next.run(request).await
     } else {
         warn!(
@@ -103,7 +111,7 @@ fn authorized(expected: &[crate::config::WebhookAuth], headers: &HeaderMap) -> b
 }
 
 async fn webhook(State(state): State<WebhookState>, request: Request) -> Response {
-    let config = &state.app.config;
+    let config = &state.intake.config;
     let (parts, body) = request.into_parts();
     if !is_json(&parts.headers) {
         return rejection(
@@ -122,8 +130,8 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
     }
     // The body counts against the pending bytes from before it is read, with the copies the store
     // will make of it: on its declared length, or chunk by chunk.
-    let pending = &state.app.engine.pending;
-    let copies = state.app.engine.store.copies();
+    let pending = &state.intake.engine.pending;
+    let copies = state.intake.engine.store.copies();
     let mut held = match declared {
         Some(len) => match pending.try_hold(len.saturating_mul(copies)) {
             Some(held) => held,
@@ -158,7 +166,7 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
         held,
     };
     // On a task of its own: if the platform hangs up, an order already committed still starts.
-    let (engine, lane) = (Arc::clone(&state.app.engine), Arc::clone(&state.lane));
+    let (engine, lane) = (Arc::clone(&state.intake.engine), Arc::clone(&state.lane));
     let submitted = tokio::spawn(async move { engine.submit(&lane, job).await }).await;
     let submitted = submitted.unwrap_or_else(|_| Err(crate::store::StoreError::Closed));
     match submitted {

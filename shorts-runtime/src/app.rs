@@ -169,7 +169,9 @@ impl AppBuilder {
     }
 }
 
-fn check_shorts(shorts: &[Short]) -> Result<(), BuildError> {
+/// Checks a set of shorts as [`AppBuilder::build`] does: at least one, names and routes unique, and
+/// routes that can be served.
+pub(crate) fn check_shorts(shorts: &[Short]) -> Result<(), BuildError> {
     if shorts.is_empty() {
         return Err(BuildError::NoShorts);
     }

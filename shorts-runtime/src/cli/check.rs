@@ -611,23 +611,11 @@ fn public_base(config: &Config, names: Option<&[String]>) -> Option<Url> {
 
 fn webhook_urls(report: &mut Report, config: &Config, names: Option<&[String]>) {
     let shorts = Short::registered();
-    if shorts.is_empty() {
-        report.problem(
-            "shorts",
-            "none in this binary: annotate an `async fn` with `#[ai_short]`",
-        );
-        return;
+    if let Err(e) = crate::app::check_shorts(&shorts) {
+        report.problem("shorts", e);
     }
     let base = public_base(config, names);
-    let mut routes: BTreeMap<&str, &str> = BTreeMap::new();
     for short in &shorts {
-        if let Some(other) = routes.insert(short.route(), short.name()) {
-            report.problem(
-                short.name(),
-                format!("path {} is also `{other}`'s: give one a `path`", short.route()),
-            );
-            continue;
-        }
         match base
             .as_ref()
             .map(|base| base.join(short.route().trim_start_matches('/')))

@@ -223,14 +223,19 @@ async fn shutdown_signal() {
 }
 
 fn list() -> ExitCode {
-    let shorts = Short::registered();
+    list_shorts(&Short::registered())
+}
+
+/// Prints one line per short; a set that cannot be served (two shorts at one route) is listed,
+/// then refused with exit code 2, as `serve` would refuse it.
+fn list_shorts(shorts: &[Short]) -> ExitCode {
     if shorts.is_empty() {
         println!("no shorts: annotate an `async fn` with `#[ai_short]`");
         return ExitCode::SUCCESS;
     }
     let width = shorts.iter().map(|s| s.name().len()).max().unwrap_or(0);
     let route_width = shorts.iter().map(|s| s.route().len()).max().unwrap_or(0);
-    for short in &shorts {
+    for short in shorts {
         println!(
             "{:width$}  POST {:route_width$}  timeout {}  concurrency {}  {}",
             short.name(),
@@ -240,7 +245,10 @@ fn list() -> ExitCode {
             short.description(),
         );
     }
-    ExitCode::SUCCESS
+    match crate::app::check_shorts(shorts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(USAGE, &e.to_string()),
+    }
 }
 
 async fn open_store() -> Result<AnyStore, ExitCode> {
@@ -474,6 +482,8 @@ fn write_file(file: &ReturnedFile, dir: &Path) -> Result<(), String> {
 /// and its timeout.
 async fn invoke_app(platform: &MockPlatform, name: &str) -> Result<(App, String, Duration), String> {
     let registered = Short::registered();
+    // The order runs alone, but the binary must be one `serve` would take.
+    crate::app::check_shorts(&registered).map_err(|e| e.to_string())?;
     let Some(short) = registered.iter().find(|s| s.name() == name).cloned() else {
         let names: Vec<&str> = registered.iter().map(Short::name).collect();
         return Err(format!(
@@ -549,6 +559,20 @@ mod tests {
         assert_eq!(shown["file_base64"], "QQ==");
         let entry = shown["files"][0]["file_base64"].as_str().unwrap_or_default();
         assert!(entry.ends_with("… (200 base64 characters)"), "{entry}");
+    }
+
+    #[test]
+    fn list_refuses_two_shorts_at_one_route_as_serve_does() {
+        let short = |name: &str| {
+            Short::new(name, |_: Value, _: crate::Order| async {
+                Ok::<_, crate::Error>("ok")
+            })
+        };
+        assert_eq!(list_shorts(&[short("a"), short("b")]), ExitCode::SUCCESS);
+        assert_eq!(
+            list_shorts(&[short("a").path("/x"), short("b").path("/x")]),
+            ExitCode::from(USAGE)
+        );
     }
 
     #[test]

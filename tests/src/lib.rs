@@ -111,15 +111,20 @@ impl Served {
     /// The record of `order_id` once the store has it as delivered (which happens right after the
     /// platform's answer), waiting for it.
     pub async fn delivered(&self, order_id: &str) -> OrderRecord {
+        self.reached(order_id, OrderState::Delivered).await
+    }
+
+    /// The record of `order_id` once the store has it in `state`, waiting for it.
+    pub async fn reached(&self, order_id: &str, state: OrderState) -> OrderRecord {
         let step = Duration::from_millis(20);
         for _ in 0..PATIENCE.as_millis() / step.as_millis() {
             let record = self.app.order(order_id).await.expect("order");
-            if let Some(record) = record.filter(|r| r.state == OrderState::Delivered) {
+            if let Some(record) = record.filter(|r| r.state == state) {
                 return record;
             }
             tokio::time::sleep(step).await;
         }
-        panic!("{order_id} was not recorded as delivered");
+        panic!("{order_id} did not reach the state {state}");
     }
 
     /// Stops the server gracefully and waits for it.

@@ -122,13 +122,17 @@ async fn serving_needs_the_secret_and_the_auth_header() {
 async fn the_concurrency_limit_holds() {
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
-    let (r, p) = (Arc::clone(&running), Arc::clone(&peak));
+    // Each run waits for a permit: runs end only when the test lets them.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (r, p, g) = (Arc::clone(&running), Arc::clone(&peak), Arc::clone(&gate));
     let short = Short::new("limited", move |_: Value, _: Order| {
-        let (running, peak) = (Arc::clone(&r), Arc::clone(&p));
+        let (running, peak, gate) = (Arc::clone(&r), Arc::clone(&p), Arc::clone(&g));
         async move {
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            if let Ok(permit) = gate.acquire().await {
+                permit.forget();
+            }
             running.fetch_sub(1, Ordering::SeqCst);
             Ok::<_, Error>("done")
         }
@@ -142,6 +146,23 @@ async fn the_concurrency_limit_holds() {
                 .await,
             200
         );
+    }
+    // Two run and hold their slots; the other four wait. Then one run ends at a time.
+    for finished in 0..6 {
+        let expected = (6 - finished).min(2);
+        let settled = async {
+            while running.load(Ordering::SeqCst) != expected || served.platform.callback_count() != finished {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        assert!(
+            tokio::time::timeout(PATIENCE, settled).await.is_ok(),
+            "{finished} finished: {} running, {} callbacks",
+            running.load(Ordering::SeqCst),
+            served.platform.callback_count()
+        );
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+        gate.add_permits(1);
     }
     let callbacks = served
         .platform

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use shorts_runtime::OrderState;
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::MockPlatform;
 use shorts_tests::{PATIENCE, Served};
@@ -93,8 +94,8 @@ async fn a_400_is_not_retried() {
         served.order("/shorts/echo", "o-400", json!({"text": "hi"})).await,
         200
     );
-    // The whole quick schedule (0.75 s) passes without a second attempt.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Dead at once, after one attempt.
+    served.reached("o-400", OrderState::Dead).await;
     assert_eq!(statuses(&served.platform), [Some(400)]);
     assert!(served.platform.callbacks().is_empty());
 }
@@ -107,7 +108,7 @@ async fn a_redirect_is_not_followed() {
         served.order("/shorts/echo", "o-307", json!({"text": "hi"})).await,
         200
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    served.reached("o-307", OrderState::Dead).await;
     assert_eq!(statuses(&served.platform), [Some(307)]);
 }
 
@@ -121,8 +122,8 @@ async fn retries_end_when_the_schedule_does() {
             .await,
         200
     );
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    // The mock's schedule has five steps.
+    // The mock's schedule has five steps, and then the order is dead.
+    served.reached("o-exhausted", OrderState::Dead).await;
     assert_eq!(statuses(&served.platform), [Some(503); 5]);
 }
 
@@ -150,9 +151,18 @@ async fn a_wrong_secret_is_retried_and_never_accepted() {
             .await,
         200
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // More attempts than the schedule has steps, and the order waits, paused, for the right one.
+    let enough = async {
+        while served.platform.attempts().len() < 7 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert!(tokio::time::timeout(PATIENCE, enough).await.is_ok());
+    assert_eq!(
+        served.reached("o-stale", OrderState::Paused).await.state,
+        OrderState::Paused
+    );
     let attempts = served.platform.attempts();
-    assert!(attempts.len() >= 4, "{} attempts", attempts.len());
     assert!(
         attempts
             .iter()

@@ -1,0 +1,459 @@
+//! The writer: commits requests in groups, one transaction each, and recovers from a failing
+//! statement without failing more requests than it must.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, warn};
+
+use super::batch::{
+    ACCEPT_CHUNK, Batch, Reported, SAVE_CHUNK, SETTLE_CHUNK, accepted_answers, answer_each, chunks, fetch,
+    ids, push_accepts, push_saves, push_settles, write_whole,
+};
+use super::checkpoint::checkpoint;
+use super::requests::Op;
+use super::statements::{
+    claim, drop_bodies, get, heartbeat, list, purge, purge_dead, release, release_order, retry, start_run,
+};
+use crate::store::{OrderState, StoreError};
+
+/// Most requests committed in one transaction.
+pub(super) const MAX_GROUP: usize = 512;
+
+/// Commits requests in groups: waits for one, takes every other already waiting, runs them all in
+/// one transaction, commits, then answers each.
+pub(super) async fn writer(
+    mut connection: SqliteConnection,
+    mut ops: mpsc::Receiver<Op>,
+    commits: watch::Sender<()>,
+    finish: Arc<AtomicBool>,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while ops.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let (batch, others) = Batch::sort(group.drain(..));
+        commit_group(&mut connection, batch, others).await;
+        commits.send_replace(());
+        // Kept for the next group when another checkpoint was running.
+        if finish.load(Ordering::Relaxed) && checkpoint(&mut connection).await {
+            finish.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Writes a group in one transaction, then answers each of its requests.
+///
+/// Every statement is a round trip to SQLite's thread, so the group's accepts, callback bodies and
+/// settles are written by a few multi-row statements, sent as one query with the transaction's
+/// start and (when no other request waits) its commit: a lone order's accept is one round trip.
+/// If anything in that query fails, it is undone and each kind is written on its own, so that a
+/// failing statement fails only its own requests.
+pub(super) async fn commit_group(c: &mut SqliteConnection, batch: Batch, others: Vec<Op>) {
+    let mut answers = match write_whole(c, &batch, others.is_empty()).await {
+        Ok(reported) if others.is_empty() => {
+            batch.answers(Ok(reported)).into_iter().for_each(Answer::send);
+            return;
+        }
+        Ok(reported) => batch.answers(Ok(reported)),
+        Err(e) => {
+            warn!(error = %e, "a group's writes failed together; writing them one kind at a time");
+            // Fails harmlessly when the failure already ended the transaction.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
+            if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *c).await {
+                // Nothing runs outside a transaction: every request of the group fails, none is
+                // half done.
+                error!(error = %e, "could not begin a transaction");
+                batch.answers(Err(&e)).into_iter().for_each(Answer::send);
+                others.into_iter().for_each(|op| op.fail(&e));
+                return;
+            }
+            match write_apart(c, batch).await {
+                (answers, false) => answers,
+                (answers, true) => return abandon(c, answers, others).await,
+            }
+        }
+    };
+    let mut others = others.into_iter();
+    while let Some(op) = others.next() {
+        let (answer, lost) = run(c, op).await;
+        answers.push(answer);
+        if lost {
+            return abandon(c, answers, others.collect()).await;
+        }
+    }
+    let committed = sqlx::query("COMMIT").execute(&mut *c).await;
+    match committed {
+        Ok(_) => answers.into_iter().for_each(Answer::send),
+        Err(e) => {
+            error!(error = %e, "could not commit a group of orders");
+            let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
+            answers.into_iter().for_each(|answer| answer.fail(&e));
+        }
+    }
+}
+
+/// Ends a group whose transaction an error may have ended: SQLite may roll a whole transaction back
+/// by itself, and what ran after would then commit alone. Everything is rolled back, nothing more
+/// runs, and every request of the group fails.
+pub(super) async fn abandon(c: &mut SqliteConnection, answers: Vec<Answer>, others: Vec<Op>) {
+    error!("a group's transaction may have ended early; rolling it back and failing the group");
+    let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
+    let ended = ended();
+    answers.into_iter().for_each(|answer| answer.fail(&ended));
+    others.into_iter().for_each(|op| op.fail(&ended));
+}
+
+/// Whether an error may have ended the transaction it happened in. SQLite may roll the whole
+/// transaction back after a full disk, an I/O error, a lock, lack of memory or an interrupt; an
+/// error of the connection itself (not SQLite's, nor in reading a row) leaves its state unknown.
+pub(super) fn may_end_transaction(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => e
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            // SQLITE_BUSY, SQLITE_NOMEM, SQLITE_INTERRUPT, SQLITE_IOERR, SQLITE_FULL, and their
+            // extended codes.
+            .is_none_or(|code| matches!(code & 0xff, 5 | 7 | 9 | 10 | 13)),
+        // Raised while reading a row that SQLite returned: the statement itself ran.
+        sqlx::Error::RowNotFound
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_) => false,
+        _ => true,
+    }
+}
+
+/// The answer to a request, and whether its error may have ended the group's transaction.
+pub(super) fn answered<T: Send + 'static>(
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    result: Result<T, sqlx::Error>,
+) -> (Answer, bool) {
+    let lost = matches!(&result, Err(e) if may_end_transaction(e));
+    (Answer::new(reply, result.map_err(StoreError::from)), lost)
+}
+
+/// An answer held until the group is committed.
+pub(super) struct Answer(Box<dyn FnOnce(Option<StoreError>) + Send>);
+
+impl Answer {
+    pub(super) fn new<T: Send + 'static>(
+        reply: oneshot::Sender<Result<T, StoreError>>,
+        result: Result<T, StoreError>,
+    ) -> Self {
+        Answer(Box::new(move |failed| {
+            let _ = reply.send(match failed {
+                Some(e) => Err(e),
+                None => result,
+            });
+        }))
+    }
+
+    pub(super) fn send(self) {
+        (self.0)(None);
+    }
+
+    /// Answers with `error` instead: the group it belongs to was not committed.
+    pub(super) fn fail(self, error: &sqlx::Error) {
+        (self.0)(Some(shared(error)));
+    }
+}
+
+/// Runs one request inside the group's transaction: its answer, and whether its error may have ended
+/// that transaction.
+pub(super) async fn run(c: &mut SqliteConnection, op: Op) -> (Answer, bool) {
+    match op {
+        op @ (Op::Accept(..) | Op::SaveResult(..) | Op::Settle(..)) => {
+            let (batch, _) = Batch::sort(std::iter::once(op));
+            let (answers, lost) = write_apart(c, batch).await;
+            (only(answers), lost)
+        }
+        Op::Claim(owner, lease, limit, reply) => answered(reply, claim(c, &owner, lease, limit).await),
+        Op::Heartbeat(owner, lease, reply) => answered(reply, heartbeat(c, &owner, lease).await),
+        Op::StartRun(id, fence, reply) => answered(reply, start_run(c, &id, fence).await),
+        Op::Release(owner, interrupted, reply) => answered(reply, release(c, &owner, &interrupted).await),
+        Op::Get(id, reply) => answered(reply, get(c, &id).await),
+        Op::List(state, limit, reply) => answered(reply, list(c, state, limit).await),
+        Op::Purge(before, reply) => answered(reply, purge(c, before).await),
+        Op::PurgeDead(before, reply) => answered(reply, purge_dead(c, before).await),
+        Op::ReleaseOrder(id, fence, reply) => answered(reply, release_order(c, &id, fence).await),
+        Op::Retry(id, reply) => answered(reply, retry(c, &id).await),
+    }
+}
+
+/// Writes each kind of the batch's requests on its own, in a savepoint each, inside the group's
+/// transaction: a failing statement fails only its own requests.
+pub(super) async fn write_apart(c: &mut SqliteConnection, batch: Batch) -> (Vec<Answer>, bool) {
+    let Batch {
+        accepts,
+        saves,
+        settles,
+        now,
+    } = batch;
+    let mut answers = Vec::new();
+    // Once an error may have ended the transaction, nothing more runs (see `abandon`).
+    let mut lost = false;
+    for chunk in chunks(accepts, ACCEPT_CHUNK) {
+        let mut reported = apart(c, &mut lost, |query| push_accepts(query, &chunk, now)).await;
+        answers.extend(accepted_answers(chunk, ids(&mut reported, |r| &mut r.accepted)));
+    }
+    for chunk in chunks(saves, SAVE_CHUNK) {
+        let mut reported = apart(c, &mut lost, |query| push_saves(query, &chunk)).await;
+        let replies = chunk.into_iter().map(|(id, .., reply)| (id, reply));
+        answers.extend(answer_each(replies, ids(&mut reported, |r| &mut r.saved)));
+    }
+    for chunk in chunks(settles, SETTLE_CHUNK) {
+        let mut reported = apart(c, &mut lost, |query| push_settles(query, &chunk)).await;
+        if let Ok(reported) = &reported {
+            let delivered: Vec<&str> = chunk
+                .iter()
+                .filter(|(id, _, (state, ..), _)| {
+                    *state == OrderState::Delivered.as_str() && reported.settled.contains(id)
+                })
+                .map(|(id, ..)| id.as_str())
+                .collect();
+            lost |= drop_bodies(c, &delivered).await;
+        }
+        let replies = chunk.into_iter().map(|(id, .., reply)| (id, reply));
+        answers.extend(answer_each(replies, ids(&mut reported, |r| &mut r.settled)));
+    }
+    (answers, lost)
+}
+
+/// The error of a request that did not run because an earlier one may have ended the transaction.
+pub(super) fn ended() -> sqlx::Error {
+    sqlx::Error::Protocol("an earlier request's error ended the group's transaction".to_owned())
+}
+
+/// Runs the statements `push` writes in a savepoint of their own, undone if one fails; runs
+/// nothing once `lost` (an earlier error may have ended the transaction), and sets it when its own
+/// error may have.
+pub(super) async fn apart(
+    c: &mut SqliteConnection,
+    lost: &mut bool,
+    push: impl FnOnce(&mut QueryBuilder<Sqlite>),
+) -> Result<Reported, sqlx::Error> {
+    if *lost {
+        return Err(ended());
+    }
+    let mut query = QueryBuilder::new("SAVEPOINT apart");
+    push(&mut query);
+    query.push("; RELEASE apart");
+    let reported = fetch(c, query).await;
+    if let Err(e) = &reported {
+        *lost = may_end_transaction(e);
+        // Undoes whichever of the statements ran (and fails harmlessly if none did).
+        let _ = sqlx::query("ROLLBACK TO apart; RELEASE apart")
+            .execute(&mut *c)
+            .await;
+    }
+    reported
+}
+
+/// One error for each of the several requests it failed.
+pub(super) fn shared(error: &impl std::fmt::Display) -> StoreError {
+    StoreError::Database(sqlx::Error::Protocol(error.to_string()))
+}
+
+/// The answer of a batch of one request.
+pub(super) fn only(mut answers: Vec<Answer>) -> Answer {
+    answers.pop().unwrap_or_else(|| Answer(Box::new(|_| {})))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::sqlite::file::connect;
+    use crate::store::suite::order;
+    use crate::store::{Claimed, OrderState};
+
+    fn accept(id: &str) -> (Op, oneshot::Receiver<Result<Option<Claimed>, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        let lease = Duration::from_secs(60);
+        (Op::Accept(order(id), "one".to_owned(), lease, reply), answer)
+    }
+
+    async fn state(c: &mut SqliteConnection, id: &str) -> Option<(String, Option<Vec<u8>>)> {
+        sqlx::query_as(
+            "SELECT o.state, r.body FROM shorts_orders o
+             LEFT JOIN shorts_results r ON r.order_id = o.order_id WHERE o.order_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(c)
+        .await
+        .expect("select")
+    }
+
+    /// A group's writes go as one query; when one of its statements fails, the others are written
+    /// on their own and only that statement's requests fail.
+    #[tokio::test]
+    async fn a_failing_statement_fails_only_its_own_requests() {
+        let dir = std::env::temp_dir().join(format!("shorts-group-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut c = connect(&dir.join("orders.db")).await.expect("open");
+        sqlx::query(
+            "CREATE TRIGGER refuse BEFORE INSERT ON shorts_payloads WHEN NEW.order_id = 'refused'
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .execute(&mut c)
+        .await
+        .expect("trigger");
+
+        // A group that goes through whole: an accept.
+        let (op, first) = accept("kept");
+        let (batch, others) = Batch::sort(std::iter::once(op));
+        commit_group(&mut c, batch, others).await;
+        let fence = first
+            .await
+            .expect("answered")
+            .expect("accepted")
+            .expect("new")
+            .fence;
+
+        // A group whose accepts fail (one of their statement's rows is refused), with a body for
+        // the order above and a read among them.
+        let (refused, refused_answer) = accept("refused");
+        let (fine, fine_answer) = accept("fine");
+        let (reply, saved) = oneshot::channel();
+        let save = Op::SaveResult("kept".to_owned(), fence, Bytes::from_static(b"done"), reply);
+        let (reply, read) = oneshot::channel();
+        let get = Op::Get("kept".to_owned(), reply);
+        let (batch, others) = Batch::sort([refused, save, fine, get].into_iter());
+        assert_eq!(others.len(), 1);
+        commit_group(&mut c, batch, others).await;
+
+        assert!(refused_answer.await.expect("answered").is_err());
+        assert!(fine_answer.await.expect("answered").is_err());
+        assert!(saved.await.expect("answered").expect("saved"));
+        let record = read.await.expect("answered").expect("read").expect("record");
+        assert_eq!(record.state, OrderState::Delivering);
+        assert_eq!(state(&mut c, "refused").await, None);
+        assert_eq!(state(&mut c, "fine").await, None);
+        assert_eq!(
+            state(&mut c, "kept").await,
+            Some(("delivering".to_owned(), Some(b"done".to_vec())))
+        );
+        // No transaction is left open.
+        sqlx::query("BEGIN IMMEDIATE; ROLLBACK")
+            .execute(&mut c)
+            .await
+            .expect("no open transaction");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A full disk may end the whole transaction; the accept that ran before it in the same group
+    /// must then fail and be gone, not commit on its own.
+    #[tokio::test]
+    async fn an_error_that_may_end_the_transaction_fails_the_whole_group() {
+        let dir = std::env::temp_dir().join(format!("shorts-full-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut c = connect(&dir.join("orders.db")).await.expect("open");
+        let (op, first) = accept("kept");
+        let (batch, others) = Batch::sort(std::iter::once(op));
+        commit_group(&mut c, batch, others).await;
+        let fence = first
+            .await
+            .expect("answered")
+            .expect("accepted")
+            .expect("new")
+            .fence;
+        // A database that cannot grow by more than two pages: a 1 MB body fails with SQLITE_FULL.
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&mut c)
+            .await
+            .expect("page count");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {}",
+            pages + 2
+        )))
+        .execute(&mut c)
+        .await
+        .expect("limit");
+
+        let (small, small_answer) = accept("small");
+        let (reply, saved) = oneshot::channel();
+        let big = Bytes::from(vec![1u8; 1 << 20]);
+        let save = Op::SaveResult("kept".to_owned(), fence, big, reply);
+        let (reply, read) = oneshot::channel();
+        let get = Op::Get("kept".to_owned(), reply);
+        let (batch, others) = Batch::sort([small, save, get].into_iter());
+        commit_group(&mut c, batch, others).await;
+
+        assert!(small_answer.await.expect("answered").is_err());
+        assert!(saved.await.expect("answered").is_err());
+        assert!(read.await.expect("answered").is_err());
+        assert_eq!(state(&mut c, "small").await, None);
+        assert_eq!(state(&mut c, "kept").await, Some(("received".to_owned(), None)));
+        sqlx::query("BEGIN IMMEDIATE; ROLLBACK")
+            .execute(&mut c)
+            .await
+            .expect("no open transaction");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A group whose commit fails answers every request with the commit's own error, which is
+    /// what an operator reads in the log (a full disk, say), and nothing of it is stored.
+    #[tokio::test]
+    async fn a_failed_commit_answers_with_its_own_error() {
+        let dir = std::env::temp_dir().join(format!("shorts-commit-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut c = connect(&dir.join("orders.db")).await.expect("open");
+        // A foreign key checked at COMMIT, broken by the order `orphan`'s body.
+        sqlx::raw_sql(
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE parents (id TEXT PRIMARY KEY);
+             CREATE TABLE children (parent TEXT REFERENCES parents(id) DEFERRABLE INITIALLY DEFERRED);
+             CREATE TRIGGER orphan AFTER INSERT ON shorts_payloads WHEN NEW.order_id = 'orphan'
+             BEGIN INSERT INTO children VALUES ('nobody'); END",
+        )
+        .execute(&mut c)
+        .await
+        .expect("schema");
+        let (orphan, accepted) = accept("orphan");
+        let (reply, read) = oneshot::channel();
+        let (batch, others) = Batch::sort([orphan, Op::Get("orphan".to_owned(), reply)].into_iter());
+        commit_group(&mut c, batch, others).await;
+        let error = accepted
+            .await
+            .expect("answered")
+            .expect_err("not committed")
+            .to_string();
+        assert!(error.contains("FOREIGN KEY constraint failed"), "{error}");
+        assert!(read.await.expect("answered").is_err());
+        assert_eq!(state(&mut c, "orphan").await, None);
+        sqlx::query("BEGIN IMMEDIATE; ROLLBACK")
+            .execute(&mut c)
+            .await
+            .expect("no open transaction");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A row that cannot be read fails only its own request: the statement ran, and the
+    /// transaction goes on.
+    #[tokio::test]
+    async fn an_unreadable_row_fails_only_its_own_request() {
+        let dir = std::env::temp_dir().join(format!("shorts-decode-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut c = connect(&dir.join("orders.db")).await.expect("open");
+        sqlx::query(
+            "INSERT INTO shorts_orders (order_id, short, callback_url, state, received_at)
+             VALUES ('odd', 'echo', 'https://api.sellershorts.com/api/orders/callback', 'unknown', 0)",
+        )
+        .execute(&mut c)
+        .await
+        .expect("an order in a state this version does not know");
+        let (fresh, accepted) = accept("fresh");
+        let (reply, read) = oneshot::channel();
+        let (batch, others) = Batch::sort([fresh, Op::Get("odd".to_owned(), reply)].into_iter());
+        commit_group(&mut c, batch, others).await;
+        assert!(read.await.expect("answered").is_err());
+        assert!(accepted.await.expect("answered").expect("accepted").is_some());
+        assert_eq!(state(&mut c, "fresh").await, Some(("received".to_owned(), None)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -209,13 +209,13 @@ impl Store for PgStore {
 
     async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
         let delivered = settle == Settle::Delivered;
-        let (state, next_at, steps, posts, error) = settled(settle, posts);
+        let values = settled(settle, posts);
         let done = sqlx::query(SETTLE)
-            .bind(state)
-            .bind(next_at)
-            .bind(steps)
-            .bind(posts)
-            .bind(error)
+            .bind(values.state)
+            .bind(values.next_at)
+            .bind(values.steps)
+            .bind(values.posts)
+            .bind(values.error)
             .bind(id)
             .bind(fence)
             .execute(&self.pool)

@@ -5,7 +5,7 @@
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use super::{KEPT_BODY_LIMIT, Settle};
+use super::{KEPT_BODY_LIMIT, OrderState, Settle};
 
 /// Columns of a claim, from `shorts_orders`.
 macro_rules! claimed_columns {
@@ -260,22 +260,39 @@ macro_rules! mappers {
 
 pub(super) use mappers;
 
-/// The new values of a settled order: state, next attempt, steps of the schedule used (None:
-/// unchanged), POSTs made (added to the attempts), error (None: unchanged).
-pub(super) type Settled = (&'static str, Option<i64>, Option<i32>, i32, Option<String>);
+/// The new values of a settled order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Settled {
+    /// Its state's name.
+    pub(super) state: &'static str,
+    /// When its next attempt is due.
+    pub(super) next_at: Option<i64>,
+    /// Steps of the retry schedule used; `None` keeps the old count.
+    pub(super) steps: Option<i32>,
+    /// POSTs made, added to its attempts.
+    pub(super) posts: i32,
+    /// The delivery's error; `None` keeps the old one.
+    pub(super) error: Option<String>,
+}
 
 /// An outcome's new values, after `posts` POSTs.
 pub(super) fn settled(settle: Settle, posts: i32) -> Settled {
-    match settle {
-        Settle::Delivered => ("delivered", None, None, posts, None),
-        Settle::Dead(error) => ("dead", None, None, posts, Some(error)),
-        Settle::Retry { at, steps, error } => ("delivering", Some(at), Some(steps), posts, Some(error)),
+    let (state, next_at, steps, error) = match settle {
+        Settle::Delivered => (OrderState::Delivered, None, None, None),
+        Settle::Dead(error) => (OrderState::Dead, None, None, Some(error)),
+        Settle::Retry { at, steps, error } => (OrderState::Delivering, Some(at), Some(steps), Some(error)),
         Settle::Paused { at } => (
-            "paused",
+            OrderState::Paused,
             Some(at),
             None,
-            posts,
             Some("the platform refused the callback secret (401)".to_owned()),
         ),
+    };
+    Settled {
+        state: state.as_str(),
+        next_at,
+        steps,
+        posts,
+        error,
     }
 }

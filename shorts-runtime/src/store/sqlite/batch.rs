@@ -1,33 +1,14 @@
 //! A group's accepts, callback bodies and settles, written by a few multi-row statements.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use bytes::Bytes;
 use sqlx::{QueryBuilder, Row as _, Sqlite, SqliteConnection};
-use tokio::sync::oneshot;
 use tracing::error;
 
-use super::requests::Op;
-use super::writer::{Answer, shared};
-use crate::store::sql::{
-    Settled, push_drop_delivered_bodies, replacing_body, settle_set, settled, token_columns,
-};
-use crate::store::{Claimed, NewOrder, OrderState, StoreError, ms, now_ms};
-
-/// An accept waiting for its group.
-pub(super) type Accepting = (
-    NewOrder,
-    String,
-    Duration,
-    oneshot::Sender<Result<Option<Claimed>, StoreError>>,
-);
-
-/// A callback body waiting for its group: id, fence, body.
-pub(super) type Saving = (String, i64, Bytes, oneshot::Sender<Result<bool, StoreError>>);
-
-/// A settle waiting for its group: id, fence, new values (see [`settled`]).
-pub(super) type Settling = (String, i64, Settled, oneshot::Sender<Result<bool, StoreError>>);
+use super::requests::{Accepting, Failure, Op, Reply, Saving, Settling};
+use super::writer::Answer;
+use crate::store::sql::{push_drop_delivered_bodies, replacing_body, settle_set, settled, token_columns};
+use crate::store::{Claimed, OrderState, ms, now_ms};
 
 /// Accepts per statement: 13 parameters each, well under SQLite's limit of 32,766.
 pub(super) const ACCEPT_CHUNK: usize = 256;
@@ -63,13 +44,22 @@ impl Batch {
         let mut others = Vec::new();
         for op in group {
             match op {
-                Op::Accept(order, owner, lease, reply) => batch.accepts.push((order, owner, lease, reply)),
-                Op::SaveResult(id, fence, body, reply) if batched.insert(("save", id.clone())) => {
-                    batch.saves.push((id, fence, body, reply));
+                Op::Accept(accepting) => batch.accepts.push(accepting),
+                Op::SaveResult(saving) if batched.insert(("save", saving.id.clone())) => {
+                    batch.saves.push(saving);
                 }
-                Op::Settle(id, fence, settle, posts, reply) if batched.insert(("settle", id.clone())) => {
-                    batch.settles.push((id, fence, settled(settle, posts), reply));
-                }
+                Op::Settle {
+                    id,
+                    fence,
+                    settle,
+                    posts,
+                    reply,
+                } if batched.insert(("settle", id.clone())) => batch.settles.push(Settling {
+                    id,
+                    fence,
+                    values: settled(settle, posts),
+                    reply,
+                }),
                 other => others.push(other),
             }
         }
@@ -77,7 +67,7 @@ impl Batch {
     }
 
     /// The answers to the batch's requests, from what its statements reported.
-    pub(super) fn answers(self, reported: Result<Reported, &sqlx::Error>) -> Vec<Answer> {
+    pub(super) fn answers(self, reported: Result<Reported, &Failure>) -> Vec<Answer> {
         let Batch {
             accepts,
             saves,
@@ -90,11 +80,11 @@ impl Batch {
         };
         let mut answers = accepted_answers(accepts, accepted);
         answers.extend(answer_each(
-            saves.into_iter().map(|(id, .., reply)| (id, reply)),
+            saves.into_iter().map(|saving| (saving.id, saving.reply)),
             saved,
         ));
         answers.extend(answer_each(
-            settles.into_iter().map(|(id, .., reply)| (id, reply)),
+            settles.into_iter().map(|settling| (settling.id, settling.reply)),
             done,
         ));
         answers
@@ -159,8 +149,8 @@ pub(super) async fn write_whole(
         // looks for orders recorded as delivered.
         let delivered = chunk
             .iter()
-            .filter(|(_, _, (state, ..), _)| *state == OrderState::Delivered.as_str())
-            .map(|(id, ..)| id.as_str());
+            .filter(|settling| settling.values.state == OrderState::Delivered.as_str())
+            .map(|settling| settling.id.as_str());
         push_drop(&mut query, delivered);
     }
     if commit {
@@ -171,9 +161,9 @@ pub(super) async fn write_whole(
 
 /// The `order_id`s of one kind in what a query reported, or its error.
 pub(super) fn ids(
-    reported: &mut Result<Reported, sqlx::Error>,
+    reported: &mut Result<Reported, Failure>,
     kind: fn(&mut Reported) -> &mut HashSet<String>,
-) -> Result<HashSet<String>, &sqlx::Error> {
+) -> Result<HashSet<String>, &Failure> {
     match reported {
         Ok(reported) => Ok(std::mem::take(kind(reported))),
         Err(e) => Err(e),
@@ -197,7 +187,10 @@ pub(super) fn push_accepts(query: &mut QueryBuilder<Sqlite>, accepts: &[Acceptin
         "; INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at,
                                      token_at, token_len) ",
     );
-    query.push_values(accepts, |mut row, (order, owner, lease, _)| {
+    query.push_values(accepts, |mut row, accepting| {
+        let Accepting {
+            order, owner, lease, ..
+        } = accepting;
         let (token_at, token_len) = token_columns(order.job_token.as_ref());
         row.push_bind(&order.id)
             .push_bind(&order.short)
@@ -217,8 +210,9 @@ pub(super) fn push_accepts(query: &mut QueryBuilder<Sqlite>, accepts: &[Acceptin
         .push(" ON CONFLICT (order_id) DO NOTHING RETURNING ")
         .push(ACCEPTED)
         .push(", order_id; INSERT INTO shorts_payloads (order_id, payload) ");
-    query.push_values(accepts, |mut row, (order, ..)| {
-        row.push_bind(&order.id).push_bind(order.payload.as_ref());
+    query.push_values(accepts, |mut row, accepting| {
+        row.push_bind(&accepting.order.id)
+            .push_bind(accepting.order.payload.as_ref());
     });
     query.push(" ON CONFLICT (order_id) DO NOTHING");
 }
@@ -235,7 +229,7 @@ pub(super) fn push_saves(query: &mut QueryBuilder<Sqlite>, saves: &[Saving]) {
                             || substr(payload, o.token_at + o.token_len + 1) AS BLOB)
          FROM (",
     );
-    query.push_values(saves, |mut row, (id, fence, ..)| {
+    query.push_values(saves, |mut row, Saving { id, fence, .. }| {
         row.push_bind(id).push_bind(fence);
     });
     query.push(
@@ -246,7 +240,7 @@ pub(super) fn push_saves(query: &mut QueryBuilder<Sqlite>, saves: &[Saving]) {
         "; UPDATE shorts_orders SET state = 'delivering', next_at = NULL, token_at = NULL, token_len = NULL
          FROM (",
     );
-    query.push_values(saves, |mut row, (id, fence, ..)| {
+    query.push_values(saves, |mut row, Saving { id, fence, .. }| {
         row.push_bind(id).push_bind(fence);
     });
     query
@@ -258,7 +252,7 @@ pub(super) fn push_saves(query: &mut QueryBuilder<Sqlite>, saves: &[Saving]) {
         .push(", shorts_orders.order_id");
     // A statement per body: a multi-row `SELECT ... FROM (VALUES ...)` would copy every body into
     // a temporary table first.
-    for (id, fence, body, _) in saves {
+    for Saving { id, fence, body, .. } in saves {
         query.push("; INSERT INTO shorts_results (order_id, body) SELECT ");
         query.push_bind(id).push(", ").push_bind(body.as_ref());
         query.push(" FROM shorts_orders WHERE order_id = ");
@@ -276,14 +270,17 @@ pub(super) fn push_settles(query: &mut QueryBuilder<Sqlite>, settles: &[Settling
     ));
     query.push_values(
         settles,
-        |mut row, (id, fence, (state, next_at, steps, posts, error), _)| {
+        |mut row,
+         Settling {
+             id, fence, values, ..
+         }| {
             row.push_bind(id)
                 .push_bind(fence)
-                .push_bind(*state)
-                .push_bind(next_at)
-                .push_bind(steps)
-                .push_bind(posts)
-                .push_bind(error);
+                .push_bind(values.state)
+                .push_bind(values.next_at)
+                .push_bind(values.steps)
+                .push_bind(values.posts)
+                .push_bind(&values.error);
         },
     );
     query
@@ -307,20 +304,20 @@ pub(super) fn push_drop<'a>(query: &mut QueryBuilder<Sqlite>, ids: impl Iterator
 /// Answers each accept: the new order's claim, `None` for a duplicate, or the error of the batch.
 pub(super) fn accepted_answers(
     accepts: Vec<Accepting>,
-    accepted: Result<HashSet<String>, &sqlx::Error>,
+    accepted: Result<HashSet<String>, &Failure>,
 ) -> Vec<Answer> {
     let mut accepted = match accepted {
         Ok(accepted) => accepted,
-        Err(e) => {
+        Err(failure) => {
             return accepts
                 .into_iter()
-                .map(|(.., reply)| Answer::new(reply, Err(shared(e))))
+                .map(|accepting| Answer::new(accepting.reply, Err(failure.clone())))
                 .collect();
         }
     };
     accepts
         .into_iter()
-        .map(|(order, _, _, reply)| {
+        .map(|Accepting { order, reply, .. }| {
             let claimed = accepted.remove(&order.id).then(|| Claimed {
                 fence: 1,
                 attempts: 0,
@@ -339,13 +336,13 @@ pub(super) fn accepted_answers(
 
 /// Answers each request with whether its order is in `done`, or with the error of the batch.
 pub(super) fn answer_each(
-    replies: impl Iterator<Item = (String, oneshot::Sender<Result<bool, StoreError>>)>,
-    done: Result<HashSet<String>, &sqlx::Error>,
+    replies: impl Iterator<Item = (String, Reply<bool>)>,
+    done: Result<HashSet<String>, &Failure>,
 ) -> Vec<Answer> {
     replies
         .map(|(id, reply)| match &done {
             Ok(done) => Answer::new(reply, Ok(done.contains(&id))),
-            Err(e) => Answer::new(reply, Err(shared(e))),
+            Err(failure) => Answer::new(reply, Err((*failure).clone())),
         })
         .collect()
 }

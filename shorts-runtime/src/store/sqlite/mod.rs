@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sqlx::{Connection as _, SqliteConnection};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError};
-use requests::Op;
+use requests::{Accepting, Op, Reply, Saving};
 use writer::MAX_GROUP;
 
 pub(crate) struct SqliteStore {
@@ -50,11 +50,9 @@ impl SqliteStore {
         Ok(Self { ops })
     }
 
-    async fn ask<T>(
-        &self,
-        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
-    ) -> Result<T, StoreError> {
-        let (reply, answer) = oneshot::channel();
+    /// Sends the request `op` makes to the writer and waits for its answer.
+    async fn ask<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        let (reply, answer) = Reply::new();
         self.ops.send(op(reply)).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -68,65 +66,98 @@ impl Store for SqliteStore {
         lease: Duration,
     ) -> Result<Option<Claimed>, StoreError> {
         let owner = owner.to_owned();
-        self.ask(|reply| Op::Accept(order, owner, lease, reply)).await
+        self.ask(|reply| {
+            Op::Accept(Accepting {
+                order,
+                owner,
+                lease,
+                reply,
+            })
+        })
+        .await
     }
 
     async fn claim(&self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<Claimed>, StoreError> {
         let owner = owner.to_owned();
-        self.ask(|reply| Op::Claim(owner, lease, limit, reply)).await
+        self.ask(|reply| Op::Claim {
+            owner,
+            lease,
+            limit,
+            reply,
+        })
+        .await
     }
 
     async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
-        self.ask(|reply| Op::Heartbeat(owner, lease, reply)).await
+        self.ask(|reply| Op::Heartbeat { owner, lease, reply }).await
     }
 
     async fn start_run(&self, id: &str, fence: i64) -> Result<Option<Started>, StoreError> {
         let id = id.to_owned();
-        self.ask(|reply| Op::StartRun(id, fence, reply)).await
+        self.ask(|reply| Op::StartRun { id, fence, reply }).await
     }
 
     async fn save_result(&self, id: &str, fence: i64, body: Bytes) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.ask(|reply| Op::SaveResult(id, fence, body, reply)).await
+        self.ask(|reply| {
+            Op::SaveResult(Saving {
+                id,
+                fence,
+                body,
+                reply,
+            })
+        })
+        .await
     }
 
     async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.ask(|reply| Op::Settle(id, fence, settle, posts, reply))
-            .await
+        self.ask(|reply| Op::Settle {
+            id,
+            fence,
+            settle,
+            posts,
+            reply,
+        })
+        .await
     }
 
     async fn release(&self, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
         let interrupted = interrupted.to_vec();
-        self.ask(|reply| Op::Release(owner, interrupted, reply)).await
+        self.ask(|reply| Op::Release {
+            owner,
+            interrupted,
+            reply,
+        })
+        .await
     }
 
     async fn get(&self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
         let id = id.to_owned();
-        self.ask(|reply| Op::Get(id, reply)).await
+        self.ask(|reply| Op::Get { id, reply }).await
     }
 
     async fn list(&self, state: Option<OrderState>, limit: u32) -> Result<Vec<OrderRecord>, StoreError> {
-        self.ask(|reply| Op::List(state, limit, reply)).await
+        self.ask(|reply| Op::List { state, limit, reply }).await
     }
 
     async fn retry(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.ask(|reply| Op::Retry(id, reply)).await
+        self.ask(|reply| Op::Retry { id, reply }).await
     }
 
     async fn purge(&self, before: i64) -> Result<u64, StoreError> {
-        self.ask(|reply| Op::Purge(before, reply)).await
+        self.ask(|reply| Op::Purge { before, reply }).await
     }
 
     async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {
-        self.ask(|reply| Op::PurgeDead(before, reply)).await
+        self.ask(|reply| Op::PurgeDead { before, reply }).await
     }
 
     async fn release_order(&self, id: &str, fence: i64) -> Result<(), StoreError> {
         let id = id.to_owned();
-        self.ask(|reply| Op::ReleaseOrder(id, fence, reply)).await
+        self.ask(|reply| Op::ReleaseOrder { id, fence, reply }).await
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{error, warn};
 
 use super::batch::{
@@ -13,7 +13,7 @@ use super::batch::{
     ids, push_accepts, push_saves, push_settles, write_whole,
 };
 use super::checkpoint::checkpoint;
-use super::requests::Op;
+use super::requests::{Failure, Op, Reply};
 use super::statements::{
     claim, drop_bodies, get, heartbeat, list, purge, purge_dead, release, release_order, retry, start_run,
 };
@@ -47,8 +47,8 @@ pub(super) async fn writer(
 /// Every statement is a round trip to SQLite's thread, so the group's accepts, callback bodies and
 /// settles are written by a few multi-row statements, sent as one query with the transaction's
 /// start and (when no other request waits) its commit: a lone order's accept is one round trip.
-/// If anything in that query fails, it is undone and each kind is written on its own, so that a
-/// failing statement fails only its own requests.
+/// If anything in that query fails, it is undone and each kind is written on its own (see
+/// [`recover`]), so that a failing statement fails only its own requests.
 pub(super) async fn commit_group(c: &mut SqliteConnection, batch: Batch, others: Vec<Op>) {
     let mut answers = match write_whole(c, &batch, others.is_empty()).await {
         Ok(reported) if others.is_empty() => {
@@ -56,23 +56,14 @@ pub(super) async fn commit_group(c: &mut SqliteConnection, batch: Batch, others:
             return;
         }
         Ok(reported) => batch.answers(Ok(reported)),
-        Err(e) => {
-            warn!(error = %e, "a group's writes failed together; writing them one kind at a time");
-            // Fails harmlessly when the failure already ended the transaction.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
-            if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *c).await {
-                // Nothing runs outside a transaction: every request of the group fails, none is
-                // half done.
-                error!(error = %e, "could not begin a transaction");
-                batch.answers(Err(&e)).into_iter().for_each(Answer::send);
-                others.into_iter().for_each(|op| op.fail(&e));
+        Err(e) => match recover(c, batch, &others, e).await {
+            Recovered::Written(answers) => answers,
+            Recovered::Lost(answers) => return abandon(c, answers, others).await,
+            Recovered::Failed(failure) => {
+                others.into_iter().for_each(|op| op.fail(&failure));
                 return;
             }
-            match write_apart(c, batch).await {
-                (answers, false) => answers,
-                (answers, true) => return abandon(c, answers, others).await,
-            }
-        }
+        },
     };
     let mut others = others.into_iter();
     while let Some(op) = others.next() {
@@ -82,26 +73,58 @@ pub(super) async fn commit_group(c: &mut SqliteConnection, batch: Batch, others:
             return abandon(c, answers, others.collect()).await;
         }
     }
-    let committed = sqlx::query("COMMIT").execute(&mut *c).await;
-    match committed {
+    match sqlx::query("COMMIT").execute(&mut *c).await {
         Ok(_) => answers.into_iter().for_each(Answer::send),
         Err(e) => {
             error!(error = %e, "could not commit a group of orders");
             let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
-            answers.into_iter().for_each(|answer| answer.fail(&e));
+            let failure = Failure::Commit(Arc::new(e));
+            answers.into_iter().for_each(|answer| answer.fail(&failure));
         }
+    }
+}
+
+/// What writing a batch's kinds apart did.
+enum Recovered {
+    /// Written, in a new transaction; each request has its answer.
+    Written(Vec<Answer>),
+    /// An error may have ended the transaction: the group must be abandoned.
+    Lost(Vec<Answer>),
+    /// No transaction could begin: the batch's requests are answered with this, which the
+    /// group's other requests get too.
+    Failed(Failure),
+}
+
+/// After the group's whole query failed with `error`: undoes it, begins the transaction again and
+/// writes each kind of the batch on its own.
+async fn recover(c: &mut SqliteConnection, batch: Batch, others: &[Op], error: sqlx::Error) -> Recovered {
+    warn!(error = %error, "a group's writes failed together; writing them one kind at a time");
+    // Fails harmlessly when the failure already ended the transaction.
+    let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
+    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *c).await {
+        // Nothing runs outside a transaction: every request of the group fails, none is half
+        // done.
+        error!(error = %e, others = others.len(), "could not begin a transaction");
+        let failure = Failure::from(e);
+        batch.answers(Err(&failure)).into_iter().for_each(Answer::send);
+        return Recovered::Failed(failure);
+    }
+    match write_apart(c, batch).await {
+        (answers, false) => Recovered::Written(answers),
+        (answers, true) => Recovered::Lost(answers),
     }
 }
 
 /// Ends a group whose transaction an error may have ended: SQLite may roll a whole transaction back
 /// by itself, and what ran after would then commit alone. Everything is rolled back, nothing more
 /// runs, and every request of the group fails.
-pub(super) async fn abandon(c: &mut SqliteConnection, answers: Vec<Answer>, others: Vec<Op>) {
+async fn abandon(c: &mut SqliteConnection, answers: Vec<Answer>, others: Vec<Op>) {
     error!("a group's transaction may have ended early; rolling it back and failing the group");
     let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
-    let ended = ended();
-    answers.into_iter().for_each(|answer| answer.fail(&ended));
-    others.into_iter().for_each(|op| op.fail(&ended));
+    answers
+        .into_iter()
+        .for_each(|answer| answer.fail(&Failure::Ended));
+    others.into_iter().for_each(|op| op.fail(&Failure::Ended));
 }
 
 /// Whether an error may have ended the transaction it happened in. SQLite may roll the whole
@@ -126,65 +149,86 @@ pub(super) fn may_end_transaction(error: &sqlx::Error) -> bool {
 }
 
 /// The answer to a request, and whether its error may have ended the group's transaction.
-pub(super) fn answered<T: Send + 'static>(
-    reply: oneshot::Sender<Result<T, StoreError>>,
-    result: Result<T, sqlx::Error>,
-) -> (Answer, bool) {
-    let lost = matches!(&result, Err(e) if may_end_transaction(e));
-    (Answer::new(reply, result.map_err(StoreError::from)), lost)
+fn answered<T: Send + 'static>(reply: Reply<T>, result: Result<T, sqlx::Error>) -> (Answer, bool) {
+    let result = result.map_err(Failure::from);
+    let lost = result.as_ref().err().is_some_and(Failure::ends_transaction);
+    (Answer::new(reply, result), lost)
 }
 
-/// An answer held until the group is committed.
-pub(super) struct Answer(Box<dyn FnOnce(Option<StoreError>) + Send>);
+/// An answer held until the group is committed: sent as it is, or replaced by the failure that
+/// kept the group from committing.
+pub(super) struct Answer(Box<dyn Held>);
+
+/// A request's reply with the answer it will get if its group commits.
+trait Held: Send {
+    fn finish(self: Box<Self>, failed: Option<&Failure>);
+}
+
+impl<T: Send> Held for (Reply<T>, Result<T, Failure>) {
+    fn finish(self: Box<Self>, failed: Option<&Failure>) {
+        let (reply, result) = *self;
+        match failed {
+            Some(failure) => reply.fail(failure),
+            None => reply.send(result),
+        }
+    }
+}
 
 impl Answer {
-    pub(super) fn new<T: Send + 'static>(
-        reply: oneshot::Sender<Result<T, StoreError>>,
-        result: Result<T, StoreError>,
-    ) -> Self {
-        Answer(Box::new(move |failed| {
-            let _ = reply.send(match failed {
-                Some(e) => Err(e),
-                None => result,
-            });
-        }))
+    pub(super) fn new<T: Send + 'static>(reply: Reply<T>, result: Result<T, Failure>) -> Self {
+        Answer(Box::new((reply, result)))
     }
 
     pub(super) fn send(self) {
-        (self.0)(None);
+        self.0.finish(None);
     }
 
-    /// Answers with `error` instead: the group it belongs to was not committed.
-    pub(super) fn fail(self, error: &sqlx::Error) {
-        (self.0)(Some(shared(error)));
+    /// Answers with `failure` instead: the group it belongs to was not committed.
+    pub(super) fn fail(self, failure: &Failure) {
+        self.0.finish(Some(failure));
     }
 }
 
 /// Runs one request inside the group's transaction: its answer, and whether its error may have ended
 /// that transaction.
-pub(super) async fn run(c: &mut SqliteConnection, op: Op) -> (Answer, bool) {
+async fn run(c: &mut SqliteConnection, op: Op) -> (Answer, bool) {
     match op {
-        op @ (Op::Accept(..) | Op::SaveResult(..) | Op::Settle(..)) => {
+        op @ (Op::Accept(..) | Op::SaveResult(..) | Op::Settle { .. }) => {
             let (batch, _) = Batch::sort(std::iter::once(op));
-            let (answers, lost) = write_apart(c, batch).await;
-            (only(answers), lost)
+            let (mut answers, lost) = write_apart(c, batch).await;
+            // A batch of one request has one answer.
+            let answer = answers
+                .pop()
+                .unwrap_or_else(|| Answer::new(Reply::new().0, Ok(())));
+            (answer, lost)
         }
-        Op::Claim(owner, lease, limit, reply) => answered(reply, claim(c, &owner, lease, limit).await),
-        Op::Heartbeat(owner, lease, reply) => answered(reply, heartbeat(c, &owner, lease).await),
-        Op::StartRun(id, fence, reply) => answered(reply, start_run(c, &id, fence).await),
-        Op::Release(owner, interrupted, reply) => answered(reply, release(c, &owner, &interrupted).await),
-        Op::Get(id, reply) => answered(reply, get(c, &id).await),
-        Op::List(state, limit, reply) => answered(reply, list(c, state, limit).await),
-        Op::Purge(before, reply) => answered(reply, purge(c, before).await),
-        Op::PurgeDead(before, reply) => answered(reply, purge_dead(c, before).await),
-        Op::ReleaseOrder(id, fence, reply) => answered(reply, release_order(c, &id, fence).await),
-        Op::Retry(id, reply) => answered(reply, retry(c, &id).await),
+        Op::Claim {
+            owner,
+            lease,
+            limit,
+            reply,
+        } => answered(reply, claim(c, &owner, lease, limit).await),
+        Op::Heartbeat { owner, lease, reply } => answered(reply, heartbeat(c, &owner, lease).await),
+        Op::StartRun { id, fence, reply } => answered(reply, start_run(c, &id, fence).await),
+        Op::Release {
+            owner,
+            interrupted,
+            reply,
+        } => answered(reply, release(c, &owner, &interrupted).await),
+        Op::Get { id, reply } => answered(reply, get(c, &id).await),
+        Op::List { state, limit, reply } => answered(reply, list(c, state, limit).await),
+        Op::Purge { before, reply } => answered(reply, purge(c, before).await),
+        Op::PurgeDead { before, reply } => answered(reply, purge_dead(c, before).await),
+        Op::ReleaseOrder { id, fence, reply } => answered(reply, release_order(c, &id, fence).await),
+        Op::Retry { id, reply } => answered(reply, retry(c, &id).await),
     }
 }
 
 /// Writes each kind of the batch's requests on its own, in a savepoint each, inside the group's
-/// transaction: a failing statement fails only its own requests.
-pub(super) async fn write_apart(c: &mut SqliteConnection, batch: Batch) -> (Vec<Answer>, bool) {
+/// transaction: a failing statement fails only its own requests. Returns their answers, and
+/// whether an error may have ended the transaction (nothing more runs once one may have: see
+/// [`abandon`]).
+async fn write_apart(c: &mut SqliteConnection, batch: Batch) -> (Vec<Answer>, bool) {
     let Batch {
         accepts,
         saves,
@@ -192,73 +236,69 @@ pub(super) async fn write_apart(c: &mut SqliteConnection, batch: Batch) -> (Vec<
         now,
     } = batch;
     let mut answers = Vec::new();
-    // Once an error may have ended the transaction, nothing more runs (see `abandon`).
     let mut lost = false;
     for chunk in chunks(accepts, ACCEPT_CHUNK) {
-        let mut reported = apart(c, &mut lost, |query| push_accepts(query, &chunk, now)).await;
+        let mut reported = apart(c, lost, |query| push_accepts(query, &chunk, now)).await;
+        lost = ends_transaction(&reported);
         answers.extend(accepted_answers(chunk, ids(&mut reported, |r| &mut r.accepted)));
     }
     for chunk in chunks(saves, SAVE_CHUNK) {
-        let mut reported = apart(c, &mut lost, |query| push_saves(query, &chunk)).await;
-        let replies = chunk.into_iter().map(|(id, .., reply)| (id, reply));
+        let mut reported = apart(c, lost, |query| push_saves(query, &chunk)).await;
+        lost = ends_transaction(&reported);
+        let replies = chunk.into_iter().map(|saving| (saving.id, saving.reply));
         answers.extend(answer_each(replies, ids(&mut reported, |r| &mut r.saved)));
     }
     for chunk in chunks(settles, SETTLE_CHUNK) {
-        let mut reported = apart(c, &mut lost, |query| push_settles(query, &chunk)).await;
+        let mut reported = apart(c, lost, |query| push_settles(query, &chunk)).await;
+        lost = ends_transaction(&reported);
         if let Ok(reported) = &reported {
             let delivered: Vec<&str> = chunk
                 .iter()
-                .filter(|(id, _, (state, ..), _)| {
-                    *state == OrderState::Delivered.as_str() && reported.settled.contains(id)
+                .filter(|settling| {
+                    settling.values.state == OrderState::Delivered.as_str()
+                        && reported.settled.contains(&settling.id)
                 })
-                .map(|(id, ..)| id.as_str())
+                .map(|settling| settling.id.as_str())
                 .collect();
-            lost |= drop_bodies(c, &delivered).await;
+            lost = drop_bodies(c, &delivered).await;
         }
-        let replies = chunk.into_iter().map(|(id, .., reply)| (id, reply));
+        let replies = chunk.into_iter().map(|settling| (settling.id, settling.reply));
         answers.extend(answer_each(replies, ids(&mut reported, |r| &mut r.settled)));
     }
     (answers, lost)
 }
 
-/// The error of a request that did not run because an earlier one may have ended the transaction.
-pub(super) fn ended() -> sqlx::Error {
-    sqlx::Error::Protocol("an earlier request's error ended the group's transaction".to_owned())
+/// Whether what [`apart`] returned says the transaction may have ended.
+fn ends_transaction(reported: &Result<Reported, Failure>) -> bool {
+    reported.as_ref().err().is_some_and(Failure::ends_transaction)
 }
 
 /// Runs the statements `push` writes in a savepoint of their own, undone if one fails; runs
-/// nothing once `lost` (an earlier error may have ended the transaction), and sets it when its own
-/// error may have.
-pub(super) async fn apart(
+/// nothing when the transaction was `lost` (an earlier error may have ended it).
+async fn apart(
     c: &mut SqliteConnection,
-    lost: &mut bool,
+    lost: bool,
     push: impl FnOnce(&mut QueryBuilder<Sqlite>),
-) -> Result<Reported, sqlx::Error> {
-    if *lost {
-        return Err(ended());
+) -> Result<Reported, Failure> {
+    if lost {
+        return Err(Failure::Ended);
     }
     let mut query = QueryBuilder::new("SAVEPOINT apart");
     push(&mut query);
     query.push("; RELEASE apart");
     let reported = fetch(c, query).await;
-    if let Err(e) = &reported {
-        *lost = may_end_transaction(e);
+    if reported.is_err() {
         // Undoes whichever of the statements ran (and fails harmlessly if none did).
         let _ = sqlx::query("ROLLBACK TO apart; RELEASE apart")
             .execute(&mut *c)
             .await;
     }
-    reported
+    Ok(reported?)
 }
 
 /// One error for each of the several requests it failed.
 pub(super) fn shared(error: &impl std::fmt::Display) -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(error.to_string()))
-}
-
-/// The answer of a batch of one request.
-pub(super) fn only(mut answers: Vec<Answer>) -> Answer {
-    answers.pop().unwrap_or_else(|| Answer(Box::new(|_| {})))
 }
 
 #[cfg(test)]
@@ -267,15 +307,47 @@ mod tests {
 
     use bytes::Bytes;
 
+    use tokio::sync::oneshot;
+
     use super::*;
     use crate::store::sqlite::file::connect;
+    use crate::store::sqlite::requests::{Accepting, Saving};
     use crate::store::suite::order;
-    use crate::store::{Claimed, OrderState};
+    use crate::store::{Claimed, OrderRecord};
 
-    fn accept(id: &str) -> (Op, oneshot::Receiver<Result<Option<Claimed>, StoreError>>) {
-        let (reply, answer) = oneshot::channel();
-        let lease = Duration::from_secs(60);
-        (Op::Accept(order(id), "one".to_owned(), lease, reply), answer)
+    type Answered<T> = oneshot::Receiver<Result<T, StoreError>>;
+
+    fn accept(id: &str) -> (Op, Answered<Option<Claimed>>) {
+        let (reply, answer) = Reply::new();
+        let accepting = Accepting {
+            order: order(id),
+            owner: "one".to_owned(),
+            lease: Duration::from_secs(60),
+            reply,
+        };
+        (Op::Accept(accepting), answer)
+    }
+
+    fn save(id: &str, fence: i64, body: Bytes) -> (Op, Answered<bool>) {
+        let (reply, answer) = Reply::new();
+        let saving = Saving {
+            id: id.to_owned(),
+            fence,
+            body,
+            reply,
+        };
+        (Op::SaveResult(saving), answer)
+    }
+
+    fn get(id: &str) -> (Op, Answered<Option<OrderRecord>>) {
+        let (reply, answer) = Reply::new();
+        (
+            Op::Get {
+                id: id.to_owned(),
+                reply,
+            },
+            answer,
+        )
     }
 
     async fn state(c: &mut SqliteConnection, id: &str) -> Option<(String, Option<Vec<u8>>)> {
@@ -319,10 +391,8 @@ mod tests {
         // the order above and a read among them.
         let (refused, refused_answer) = accept("refused");
         let (fine, fine_answer) = accept("fine");
-        let (reply, saved) = oneshot::channel();
-        let save = Op::SaveResult("kept".to_owned(), fence, Bytes::from_static(b"done"), reply);
-        let (reply, read) = oneshot::channel();
-        let get = Op::Get("kept".to_owned(), reply);
+        let (save, saved) = save("kept", fence, Bytes::from_static(b"done"));
+        let (get, read) = get("kept");
         let (batch, others) = Batch::sort([refused, save, fine, get].into_iter());
         assert_eq!(others.len(), 1);
         commit_group(&mut c, batch, others).await;
@@ -376,11 +446,8 @@ mod tests {
         .expect("limit");
 
         let (small, small_answer) = accept("small");
-        let (reply, saved) = oneshot::channel();
-        let big = Bytes::from(vec![1u8; 1 << 20]);
-        let save = Op::SaveResult("kept".to_owned(), fence, big, reply);
-        let (reply, read) = oneshot::channel();
-        let get = Op::Get("kept".to_owned(), reply);
+        let (save, saved) = save("kept", fence, Bytes::from(vec![1u8; 1 << 20]));
+        let (get, read) = get("kept");
         let (batch, others) = Batch::sort([small, save, get].into_iter());
         commit_group(&mut c, batch, others).await;
 
@@ -415,8 +482,8 @@ mod tests {
         .await
         .expect("schema");
         let (orphan, accepted) = accept("orphan");
-        let (reply, read) = oneshot::channel();
-        let (batch, others) = Batch::sort([orphan, Op::Get("orphan".to_owned(), reply)].into_iter());
+        let (get, read) = get("orphan");
+        let (batch, others) = Batch::sort([orphan, get].into_iter());
         commit_group(&mut c, batch, others).await;
         let error = accepted
             .await
@@ -448,8 +515,8 @@ mod tests {
         .await
         .expect("an order in a state this version does not know");
         let (fresh, accepted) = accept("fresh");
-        let (reply, read) = oneshot::channel();
-        let (batch, others) = Batch::sort([fresh, Op::Get("odd".to_owned(), reply)].into_iter());
+        let (get, read) = get("odd");
+        let (batch, others) = Batch::sort([fresh, get].into_iter());
         commit_group(&mut c, batch, others).await;
         assert!(read.await.expect("answered").is_err());
         assert!(accepted.await.expect("answered").expect("accepted").is_some());

@@ -6,10 +6,13 @@
 //! heartbeats; every write it makes carries the *fence* it got with the lease, so the late write
 //! of an instance whose lease passed to another is refused.
 
+mod error;
 mod memory;
 mod postgres;
 mod sql;
 mod sqlite;
+
+pub use error::{StoreError, StoreOperation};
 
 pub(crate) use memory::MemoryStore;
 pub(crate) use postgres::PgStore;
@@ -67,40 +70,6 @@ impl std::fmt::Display for OrderState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// A store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The database failed.
-    #[error("the order store failed: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The schema could not be brought up to date.
-    #[error("the order store's schema could not be migrated: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The database server could not be reached when the store was opened.
-    #[error("could not connect to the order store at {host}:{port}: {source}")]
-    Connect {
-        /// The host in the store's URL.
-        host: String,
-        /// The port in the store's URL.
-        port: u16,
-        /// What connecting met.
-        #[source]
-        source: sqlx::Error,
-    },
-    /// The store's writer stopped (the process is shutting down).
-    #[error("the order store is closed")]
-    Closed,
-    /// The database file could not be created.
-    #[error("could not create the order database {}: {source}", path.display())]
-    File {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Why not.
-        source: std::io::Error,
-    },
 }
 
 /// A new order, as the webhook delivered it.

@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use sqlx::{QueryBuilder, Row as _, Sqlite, SqliteConnection};
 use tracing::error;
 
-use super::requests::{Accepting, Failure, Op, Reply, Saving, Settling};
+use super::requests::{Accepting, Op, Reply, Saving, Settling};
 use super::writer::Answer;
+use crate::store::error::Failure;
 use crate::store::sql::{push_drop_delivered_bodies, replacing_body, settle_set, settled, token_columns};
 use crate::store::{Claimed, OrderState, ms, now_ms};
 

@@ -8,12 +8,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection as _, SqliteConnection};
 use tracing::warn;
 
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreOperation};
 
 /// Opens (creating it if needed) the database at `path` and migrates it.
 pub(super) async fn connect(path: &Path) -> Result<SqliteConnection, StoreError> {
     create_private(path)?;
-    let mut connection = SqliteConnection::connect_with(&options(path)?).await?;
+    let mut connection = SqliteConnection::connect_with(&options(path)?)
+        .await
+        .map_err(StoreError::database(StoreOperation::Open))?;
     sqlx::migrate!("./migrations/sqlite").run(&mut connection).await?;
     Ok(connection)
 }
@@ -72,7 +74,8 @@ pub(super) fn readable_by_others(path: &Path) -> Option<u32> {
 }
 
 pub(super) fn options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
-    Ok(SqliteConnectOptions::from_str("sqlite://")?
+    Ok(SqliteConnectOptions::from_str("sqlite://")
+        .map_err(StoreError::database(StoreOperation::Open))?
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)

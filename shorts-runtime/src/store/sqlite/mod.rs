@@ -25,7 +25,7 @@ use bytes::Bytes;
 use sqlx::{Connection as _, SqliteConnection};
 use tokio::sync::{mpsc, watch};
 
-use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError};
+use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError, StoreOperation};
 use requests::{Accepting, Op, Reply, Saving};
 use writer::MAX_GROUP;
 
@@ -37,7 +37,9 @@ impl SqliteStore {
     /// Opens the database at `path` (see [`file::connect`]) and starts its writer.
     pub(crate) async fn open(path: &Path) -> Result<Self, StoreError> {
         let connection = file::connect(path).await?;
-        let checkpoints = SqliteConnection::connect_with(&file::options(path)?).await?;
+        let checkpoints = SqliteConnection::connect_with(&file::options(path)?)
+            .await
+            .map_err(StoreError::database(StoreOperation::Open))?;
         let (commits, committed) = watch::channel(());
         let finish = Arc::new(AtomicBool::new(false));
         tokio::spawn(checkpoint::checkpointer(
@@ -51,10 +53,16 @@ impl SqliteStore {
     }
 
     /// Sends the request `op` makes to the writer and waits for its answer.
-    async fn ask<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
-        let (reply, answer) = Reply::new();
-        self.ops.send(op(reply)).await.map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+    async fn ask<T>(
+        &self,
+        operation: StoreOperation,
+        op: impl FnOnce(Reply<T>) -> Op,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = Reply::new(operation);
+        // The writer stops only with the runtime.
+        let sent = self.ops.send(op(reply)).await;
+        sent.map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 }
 
@@ -66,7 +74,7 @@ impl Store for SqliteStore {
         lease: Duration,
     ) -> Result<Option<Claimed>, StoreError> {
         let owner = owner.to_owned();
-        self.ask(|reply| {
+        self.ask(StoreOperation::Accept, |reply| {
             Op::Accept(Accepting {
                 order,
                 owner,
@@ -79,7 +87,7 @@ impl Store for SqliteStore {
 
     async fn claim(&self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<Claimed>, StoreError> {
         let owner = owner.to_owned();
-        self.ask(|reply| Op::Claim {
+        self.ask(StoreOperation::Claim, |reply| Op::Claim {
             owner,
             lease,
             limit,
@@ -90,17 +98,27 @@ impl Store for SqliteStore {
 
     async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
-        self.ask(|reply| Op::Heartbeat { owner, lease, reply }).await
+        self.ask(StoreOperation::Heartbeat, |reply| Op::Heartbeat {
+            owner,
+            lease,
+            reply,
+        })
+        .await
     }
 
     async fn start_run(&self, id: &str, fence: i64) -> Result<Option<Started>, StoreError> {
         let id = id.to_owned();
-        self.ask(|reply| Op::StartRun { id, fence, reply }).await
+        self.ask(StoreOperation::StartRun, |reply| Op::StartRun {
+            id,
+            fence,
+            reply,
+        })
+        .await
     }
 
     async fn save_result(&self, id: &str, fence: i64, body: Bytes) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.ask(|reply| {
+        self.ask(StoreOperation::SaveResult, |reply| {
             Op::SaveResult(Saving {
                 id,
                 fence,
@@ -113,7 +131,7 @@ impl Store for SqliteStore {
 
     async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.ask(|reply| Op::Settle {
+        self.ask(StoreOperation::Settle, |reply| Op::Settle {
             id,
             fence,
             settle,
@@ -126,7 +144,7 @@ impl Store for SqliteStore {
     async fn release(&self, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
         let interrupted = interrupted.to_vec();
-        self.ask(|reply| Op::Release {
+        self.ask(StoreOperation::Release, |reply| Op::Release {
             owner,
             interrupted,
             reply,
@@ -136,28 +154,37 @@ impl Store for SqliteStore {
 
     async fn get(&self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
         let id = id.to_owned();
-        self.ask(|reply| Op::Get { id, reply }).await
+        self.ask(StoreOperation::Get, |reply| Op::Get { id, reply }).await
     }
 
     async fn list(&self, state: Option<OrderState>, limit: u32) -> Result<Vec<OrderRecord>, StoreError> {
-        self.ask(|reply| Op::List { state, limit, reply }).await
+        self.ask(StoreOperation::List, |reply| Op::List { state, limit, reply })
+            .await
     }
 
     async fn retry(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.ask(|reply| Op::Retry { id, reply }).await
+        self.ask(StoreOperation::Retry, |reply| Op::Retry { id, reply })
+            .await
     }
 
     async fn purge(&self, before: i64) -> Result<u64, StoreError> {
-        self.ask(|reply| Op::Purge { before, reply }).await
+        self.ask(StoreOperation::Purge, |reply| Op::Purge { before, reply })
+            .await
     }
 
     async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {
-        self.ask(|reply| Op::PurgeDead { before, reply }).await
+        self.ask(StoreOperation::PurgeDead, |reply| Op::PurgeDead { before, reply })
+            .await
     }
 
     async fn release_order(&self, id: &str, fence: i64) -> Result<(), StoreError> {
         let id = id.to_owned();
-        self.ask(|reply| Op::ReleaseOrder { id, fence, reply }).await
+        self.ask(StoreOperation::ReleaseOrder, |reply| Op::ReleaseOrder {
+            id,
+            fence,
+            reply,
+        })
+        .await
     }
 }

@@ -1,14 +1,14 @@
 //! What the store's callers ask the writer, each with where to send its answer.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::writer::{may_end_transaction, shared};
+use super::writer::may_end_transaction;
+use crate::store::error::Failure;
 use crate::store::sql::Settled;
-use crate::store::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, StoreError};
+use crate::store::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, StoreError, StoreOperation};
 
 /// One request to the writer, with where to send its answer.
 pub(super) enum Op {
@@ -115,19 +115,25 @@ impl Op {
     }
 }
 
-/// Where a request's answer goes.
-pub(super) struct Reply<T>(oneshot::Sender<Result<T, StoreError>>);
+/// Where a request's answer goes, and what the request was (for its error).
+pub(super) struct Reply<T> {
+    operation: StoreOperation,
+    sender: oneshot::Sender<Result<T, StoreError>>,
+}
 
 impl<T> Reply<T> {
-    /// A reply, and where its answer arrives.
-    pub(super) fn new() -> (Self, oneshot::Receiver<Result<T, StoreError>>) {
+    /// A reply to a request to `operation`, and where its answer arrives.
+    pub(super) fn new(operation: StoreOperation) -> (Self, oneshot::Receiver<Result<T, StoreError>>) {
         let (sender, receiver) = oneshot::channel();
-        (Reply(sender), receiver)
+        (Reply { operation, sender }, receiver)
     }
 
     /// Sends the answer (the caller may have stopped waiting for it).
     pub(super) fn send(self, result: Result<T, Failure>) {
-        let _ = self.0.send(result.map_err(|failure| failure.error()));
+        let operation = self.operation;
+        let _ = self
+            .sender
+            .send(result.map_err(|failure| failure.error(operation)));
     }
 
     /// Answers with `failure`.
@@ -136,39 +142,10 @@ impl<T> Reply<T> {
     }
 }
 
-/// Why a request failed: shared by every request of a statement, or of a group.
-#[derive(Debug, Clone)]
-pub(super) enum Failure {
-    /// A statement failed: the request's own, or a batch statement that wrote it with others, or
-    /// the group's `BEGIN`.
-    Statement(Arc<sqlx::Error>),
-    /// The group's transaction could not be committed: nothing of it is stored.
-    Commit(Arc<sqlx::Error>),
-    /// An earlier request's error may have ended the group's transaction: everything was rolled
-    /// back.
-    Ended,
-}
-
-impl Failure {
-    /// Whether the transaction the failure happened in may have ended with it.
-    pub(super) fn ends_transaction(&self) -> bool {
-        match self {
-            Failure::Statement(e) => may_end_transaction(e),
-            Failure::Commit(_) | Failure::Ended => true,
-        }
-    }
-
-    /// The error a request's caller gets.
-    fn error(&self) -> StoreError {
-        match self {
-            Failure::Statement(e) | Failure::Commit(e) => shared(e),
-            Failure::Ended => shared(&"an earlier request's error ended the group's transaction"),
-        }
-    }
-}
-
-impl From<sqlx::Error> for Failure {
-    fn from(error: sqlx::Error) -> Self {
-        Failure::Statement(Arc::new(error))
+/// Whether the transaction `failure` happened in may have ended with it.
+pub(super) fn ends_transaction(failure: &Failure) -> bool {
+    match failure {
+        Failure::Statement(e) => may_end_transaction(e),
+        Failure::Commit(_) | Failure::RolledBack => true,
     }
 }

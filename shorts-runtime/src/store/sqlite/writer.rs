@@ -13,11 +13,12 @@ use super::batch::{
     ids, push_accepts, push_saves, push_settles, write_whole,
 };
 use super::checkpoint::checkpoint;
-use super::requests::{Failure, Op, Reply};
+use super::requests::{Op, Reply, ends_transaction};
 use super::statements::{
     claim, drop_bodies, get, heartbeat, list, purge, purge_dead, release, release_order, retry, start_run,
 };
-use crate::store::{OrderState, StoreError};
+use crate::store::error::Failure;
+use crate::store::{OrderState, StoreOperation};
 
 /// Most requests committed in one transaction.
 pub(super) const MAX_GROUP: usize = 512;
@@ -123,8 +124,8 @@ async fn abandon(c: &mut SqliteConnection, answers: Vec<Answer>, others: Vec<Op>
     let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
     answers
         .into_iter()
-        .for_each(|answer| answer.fail(&Failure::Ended));
-    others.into_iter().for_each(|op| op.fail(&Failure::Ended));
+        .for_each(|answer| answer.fail(&Failure::RolledBack));
+    others.into_iter().for_each(|op| op.fail(&Failure::RolledBack));
 }
 
 /// Whether an error may have ended the transaction it happened in. SQLite may roll the whole
@@ -151,7 +152,7 @@ pub(super) fn may_end_transaction(error: &sqlx::Error) -> bool {
 /// The answer to a request, and whether its error may have ended the group's transaction.
 fn answered<T: Send + 'static>(reply: Reply<T>, result: Result<T, sqlx::Error>) -> (Answer, bool) {
     let result = result.map_err(Failure::from);
-    let lost = result.as_ref().err().is_some_and(Failure::ends_transaction);
+    let lost = result.as_ref().err().is_some_and(ends_transaction);
     (Answer::new(reply, result), lost)
 }
 
@@ -199,7 +200,7 @@ async fn run(c: &mut SqliteConnection, op: Op) -> (Answer, bool) {
             // A batch of one request has one answer.
             let answer = answers
                 .pop()
-                .unwrap_or_else(|| Answer::new(Reply::new().0, Ok(())));
+                .unwrap_or_else(|| Answer::new(Reply::new(StoreOperation::Accept).0, Ok(())));
             (answer, lost)
         }
         Op::Claim {
@@ -239,18 +240,18 @@ async fn write_apart(c: &mut SqliteConnection, batch: Batch) -> (Vec<Answer>, bo
     let mut lost = false;
     for chunk in chunks(accepts, ACCEPT_CHUNK) {
         let mut reported = apart(c, lost, |query| push_accepts(query, &chunk, now)).await;
-        lost = ends_transaction(&reported);
+        lost = self::lost(&reported);
         answers.extend(accepted_answers(chunk, ids(&mut reported, |r| &mut r.accepted)));
     }
     for chunk in chunks(saves, SAVE_CHUNK) {
         let mut reported = apart(c, lost, |query| push_saves(query, &chunk)).await;
-        lost = ends_transaction(&reported);
+        lost = self::lost(&reported);
         let replies = chunk.into_iter().map(|saving| (saving.id, saving.reply));
         answers.extend(answer_each(replies, ids(&mut reported, |r| &mut r.saved)));
     }
     for chunk in chunks(settles, SETTLE_CHUNK) {
         let mut reported = apart(c, lost, |query| push_settles(query, &chunk)).await;
-        lost = ends_transaction(&reported);
+        lost = self::lost(&reported);
         if let Ok(reported) = &reported {
             let delivered: Vec<&str> = chunk
                 .iter()
@@ -269,8 +270,8 @@ async fn write_apart(c: &mut SqliteConnection, batch: Batch) -> (Vec<Answer>, bo
 }
 
 /// Whether what [`apart`] returned says the transaction may have ended.
-fn ends_transaction(reported: &Result<Reported, Failure>) -> bool {
-    reported.as_ref().err().is_some_and(Failure::ends_transaction)
+fn lost(reported: &Result<Reported, Failure>) -> bool {
+    reported.as_ref().err().is_some_and(ends_transaction)
 }
 
 /// Runs the statements `push` writes in a savepoint of their own, undone if one fails; runs
@@ -281,7 +282,7 @@ async fn apart(
     push: impl FnOnce(&mut QueryBuilder<Sqlite>),
 ) -> Result<Reported, Failure> {
     if lost {
-        return Err(Failure::Ended);
+        return Err(Failure::RolledBack);
     }
     let mut query = QueryBuilder::new("SAVEPOINT apart");
     push(&mut query);
@@ -296,11 +297,6 @@ async fn apart(
     Ok(reported?)
 }
 
-/// One error for each of the several requests it failed.
-pub(super) fn shared(error: &impl std::fmt::Display) -> StoreError {
-    StoreError::Database(sqlx::Error::Protocol(error.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -313,12 +309,12 @@ mod tests {
     use crate::store::sqlite::file::connect;
     use crate::store::sqlite::requests::{Accepting, Saving};
     use crate::store::suite::order;
-    use crate::store::{Claimed, OrderRecord};
+    use crate::store::{Claimed, OrderRecord, StoreError};
 
     type Answered<T> = oneshot::Receiver<Result<T, StoreError>>;
 
     fn accept(id: &str) -> (Op, Answered<Option<Claimed>>) {
-        let (reply, answer) = Reply::new();
+        let (reply, answer) = Reply::new(StoreOperation::Accept);
         let accepting = Accepting {
             order: order(id),
             owner: "one".to_owned(),
@@ -329,7 +325,7 @@ mod tests {
     }
 
     fn save(id: &str, fence: i64, body: Bytes) -> (Op, Answered<bool>) {
-        let (reply, answer) = Reply::new();
+        let (reply, answer) = Reply::new(StoreOperation::SaveResult);
         let saving = Saving {
             id: id.to_owned(),
             fence,
@@ -340,7 +336,7 @@ mod tests {
     }
 
     fn get(id: &str) -> (Op, Answered<Option<OrderRecord>>) {
-        let (reply, answer) = Reply::new();
+        let (reply, answer) = Reply::new(StoreOperation::Get);
         (
             Op::Get {
                 id: id.to_owned(),
@@ -397,8 +393,21 @@ mod tests {
         assert_eq!(others.len(), 1);
         commit_group(&mut c, batch, others).await;
 
-        assert!(refused_answer.await.expect("answered").is_err());
-        assert!(fine_answer.await.expect("answered").is_err());
+        // The accepts' statement failed: both get its error, named with what they asked.
+        for answer in [refused_answer, fine_answer] {
+            let error = answer.await.expect("answered").expect_err("refused");
+            assert!(
+                matches!(
+                    error,
+                    StoreError::Database {
+                        operation: StoreOperation::Accept,
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
+            assert!(error.to_string().contains("refused by the test"), "{error}");
+        }
         assert!(saved.await.expect("answered").expect("saved"));
         let record = read.await.expect("answered").expect("read").expect("record");
         assert_eq!(record.state, OrderState::Delivering);
@@ -451,9 +460,14 @@ mod tests {
         let (batch, others) = Batch::sort([small, save, get].into_iter());
         commit_group(&mut c, batch, others).await;
 
-        assert!(small_answer.await.expect("answered").is_err());
-        assert!(saved.await.expect("answered").is_err());
-        assert!(read.await.expect("answered").is_err());
+        // The body's own error may have ended the transaction: the whole group is rolled back.
+        for error in [
+            small_answer.await.expect("answered").err(),
+            saved.await.expect("answered").err(),
+            read.await.expect("answered").err(),
+        ] {
+            assert!(matches!(error, Some(StoreError::RolledBack { .. })), "{error:?}");
+        }
         assert_eq!(state(&mut c, "small").await, None);
         assert_eq!(state(&mut c, "kept").await, Some(("received".to_owned(), None)));
         sqlx::query("BEGIN IMMEDIATE; ROLLBACK")
@@ -485,13 +499,30 @@ mod tests {
         let (get, read) = get("orphan");
         let (batch, others) = Batch::sort([orphan, get].into_iter());
         commit_group(&mut c, batch, others).await;
-        let error = accepted
-            .await
-            .expect("answered")
-            .expect_err("not committed")
-            .to_string();
-        assert!(error.contains("FOREIGN KEY constraint failed"), "{error}");
-        assert!(read.await.expect("answered").is_err());
+        let error = accepted.await.expect("answered").expect_err("not committed");
+        assert!(
+            matches!(
+                error,
+                StoreError::Commit {
+                    operation: StoreOperation::Accept,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("FOREIGN KEY constraint failed"), "{message}");
+        let read = read.await.expect("answered").expect_err("not committed");
+        assert!(
+            matches!(
+                read,
+                StoreError::Commit {
+                    operation: StoreOperation::Get,
+                    ..
+                }
+            ),
+            "{read:?}"
+        );
         assert_eq!(state(&mut c, "orphan").await, None);
         sqlx::query("BEGIN IMMEDIATE; ROLLBACK")
             .execute(&mut c)
@@ -518,7 +549,17 @@ mod tests {
         let (get, read) = get("odd");
         let (batch, others) = Batch::sort([fresh, get].into_iter());
         commit_group(&mut c, batch, others).await;
-        assert!(read.await.expect("answered").is_err());
+        let read = read.await.expect("answered").expect_err("unreadable");
+        assert!(
+            matches!(
+                read,
+                StoreError::Database {
+                    operation: StoreOperation::Get,
+                    ..
+                }
+            ),
+            "{read:?}"
+        );
         assert!(accepted.await.expect("answered").expect("accepted").is_some());
         assert_eq!(state(&mut c, "fresh").await, Some(("received".to_owned(), None)));
         let _ = std::fs::remove_dir_all(&dir);

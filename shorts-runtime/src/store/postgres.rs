@@ -10,10 +10,9 @@ use tracing::warn;
 
 use super::error::{Failure, doing};
 use super::sql::{
-    HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS, PURGE_PAYLOADS,
-    PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns,
-    drop_delivered_bodies, mappers, replacing_body, select_records, settled, started, token_columns,
-    upsert_result,
+    CLAIM_POSTGRES, HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS,
+    PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, drop_delivered_bodies,
+    mappers, replacing_body, select_records, settled, started, token_columns, upsert_result,
 };
 use super::{
     Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError, StoreOperation, ms,
@@ -156,24 +155,13 @@ impl Store for PgStore {
         doing(StoreOperation::Claim, async {
             let mut connection = self.pool.acquire().await?;
             let now = now_ms();
-            let rows = sqlx::query(concat!(
-                "UPDATE shorts_orders
-                 SET fence = fence + 1, owner = $2, lease_until = $3
-                 WHERE order_id IN (
-                     SELECT order_id FROM shorts_orders WHERE ",
-                claimable!(),
-                "
-                     ORDER BY COALESCE(next_at, received_at), seq LIMIT $4
-                     FOR UPDATE SKIP LOCKED)
-                 RETURNING ",
-                claimed_columns!()
-            ))
-            .bind(now)
-            .bind(owner)
-            .bind(now + ms(lease))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *connection)
-            .await?;
+            let rows = sqlx::query(CLAIM_POSTGRES)
+                .bind(now)
+                .bind(owner)
+                .bind(now + ms(lease))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *connection)
+                .await?;
             drop(connection);
             let claims = rows.iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
             Ok::<_, Failure>(self.with_bodies(claims).await?)

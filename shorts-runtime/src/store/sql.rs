@@ -35,6 +35,35 @@ macro_rules! claimable {
     };
 }
 
+/// Leases up to $4 orders that need work at $1 (now), oldest first, to $2 until $3, returning
+/// their `claimed_columns!`. `$order` is the column that orders rows received at the same time;
+/// `$lock` what locks the rows chosen.
+macro_rules! claim {
+    ($order:literal, $lock:literal) => {
+        concat!(
+            "UPDATE shorts_orders
+             SET fence = fence + 1, owner = $2, lease_until = $3
+             WHERE order_id IN (
+                 SELECT order_id FROM shorts_orders WHERE ",
+            claimable!(),
+            "
+                 ORDER BY COALESCE(next_at, received_at), ",
+            $order,
+            " LIMIT $4",
+            $lock,
+            ")
+             RETURNING ",
+            claimed_columns!()
+        )
+    };
+}
+
+/// `claim!` for PostgreSQL: instances claiming at once skip each other's rows.
+pub(super) const CLAIM_POSTGRES: &str = claim!("seq", " FOR UPDATE SKIP LOCKED");
+
+/// `claim!` for SQLite, whose one writer claims alone.
+pub(super) const CLAIM_SQLITE: &str = claim!("rowid", "");
+
 /// What makes an insert into `shorts_results` replace an earlier body.
 macro_rules! replacing_body {
     () => {
@@ -73,7 +102,7 @@ macro_rules! settle_set {
     };
 }
 
-pub(super) use {claimable, claimed_columns, replacing_body, select_records, settle_set, upsert_result};
+pub(super) use {replacing_body, select_records, settle_set, upsert_result};
 
 // Whole statements. PostgreSQL runs all of them, one order at a time; SQLite runs the rest but
 // writes a group's accepts, callback bodies and settles with multi-row statements of its own

@@ -10,9 +10,9 @@ use tracing::warn;
 
 use super::writer::may_end_transaction;
 use crate::store::sql::{
-    HEARTBEAT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER,
-    RETRY, SELECT_PAYLOAD_LENGTH_AND_RESULT, START_RUN, claimable, claimed_columns, drop_delivered_bodies,
-    mappers, select_records, started,
+    CLAIM_SQLITE, HEARTBEAT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE,
+    RELEASE_ORDER, RETRY, SELECT_PAYLOAD_LENGTH_AND_RESULT, START_RUN, drop_delivered_bodies, mappers,
+    select_records, started,
 };
 use crate::store::{Claimed, OrderRecord, OrderState, Started, ms, now_ms};
 
@@ -38,23 +38,13 @@ async fn claim_now(
     limit: u32,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     let now = now_ms();
-    let rows = sqlx::query(concat!(
-        "UPDATE shorts_orders
-         SET fence = fence + 1, owner = $2, lease_until = $3
-         WHERE order_id IN (
-             SELECT order_id FROM shorts_orders WHERE ",
-        claimable!(),
-        "
-             ORDER BY COALESCE(next_at, received_at), rowid LIMIT $4)
-         RETURNING ",
-        claimed_columns!()
-    ))
-    .bind(now)
-    .bind(owner)
-    .bind(now + ms(lease))
-    .bind(i64::from(limit))
-    .fetch_all(&mut *c)
-    .await?;
+    let rows = sqlx::query(CLAIM_SQLITE)
+        .bind(now)
+        .bind(owner)
+        .bind(now + ms(lease))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await?;
     let mut claims = Vec::with_capacity(rows.len());
     for row in &rows {
         let mut claimed = claimed(row)?;

@@ -348,34 +348,60 @@ impl Store for PgStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::store::suite::Fixture;
     use crate::store::suite::order;
-    use crate::store::tests::test_postgres_url;
 
-    /// A store in a schema of its own; dropped by [`drop_schema`].
-    async fn scoped() -> (PgStore, PgPool, String) {
-        let url = test_postgres_url();
-        let schema = format!("shorts_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = PgPool::connect(&url).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL at {url} is unreachable ({e}); set SHORTS_TEST_POSTGRES_URL")
-        });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&admin)
-            .await
-            .expect("create schema");
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
-        (PgStore::open(&scoped).await.expect("open"), admin, schema)
+    /// The PostgreSQL the tests use: `SHORTS_TEST_POSTGRES_URL`, or the local default.
+    fn test_postgres_url() -> String {
+        std::env::var("SHORTS_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
     }
 
-    async fn drop_schema(admin: &PgPool, schema: &str) {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(admin)
+    /// A store in a schema of its own, dropped by [`Fixture::close`].
+    pub(crate) struct InSchema {
+        store: Arc<PgStore>,
+        admin: PgPool,
+        schema: String,
+    }
+
+    impl Fixture for InSchema {
+        type Store = PgStore;
+
+        async fn open() -> Self {
+            let url = test_postgres_url();
+            let schema = format!("shorts_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = PgPool::connect(&url).await.unwrap_or_else(|e| {
+                panic!("PostgreSQL at {url} is unreachable ({e}); set SHORTS_TEST_POSTGRES_URL")
+            });
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&admin)
+                .await
+                .expect("create schema");
+            let separator = if url.contains('?') { '&' } else { '?' };
+            let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+            let store = Arc::new(PgStore::open(&scoped).await.expect("open"));
+            InSchema { store, admin, schema }
+        }
+
+        fn store(&self) -> &Arc<PgStore> {
+            &self.store
+        }
+
+        async fn close(self) {
+            self.store.pool.close().await;
+            self.store.beats.close().await;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA {} CASCADE",
+                self.schema
+            )))
+            .execute(&self.admin)
             .await
             .expect("drop schema");
+        }
     }
 
     /// Every connection of the store's pool, held until dropped.
@@ -391,8 +417,8 @@ mod tests {
     /// other instance can take the order the moment it is stored.
     #[tokio::test]
     async fn a_lease_starts_once_the_write_has_its_connection() {
-        let (store, admin, schema) = scoped().await;
-        let store = Arc::new(store);
+        let schema = InSchema::open().await;
+        let store = Arc::clone(schema.store());
         let lease = Duration::from_secs(1);
         let held = hold_pool(&store).await;
         let accepting = {
@@ -409,13 +435,14 @@ mod tests {
             taken.is_empty(),
             "the order was taken at once by another instance"
         );
-        drop_schema(&admin, &schema).await;
+        schema.close().await;
     }
 
     /// The heartbeat does not wait behind the other queries for a connection.
     #[tokio::test]
     async fn the_heartbeat_renews_leases_while_every_connection_is_busy() {
-        let (store, admin, schema) = scoped().await;
+        let schema = InSchema::open().await;
+        let store = schema.store();
         let lease = Duration::from_secs(5);
         assert!(
             store
@@ -424,13 +451,13 @@ mod tests {
                 .expect("accept")
                 .is_some()
         );
-        let held = hold_pool(&store).await;
+        let held = hold_pool(store).await;
         let beat = tokio::time::timeout(Duration::from_secs(3), store.heartbeat("one", lease)).await;
         assert!(
             matches!(beat, Ok(Ok(1))),
             "the heartbeat waited for a busy pool: {beat:?}"
         );
         drop(held);
-        drop_schema(&admin, &schema).await;
+        schema.close().await;
     }
 }

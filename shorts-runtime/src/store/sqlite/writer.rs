@@ -57,7 +57,7 @@ pub(super) async fn commit_group(c: &mut SqliteConnection, batch: Batch, others:
             return;
         }
         Ok(reported) => batch.answers(Ok(reported)),
-        Err(e) => match recover(c, batch, &others, e).await {
+        Err(e) => match recover(c, batch, e).await {
             Recovered::Written(answers) => answers,
             Recovered::Lost(answers) => return abandon(c, answers, others).await,
             Recovered::Failed(failure) => {
@@ -98,14 +98,14 @@ enum Recovered {
 
 /// After the group's whole query failed with `error`: undoes it, begins the transaction again and
 /// writes each kind of the batch on its own.
-async fn recover(c: &mut SqliteConnection, batch: Batch, others: &[Op], error: sqlx::Error) -> Recovered {
+async fn recover(c: &mut SqliteConnection, batch: Batch, error: sqlx::Error) -> Recovered {
     warn!(error = %error, "a group's writes failed together; writing them one kind at a time");
     // Fails harmlessly when the failure already ended the transaction.
     let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *c).await {
         // Nothing runs outside a transaction: every request of the group fails, none is half
         // done.
-        error!(error = %e, others = others.len(), "could not begin a transaction");
+        error!(error = %e, "could not begin a transaction");
         let failure = Failure::from(e);
         batch.answers(Err(&failure)).into_iter().for_each(Answer::send);
         return Recovered::Failed(failure);

@@ -5,7 +5,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::writer::may_end_transaction;
 use crate::store::error::Failure;
 use crate::store::sql::Settled;
 use crate::store::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, StoreError, StoreOperation};
@@ -100,17 +99,17 @@ impl Op {
         match self {
             Op::Accept(Accepting { reply, .. }) => reply.fail(failure),
             Op::Claim { reply, .. } => reply.fail(failure),
+            Op::Heartbeat { reply, .. } => reply.fail(failure),
             Op::StartRun { reply, .. } => reply.fail(failure),
+            Op::SaveResult(Saving { reply, .. }) => reply.fail(failure),
+            Op::Settle { reply, .. } => reply.fail(failure),
+            Op::Release { reply, .. } => reply.fail(failure),
             Op::Get { reply, .. } => reply.fail(failure),
             Op::List { reply, .. } => reply.fail(failure),
+            Op::Retry { reply, .. } => reply.fail(failure),
+            Op::Purge { reply, .. } => reply.fail(failure),
+            Op::PurgeDead { reply, .. } => reply.fail(failure),
             Op::ReleaseOrder { reply, .. } => reply.fail(failure),
-            Op::SaveResult(Saving { reply, .. }) | Op::Settle { reply, .. } | Op::Retry { reply, .. } => {
-                reply.fail(failure)
-            }
-            Op::Heartbeat { reply, .. }
-            | Op::Release { reply, .. }
-            | Op::Purge { reply, .. }
-            | Op::PurgeDead { reply, .. } => reply.fail(failure),
         }
     }
 }
@@ -139,13 +138,5 @@ impl<T> Reply<T> {
     /// Answers with `failure`.
     pub(super) fn fail(self, failure: &Failure) {
         self.send(Err(failure.clone()));
-    }
-}
-
-/// Whether the transaction `failure` happened in may have ended with it.
-pub(super) fn ends_transaction(failure: &Failure) -> bool {
-    match failure {
-        Failure::Statement(e) => may_end_transaction(e),
-        Failure::Commit(_) | Failure::RolledBack => true,
     }
 }

@@ -13,7 +13,7 @@ use super::batch::{
     ids, push_accepts, push_saves, push_settles, write_whole,
 };
 use super::checkpoint::checkpoint;
-use super::requests::{Op, Reply, ends_transaction};
+use super::requests::{Op, Reply};
 use super::statements::{
     claim, drop_bodies, get, heartbeat, list, purge, purge_dead, release, release_order, retry, start_run,
 };
@@ -146,6 +146,14 @@ pub(super) fn may_end_transaction(error: &sqlx::Error) -> bool {
         | sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_) => false,
         _ => true,
+    }
+}
+
+/// Whether the transaction `failure` happened in may have ended with it.
+fn ends_transaction(failure: &Failure) -> bool {
+    match failure {
+        Failure::Statement(e) => may_end_transaction(e),
+        Failure::Commit(_) | Failure::RolledBack => true,
     }
 }
 

@@ -67,7 +67,7 @@ pub use short::inputs::{DateRange, FileInput, FileInputError, Tags};
 pub use short::order::{Order, OrderBuilder};
 pub use short::output::{Csv, File, Html, IntoOutput, Json, Output, Url};
 pub use short::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, FromCall, HandlerResult, Short};
-pub use store::{OrderRecord, OrderState, Retried, StoreError};
+pub use store::{OrderRecord, OrderState, Retried, StoreError, StoreOperation};
 
 /// The `serde_json` this crate uses, for [`Order::payload_json`], [`Json`] and tests' inputs.
 pub use serde_json;

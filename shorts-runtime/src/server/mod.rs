@@ -168,18 +168,28 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
     // On a task of its own: if the platform hangs up, an order already committed still starts.
     let (engine, lane) = (Arc::clone(&state.intake.engine), Arc::clone(&state.lane));
     let submitted = tokio::spawn(async move { engine.submit(&lane, job).await }).await;
-    let submitted = submitted.unwrap_or_else(|_| Err(crate::store::StoreError::Closed));
     match submitted {
-        Ok(Submitted::New | Submitted::Duplicate) => json(StatusCode::OK, WEBHOOK_ACK_BODY.to_owned()),
-        Err(e) => {
+        Ok(Ok(Submitted::New | Submitted::Duplicate)) => json(StatusCode::OK, WEBHOOK_ACK_BODY.to_owned()),
+        Ok(Err(e)) => {
             error!(error = %e, "the order could not be stored; answering 503 so that it is sent again");
-            rejection(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the order could not be stored; try again",
-                None,
-            )
+            unstored()
+        }
+        // The runtime is shutting down (or the task panicked): whether the order was stored is not
+        // known, and a duplicate is answered as accepted.
+        Err(e) => {
+            error!(error = %e, "storing the order was interrupted; answering 503 so that it is sent again");
+            unstored()
         }
     }
+}
+
+/// The answer to a webhook whose order could not be stored: the platform sends it again.
+fn unstored() -> Response {
+    rejection(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the order could not be stored; try again",
+        None,
+    )
 }
 
 /// Reads the body into one buffer (of the declared length, when there is one), up to

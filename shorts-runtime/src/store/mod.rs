@@ -6,10 +6,13 @@
 //! heartbeats; every write it makes carries the *fence* it got with the lease, so the late write
 //! of an instance whose lease passed to another is refused.
 
+mod error;
 mod memory;
 mod postgres;
 mod sql;
 mod sqlite;
+
+pub use error::{StoreError, StoreOperation};
 
 pub(crate) use memory::MemoryStore;
 pub(crate) use postgres::PgStore;
@@ -67,40 +70,6 @@ impl std::fmt::Display for OrderState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// A store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The database failed.
-    #[error("the order store failed: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The schema could not be brought up to date.
-    #[error("the order store's schema could not be migrated: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The database server could not be reached when the store was opened.
-    #[error("could not connect to the order store at {host}:{port}: {source}")]
-    Connect {
-        /// The host in the store's URL.
-        host: String,
-        /// The port in the store's URL.
-        port: u16,
-        /// What connecting met.
-        #[source]
-        source: sqlx::Error,
-    },
-    /// The store's writer stopped (the process is shutting down).
-    #[error("the order store is closed")]
-    Closed,
-    /// The database file could not be created.
-    #[error("could not create the order database {}: {source}", path.display())]
-    File {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Why not.
-        source: std::io::Error,
-    },
 }
 
 /// A new order, as the webhook delivered it.
@@ -445,46 +414,78 @@ pub(crate) mod suite;
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
     use super::*;
+    use suite::Fixture;
 
-    #[tokio::test]
-    async fn memory() {
-        suite::run(MemoryStore::default()).await;
+    /// A memory store.
+    struct InMemory(Arc<MemoryStore>);
+
+    impl Fixture for InMemory {
+        type Store = MemoryStore;
+
+        async fn open() -> Self {
+            InMemory(Arc::new(MemoryStore::default()))
+        }
+
+        fn store(&self) -> &Arc<MemoryStore> {
+            &self.0
+        }
+
+        async fn close(self) {}
     }
 
-    #[tokio::test]
-    async fn sqlite() {
-        let dir = std::env::temp_dir().join(format!("shorts-store-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("orders.db");
-        suite::run(SqliteStore::open(&path).await.expect("open")).await;
-        // Committed means on disk: a new store on the same file sees every order.
-        let reopened = SqliteStore::open(&path).await.expect("reopen");
-        assert_eq!(
-            reopened.list(None, 10_000).await.expect("list").len(),
-            3 + 100 + 200 + 100
-        );
-        let _ = std::fs::remove_dir_all(&dir);
+    /// A SQLite store in a directory of its own.
+    struct InSqlite {
+        store: Arc<SqliteStore>,
+        dir: PathBuf,
     }
 
-    #[tokio::test]
-    async fn postgres() {
-        let url = test_postgres_url();
-        let schema = format!("shorts_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL at {url} is unreachable ({e}); set SHORTS_TEST_POSTGRES_URL")
-        });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&admin)
-            .await
-            .expect("create schema");
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
-        suite::run(PgStore::open(&scoped).await.expect("open")).await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&admin)
-            .await
-            .expect("drop schema");
+    impl InSqlite {
+        fn path(&self) -> PathBuf {
+            self.dir.join("orders.db")
+        }
+    }
+
+    impl Fixture for InSqlite {
+        type Store = SqliteStore;
+
+        async fn open() -> Self {
+            let dir = std::env::temp_dir().join(format!("shorts-store-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let store = SqliteStore::open(&dir.join("orders.db")).await.expect("open");
+            InSqlite {
+                store: Arc::new(store),
+                dir,
+            }
+        }
+
+        fn store(&self) -> &Arc<SqliteStore> {
+            &self.store
+        }
+
+        /// Committed means on disk: a new store on the same file has every order, as it was.
+        async fn close(self) {
+            let all = self.store.list(None, u32::MAX).await.expect("list");
+            let reopened = SqliteStore::open(&self.path()).await.expect("reopen");
+            assert_eq!(reopened.list(None, u32::MAX).await.expect("list"), all);
+            drop(reopened);
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    mod memory {
+        crate::store::suite::cases!(super::InMemory);
+    }
+
+    mod sqlite {
+        crate::store::suite::cases!(super::InSqlite);
+    }
+
+    mod postgres {
+        crate::store::suite::cases!(crate::store::postgres::tests::InSchema);
     }
 
     #[tokio::test]
@@ -498,6 +499,7 @@ mod tests {
             .await
             .err()
             .expect("no server there");
+        assert!(matches!(error, StoreError::Connect { .. }), "{error:?}");
         let message = error.to_string();
         assert!(
             message.starts_with(&format!(
@@ -506,11 +508,5 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("refused"), "{message}");
-    }
-
-    /// The PostgreSQL the tests use: `SHORTS_TEST_POSTGRES_URL`, or the local default.
-    pub(crate) fn test_postgres_url() -> String {
-        std::env::var("SHORTS_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
     }
 }

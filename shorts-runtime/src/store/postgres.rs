@@ -8,13 +8,16 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{Connection as _, PgPool, Postgres};
 use tracing::warn;
 
+use super::error::{Failure, doing};
 use super::sql::{
-    HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS, PURGE_PAYLOADS,
-    PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, claimable, claimed_columns,
-    drop_delivered_bodies, mappers, replacing_body, select_records, settled, started, token_columns,
-    upsert_result,
+    CLAIM_POSTGRES, HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS,
+    PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, drop_delivered_bodies,
+    mappers, replacing_body, select_records, settled, started, token_columns, upsert_result,
 };
-use super::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError, ms, now_ms};
+use super::{
+    Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError, StoreOperation, ms,
+    now_ms,
+};
 
 mappers!(PgRow);
 
@@ -39,7 +42,8 @@ impl PgStore {
     /// its host, port and the error met (connection refused, unknown host, bad password), not as
     /// a pool that timed out.
     pub(crate) async fn open(url: &str) -> Result<Self, StoreError> {
-        let options: PgConnectOptions = url.parse()?;
+        let opening = StoreError::database(StoreOperation::Open);
+        let options: PgConnectOptions = url.parse().map_err(opening)?;
         let unreachable = |source| StoreError::Connect {
             host: options.get_host().to_owned(),
             port: options.get_port(),
@@ -50,7 +54,7 @@ impl PgStore {
             Ok(Err(e)) => return Err(unreachable(e)),
             Err(_) => return Err(unreachable(sqlx::Error::PoolTimedOut)),
         };
-        first.close().await?;
+        first.close().await.map_err(opening)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(CONNECT_TIMEOUT)
@@ -63,7 +67,8 @@ impl PgStore {
         let beats = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(2))
-            .connect_lazy(url)?;
+            .connect_lazy(url)
+            .map_err(opening)?;
         Ok(Self { pool, beats })
     }
 }
@@ -71,7 +76,7 @@ impl PgStore {
 impl PgStore {
     /// Loads the callback bodies of claimed orders, and the lengths of their webhook bodies (which
     /// are read only when a run starts).
-    async fn with_bodies(&self, mut claims: Vec<Claimed>) -> Result<Vec<Claimed>, StoreError> {
+    async fn with_bodies(&self, mut claims: Vec<Claimed>) -> Result<Vec<Claimed>, sqlx::Error> {
         if claims.is_empty() {
             return Ok(claims);
         }
@@ -106,243 +111,297 @@ impl Store for PgStore {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<Claimed>, StoreError> {
-        let (token_at, token_len) = token_columns(order.job_token.as_ref());
-        let mut transaction = self.pool.begin().await?;
-        let now = now_ms();
-        let inserted = sqlx::query(INSERT_ORDER)
-            .bind(&order.id)
-            .bind(&order.short)
-            .bind(&order.callback_url)
-            .bind(i32::from(order.started))
-            .bind(owner)
-            .bind(now + ms(lease))
-            .bind(now)
-            .bind(token_at)
-            .bind(token_len)
-            .execute(&mut *transaction)
-            .await?;
-        if inserted.rows_affected() == 0 {
-            return Ok(None);
-        }
-        sqlx::query(INSERT_PAYLOAD)
-            .bind(&order.id)
-            .bind(order.payload.as_ref())
-            .execute(&mut *transaction)
-            .await?;
-        transaction.commit().await?;
-        Ok(Some(Claimed {
-            id: order.id,
-            short: order.short,
-            payload_len: order.payload.len() as u64,
-            callback_url: order.callback_url,
-            fence: 1,
-            attempts: 0,
-            steps: 0,
-            result: None,
-            started: order.started,
-        }))
+        doing(StoreOperation::Accept, async {
+            let (token_at, token_len) = token_columns(order.job_token.as_ref());
+            let mut transaction = self.pool.begin().await?;
+            let now = now_ms();
+            let inserted = sqlx::query(INSERT_ORDER)
+                .bind(&order.id)
+                .bind(&order.short)
+                .bind(&order.callback_url)
+                .bind(i32::from(order.started))
+                .bind(owner)
+                .bind(now + ms(lease))
+                .bind(now)
+                .bind(token_at)
+                .bind(token_len)
+                .execute(&mut *transaction)
+                .await?;
+            if inserted.rows_affected() == 0 {
+                return Ok(None);
+            }
+            sqlx::query(INSERT_PAYLOAD)
+                .bind(&order.id)
+                .bind(order.payload.as_ref())
+                .execute(&mut *transaction)
+                .await?;
+            transaction.commit().await.map_err(Failure::commit)?;
+            Ok::<_, Failure>(Some(Claimed {
+                id: order.id,
+                short: order.short,
+                payload_len: order.payload.len() as u64,
+                callback_url: order.callback_url,
+                fence: 1,
+                attempts: 0,
+                steps: 0,
+                result: None,
+                started: order.started,
+            }))
+        })
+        .await
     }
 
     async fn claim(&self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<Claimed>, StoreError> {
-        let mut connection = self.pool.acquire().await?;
-        let now = now_ms();
-        let rows = sqlx::query(concat!(
-            "UPDATE shorts_orders
-             SET fence = fence + 1, owner = $2, lease_until = $3
-             WHERE order_id IN (
-                 SELECT order_id FROM shorts_orders WHERE ",
-            claimable!(),
-            "
-                 ORDER BY COALESCE(next_at, received_at), seq LIMIT $4
-                 FOR UPDATE SKIP LOCKED)
-             RETURNING ",
-            claimed_columns!()
-        ))
-        .bind(now)
-        .bind(owner)
-        .bind(now + ms(lease))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *connection)
-        .await?;
-        drop(connection);
-        let claims = rows.iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
-        self.with_bodies(claims).await
+        doing(StoreOperation::Claim, async {
+            let mut connection = self.pool.acquire().await?;
+            let now = now_ms();
+            let rows = sqlx::query(CLAIM_POSTGRES)
+                .bind(now)
+                .bind(owner)
+                .bind(now + ms(lease))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *connection)
+                .await?;
+            drop(connection);
+            let claims = rows.iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, Failure>(self.with_bodies(claims).await?)
+        })
+        .await
     }
 
     async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
-        let mut connection = self.beats.acquire().await?;
-        let done = sqlx::query(HEARTBEAT)
-            .bind(now_ms() + ms(lease))
-            .bind(owner)
-            .execute(&mut *connection)
-            .await?;
-        Ok(done.rows_affected())
+        doing(StoreOperation::Heartbeat, async {
+            let mut connection = self.beats.acquire().await?;
+            let done = sqlx::query(HEARTBEAT)
+                .bind(now_ms() + ms(lease))
+                .bind(owner)
+                .execute(&mut *connection)
+                .await?;
+            Ok::<_, Failure>(done.rows_affected())
+        })
+        .await
     }
 
     async fn start_run(&self, id: &str, fence: i64) -> Result<Option<Started>, StoreError> {
-        let row = sqlx::query(START_RUN)
-            .bind(id)
-            .bind(fence)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(started).transpose()?)
+        doing(StoreOperation::StartRun, async {
+            let row = sqlx::query(START_RUN)
+                .bind(id)
+                .bind(fence)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok::<_, Failure>(row.as_ref().map(started).transpose()?)
+        })
+        .await
     }
 
     async fn save_result(&self, id: &str, fence: i64, body: Bytes) -> Result<bool, StoreError> {
-        let mut transaction = self.pool.begin().await?;
-        let updated = sqlx::query(MARK_RESULT)
-            .bind(id)
-            .bind(fence)
-            .execute(&mut *transaction)
-            .await?;
-        if updated.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query(upsert_result!())
-            .bind(id)
-            .bind(body.as_ref())
-            .execute(&mut *transaction)
-            .await?;
-        transaction.commit().await?;
-        Ok(true)
+        doing(StoreOperation::SaveResult, async {
+            let mut transaction = self.pool.begin().await?;
+            let updated = sqlx::query(MARK_RESULT)
+                .bind(id)
+                .bind(fence)
+                .execute(&mut *transaction)
+                .await?;
+            if updated.rows_affected() != 1 {
+                return Ok(false);
+            }
+            sqlx::query(upsert_result!())
+                .bind(id)
+                .bind(body.as_ref())
+                .execute(&mut *transaction)
+                .await?;
+            transaction.commit().await.map_err(Failure::commit)?;
+            Ok::<_, Failure>(true)
+        })
+        .await
     }
 
     async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
-        let delivered = settle == Settle::Delivered;
-        let (state, next_at, steps, posts, error) = settled(settle, posts);
-        let done = sqlx::query(SETTLE)
-            .bind(state)
-            .bind(next_at)
-            .bind(steps)
-            .bind(posts)
-            .bind(error)
-            .bind(id)
-            .bind(fence)
-            .execute(&self.pool)
-            .await?;
-        let settled = done.rows_affected() == 1;
-        if settled && delivered {
-            // Failing leaves the body in place, which is harmless: the settle stands.
-            let dropped = drop_delivered_bodies::<Postgres>([id])
-                .build()
+        doing(StoreOperation::Settle, async {
+            let delivered = settle == Settle::Delivered;
+            let values = settled(settle, posts);
+            let done = sqlx::query(SETTLE)
+                .bind(values.state)
+                .bind(values.next_at)
+                .bind(values.steps)
+                .bind(values.posts)
+                .bind(values.error)
+                .bind(id)
+                .bind(fence)
                 .execute(&self.pool)
-                .await;
-            if let Err(e) = dropped {
-                warn!(error = %e, order_id = id, "could not drop a delivered callback body");
+                .await?;
+            let settled = done.rows_affected() == 1;
+            if settled && delivered {
+                // Failing leaves the body in place, which is harmless: the settle stands.
+                let dropped = drop_delivered_bodies::<Postgres>([id])
+                    .build()
+                    .execute(&self.pool)
+                    .await;
+                if let Err(e) = dropped {
+                    warn!(error = %e, order_id = id, "could not drop a delivered callback body");
+                }
             }
-        }
-        Ok(settled)
+            Ok::<_, Failure>(settled)
+        })
+        .await
     }
 
     async fn release(&self, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {
-        let mut transaction = self.pool.begin().await?;
-        sqlx::query("UPDATE shorts_orders SET runs = runs - 1 WHERE order_id = ANY($1) AND owner = $2")
-            .bind(interrupted)
-            .bind(owner)
-            .execute(&mut *transaction)
-            .await?;
-        let done = sqlx::query(RELEASE)
-            .bind(owner)
-            .execute(&mut *transaction)
-            .await?;
-        transaction.commit().await?;
-        Ok(done.rows_affected())
+        doing(StoreOperation::Release, async {
+            let mut transaction = self.pool.begin().await?;
+            sqlx::query("UPDATE shorts_orders SET runs = runs - 1 WHERE order_id = ANY($1) AND owner = $2")
+                .bind(interrupted)
+                .bind(owner)
+                .execute(&mut *transaction)
+                .await?;
+            let done = sqlx::query(RELEASE)
+                .bind(owner)
+                .execute(&mut *transaction)
+                .await?;
+            transaction.commit().await.map_err(Failure::commit)?;
+            Ok::<_, Failure>(done.rows_affected())
+        })
+        .await
     }
 
     async fn get(&self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        let row = sqlx::query(concat!(select_records!(), " WHERE o.order_id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(record).transpose()?)
+        doing(StoreOperation::Get, async {
+            let row = sqlx::query(concat!(select_records!(), " WHERE o.order_id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok::<_, Failure>(row.as_ref().map(record).transpose()?)
+        })
+        .await
     }
 
     async fn list(&self, state: Option<OrderState>, limit: u32) -> Result<Vec<OrderRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            select_records!(),
-            " WHERE ($1::TEXT IS NULL OR o.state = $1) ORDER BY o.seq LIMIT $2"
-        ))
-        .bind(state.map(OrderState::as_str))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(record).collect::<Result<_, _>>()?)
+        doing(StoreOperation::List, async {
+            let rows = sqlx::query(concat!(
+                select_records!(),
+                " WHERE ($1::TEXT IS NULL OR o.state = $1) ORDER BY o.seq LIMIT $2"
+            ))
+            .bind(state.map(OrderState::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            Ok::<_, Failure>(rows.iter().map(record).collect::<Result<_, _>>()?)
+        })
+        .await
     }
 
     async fn retry(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(RETRY)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        doing(StoreOperation::Retry, async {
+            let done = sqlx::query(RETRY)
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            Ok::<_, Failure>(done.rows_affected() == 1)
+        })
+        .await
     }
 
     async fn purge(&self, before: i64) -> Result<u64, StoreError> {
-        let mut transaction = self.pool.begin().await?;
-        sqlx::query(PURGE_PAYLOADS)
-            .bind(before)
-            .execute(&mut *transaction)
-            .await?;
-        sqlx::query(PURGE_RESULTS)
-            .bind(before)
-            .execute(&mut *transaction)
-            .await?;
-        let done = sqlx::query(PURGE_ORDERS)
-            .bind(before)
-            .execute(&mut *transaction)
-            .await?;
-        transaction.commit().await?;
-        Ok(done.rows_affected())
+        doing(StoreOperation::Purge, async {
+            let mut transaction = self.pool.begin().await?;
+            sqlx::query(PURGE_PAYLOADS)
+                .bind(before)
+                .execute(&mut *transaction)
+                .await?;
+            sqlx::query(PURGE_RESULTS)
+                .bind(before)
+                .execute(&mut *transaction)
+                .await?;
+            let done = sqlx::query(PURGE_ORDERS)
+                .bind(before)
+                .execute(&mut *transaction)
+                .await?;
+            transaction.commit().await.map_err(Failure::commit)?;
+            Ok::<_, Failure>(done.rows_affected())
+        })
+        .await
     }
 
     async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(PURGE_DEAD_PAYLOADS)
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        doing(StoreOperation::PurgeDead, async {
+            let done = sqlx::query(PURGE_DEAD_PAYLOADS)
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+            Ok::<_, Failure>(done.rows_affected())
+        })
+        .await
     }
 
     async fn release_order(&self, id: &str, fence: i64) -> Result<(), StoreError> {
-        sqlx::query(RELEASE_ORDER)
-            .bind(id)
-            .bind(fence)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        doing(StoreOperation::ReleaseOrder, async {
+            sqlx::query(RELEASE_ORDER)
+                .bind(id)
+                .bind(fence)
+                .execute(&self.pool)
+                .await?;
+            Ok::<_, Failure>(())
+        })
+        .await
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::store::suite::Fixture;
     use crate::store::suite::order;
-    use crate::store::tests::test_postgres_url;
 
-    /// A store in a schema of its own; dropped by [`drop_schema`].
-    async fn scoped() -> (PgStore, PgPool, String) {
-        let url = test_postgres_url();
-        let schema = format!("shorts_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = PgPool::connect(&url).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL at {url} is unreachable ({e}); set SHORTS_TEST_POSTGRES_URL")
-        });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&admin)
-            .await
-            .expect("create schema");
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
-        (PgStore::open(&scoped).await.expect("open"), admin, schema)
+    /// The PostgreSQL the tests use: `SHORTS_TEST_POSTGRES_URL`, or the local default.
+    fn test_postgres_url() -> String {
+        std::env::var("SHORTS_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
     }
 
-    async fn drop_schema(admin: &PgPool, schema: &str) {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(admin)
+    /// A store in a schema of its own, dropped by [`Fixture::close`].
+    pub(crate) struct InSchema {
+        store: Arc<PgStore>,
+        admin: PgPool,
+        schema: String,
+    }
+
+    impl Fixture for InSchema {
+        type Store = PgStore;
+
+        async fn open() -> Self {
+            let url = test_postgres_url();
+            let schema = format!("shorts_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = PgPool::connect(&url).await.unwrap_or_else(|e| {
+                panic!("PostgreSQL at {url} is unreachable ({e}); set SHORTS_TEST_POSTGRES_URL")
+            });
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&admin)
+                .await
+                .expect("create schema");
+            let separator = if url.contains('?') { '&' } else { '?' };
+            let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+            let store = Arc::new(PgStore::open(&scoped).await.expect("open"));
+            InSchema { store, admin, schema }
+        }
+
+        fn store(&self) -> &Arc<PgStore> {
+            &self.store
+        }
+
+        async fn close(self) {
+            self.store.pool.close().await;
+            self.store.beats.close().await;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA {} CASCADE",
+                self.schema
+            )))
+            .execute(&self.admin)
             .await
             .expect("drop schema");
+        }
     }
 
     /// Every connection of the store's pool, held until dropped.
@@ -358,8 +417,8 @@ mod tests {
     /// other instance can take the order the moment it is stored.
     #[tokio::test]
     async fn a_lease_starts_once_the_write_has_its_connection() {
-        let (store, admin, schema) = scoped().await;
-        let store = Arc::new(store);
+        let schema = InSchema::open().await;
+        let store = Arc::clone(schema.store());
         let lease = Duration::from_secs(1);
         let held = hold_pool(&store).await;
         let accepting = {
@@ -376,13 +435,14 @@ mod tests {
             taken.is_empty(),
             "the order was taken at once by another instance"
         );
-        drop_schema(&admin, &schema).await;
+        schema.close().await;
     }
 
     /// The heartbeat does not wait behind the other queries for a connection.
     #[tokio::test]
     async fn the_heartbeat_renews_leases_while_every_connection_is_busy() {
-        let (store, admin, schema) = scoped().await;
+        let schema = InSchema::open().await;
+        let store = schema.store();
         let lease = Duration::from_secs(5);
         assert!(
             store
@@ -391,13 +451,13 @@ mod tests {
                 .expect("accept")
                 .is_some()
         );
-        let held = hold_pool(&store).await;
+        let held = hold_pool(store).await;
         let beat = tokio::time::timeout(Duration::from_secs(3), store.heartbeat("one", lease)).await;
         assert!(
             matches!(beat, Ok(Ok(1))),
             "the heartbeat waited for a busy pool: {beat:?}"
         );
         drop(held);
-        drop_schema(&admin, &schema).await;
+        schema.close().await;
     }
 }

@@ -5,7 +5,7 @@
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use super::{KEPT_BODY_LIMIT, Settle};
+use super::{KEPT_BODY_LIMIT, OrderState, Settle};
 
 /// Columns of a claim, from `shorts_orders`.
 macro_rules! claimed_columns {
@@ -34,6 +34,35 @@ macro_rules! claimable {
          AND (state = 'received' OR (state IN ('delivering', 'paused') AND (next_at IS NULL OR next_at <= $1)))"
     };
 }
+
+/// Leases up to $4 orders that need work at $1 (now), oldest first, to $2 until $3, returning
+/// their `claimed_columns!`. `$order` is the column that orders rows received at the same time;
+/// `$lock` what locks the rows chosen.
+macro_rules! claim {
+    ($order:literal, $lock:literal) => {
+        concat!(
+            "UPDATE shorts_orders
+             SET fence = fence + 1, owner = $2, lease_until = $3
+             WHERE order_id IN (
+                 SELECT order_id FROM shorts_orders WHERE ",
+            claimable!(),
+            "
+                 ORDER BY COALESCE(next_at, received_at), ",
+            $order,
+            " LIMIT $4",
+            $lock,
+            ")
+             RETURNING ",
+            claimed_columns!()
+        )
+    };
+}
+
+/// `claim!` for PostgreSQL: instances claiming at once skip each other's rows.
+pub(super) const CLAIM_POSTGRES: &str = claim!("seq", " FOR UPDATE SKIP LOCKED");
+
+/// `claim!` for SQLite, whose one writer claims alone.
+pub(super) const CLAIM_SQLITE: &str = claim!("rowid", "");
 
 /// What makes an insert into `shorts_results` replace an earlier body.
 macro_rules! replacing_body {
@@ -73,7 +102,7 @@ macro_rules! settle_set {
     };
 }
 
-pub(super) use {claimable, claimed_columns, replacing_body, select_records, settle_set, upsert_result};
+pub(super) use {replacing_body, select_records, settle_set, upsert_result};
 
 // Whole statements. PostgreSQL runs all of them, one order at a time; SQLite runs the rest but
 // writes a group's accepts, callback bodies and settles with multi-row statements of its own
@@ -260,22 +289,39 @@ macro_rules! mappers {
 
 pub(super) use mappers;
 
-/// The new values of a settled order: state, next attempt, steps of the schedule used (None:
-/// unchanged), POSTs made (added to the attempts), error (None: unchanged).
-pub(super) type Settled = (&'static str, Option<i64>, Option<i32>, i32, Option<String>);
+/// The new values of a settled order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Settled {
+    /// Its state's name.
+    pub(super) state: &'static str,
+    /// When its next attempt is due.
+    pub(super) next_at: Option<i64>,
+    /// Steps of the retry schedule used; `None` keeps the old count.
+    pub(super) steps: Option<i32>,
+    /// POSTs made, added to its attempts.
+    pub(super) posts: i32,
+    /// The delivery's error; `None` keeps the old one.
+    pub(super) error: Option<String>,
+}
 
 /// An outcome's new values, after `posts` POSTs.
 pub(super) fn settled(settle: Settle, posts: i32) -> Settled {
-    match settle {
-        Settle::Delivered => ("delivered", None, None, posts, None),
-        Settle::Dead(error) => ("dead", None, None, posts, Some(error)),
-        Settle::Retry { at, steps, error } => ("delivering", Some(at), Some(steps), posts, Some(error)),
+    let (state, next_at, steps, error) = match settle {
+        Settle::Delivered => (OrderState::Delivered, None, None, None),
+        Settle::Dead(error) => (OrderState::Dead, None, None, Some(error)),
+        Settle::Retry { at, steps, error } => (OrderState::Delivering, Some(at), Some(steps), Some(error)),
         Settle::Paused { at } => (
-            "paused",
+            OrderState::Paused,
             Some(at),
             None,
-            posts,
             Some("the platform refused the callback secret (401)".to_owned()),
         ),
+    };
+    Settled {
+        state: state.as_str(),
+        next_at,
+        steps,
+        posts,
+        error,
     }
 }

@@ -1,0 +1,349 @@
+//! A group's accepts, callback bodies and settles, written by a few multi-row statements.
+
+use std::collections::HashSet;
+
+use sqlx::{QueryBuilder, Row as _, Sqlite, SqliteConnection};
+use tracing::error;
+
+use super::requests::{Accepting, Op, Reply, Saving, Settling};
+use super::writer::Answer;
+use crate::store::error::Failure;
+use crate::store::sql::{push_drop_delivered_bodies, replacing_body, settle_set, settled, token_columns};
+use crate::store::{Claimed, OrderState, ms, now_ms};
+
+/// Accepts per statement: 13 parameters each, well under SQLite's limit of 32,766.
+pub(super) const ACCEPT_CHUNK: usize = 256;
+
+/// Bodies per statement, and per savepoint when a group's kinds are written apart: each body is up
+/// to the inline limit (4.45 MB), so such a query holds under 300 MB. The whole group's query
+/// holds all its bodies, as many as its shorts run at once.
+pub(super) const SAVE_CHUNK: usize = 64;
+
+/// Settles per statement: 7 parameters each.
+pub(super) const SETTLE_CHUNK: usize = 256;
+
+/// A group's accepts, callback bodies and settles, written by multi-row statements.
+pub(super) struct Batch {
+    pub(super) accepts: Vec<Accepting>,
+    pub(super) saves: Vec<Saving>,
+    pub(super) settles: Vec<Settling>,
+    pub(super) now: i64,
+}
+
+impl Batch {
+    /// Splits a group into what multi-row statements write and the other requests, which run one
+    /// by one after them. An order's second body or settle in one group (not seen in practice) is
+    /// one of the others.
+    pub(super) fn sort(group: impl Iterator<Item = Op>) -> (Batch, Vec<Op>) {
+        let mut batch = Batch {
+            accepts: Vec::new(),
+            saves: Vec::new(),
+            settles: Vec::new(),
+            now: now_ms(),
+        };
+        let mut batched = HashSet::new();
+        let mut others = Vec::new();
+        for op in group {
+            match op {
+                Op::Accept(accepting) => batch.accepts.push(accepting),
+                Op::SaveResult(saving) if batched.insert(("save", saving.id.clone())) => {
+                    batch.saves.push(saving);
+                }
+                Op::Settle {
+                    id,
+                    fence,
+                    settle,
+                    posts,
+                    reply,
+                } if batched.insert(("settle", id.clone())) => batch.settles.push(Settling {
+                    id,
+                    fence,
+                    values: settled(settle, posts),
+                    reply,
+                }),
+                other => others.push(other),
+            }
+        }
+        (batch, others)
+    }
+
+    /// The answers to the batch's requests, from what its statements reported.
+    pub(super) fn answers(self, reported: Result<Reported, &Failure>) -> Vec<Answer> {
+        let Batch {
+            accepts,
+            saves,
+            settles,
+            ..
+        } = self;
+        let (accepted, saved, done) = match reported {
+            Ok(r) => (Ok(r.accepted), Ok(r.saved), Ok(r.settled)),
+            Err(e) => (Err(e), Err(e), Err(e)),
+        };
+        let mut answers = accepted_answers(accepts, accepted);
+        answers.extend(answer_each(
+            saves.into_iter().map(|saving| (saving.id, saving.reply)),
+            saved,
+        ));
+        answers.extend(answer_each(
+            settles.into_iter().map(|settling| (settling.id, settling.reply)),
+            done,
+        ));
+        answers
+    }
+}
+
+/// What a query's statements reported: the `order_id`s they accepted, moved to delivery with
+/// their callback bodies, and settled.
+#[derive(Default)]
+pub(super) struct Reported {
+    pub(super) accepted: HashSet<String>,
+    pub(super) saved: HashSet<String>,
+    pub(super) settled: HashSet<String>,
+}
+
+/// The first column of each row a batch's statements return: which kind of statement reported the
+/// `order_id` in the second.
+pub(super) const ACCEPTED: i64 = 0;
+pub(super) const SAVED: i64 = 1;
+pub(super) const SETTLED: i64 = 2;
+
+/// Runs a query of batch statements and sorts the `order_id`s they report.
+pub(super) async fn fetch(
+    c: &mut SqliteConnection,
+    mut query: QueryBuilder<Sqlite>,
+) -> Result<Reported, sqlx::Error> {
+    // The rows are decoded once the query has run to its end: an error from `fetch_all` is then a
+    // statement's, which stopped the query before its `COMMIT`.
+    let rows = query.build().fetch_all(&mut *c).await?;
+    let mut reported = Reported::default();
+    for row in &rows {
+        let (Ok(kind), Ok(id)) = (row.try_get::<i64, _>(0), row.try_get::<String, _>(1)) else {
+            error!("a batch statement reported a row that is not (kind, order_id)");
+            continue;
+        };
+        match kind {
+            ACCEPTED => reported.accepted.insert(id),
+            SAVED => reported.saved.insert(id),
+            _ => reported.settled.insert(id),
+        };
+    }
+    Ok(reported)
+}
+
+/// Begins the group's transaction and writes the whole batch in one query, committing it too when
+/// `commit`.
+pub(super) async fn write_whole(
+    c: &mut SqliteConnection,
+    batch: &Batch,
+    commit: bool,
+) -> Result<Reported, sqlx::Error> {
+    let mut query = QueryBuilder::new("BEGIN IMMEDIATE");
+    for chunk in batch.accepts.chunks(ACCEPT_CHUNK) {
+        push_accepts(&mut query, chunk, batch.now);
+    }
+    for chunk in batch.saves.chunks(SAVE_CHUNK) {
+        push_saves(&mut query, chunk);
+    }
+    for chunk in batch.settles.chunks(SETTLE_CHUNK) {
+        push_settles(&mut query, chunk);
+        // A settle that did not take (a stale fence) leaves its order's state as it was: the drop
+        // looks for orders recorded as delivered.
+        let delivered = chunk
+            .iter()
+            .filter(|settling| settling.values.state == OrderState::Delivered.as_str())
+            .map(|settling| settling.id.as_str());
+        push_drop(&mut query, delivered);
+    }
+    if commit {
+        query.push("; COMMIT");
+    }
+    fetch(c, query).await
+}
+
+/// The `order_id`s of one kind in what a query reported, or its error.
+pub(super) fn ids(
+    reported: &mut Result<Reported, Failure>,
+    kind: fn(&mut Reported) -> &mut HashSet<String>,
+) -> Result<HashSet<String>, &Failure> {
+    match reported {
+        Ok(reported) => Ok(std::mem::take(kind(reported))),
+        Err(e) => Err(e),
+    }
+}
+
+pub(super) fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut chunks = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        chunks.push(items.by_ref().take(size).collect());
+    }
+    chunks
+}
+
+/// Inserts new orders, then their bodies, reporting each order inserted; an `order_id` already
+/// known (or twice in the group) is a duplicate. An order is never stored without its body: the
+/// caller runs both or neither.
+pub(super) fn push_accepts(query: &mut QueryBuilder<Sqlite>, accepts: &[Accepting], now: i64) {
+    query.push(
+        "; INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at,
+                                     token_at, token_len) ",
+    );
+    query.push_values(accepts, |mut row, accepting| {
+        let Accepting {
+            order, owner, lease, ..
+        } = accepting;
+        let (token_at, token_len) = token_columns(order.job_token.as_ref());
+        row.push_bind(&order.id)
+            .push_bind(&order.short)
+            .push_bind(&order.callback_url)
+            .push_bind("received")
+            .push_bind(i32::from(order.started))
+            .push_bind(1_i64)
+            .push_bind(owner)
+            .push_bind(now + ms(*lease))
+            .push_bind(now)
+            .push_bind(token_at)
+            .push_bind(token_len);
+    });
+    // A known order keeps the body it came with: bodies are written and purged with their orders,
+    // so an `order_id` has a body exactly when it has an order.
+    query
+        .push(" ON CONFLICT (order_id) DO NOTHING RETURNING ")
+        .push(ACCEPTED)
+        .push(", order_id; INSERT INTO shorts_payloads (order_id, payload) ");
+    query.push_values(accepts, |mut row, accepting| {
+        row.push_bind(&accepting.order.id)
+            .push_bind(accepting.order.payload.as_ref());
+    });
+    query.push(" ON CONFLICT (order_id) DO NOTHING");
+}
+
+/// Replaces the `job_token` of the orders whose fence is current by `null` in their stored webhook
+/// bodies, then moves them to delivery, reporting each, then stores their callback bodies (the
+/// same orders: the move keeps the fence). Orders without a token cost one look-up of their row.
+pub(super) fn push_saves(query: &mut QueryBuilder<Sqlite>, saves: &[Saving]) {
+    // `FROM (VALUES ...)`, not `(order_id, fence) IN (VALUES ...)`: SQLite looks each row up by the
+    // primary key for the first, and scans the table for the second.
+    query.push(
+        "; UPDATE shorts_payloads
+         SET payload = CAST(substr(payload, 1, o.token_at) || 'null'
+                            || substr(payload, o.token_at + o.token_len + 1) AS BLOB)
+         FROM (",
+    );
+    query.push_values(saves, |mut row, Saving { id, fence, .. }| {
+        row.push_bind(id).push_bind(fence);
+    });
+    query.push(
+        ") AS v JOIN shorts_orders o ON o.order_id = v.column1
+         WHERE shorts_payloads.order_id = v.column1 AND o.fence = v.column2 AND o.token_at IS NOT NULL",
+    );
+    query.push(
+        "; UPDATE shorts_orders SET state = 'delivering', next_at = NULL, token_at = NULL, token_len = NULL
+         FROM (",
+    );
+    query.push_values(saves, |mut row, Saving { id, fence, .. }| {
+        row.push_bind(id).push_bind(fence);
+    });
+    query
+        .push(
+            ") AS v WHERE shorts_orders.order_id = v.column1 AND shorts_orders.fence = v.column2
+             RETURNING ",
+        )
+        .push(SAVED)
+        .push(", shorts_orders.order_id");
+    // A statement per body: a multi-row `SELECT ... FROM (VALUES ...)` would copy every body into
+    // a temporary table first.
+    for Saving { id, fence, body, .. } in saves {
+        query.push("; INSERT INTO shorts_results (order_id, body) SELECT ");
+        query.push_bind(id).push(", ").push_bind(body.as_ref());
+        query.push(" FROM shorts_orders WHERE order_id = ");
+        query.push_bind(id).push(" AND fence = ").push_bind(fence);
+        query.push(replacing_body!());
+    }
+}
+
+/// Records delivery outcomes, each under its fence, reporting each order settled.
+pub(super) fn push_settles(query: &mut QueryBuilder<Sqlite>, settles: &[Settling]) {
+    query.push(concat!(
+        "; ",
+        settle_set!("v.column3", "v.column4", "v.column5", "v.column6", "v.column7"),
+        " FROM ("
+    ));
+    query.push_values(
+        settles,
+        |mut row,
+         Settling {
+             id, fence, values, ..
+         }| {
+            row.push_bind(id)
+                .push_bind(fence)
+                .push_bind(values.state)
+                .push_bind(values.next_at)
+                .push_bind(values.steps)
+                .push_bind(values.posts)
+                .push_bind(&values.error);
+        },
+    );
+    query
+        .push(
+            ") AS v WHERE shorts_orders.order_id = v.column1 AND shorts_orders.fence = v.column2
+             RETURNING ",
+        )
+        .push(SETTLED)
+        .push(", shorts_orders.order_id");
+}
+
+/// Drops the long bodies of those of `ids` recorded as delivered (nothing when there are none).
+pub(super) fn push_drop<'a>(query: &mut QueryBuilder<Sqlite>, ids: impl Iterator<Item = &'a str>) {
+    let mut ids = ids.peekable();
+    if ids.peek().is_some() {
+        query.push("; ");
+        push_drop_delivered_bodies(query, ids);
+    }
+}
+
+/// Answers each accept: the new order's claim, `None` for a duplicate, or the error of the batch.
+pub(super) fn accepted_answers(
+    accepts: Vec<Accepting>,
+    accepted: Result<HashSet<String>, &Failure>,
+) -> Vec<Answer> {
+    let mut accepted = match accepted {
+        Ok(accepted) => accepted,
+        Err(failure) => {
+            return accepts
+                .into_iter()
+                .map(|accepting| Answer::new(accepting.reply, Err(failure.clone())))
+                .collect();
+        }
+    };
+    accepts
+        .into_iter()
+        .map(|Accepting { order, reply, .. }| {
+            let claimed = accepted.remove(&order.id).then(|| Claimed {
+                fence: 1,
+                attempts: 0,
+                steps: 0,
+                result: None,
+                started: order.started,
+                id: order.id,
+                short: order.short,
+                payload_len: order.payload.len() as u64,
+                callback_url: order.callback_url,
+            });
+            Answer::new(reply, Ok(claimed))
+        })
+        .collect()
+}
+
+/// Answers each request with whether its order is in `done`, or with the error of the batch.
+pub(super) fn answer_each(
+    replies: impl Iterator<Item = (String, Reply<bool>)>,
+    done: Result<HashSet<String>, &Failure>,
+) -> Vec<Answer> {
+    replies
+        .map(|(id, reply)| match &done {
+            Ok(done) => Answer::new(reply, Ok(done.contains(&id))),
+            Err(failure) => Answer::new(reply, Err((*failure).clone())),
+        })
+        .collect()
+}

@@ -172,15 +172,22 @@ pub(crate) fn serve(platform: &MockPlatform, port: u16, store: &str) -> Command 
     command
 }
 
-/// A port free on 127.0.0.1 (nothing else binds ports on the benchmark machine in between).
+/// A port free on 127.0.0.1 (nothing else binds ports on the benchmark machine in between; the
+/// hand-written baselines bind their own address, so every contender is started the same way).
 pub(crate) fn free_port() -> u16 {
-    shorts_runtime::testing::free_port().expect("a free port on 127.0.0.1")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
 }
 
 /// Waits (at most 30 s) until something listens on `port`.
 pub(crate) async fn wait_listening(port: u16, what: &str) {
-    let listening = shorts_runtime::testing::wait_listening(port, Duration::from_secs(30)).await;
-    assert!(listening, "{what} did not start");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Prints the machine's description.

@@ -4,12 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use shorts_runtime::testing::{self, MockPlatform};
+use std::time::Duration;
 
-/// One server process, restartable; killed (SIGKILL) when dropped.
+use shorts_runtime::testing::{Listener, MockPlatform};
+
+/// One server process, restartable; killed (SIGKILL) when dropped. It listens on a socket this
+/// process holds and passes to each start, so a restarted server keeps its port, and connections
+/// made while it is down wait in the socket's queue.
 pub struct Instance {
     bin: PathBuf,
-    port: u16,
+    listener: Listener,
     env: Vec<(String, String)>,
     log: Option<PathBuf>,
     child: Option<Child>,
@@ -17,21 +21,21 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Starts `bin` listening on `127.0.0.1:port` with only `env` (and `PATH`) in its environment;
-    /// its output is discarded.
-    pub fn new(bin: impl Into<PathBuf>, port: u16, env: Vec<(String, String)>) -> Self {
-        Self::launch(bin.into(), port, env, None)
+    /// Starts `bin` listening on a free port of 127.0.0.1 with only `env` (and `PATH`) in its
+    /// environment; its output is discarded.
+    pub fn new(bin: impl Into<PathBuf>, env: Vec<(String, String)>) -> Self {
+        Self::launch(bin.into(), env, None)
     }
 
     /// As [`Instance::new`], appending the process's standard error (its log) to `log`.
-    pub fn logged(bin: impl Into<PathBuf>, port: u16, env: Vec<(String, String)>, log: &Path) -> Self {
-        Self::launch(bin.into(), port, env, Some(log.to_owned()))
+    pub fn logged(bin: impl Into<PathBuf>, env: Vec<(String, String)>, log: &Path) -> Self {
+        Self::launch(bin.into(), env, Some(log.to_owned()))
     }
 
-    fn launch(bin: PathBuf, port: u16, env: Vec<(String, String)>, log: Option<PathBuf>) -> Self {
+    fn launch(bin: PathBuf, env: Vec<(String, String)>, log: Option<PathBuf>) -> Self {
         let mut instance = Self {
             bin,
-            port,
+            listener: Listener::bind().expect("a socket on 127.0.0.1"),
             env,
             log,
             child: None,
@@ -56,13 +60,13 @@ impl Instance {
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("SHORTS_BIND", format!("127.0.0.1:{}", self.port))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
         for (key, value) in &self.env {
             command.env(key, value);
         }
+        self.listener.pass_to(&mut command).expect("pass the socket");
         self.child = Some(command.spawn().expect("spawn the server"));
         self.starts += 1;
     }
@@ -77,7 +81,12 @@ impl Instance {
 
     /// The port it listens on.
     pub fn port(&self) -> u16 {
-        self.port
+        self.listener.addr().port()
+    }
+
+    /// Waits until the server answers its health check; see [`wait_serving`].
+    pub async fn wait_serving(&self) {
+        wait_serving(self.port()).await;
     }
 
     /// How many times the process was started.
@@ -107,9 +116,30 @@ impl Drop for Instance {
     }
 }
 
-/// A TCP port free on 127.0.0.1.
+/// Waits until the server on `127.0.0.1:port` answers its health check (a request made before it
+/// runs waits in the socket's queue); panics when it does not within 30 s.
+pub async fn wait_serving(port: u16) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a client");
+    let answer = client
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
+    assert!(
+        answer.is_ok_and(|a| a.status() == 200),
+        "the server on port {port} is not serving"
+    );
+}
+
+/// A TCP port free on 127.0.0.1 a moment ago, for a server that cannot be handed a socket (such as
+/// PostgreSQL or Pebble): another process may take it in between, which their start reports.
 pub fn free_port() -> u16 {
-    testing::free_port().expect("a free port on 127.0.0.1")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
 }
 
 /// The environment of a server delivering to `platform` and storing orders in `store`, with short

@@ -17,6 +17,7 @@ use serde_json::json;
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::MockPlatform;
 use shorts_runtime::{AcmeConfig, App, Config, TlsConfig};
+use shorts_tests::process::free_port;
 use shorts_tests::{PATIENCE, TempDir, WEBHOOK_HEADERS};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -63,15 +64,6 @@ fn spawn(program: &str, args: &[&str], log: &Path, envs: &[(&str, &str)]) -> Pro
             )
         });
     Process(child)
-}
-
-/// A port free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Pebble and its DNS double, with the CA root that signs Pebble's own HTTPS certificate.

@@ -303,10 +303,11 @@ async fn a_thousand_idle_sockets_do_not_keep_webhooks_out() {
     }
 
     let platform = MockPlatform::start().await.expect("mock");
-    let port = testing::free_port().expect("port");
+    let listener = testing::Listener::bind().expect("a socket");
+    let port = listener.addr().port();
     let mut command = short(Some(256), &["serve"]);
+    listener.pass_to(&mut command).expect("pass the socket");
     command
-        .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
         .env("SHORTS_STORE", "memory")
         .env("SHORTS_CALLBACK_SECRET", platform.secret())
         .env("SHORTS_CALLBACK_URL", platform.callback_url())
@@ -316,11 +317,7 @@ async fn a_thousand_idle_sockets_do_not_keep_webhooks_out() {
         );
     let mut child = Child(command.spawn().expect("spawn"));
     let log = Log::collect(child.0.stderr.take().expect("stderr"));
-    assert!(
-        testing::wait_listening(port, Duration::from_secs(20)).await,
-        "the server did not listen:\n{}",
-        log.text()
-    );
+    shorts_tests::process::wait_serving(port).await;
     let limits = log.line("connection limits").await;
     assert!(limits.contains("max_connections=192"), "{limits}");
     assert!(log.line("open-file limit").await.contains("limit=256"));
@@ -396,14 +393,13 @@ fn lan_address() -> Option<std::net::IpAddr> {
 
 #[tokio::test]
 async fn serve_mock_listens_on_this_machine_only() {
-    let port = testing::free_port().expect("port");
+    let port = shorts_tests::process::free_port();
     let mut command = short(None, &["serve", "--mock"]);
     command.env("PORT", port.to_string());
     let mut child = Child(command.spawn().expect("spawn"));
     let log = Log::collect(child.0.stderr.take().expect("stderr"));
     let serving = log.line(" serving ").await;
     assert!(serving.contains(&format!("addr=127.0.0.1:{port}")), "{serving}");
-    assert!(testing::wait_listening(port, Duration::from_secs(20)).await);
     if let Some(ip) = lan_address() {
         let connected = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect((ip, port))).await;
         assert!(
@@ -416,7 +412,7 @@ async fn serve_mock_listens_on_this_machine_only() {
 
 #[tokio::test]
 async fn serve_mock_listens_where_shorts_bind_says() {
-    let port = testing::free_port().expect("port");
+    let port = shorts_tests::process::free_port();
     let mut command = short(None, &["serve", "--mock"]);
     command.env("SHORTS_BIND", format!("0.0.0.0:{port}"));
     let mut child = Child(command.spawn().expect("spawn"));

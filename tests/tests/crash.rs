@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shorts_runtime::testing::MockPlatform;
-use shorts_tests::process::{self, Instance, common_env, free_port};
+use shorts_tests::process::{self, Instance, common_env};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crashy");
 
@@ -223,7 +223,7 @@ async fn sqlite_loses_no_acknowledged_order_under_kill_9() {
     let runs_file = dir.join("runs.log");
     let platform = MockPlatform::builder().flaky(0.2).start().await.expect("mock");
     let store = format!("sqlite://{}", dir.join("orders.db").display());
-    let instance = Instance::new(BIN, free_port(), common_env(&platform, &store, &runs_file));
+    let instance = Instance::new(BIN, common_env(&platform, &store, &runs_file));
     let figures = run_harness(&platform, vec![instance], orders, kills, 1, &runs_file).await;
     check(&figures, "sqlite, 1 instance");
     let _ = std::fs::remove_dir_all(&dir);
@@ -247,9 +247,7 @@ async fn postgres_loses_no_acknowledged_order_with_three_instances() {
     let runs_file = dir.join("runs.log");
     let platform = MockPlatform::builder().flaky(0.2).start().await.expect("mock");
     let env = common_env(&platform, &store, &runs_file);
-    let instances: Vec<Instance> = (0..3)
-        .map(|_| Instance::new(BIN, free_port(), env.clone()))
-        .collect();
+    let instances: Vec<Instance> = (0..3).map(|_| Instance::new(BIN, env.clone())).collect();
     let figures = run_harness(&platform, instances, orders, kills, 2, &runs_file).await;
     check(&figures, "postgres, 3 instances");
     psql(&url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE;"));
@@ -287,8 +285,8 @@ async fn an_order_that_ends_the_process_three_times_fails_instead_of_crashing_it
     let store = format!("sqlite://{}", dir.join("orders.db").display());
     let mut env = common_env(&platform, &store, &runs_file);
     env.push(("SHORTS_LEASE".to_owned(), "300ms".to_owned()));
-    let port = free_port();
-    let mut instance = Instance::new(BIN, port, env);
+    let mut instance = Instance::new(BIN, env);
+    let port = instance.port();
     let body = platform.webhook_body("o-abort", json!({"abort": true}));
     let client = reqwest::Client::new();
     // The webhook is committed before it is answered; the run may end the process first.

@@ -175,12 +175,12 @@ struct Server {
 
 impl Server {
     async fn start(env: &[(&str, String)]) -> Self {
-        let port = testing::free_port().expect("port");
+        let listener = testing::Listener::bind().expect("a socket");
+        let port = listener.addr().port();
         let mut command = Command::new(BIN);
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -188,11 +188,9 @@ impl Server {
         for (key, value) in env {
             command.env(key, value);
         }
+        listener.pass_to(&mut command).expect("pass the socket");
         let child = command.spawn().expect("spawn the server");
-        assert!(
-            testing::wait_listening(port, Duration::from_secs(30)).await,
-            "the server never listened"
-        );
+        shorts_tests::process::wait_serving(port).await;
         let idle_kib = status_kib(child.id(), "VmRSS:");
         Server {
             child,

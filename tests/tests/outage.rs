@@ -474,15 +474,12 @@ async fn two_instances_keep_every_acknowledged_order_through_a_postgres_outage()
     let logs = [dir.join("a.log"), dir.join("b.log")];
     let mut instances: Vec<Instance> = logs
         .iter()
-        .map(|log| Instance::logged(BIN, free_port(), env.clone(), log))
+        .map(|log| Instance::logged(BIN, env.clone(), log))
         .collect();
     let ports: Vec<u16> = instances.iter().map(Instance::port).collect();
     let pids: Vec<u32> = instances.iter().map(|i| i.pid().expect("running")).collect();
-    for &port in &ports {
-        assert!(
-            testing::wait_listening(port, Duration::from_secs(20)).await,
-            "an instance did not start"
-        );
+    for instance in &instances {
+        instance.wait_serving().await;
     }
 
     let load = Load::start(
@@ -577,17 +574,9 @@ async fn sqlite_on_a_full_disk_refuses_orders_and_recovers() {
     let log = dir.join("server.log");
     let platform = MockPlatform::start().await.expect("mock");
     let store = format!("sqlite://{}", disk.dir.join("orders.db").display());
-    let mut instance = Instance::logged(
-        BIN,
-        free_port(),
-        instance_env(&platform, &store, &runs_file),
-        &log,
-    );
+    let mut instance = Instance::logged(BIN, instance_env(&platform, &store, &runs_file), &log);
     let port = instance.port();
-    assert!(
-        testing::wait_listening(port, Duration::from_secs(20)).await,
-        "the server did not start"
-    );
+    instance.wait_serving().await;
 
     let load = Load::start(
         &platform,

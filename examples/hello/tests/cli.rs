@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shorts_runtime::testing::{self, MockPlatform};
+use shorts_runtime::testing::{Listener, MockPlatform};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hello-short");
 
@@ -145,24 +145,32 @@ impl Drop for Child {
     }
 }
 
-/// A free port for the server.
-fn free_port() -> u16 {
-    testing::free_port().expect("a free port on 127.0.0.1")
+/// A socket for the server, on a free port the test holds.
+fn listener() -> Listener {
+    Listener::bind().expect("a socket on 127.0.0.1")
 }
 
-/// Waits (bounded) until the server listens on `port`.
-async fn wait_listening(port: u16) {
+/// Waits (bounded) until the server on `port` answers its health check.
+async fn wait_serving(port: u16) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let answer = client
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
     assert!(
-        testing::wait_listening(port, Duration::from_secs(20)).await,
-        "the server did not start listening on port {port}"
+        answer.is_ok_and(|a| a.status() == 200),
+        "the server on port {port} is not serving"
     );
 }
 
-/// The binary serving on `port`, delivering to `platform`, quiet.
-fn server(platform: &MockPlatform, port: u16) -> Command {
+/// The binary serving on `listener`, delivering to `platform`, quiet.
+fn server(platform: &MockPlatform, listener: &Listener) -> Command {
     let mut command = hello();
+    listener.pass_to(&mut command).expect("pass the socket");
     command
-        .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
         .env("SHORTS_CALLBACK_SECRET", platform.secret())
         .env("SHORTS_CALLBACK_URL", platform.callback_url())
         .env(
@@ -195,14 +203,15 @@ async fn terminate(child: &mut Child) -> Option<i32> {
 #[tokio::test]
 async fn serve_takes_a_webhook_and_stops_on_sigterm() {
     let platform = MockPlatform::start().await.expect("mock");
-    let port = free_port();
+    let listener = listener();
+    let port = listener.addr().port();
     let db = std::env::temp_dir().join(format!("hello-short-{port}.db"));
-    let child = server(&platform, port)
+    let child = server(&platform, &listener)
         .env("SHORTS_STORE", format!("sqlite://{}", db.display()))
         .spawn()
         .expect("spawn");
     let mut child = Child(child);
-    wait_listening(port).await;
+    wait_serving(port).await;
 
     let order = "550e8400-e29b-41d4-a716-446655440000";
     let body = platform.webhook_body(order, json!({"text": "over the wire"}));
@@ -244,13 +253,15 @@ fn readme_curl() -> ((String, String), Value) {
 
 #[tokio::test]
 async fn serve_with_the_mock_platform_takes_the_readme_example_and_prints_its_callback() {
-    let port = free_port();
+    let listener = listener();
+    let port = listener.addr().port();
     let log = std::env::temp_dir().join(format!("hello-mock-{}.log", std::process::id()));
-    let child = hello()
+    let mut command = hello();
+    listener.pass_to(&mut command).expect("pass the socket");
+    let child = command
         .args(["serve", "--mock"])
         .env_remove("SHORTS_WEBHOOK_AUTH")
         .env_remove("SHORTS_STORE")
-        .env("SHORTS_BIND", format!("127.0.0.1:{port}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log file"))
@@ -267,7 +278,7 @@ async fn serve_with_the_mock_platform_takes_the_readme_example_and_prints_its_ca
             }
         }
     });
-    wait_listening(port).await;
+    wait_serving(port).await;
 
     let ((header, value), body) = readme_curl();
     let response = reqwest::Client::new()
@@ -303,16 +314,17 @@ async fn serve_with_the_mock_platform_takes_the_readme_example_and_prints_its_ca
 async fn operators_list_orders_and_retry_a_dead_one() {
     let platform = MockPlatform::start().await.expect("mock");
     platform.fail_next(1, 400);
-    let port = free_port();
+    let listener = listener();
+    let port = listener.addr().port();
     let db = std::env::temp_dir().join(format!("hello-short-ops-{port}.db"));
     let store = format!("sqlite://{}", db.display());
-    let child = server(&platform, port)
+    let child = server(&platform, &listener)
         .env("SHORTS_STORE", &store)
         .env("SHORTS_POLL_INTERVAL", "100ms")
         .spawn()
         .expect("spawn");
     let mut child = Child(child);
-    wait_listening(port).await;
+    wait_serving(port).await;
     let body = platform.webhook_body("o-ops", json!({"text": "again"}));
     let url = format!("http://127.0.0.1:{port}/shorts/echo");
     assert_eq!(platform.send_webhook(&url, &body).await.expect("sent"), 200);
@@ -419,11 +431,12 @@ fn orders_on_an_empty_store_say_so() {
 async fn orders_count_every_callback_post_as_the_log_does() {
     let platform = MockPlatform::start().await.expect("mock");
     platform.fail_next(3, 503);
-    let port = free_port();
+    let listener = listener();
+    let port = listener.addr().port();
     let db = std::env::temp_dir().join(format!("hello-short-503-{port}.db"));
     let log = std::env::temp_dir().join(format!("hello-short-503-{port}.log"));
     let store = format!("sqlite://{}", db.display());
-    let child = server(&platform, port)
+    let child = server(&platform, &listener)
         .env("SHORTS_STORE", &store)
         .env("SHORTS_POLL_INTERVAL", "100ms")
         .env("SHORTS_RETRY_SCHEDULE", "0s,1s,1s")
@@ -432,7 +445,7 @@ async fn orders_count_every_callback_post_as_the_log_does() {
         .spawn()
         .expect("spawn");
     let mut child = Child(child);
-    wait_listening(port).await;
+    wait_serving(port).await;
     let body = platform.webhook_body("o-503", json!({"text": "x"}));
     let url = format!("http://127.0.0.1:{port}/shorts/echo");
     assert_eq!(platform.send_webhook(&url, &body).await.expect("sent"), 200);
@@ -471,13 +484,16 @@ fn mode(path: &str) -> u32 {
 async fn the_database_is_private_whatever_the_umask() {
     for umask in ["022", "000"] {
         let platform = MockPlatform::start().await.expect("mock");
-        let port = free_port();
+        let listener = listener();
+        let port = listener.addr().port();
         let db = std::env::temp_dir().join(format!("hello-short-umask-{umask}-{port}.db"));
         let db = db.display().to_string();
         let store = format!("sqlite://{db}");
         // The umask is the process's: the server gets its own through a shell.
-        let command = server(&platform, port);
-        let shell = Command::new("sh")
+        let command = server(&platform, &listener);
+        let mut shell = Command::new("sh");
+        listener.pass_to(&mut shell).expect("pass the socket");
+        let shell = shell
             .args(["-c", &format!("umask {umask} && exec \"$0\" serve"), BIN])
             .env_clear()
             .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
@@ -488,7 +504,7 @@ async fn the_database_is_private_whatever_the_umask() {
             .spawn()
             .expect("spawn");
         let mut child = Child(shell);
-        wait_listening(port).await;
+        wait_serving(port).await;
         let body = platform.webhook_body("o-private", json!({"text": "x"}));
         let url = format!("http://127.0.0.1:{port}/shorts/echo");
         assert_eq!(platform.send_webhook(&url, &body).await.expect("sent"), 200);
@@ -527,17 +543,18 @@ async fn the_database_is_private_whatever_the_umask() {
 async fn a_dead_order_past_its_retention_keeps_its_result_but_not_its_payload() {
     let platform = MockPlatform::start().await.expect("mock");
     platform.fail_next(1, 400);
-    let port = free_port();
+    let listener = listener();
+    let port = listener.addr().port();
     let db = std::env::temp_dir().join(format!("hello-short-purge-{port}.db"));
     let store = format!("sqlite://{}", db.display());
-    let child = server(&platform, port)
+    let child = server(&platform, &listener)
         .env("SHORTS_STORE", &store)
         .env("SHORTS_POLL_INTERVAL", "100ms")
         .env("SHORTS_DEAD_RETENTION", "1s")
         .spawn()
         .expect("spawn");
     let mut child = Child(child);
-    wait_listening(port).await;
+    wait_serving(port).await;
     let body = platform.webhook_body("o-purged", json!({"text": "kept result"}));
     let url = format!("http://127.0.0.1:{port}/shorts/echo");
     assert_eq!(platform.send_webhook(&url, &body).await.expect("sent"), 200);

@@ -138,10 +138,9 @@ async fn serve(mock: bool) -> ExitCode {
         Ok(limit) => info!(limit, "open-file limit"),
         Err(e) => warn!(error = %e, "could not raise the open-file limit"),
     }
-    let bind = app.config().bind;
-    let listener = match TcpListener::bind(bind).await {
+    let listener = match listener(app.config().bind).await {
         Ok(listener) => listener,
-        Err(e) => return fail(1, &format!("could not listen on {bind}: {e}")),
+        Err(message) => return fail(1, &message),
     };
     let result = app.serve(listener, shutdown_signal()).await;
     drop(platform);
@@ -149,6 +148,33 @@ async fn serve(mock: bool) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e.to_string()),
     }
+}
+
+/// The socket a service manager passed (systemd's socket activation: `LISTEN_FDS`), or a new one
+/// bound to `bind`.
+async fn listener(bind: std::net::SocketAddr) -> Result<TcpListener, String> {
+    #[cfg(unix)]
+    {
+        let passed = listenfd::ListenFd::from_env()
+            .take_tcp_listener(0)
+            .map_err(|e| format!("the socket passed in LISTEN_FDS cannot be used: {e}"))?;
+        if let Some(listener) = passed {
+            let listening = listener
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(listener));
+            return match listening {
+                Ok(listener) => {
+                    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                    info!(%addr, "listening on the socket passed in LISTEN_FDS; SHORTS_BIND is not used");
+                    Ok(listener)
+                }
+                Err(e) => Err(format!("the socket passed in LISTEN_FDS cannot be used: {e}")),
+            };
+        }
+    }
+    TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("could not listen on {bind}: {e}"))
 }
 
 /// Points `config` at an in-process mock platform that prints every callback it accepts.

@@ -602,28 +602,65 @@ impl std::fmt::Debug for MockPlatform {
     }
 }
 
-/// A TCP port free on `127.0.0.1` at the time of the call, for a server a test starts, such as the
-/// short's own binary with `serve` and `SHORTS_BIND`.
+/// A socket listening on a free port of `127.0.0.1`, for a short's own binary that a test starts
+/// with `serve`: the test holds the port from the start, so no other process can take it in
+/// between, and the server takes the socket over as it would from systemd's socket activation.
 ///
-/// # Errors
+/// The socket stays the test's: a server started again (after a kill) takes it over again, and
+/// connections made while no server runs wait in its queue.
 ///
-/// When no port can be bound.
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// let listener = shorts_runtime::testing::Listener::bind()?;
+/// let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_my-short"));
+/// listener.pass_to(command.arg("serve"))?;
+/// let server = command.spawn()?;
+/// let url = format!("http://{}/shorts/echo", listener.addr());
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(unix)]
+#[derive(Debug)]
+pub struct Listener(std::net::TcpListener);
 
-/// Waits up to `timeout` until something accepts connections on `127.0.0.1:port`; whether it
-/// did.
-pub async fn wait_listening(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
-        if let Ok(Ok(_)) = tokio::time::timeout_at(deadline, connect).await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+#[cfg(unix)]
+impl Listener {
+    /// Listens on a free port of `127.0.0.1`.
+    ///
+    /// # Errors
+    ///
+    /// When no port can be bound.
+    pub fn bind() -> std::io::Result<Self> {
+        std::net::TcpListener::bind("127.0.0.1:0").map(Self)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.0
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Hands the socket to the process `command` starts, as file descriptor 3 with
+    /// `LISTEN_FDS=1`: its `serve` listens there instead of on `SHORTS_BIND`.
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot be duplicated.
+    pub fn pass_to<'a>(
+        &self,
+        command: &'a mut std::process::Command,
+    ) -> std::io::Result<&'a mut std::process::Command> {
+        use command_fds::{CommandFdExt as _, FdMapping};
+        let socket = std::os::fd::OwnedFd::from(self.0.try_clone()?);
+        command
+            .env("LISTEN_FDS", "1")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
+            .fd_mappings(vec![FdMapping {
+                parent_fd: socket,
+                child_fd: 3,
+            }])
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 }

@@ -37,6 +37,7 @@
 //! and orders without a result run again. **Handlers therefore run at least once per order** (an
 //! order whose run was interrupted runs again; one that ended the process three times is failed
 //! instead). A duplicate webhook for an order already received runs nothing.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod app;
 mod cli;
@@ -50,6 +51,7 @@ pub mod wire;
 mod worker;
 
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 #[cfg(not(feature = "testing"))]
 #[allow(unreachable_pub, dead_code)]
@@ -93,8 +95,11 @@ pub use serde_json;
 ///   the field.
 /// - The optional second argument is the [`Order`].
 /// - The return type is `Result<T, E>`: `T` is an output ([`String`] for text, [`Html`], [`Json`],
-///   [`Csv`], [`Url`], [`File`], `Vec<File>` or [`Output`]); `E` is any error convertible into
-///   [`Error`] — every `std::error::Error + Send + Sync + 'static`, `String`, `anyhow::Error`.
+///   [`Csv`], [`Url`], [`File`], `Vec<File>` or [`Output`]); `E` is [`Error`] or any type
+///   implementing [`IntoError`] — every `std::error::Error + Send + Sync + 'static`, `String`,
+///   `&'static str`, `anyhow::Error`. In a `Result<T>` (`E` = [`Error`]), `?` converts every
+///   `std::error::Error`; a message of your own is `Error::msg("...")` (`&str` and `String` do not
+///   convert into [`Error`]).
 ///   An error, a panic or a timeout ends the order with an `ok: false` callback carrying the error's
 ///   message.
 /// - The function itself is unchanged: call it directly in unit tests.

@@ -74,7 +74,17 @@ enum Command {
     },
 }
 
-/// Runs the command line: `serve` (the default), `invoke`, or `list`.
+/// Runs the command line. Its commands (`--help` describes each):
+///
+/// - `serve` (the default): serve every short, configured from the environment; `serve --mock`
+///   delivers callbacks to a built-in mock of the platform and prints them;
+/// - `invoke <short> --input <json>` (or `--input-file <file>`): run one order in-process against a
+///   built-in mock of the platform, print the callback and write returned files to `--out`;
+/// - `list`: the shorts in this binary, their routes and options;
+/// - `orders [--state <state>] [--limit <n>]`: the orders in the store (`SHORTS_STORE`);
+/// - `retry <order_id>`: deliver a dead or paused order's callback again;
+/// - `check`: check the configuration, the store, the platform and the certificate, and print the
+///   webhook URLs; exits with 1 when a problem is found.
 ///
 /// Installs a `tracing` subscriber (filtered by `RUST_LOG`, default `info`) and a tokio runtime.
 /// Configuration errors print one line and exit with code 2.

@@ -14,6 +14,35 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// Any `std::error::Error + Send + Sync + 'static` converts into it, so `?` works on the errors of
 /// other crates. Like `anyhow::Error`, it does not implement `std::error::Error` itself, which is
 /// what makes that blanket conversion possible.
+///
+/// A message of your own is [`Error::msg`]. `&str` and `String` do not convert into `Error`
+/// (`"...".into()` and `?` on them do not compile: the blanket conversion above rules out a second
+/// one for them, since the standard library may one day make them errors), but a short may return
+/// them as its error type, `Result<T, String>` or `Result<T, &'static str>` (see [`IntoError`]):
+///
+/// ```
+/// use shorts_runtime::prelude::*;
+///
+/// #[derive(Deserialize)]
+/// struct Input { text: String }
+///
+/// #[ai_short]
+/// async fn not_empty(input: Input) -> Result<String> {
+///     if input.text.is_empty() {
+///         return Err(Error::msg("the text is empty"));
+///     }
+///     let n: u32 = input.text.parse()?; // any `std::error::Error`
+///     Ok(format!("{}", n + 1))
+/// }
+///
+/// #[ai_short]
+/// async fn with_a_string_error(input: Input) -> Result<String, String> {
+///     if input.text.is_empty() {
+///         return Err(format!("the text is empty ({} bytes)", input.text.len()));
+///     }
+///     Ok(input.text)
+/// }
+/// ```
 pub struct Error {
     kind: ErrorKind,
     message: String,
@@ -147,9 +176,11 @@ impl From<Error> for Box<dyn StdError + Send + Sync + 'static> {
     }
 }
 
-/// Converts a short's error type into an [`Error`]: anything that converts into
-/// `Box<dyn std::error::Error + Send + Sync>` does (every standard error, `String`, `&str`,
-/// `anyhow::Error`, and [`Error`] itself).
+/// Converts a short's error type (the `E` of the `Result<T, E>` it returns) into an [`Error`]:
+/// anything that converts into `Box<dyn std::error::Error + Send + Sync>` does (every standard
+/// error, `String`, `&'static str`, `anyhow::Error`, and [`Error`] itself). This is not `From`:
+/// inside a function returning `Result<T>` (that is, `Result<T, Error>`), write
+/// `Error::msg("...")` rather than `"...".into()`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the error type of an AI Short",
     label = "this error type cannot be reported to the platform",

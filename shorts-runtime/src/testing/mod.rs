@@ -40,7 +40,7 @@
 //!
 //! // Send the webhook the platform would send for an order.
 //! let order_id = "550e8400-e29b-41d4-a716-446655440000";
-//! let body = platform.webhook_body(order_id, serde_json::json!({ "text": "hello" }));
+//! let body = platform.webhook_body(order_id, json!({ "text": "hello" }));
 //! let status = platform.send_webhook(&format!("http://{addr}/shorts/shout"), &body).await?;
 //! assert_eq!(status, 200);
 //!

@@ -126,7 +126,8 @@ impl Delivery {
         let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
         let name = file.name();
         let result = self
-            .retry("prepare", || async {
+            .retry
+            .run("prepare", || async {
                 let request = self
                     .client
                     .post(url.clone())
@@ -180,7 +181,8 @@ impl Delivery {
             })
         });
         let result = self
-            .retry("upload", || async {
+            .retry
+            .run("upload", || async {
                 if slot.use_before.is_some_and(|deadline| Instant::now() >= deadline) {
                     return Attempt::Done(Err(PutFailure::FreshUrl("the upload URL expired".to_owned())));
                 }
@@ -385,7 +387,7 @@ mod tests {
                 Ok(crate::short::output::Output::Files(vec![file])),
             )
             .await;
-        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let body: serde_json::Value = serde_json::from_slice(body.body()).expect("json");
         assert_eq!(body["ok"], false);
         let error = body["error"].as_str().unwrap_or_default();
         assert!(

@@ -20,13 +20,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 use url::Url;
 
-use crate::delivery::{Delivery, Posted, next_wait};
+use crate::delivery::{Delivered, Delivery, Rendered};
 use crate::short::error::{Error, ErrorKind};
 use crate::short::order::{Order, OrderInner};
 use crate::short::output::Output;
 use crate::short::{Call, Short};
 use crate::store::{AnyStore, Claimed, NewOrder, Settle, Store, StoreError, ms, now_ms};
-use crate::wire::callback;
 use crate::wire::webhook::{self, Webhook};
 
 /// Runs of the short on one order after which it is failed instead of run again: each run that
@@ -81,12 +80,13 @@ pub(crate) enum Submitted {
     Duplicate,
 }
 
-/// How the engine delivers.
+/// The engine's clocks: how long leases last, how often it polls, and how long it keeps what it
+/// is done with. (When callbacks are retried is the delivery's [`crate::delivery::RetryPolicy`].)
 pub(crate) struct Timing {
+    /// How long a claim on an order lasts unless the heartbeat renews it.
     pub(crate) lease: Duration,
+    /// How often the store is polled for due orders when nothing wakes the poller sooner.
     pub(crate) poll: Duration,
-    pub(crate) schedule: Vec<Duration>,
-    pub(crate) unauthorized_retry: Duration,
     /// How long delivered orders are kept; zero keeps them forever.
     pub(crate) retention: Duration,
     /// How long dead orders keep their webhook bodies; zero keeps them forever.
@@ -320,18 +320,18 @@ impl Engine {
             settled: false,
         };
         let target = Url::parse(&claimed.callback_url).unwrap_or_else(|_| self.delivery.target(None));
-        let body = match &claimed.result {
-            Some(body) => body.clone(),
+        let callback = match &claimed.result {
+            Some(body) => Rendered::stored(body.clone()),
             None => {
-                let Some(body) = self.produce(&claimed, &target, start).await else {
+                let Some(callback) = self.produce(&claimed, &target, start).await else {
                     return;
                 };
                 match self
                     .store
-                    .save_result(&claimed.id, claimed.fence, body.clone())
+                    .save_result(&claimed.id, claimed.fence, callback.body().clone())
                     .await
                 {
-                    Ok(true) => body,
+                    Ok(true) => callback,
                     Ok(false) => {
                         warn!("another instance took this order over; dropping this result");
                         return;
@@ -343,11 +343,11 @@ impl Engine {
                 }
             }
         };
-        lease.settled = self.deliver(&claimed, &target, body).await;
+        lease.settled = self.deliver(&claimed, &target, callback).await;
     }
 
-    /// Runs the short and renders its callback body; `None` when another instance took the order.
-    async fn produce(&self, claimed: &Claimed, target: &Url, start: Option<Start>) -> Option<Bytes> {
+    /// Runs the short and renders its callback; `None` when another instance took the order.
+    async fn produce(&self, claimed: &Claimed, target: &Url, start: Option<Start>) -> Option<Rendered> {
         let result = self.run_short(claimed, start).await?;
         match &result {
             Ok(output) => info!(output_type = output.output_type(), "order finished"),
@@ -437,90 +437,47 @@ impl Engine {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// POSTs the stored body and records the outcome; retries are left to the poller.
+    /// Delivers the callback and records the outcome; retries are left to the poller. A callback
+    /// the platform refuses as too large is replaced (stored first) and sent again at once.
     /// Returns whether the outcome was recorded (which also released the lease).
-    async fn deliver(self: &Arc<Self>, claimed: &Claimed, target: &Url, mut body: Bytes) -> bool {
-        let mut reuploaded = false;
-        // POSTs made here; with those made before, the order's attempts.
+    async fn deliver(self: &Arc<Self>, claimed: &Claimed, target: &Url, mut callback: Rendered) -> bool {
+        // Attempts made here; with those made before, the order's attempts.
         let mut posts = 0;
         let settle = loop {
-            let posted = self.delivery.post(target, &body).await;
+            let delivered = self
+                .delivery
+                .deliver(
+                    target,
+                    &claimed.id,
+                    callback,
+                    usize::try_from(claimed.steps).unwrap_or(0),
+                )
+                .await;
             posts += 1;
             let attempts = claimed.attempts + posts;
-            match posted {
-                Posted::Accepted => {
-                    info!(attempts, "callback accepted");
-                    break Settle::Delivered;
-                }
-                Posted::Rejected { status, detail } => {
-                    error!(
-                        status,
-                        detail, attempts, "the platform refused the callback; the order is dead-lettered"
-                    );
-                    break Settle::Dead(format!("the platform refused the callback ({status}): {detail}"));
-                }
-                Posted::TooLarge => {
-                    let replacement = if reuploaded {
-                        None
-                    } else {
-                        reuploaded = true;
-                        warn!(
-                            "the platform refused the callback as too large (413); uploading its files instead"
-                        );
-                        self.delivery.reupload(target, &claimed.id, &body).await
-                    };
-                    let replacement = match replacement {
-                        Some(replacement) => replacement,
-                        None if callback::is_failure(&body) => {
-                            error!("the platform refused even the failure callback as too large");
-                            break Settle::Dead(
-                                "the platform refused the callback as too large (413)".to_owned(),
-                            );
-                        }
-                        None => Bytes::from(callback::failure(
-                            &claimed.id,
-                            "the result is larger than the platform accepts in a callback",
-                        )),
-                    };
-                    match self
-                        .store
-                        .save_result(&claimed.id, claimed.fence, replacement.clone())
-                        .await
-                    {
-                        Ok(true) => body = replacement,
-                        Ok(false) => return true,
-                        Err(e) => {
-                            error!(error = %e, "could not store the replacement result");
-                            return false;
-                        }
-                    }
-                }
-                Posted::Retry { reason, after } => {
-                    let steps = claimed.steps + 1;
-                    let Some(wait) = next_wait(&self.timing.schedule, steps as usize, after) else {
-                        error!(attempts, %reason, "callback retries exhausted; the order is dead-lettered");
-                        break Settle::Dead(format!("gave up after {attempts} attempts: {reason}"));
-                    };
-                    warn!(attempts, %reason, retry_in = %humantime::format_duration(wait), "callback failed; will retry");
-                    break Settle::Retry {
-                        at: now_ms() + ms(wait),
-                        steps,
-                        error: reason,
-                    };
-                }
-                Posted::Unauthorized => {
-                    let wait = self.timing.unauthorized_retry;
-                    error!(
-                        attempts,
-                        retry_in = %humantime::format_duration(wait),
-                        "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
-                    );
-                    break Settle::Paused {
-                        at: now_ms() + ms(wait),
-                    };
+            let replacement = match settlement(delivered, claimed.steps, attempts) {
+                Ok(settle) => break settle,
+                Err(replacement) => replacement,
+            };
+            match self
+                .store
+                .save_result(&claimed.id, claimed.fence, replacement.body().clone())
+                .await
+            {
+                Ok(true) => callback = replacement,
+                Ok(false) => return true,
+                Err(e) => {
+                    error!(error = %e, "could not store the replacement result");
+                    return false;
                 }
             }
         };
+        self.record(claimed, settle, posts).await
+    }
+
+    /// Records how a delivery ended, and wakes the poller when its retry is due before the next
+    /// poll. Returns whether it was recorded (which also released the lease).
+    async fn record(self: &Arc<Self>, claimed: &Claimed, settle: Settle, posts: i32) -> bool {
         let retry_at = match &settle {
             Settle::Retry { at, .. } | Settle::Paused { at } => Some(*at),
             Settle::Delivered | Settle::Dead(_) => None,
@@ -583,6 +540,52 @@ impl Engine {
             }
         }
     }
+}
+
+/// What the store records of a delivery attempt, or the callback that replaces the one the
+/// platform refused as too large. `steps` is how many steps of the retry schedule the order had
+/// used, `attempts` how many attempts it has had, this one included.
+fn settlement(delivered: Delivered, steps: i32, attempts: i32) -> Result<Settle, Rendered> {
+    let settle = match delivered {
+        Delivered::Replaced(replacement) => return Err(replacement),
+        Delivered::Accepted => {
+            info!(attempts, "callback accepted");
+            Settle::Delivered
+        }
+        Delivered::Refused { status, detail } => {
+            error!(
+                status,
+                detail, attempts, "the platform refused the callback; the order is dead-lettered"
+            );
+            Settle::Dead(format!("the platform refused the callback ({status}): {detail}"))
+        }
+        Delivered::TooLarge => {
+            Settle::Dead("the platform refused the callback as too large (413)".to_owned())
+        }
+        Delivered::Retry { wait, reason } => {
+            warn!(attempts, %reason, retry_in = %humantime::format_duration(wait), "callback failed; will retry");
+            Settle::Retry {
+                at: now_ms() + ms(wait),
+                steps: steps + 1,
+                error: reason,
+            }
+        }
+        Delivered::Exhausted { reason } => {
+            error!(attempts, %reason, "callback retries exhausted; the order is dead-lettered");
+            Settle::Dead(format!("gave up after {attempts} attempts: {reason}"))
+        }
+        Delivered::Unauthorized { wait } => {
+            error!(
+                attempts,
+                retry_in = %humantime::format_duration(wait),
+                "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
+            );
+            Settle::Paused {
+                at: now_ms() + ms(wait),
+            }
+        }
+    };
+    Ok(settle)
 }
 
 /// Releases an order's lease when the task working on it ends without settling it. After a settle
@@ -680,8 +683,6 @@ mod tests {
         Timing {
             lease: Duration::from_secs(5),
             poll: Duration::from_secs(1),
-            schedule: Vec::new(),
-            unauthorized_retry: Duration::from_secs(600),
             retention: Duration::from_secs(retention),
             dead_retention: Duration::from_secs(dead_retention),
         }

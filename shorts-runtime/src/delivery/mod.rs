@@ -2,14 +2,15 @@
 //! each answer of the platform means.
 
 mod body;
+mod error;
+mod exchange;
 mod rendered;
 mod retry;
 mod upload;
 
 use std::time::Duration;
 
-use http::StatusCode;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 use tracing::{error, info, warn};
 use url::Url;
 
@@ -22,10 +23,13 @@ use crate::wire::platform::{CALLBACK_SECRET_HEADER, PREPARE_PATH_SUFFIX, SINGLE_
 use bytes::Bytes;
 
 pub(crate) use body::StreamBody;
+pub(crate) use error::DeliveryError;
+pub(crate) use exchange::describe;
 pub(crate) use rendered::Rendered;
 pub(crate) use retry::RetryPolicy;
 pub(crate) use upload::Progress;
 
+use exchange::{Answer, Class, DETAIL_LIMIT, exchange};
 use rendered::{Fallback, TOO_LARGE_MESSAGE};
 use retry::{Attempt, Exhausted};
 
@@ -57,26 +61,10 @@ pub(crate) enum Delivered {
     Replaced(Rendered),
 }
 
-/// What a status code means, for every call to the platform.
-enum Class {
-    Success,
-    Unauthorized,
-    TooLarge,
-    Retryable,
-    Redirect,
-    Refused,
-}
-
-fn classify(status: StatusCode) -> Class {
-    match status {
-        s if s.is_success() => Class::Success,
-        StatusCode::UNAUTHORIZED => Class::Unauthorized,
-        StatusCode::PAYLOAD_TOO_LARGE => Class::TooLarge,
-        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => Class::Retryable,
-        s if s.is_server_error() => Class::Retryable,
-        s if s.is_redirection() => Class::Redirect,
-        _ => Class::Refused,
-    }
+/// The failure callback for a result that could not be delivered as rendered.
+fn failed(order_id: &str, error: &DeliveryError) -> Rendered {
+    error!(%error, "order failed");
+    Rendered::failure(order_id, &error.to_string())
 }
 
 /// Sends results to the platform with the configured secret, retrying as the schedule says.
@@ -192,10 +180,9 @@ impl Delivery {
         for file in files {
             match file.size().await {
                 Ok(size) => sized.push((file, size)),
-                Err(e) => {
-                    let message = format!("the file `{}` could not be read: {e}", file.name());
-                    error!(error = %message, "order failed");
-                    return Rendered::failure(order_id, &message);
+                Err(error) => {
+                    let name = file.name().to_owned();
+                    return failed(order_id, &DeliveryError::FileUnreadable { name, error });
                 }
             }
         }
@@ -203,11 +190,7 @@ impl Delivery {
         if inline.len() <= self.inline_limit {
             return match inline.collect().await {
                 Ok(body) => Rendered::new(body, Fallback::Upload(sized)),
-                Err(e) => {
-                    let message = format!("the files could not be read: {e}");
-                    error!(error = %message, "order failed");
-                    Rendered::failure(order_id, &message)
-                }
+                Err(error) => failed(order_id, &DeliveryError::FilesUnreadable(error)),
             };
         }
         info!(
@@ -225,10 +208,7 @@ impl Delivery {
         for (file, size) in files {
             match self.upload(&prepare_url, order_id, file, *size).await {
                 Ok(file) => uploaded.push(file),
-                Err(message) => {
-                    error!(error = %message, "upload failed");
-                    return Rendered::failure(order_id, &message);
-                }
+                Err(error) => return failed(order_id, &error),
             }
         }
         Rendered::new(callback::uploaded(order_id, &uploaded), Fallback::Fail)
@@ -282,32 +262,24 @@ impl Delivery {
             .header(CALLBACK_SECRET_HEADER, self.secret.expose())
             .timeout(self.timeout_for(body.len() as u64))
             .body(body.clone());
-        let Answer {
-            status,
-            after,
-            detail,
-        } = match exchange(request, DETAIL_LIMIT).await {
-            Ok(answer) => answer,
-            Err(reason) => return Attempt::Retry { reason, after: None },
-        };
-        match classify(status) {
-            Class::Success => Attempt::Done(Posted::Accepted),
-            Class::Unauthorized => Attempt::Unauthorized,
-            Class::TooLarge => Attempt::Done(Posted::TooLarge),
-            Class::Retryable => Attempt::Retry {
-                reason: format!("the platform answered {status}"),
-                after,
-            },
-            Class::Redirect => Attempt::Done(Posted::Rejected {
-                status: status.as_u16(),
-                detail: "the platform redirected the callback; redirects are not followed, check SHORTS_CALLBACK_URL"
-                    .to_owned(),
-            }),
-            Class::Refused => Attempt::Done(Posted::Rejected {
-                status: status.as_u16(),
-                detail,
-            }),
-        }
+        exchange(request, DETAIL_LIMIT, "platform", |Answer { status, class, detail }| {
+            match class {
+                Class::Success => Attempt::Done(Posted::Accepted),
+                Class::Unauthorized => Attempt::Unauthorized,
+                Class::TooLarge => Attempt::Done(Posted::TooLarge),
+                Class::Redirect => Attempt::Done(Posted::Rejected {
+                    status: status.as_u16(),
+                    detail: "the platform redirected the callback; redirects are not followed, check SHORTS_CALLBACK_URL"
+                        .to_owned(),
+                }),
+                // Retryable answers never get here.
+                Class::Retryable | Class::Refused => Attempt::Done(Posted::Rejected {
+                    status: status.as_u16(),
+                    detail,
+                }),
+            }
+        })
+        .await
     }
 
     /// Time allowed for a request sending `bytes`: the configured timeout, plus the time the body
@@ -315,66 +287,6 @@ impl Delivery {
     fn timeout_for(&self, bytes: u64) -> Duration {
         self.request_timeout + Duration::from_secs(bytes / SLOWEST_RATE)
     }
-}
-
-/// What every caller reads of an answer.
-pub(crate) struct Answer {
-    pub(crate) status: StatusCode,
-    /// The platform's `Retry-After`, in seconds.
-    pub(crate) after: Option<Duration>,
-    /// The start of the body, for logs and failure messages.
-    pub(crate) detail: String,
-}
-
-/// How much of an answer's body is kept for logs and failure messages.
-pub(crate) const DETAIL_LIMIT: usize = 512;
-
-/// Sends a request and reads its answer (up to `limit` bytes of body); a network failure is the
-/// reason, in one line.
-pub(crate) async fn exchange(request: reqwest::RequestBuilder, limit: usize) -> Result<Answer, String> {
-    let response = request.send().await.map_err(|e| describe(&e))?;
-    let status = response.status();
-    let after = retry_after(&response);
-    let detail = read_detail(response, limit).await;
-    Ok(Answer {
-        status,
-        after,
-        detail,
-    })
-}
-
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-/// The start of an answer's body, at most `limit` bytes.
-async fn read_detail(response: reqwest::Response, limit: usize) -> String {
-    let mut response = response;
-    let mut detail = Vec::new();
-    while detail.len() < limit {
-        match response.chunk().await {
-            Ok(Some(chunk)) => detail.extend_from_slice(&chunk[..chunk.len().min(limit - detail.len())]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&detail).trim().to_owned()
-}
-
-/// A network error's causes in one line (reqwest's own message is only "error sending request"),
-/// without the URL: a signed upload URL is a credential.
-pub(crate) fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    if let Some(url) = error.url() {
-        text = text.replace(url.as_str(), "<url>");
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -1,5 +1,9 @@
-//! Delivering results: one shared client, the retry schedule, inline or uploaded files, and what
-//! each answer of the platform means.
+//! Delivering results: one shared client renders an order's result into a callback ([`Rendered`]:
+//! inline content, inline files, or files uploaded first) and sends it. The worker asks
+//! [`Delivery::deliver`] to send a callback once and acts on the [`Delivered`] outcome; a 413 is
+//! handled here, from the rendered files. Callbacks and uploads retry by one [`RetryPolicy`]; every
+//! request goes through one exchange ([`exchange`]), and what cannot be delivered is a
+//! [`DeliveryError`], the message of the `ok: false` callback.
 
 mod body;
 mod error;
@@ -69,13 +73,21 @@ fn failed(order_id: &str, error: &DeliveryError) -> Rendered {
 
 /// Sends results to the platform with the configured secret, retrying as the schedule says.
 pub(crate) struct Delivery {
+    /// The process's one client: no redirects, bounded connect time.
     client: reqwest::Client,
+    /// The callback secret, sent to the configured platform only.
     secret: Secret,
+    /// The configured callback endpoint.
     callback_url: Url,
+    /// The configured prepare endpoint; `<callback path>/prepare` when unset.
     prepare_url: Option<Url>,
+    /// When callbacks and uploads are tried again.
     retry: RetryPolicy,
+    /// The largest callback body sent with files inline.
     inline_limit: u64,
+    /// The time a request is given, before the time its body takes.
     request_timeout: Duration,
+    /// Told how uploads progress, when set.
     progress: Option<Progress>,
 }
 

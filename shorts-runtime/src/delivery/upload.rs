@@ -58,12 +58,17 @@ struct PrepareAnswer {
 
 /// A reserved upload slot.
 struct Slot {
+    /// The name the platform gave the file.
     filename: String,
+    /// Where the platform finds the file, for the callback.
     object_key: String,
+    /// The signed URL to PUT the file to (a credential: never logged).
     url: Url,
+    /// The headers the PUT must carry.
     headers: Vec<(HeaderName, HeaderValue)>,
     /// When the URL should no longer be used (its expiry less a margin).
     use_before: Option<Instant>,
+    /// The largest file the slot takes.
     max_bytes: Option<u64>,
 }
 
@@ -221,37 +226,14 @@ impl Delivery {
         size: u64,
         body: &StreamBody,
     ) -> Attempt<Result<(), PutFailure>> {
-        let name = file.name();
         if slot.use_before.is_some_and(|deadline| Instant::now() >= deadline) {
             return Attempt::Done(Err(PutFailure::FreshUrl("the upload URL expired".to_owned())));
         }
         // The file must still be what was planned: a changed file would fail every attempt.
-        let changed = match file.size().await {
-            Ok(now) if now == size => None,
-            Ok(now) => Some(DeliveryError::FileChanged {
-                name: name.to_owned(),
-                planned: size,
-                now,
-            }),
-            Err(error) => Some(DeliveryError::FileUnreadable {
-                name: name.to_owned(),
-                error,
-            }),
-        };
-        if let Some(error) = changed {
+        if let Err(error) = unchanged(file, size).await {
             return Attempt::Done(Err(PutFailure::Fatal(error)));
         }
-        let mut request = self.client.put(slot.url.clone());
-        if !slot.headers.iter().any(|(header, _)| header == CONTENT_TYPE) {
-            request = request.header(CONTENT_TYPE, file.mime());
-        }
-        for (header, value) in &slot.headers {
-            request = request.header(header, value);
-        }
-        let request = request
-            .header(CONTENT_LENGTH, size)
-            .timeout(self.timeout_for(size))
-            .body(body.to_request_body());
+        let request = self.put_request(slot, file, size, body);
         exchange(
             request,
             DETAIL_LIMIT,
@@ -267,7 +249,7 @@ impl Delivery {
                         "the storage answered 403: {detail}"
                     )))),
                     _ => Attempt::Done(Err(PutFailure::Fatal(DeliveryError::StorageRefused {
-                        name: name.to_owned(),
+                        name: file.name().to_owned(),
                         status,
                         detail,
                     }))),
@@ -277,11 +259,41 @@ impl Delivery {
         .await
     }
 
+    /// The PUT of `body`, the `size` bytes of `file`, to the slot's URL with the headers it
+    /// requires.
+    fn put_request(&self, slot: &Slot, file: &File, size: u64, body: &StreamBody) -> reqwest::RequestBuilder {
+        let mut request = self.client.put(slot.url.clone());
+        if !slot.headers.iter().any(|(header, _)| header == CONTENT_TYPE) {
+            request = request.header(CONTENT_TYPE, file.mime());
+        }
+        for (header, value) in &slot.headers {
+            request = request.header(header, value);
+        }
+        request
+            .header(CONTENT_LENGTH, size)
+            .timeout(self.timeout_for(size))
+            .body(body.to_request_body())
+    }
+
     /// Whether an upload URL may be plain `http`: only when the configured callback URL is (a
     /// platform double on 127.0.0.1, in tests and `serve --mock`). A signed URL is a credential,
     /// and the file is the buyer's result.
     fn plain_http_uploads(&self) -> bool {
         self.callback_url.scheme() == "http"
+    }
+}
+
+/// Whether `file` still has the `size` it was planned with.
+async fn unchanged(file: &File, size: u64) -> Result<(), DeliveryError> {
+    let name = || file.name().to_owned();
+    match file.size().await {
+        Ok(now) if now == size => Ok(()),
+        Ok(now) => Err(DeliveryError::FileChanged {
+            name: name(),
+            planned: size,
+            now,
+        }),
+        Err(error) => Err(DeliveryError::FileUnreadable { name: name(), error }),
     }
 }
 

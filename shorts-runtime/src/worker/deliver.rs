@@ -128,3 +128,62 @@ fn settlement(delivered: Delivered, steps: i32, attempts: i32) -> Result<Settle,
     };
     Ok(settle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settled(delivered: Delivered) -> Settle {
+        settlement(delivered, 2, 4).unwrap_or_else(|_| panic!("a replacement does not settle"))
+    }
+
+    #[test]
+    fn a_retry_uses_one_more_step_and_is_due_after_its_wait() {
+        let before = now_ms();
+        let settle = settled(Delivered::Retry {
+            wait: Duration::from_secs(5),
+            reason: "the platform answered 503".to_owned(),
+        });
+        let Settle::Retry { at, steps, error } = settle else {
+            panic!("{settle:?}");
+        };
+        assert_eq!(steps, 3);
+        assert_eq!(error, "the platform answered 503");
+        assert!((before + 5000..=now_ms() + 5000).contains(&at), "{at}");
+    }
+
+    #[test]
+    fn endings_are_recorded_with_their_reason() {
+        assert_eq!(settled(Delivered::Accepted), Settle::Delivered);
+        assert_eq!(
+            settled(Delivered::Refused {
+                status: 400,
+                detail: "bad".to_owned()
+            }),
+            Settle::Dead("the platform refused the callback (400): bad".to_owned())
+        );
+        assert_eq!(
+            settled(Delivered::Exhausted {
+                reason: "the platform answered 503".to_owned()
+            }),
+            Settle::Dead("gave up after 4 attempts: the platform answered 503".to_owned())
+        );
+        assert_eq!(
+            settled(Delivered::TooLarge),
+            Settle::Dead("the platform refused the callback as too large (413)".to_owned())
+        );
+        assert!(matches!(
+            settled(Delivered::Unauthorized {
+                wait: Duration::from_secs(600)
+            }),
+            Settle::Paused { at } if at >= now_ms() + 599_000
+        ));
+    }
+
+    #[test]
+    fn a_replacement_is_sent_before_anything_is_recorded() {
+        let replacement = Rendered::stored(bytes::Bytes::from_static(b"{}"));
+        let settled = settlement(Delivered::Replaced(replacement), 0, 1);
+        assert!(settled.is_err_and(|callback| callback.body().as_ref() == b"{}"));
+    }
+}

@@ -180,6 +180,7 @@ impl Delivery {
         match class {
             Class::Success => Attempt::Done(slot(&detail, name, self.plain_http_uploads())),
             Class::Unauthorized => Attempt::Unauthorized,
+            // Retryable answers never get here.
             Class::TooLarge | Class::Redirect | Class::Refused | Class::Retryable => {
                 Attempt::Done(Err(DeliveryError::PrepareRefused {
                     name: name.to_owned(),

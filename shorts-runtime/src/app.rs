@@ -150,8 +150,6 @@ impl AppBuilder {
         let timing = Timing {
             lease: config.lease,
             poll: config.poll_interval,
-            schedule: config.retry_schedule.clone(),
-            unauthorized_retry: config.unauthorized_retry,
             retention: config.retention,
             dead_retention: config.dead_retention,
         };

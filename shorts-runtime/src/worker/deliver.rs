@@ -1,0 +1,189 @@
+//! Delivering an order's callback and recording how the attempt ended: delivered, dead, or
+//! due again at a time the retry policy sets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+use url::Url;
+
+use super::Engine;
+use crate::delivery::{Delivered, Rendered};
+use crate::store::{Claimed, Settle, Store, ms, now_ms};
+
+impl Engine {
+    /// Delivers the callback and records the outcome; retries are left to the poller. A callback
+    /// the platform refuses as too large is replaced (stored first) and sent again at once.
+    /// Returns whether the outcome was recorded (which also released the lease).
+    pub(super) async fn deliver(
+        self: &Arc<Self>,
+        claimed: &Claimed,
+        target: &Url,
+        mut callback: Rendered,
+    ) -> bool {
+        // Attempts made here; with those made before, the order's attempts.
+        let mut posts = 0;
+        let settle = loop {
+            let delivered = self
+                .delivery
+                .deliver(
+                    target,
+                    &claimed.id,
+                    callback,
+                    usize::try_from(claimed.steps).unwrap_or(0),
+                )
+                .await;
+            posts += 1;
+            let attempts = claimed.attempts + posts;
+            let replacement = match settlement(delivered, claimed.steps, attempts) {
+                Ok(settle) => break settle,
+                Err(replacement) => replacement,
+            };
+            match self
+                .store
+                .save_result(&claimed.id, claimed.fence, replacement.body().clone())
+                .await
+            {
+                Ok(true) => callback = replacement,
+                Ok(false) => return true,
+                Err(e) => {
+                    error!(error = %e, "could not store the replacement result");
+                    return false;
+                }
+            }
+        };
+        self.record(claimed, settle, posts).await
+    }
+
+    /// Records how a delivery ended, and wakes the poller when its retry is due before the next
+    /// poll. Returns whether it was recorded (which also released the lease).
+    async fn record(self: &Arc<Self>, claimed: &Claimed, settle: Settle, posts: i32) -> bool {
+        let retry_at = match &settle {
+            Settle::Retry { at, .. } | Settle::Paused { at } => Some(*at),
+            Settle::Delivered | Settle::Dead(_) => None,
+        };
+        match self.store.settle(&claimed.id, claimed.fence, settle, posts).await {
+            Ok(true) => {
+                // Released: the poller can take it when it is due.
+                if let Some(at) = retry_at {
+                    let wait = u64::try_from(at - now_ms()).unwrap_or(0);
+                    self.wake_after(Duration::from_millis(wait));
+                }
+                true
+            }
+            Ok(false) => {
+                warn!("another instance took this order over");
+                true
+            }
+            Err(e) => {
+                error!(error = %e, "could not record the delivery; it will be attempted again");
+                false
+            }
+        }
+    }
+}
+
+/// What the store records of a delivery attempt, or the callback that replaces the one the
+/// platform refused as too large. `steps` is how many steps of the retry schedule the order had
+/// used, `attempts` how many attempts it has had, this one included.
+fn settlement(delivered: Delivered, steps: i32, attempts: i32) -> Result<Settle, Rendered> {
+    let settle = match delivered {
+        Delivered::Replaced(replacement) => return Err(replacement),
+        Delivered::Accepted => {
+            info!(attempts, "callback accepted");
+            Settle::Delivered
+        }
+        Delivered::Refused { status, detail } => {
+            error!(
+                status,
+                detail, attempts, "the platform refused the callback; the order is dead-lettered"
+            );
+            Settle::Dead(format!("the platform refused the callback ({status}): {detail}"))
+        }
+        Delivered::TooLarge => {
+            Settle::Dead("the platform refused the callback as too large (413)".to_owned())
+        }
+        Delivered::Retry { wait, reason } => {
+            warn!(attempts, %reason, retry_in = %humantime::format_duration(wait), "callback failed; will retry");
+            Settle::Retry {
+                at: now_ms() + ms(wait),
+                steps: steps + 1,
+                error: reason,
+            }
+        }
+        Delivered::Exhausted { reason } => {
+            error!(attempts, %reason, "callback retries exhausted; the order is dead-lettered");
+            Settle::Dead(format!("gave up after {attempts} attempts: {reason}"))
+        }
+        Delivered::Unauthorized { wait } => {
+            error!(
+                attempts,
+                retry_in = %humantime::format_duration(wait),
+                "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
+            );
+            Settle::Paused {
+                at: now_ms() + ms(wait),
+            }
+        }
+    };
+    Ok(settle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settled(delivered: Delivered) -> Settle {
+        settlement(delivered, 2, 4).unwrap_or_else(|_| panic!("a replacement does not settle"))
+    }
+
+    #[test]
+    fn a_retry_uses_one_more_step_and_is_due_after_its_wait() {
+        let before = now_ms();
+        let settle = settled(Delivered::Retry {
+            wait: Duration::from_secs(5),
+            reason: "the platform answered 503".to_owned(),
+        });
+        let Settle::Retry { at, steps, error } = settle else {
+            panic!("{settle:?}");
+        };
+        assert_eq!(steps, 3);
+        assert_eq!(error, "the platform answered 503");
+        assert!((before + 5000..=now_ms() + 5000).contains(&at), "{at}");
+    }
+
+    #[test]
+    fn endings_are_recorded_with_their_reason() {
+        assert_eq!(settled(Delivered::Accepted), Settle::Delivered);
+        assert_eq!(
+            settled(Delivered::Refused {
+                status: 400,
+                detail: "bad".to_owned()
+            }),
+            Settle::Dead("the platform refused the callback (400): bad".to_owned())
+        );
+        assert_eq!(
+            settled(Delivered::Exhausted {
+                reason: "the platform answered 503".to_owned()
+            }),
+            Settle::Dead("gave up after 4 attempts: the platform answered 503".to_owned())
+        );
+        assert_eq!(
+            settled(Delivered::TooLarge),
+            Settle::Dead("the platform refused the callback as too large (413)".to_owned())
+        );
+        assert!(matches!(
+            settled(Delivered::Unauthorized {
+                wait: Duration::from_secs(600)
+            }),
+            Settle::Paused { at } if at >= now_ms() + 599_000
+        ));
+    }
+
+    #[test]
+    fn a_replacement_is_sent_before_anything_is_recorded() {
+        let replacement = Rendered::stored(bytes::Bytes::from_static(b"{}"));
+        let settled = settlement(Delivered::Replaced(replacement), 0, 1);
+        assert!(settled.is_err_and(|callback| callback.body().as_ref() == b"{}"));
+    }
+}

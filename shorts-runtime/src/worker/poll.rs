@@ -1,0 +1,73 @@
+//! Looking for work: claiming due orders from the store when woken or every poll interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::error;
+
+use super::Engine;
+use crate::store::Store;
+
+/// Orders claimed per query.
+const CLAIM_BATCH: u32 = 64;
+
+/// Orders an instance works on at once before it stops claiming more (orders it accepts itself
+/// always start).
+const MAX_CLAIMED: usize = 4096;
+
+impl Engine {
+    /// Looks for work now rather than at the next poll.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Claims due orders (left by earlier runs or other instances, or due for a retry) and starts
+    /// them, when woken or every poll interval, until shutdown.
+    pub(super) async fn poll(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.timing.poll) => {}
+                () = self.stop.cancelled() => return,
+            }
+            loop {
+                let room = MAX_CLAIMED
+                    .saturating_sub(self.tasks.len())
+                    .min(CLAIM_BATCH as usize) as u32;
+                if room == 0 {
+                    break;
+                }
+                match self.store.claim(&self.owner, self.timing.lease, room).await {
+                    Ok(batch) => {
+                        let full = batch.len() as u32 == room;
+                        for claimed in batch {
+                            self.spawn(claimed, None);
+                        }
+                        if !full || self.stop.is_cancelled() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        error!(error = %e, "could not claim orders");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wakes the poller once `wait` has passed, so that a retry due before the next poll is not
+    /// late.
+    pub(super) fn wake_after(self: &Arc<Self>, wait: Duration) {
+        if wait >= self.timing.poll {
+            return;
+        }
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => engine.wake.notify_one(),
+                () = engine.stop.cancelled() => {}
+            }
+        });
+    }
+}

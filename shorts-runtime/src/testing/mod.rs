@@ -619,11 +619,11 @@ impl std::fmt::Debug for MockPlatform {
 /// # Ok(())
 /// # }
 /// ```
-#[cfg(unix)]
+#[cfg(all(unix, feature = "testing"))]
 #[derive(Debug)]
 pub struct Listener(std::net::TcpListener);
 
-#[cfg(unix)]
+#[cfg(all(unix, feature = "testing"))]
 impl Listener {
     /// Listens on a free port of `127.0.0.1`.
     ///

@@ -1,3 +1,5 @@
+//! A short with the defaults: registered under its name, with its doc comment as description.
+
 use shorts_runtime::prelude::*;
 
 #[derive(Deserialize)]

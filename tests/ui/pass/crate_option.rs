@@ -1,5 +1,7 @@
-// The runtime under another name, and re-exported from a module: the expansion finds it through
-// `crate = "..."` only.
+//! The runtime under another name, and re-exported from a module: the expansion finds it through
+//! `crate = "..."` only.
+#![allow(unreachable_pub, reason = "a framework re-exports the runtime with `pub use`")]
+
 extern crate shorts_runtime as renamed;
 
 use renamed::prelude::Deserialize;

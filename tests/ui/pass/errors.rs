@@ -1,3 +1,5 @@
+//! Error types a short may return: the runtime's, any standard error, `String`, `&'static str`, a boxed error.
+
 use std::fmt;
 
 use shorts_runtime::prelude::*;

@@ -1,5 +1,5 @@
-// The expansion must not depend on the user's names: the prelude items it could reach for are
-// shadowed here, and any warning in the generated code fails the build.
+//! The expansion must not depend on the user's names: the prelude items it could reach for are
+//! shadowed here, and any warning in the generated code fails the build.
 #![deny(warnings)]
 #![deny(rust_2018_idioms, unused_qualifications, unused_results, trivial_casts)]
 

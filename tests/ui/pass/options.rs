@@ -1,3 +1,5 @@
+//! Every option of the attribute: path, timeout and concurrency.
+
 use std::time::Duration;
 
 use shorts_runtime::prelude::*;

@@ -1,3 +1,5 @@
+//! Every output type a short may return.
+
 use shorts_runtime::prelude::*;
 
 #[derive(Deserialize)]

@@ -1,3 +1,5 @@
+//! A second argument that receives the order.
+
 use shorts_runtime::prelude::*;
 
 #[derive(Deserialize)]

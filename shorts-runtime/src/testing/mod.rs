@@ -612,7 +612,8 @@ impl std::fmt::Debug for MockPlatform {
 /// ```no_run
 /// # fn main() -> std::io::Result<()> {
 /// let listener = shorts_runtime::testing::Listener::bind()?;
-/// let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_my-short"));
+/// // In an integration test of the short's crate: `env!("CARGO_BIN_EXE_my-short")`.
+/// let mut command = std::process::Command::new("target/debug/my-short");
 /// listener.pass_to(command.arg("serve"))?;
 /// let server = command.spawn()?;
 /// let url = format!("http://{}/shorts/echo", listener.addr());

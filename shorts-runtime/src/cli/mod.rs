@@ -333,11 +333,7 @@ async fn orders(state: Option<&str>, limit: u32) -> ExitCode {
         }
     }
     for record in records {
-        let received = u64::try_from(record.received_at)
-            .ok()
-            .and_then(|ms| std::time::UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
-            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
-            .unwrap_or_default();
+        let received = humantime::format_rfc3339_seconds(record.received_at);
         println!(
             "{received}  {:<10}  {}  short={}  runs={}  attempts={}{}{}",
             record.state.as_str(),

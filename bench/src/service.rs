@@ -139,7 +139,7 @@ pub(crate) fn body(platform: &MockPlatform) -> impl Fn(&str) -> String + use<> {
 
 /// Waits (bounded) until the platform holds `count` callbacks, so runs do not overlap.
 async fn drain(platform: &MockPlatform, count: usize) {
-    let _ = platform.wait_for_number(count, Duration::from_secs(60)).await;
+    let _ = platform.wait_for_count(count, Duration::from_secs(60)).await;
 }
 
 struct Settings {

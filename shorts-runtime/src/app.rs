@@ -222,7 +222,8 @@ fn check_path(short: &Short) -> Result<(), BuildError> {
     }
 }
 
-/// A built application: serve it with [`App::serve`], or nest [`App::router`] in an axum app.
+/// A built application: serve it with [`App::serve`], or nest [`App::router`] in an axum app and
+/// stop it with [`App::shutdown`].
 #[derive(Clone)]
 pub struct App {
     intake: Arc<Intake>,
@@ -294,7 +295,8 @@ impl App {
     }
 
     /// The webhook routes and `GET /healthz`, to nest in an existing axum application. Orders run
-    /// on tasks of the current tokio runtime.
+    /// on tasks of the current tokio runtime; stop them with [`App::shutdown`] when your server
+    /// stops.
     pub fn router(&self) -> Router {
         crate::server::router(&self.intake)
     }
@@ -320,9 +322,37 @@ impl App {
         }
         let limits = crate::server::Limits::from_config(config);
         crate::server::serve(listener, acceptor, self.router(), limits, shutdown).await;
-        let released = self.intake.engine.shutdown(config.shutdown_grace).await;
-        info!(released, "stopped");
+        self.shutdown(config.shutdown_grace).await;
         Ok(())
+    }
+
+    /// Stops the engine, for an application that nests [`App::router`] in its own server: no new
+    /// order is taken (a webhook arriving from now on is answered `503` with `Retry-After`, and
+    /// nothing is stored, so the platform sends it again), orders left by others are no longer
+    /// picked up, and running orders get up to `grace` to finish and deliver their callbacks.
+    /// Orders still running after `grace` are released to run again on the next start or on
+    /// another instance. [`App::serve`] does this once its listener has closed, with
+    /// `SHORTS_SHUTDOWN_GRACE`.
+    ///
+    /// Call it after your own server has stopped accepting requests, or at least before it does.
+    /// It stops the engine of every clone of this `App`; calling it again returns at once.
+    ///
+    /// ```no_run
+    /// # async fn nest(app: shorts_runtime::App) -> std::io::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let router = axum::Router::new().nest("/sell", app.router());
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// axum::serve(listener, router)
+    ///     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+    ///     .await?;
+    /// app.shutdown(Duration::from_secs(30)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        let released = self.intake.engine.shutdown(grace).await;
+        info!(released, "stopped");
     }
 }
 

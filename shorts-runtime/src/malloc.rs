@@ -11,9 +11,35 @@
 //!
 //! The cost: each of glibc's arenas may keep up to 32 MiB free instead of returning it.
 //!
-//! [`crate::run`] applies this at start, unless the environment already sets either threshold
-//! (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, or `glibc.malloc.mmap_threshold` /
-//! `glibc.malloc.trim_threshold` in `GLIBC_TUNABLES`).
+//! [`crate::run`] applies this at start, unless `SHORTS_MALLOC_TUNING=off` or the environment
+//! already sets either threshold (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, or
+//! `glibc.malloc.mmap_threshold` / `glibc.malloc.trim_threshold` in `GLIBC_TUNABLES`).
+
+use crate::config::ConfigError;
+
+/// The variable that turns the tuning off.
+pub(crate) const TUNING_VAR: &str = "SHORTS_MALLOC_TUNING";
+
+/// Whether to tune, from `SHORTS_MALLOC_TUNING`'s value: unset (or blank) tunes, `off` does not.
+///
+/// # Errors
+///
+/// Any other value, so that a misspelt setting is not silently ignored.
+pub(crate) fn tuning_wanted(value: Option<&std::ffi::OsStr>) -> Result<bool, ConfigError> {
+    let Some(value) = value else {
+        return Ok(true);
+    };
+    match value.to_str().map(str::trim) {
+        Some("") => Ok(true),
+        Some("off") => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            var: TUNING_VAR,
+            reason: format!(
+                "{value:?} is not understood; set it to `off` to leave glibc's allocator settings alone, or leave it unset"
+            ),
+        }),
+    }
+}
 
 /// The mmap threshold: allocations up to this size come from the heap.
 const MMAP_THRESHOLD: i32 = 16 << 20;
@@ -58,6 +84,25 @@ fn thresholds_set_by(var: impl Fn(&str) -> Option<String>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_off_turns_the_tuning_off_and_other_values_are_refused() {
+        let wanted = |value: &str| tuning_wanted(Some(std::ffi::OsStr::new(value)));
+        assert!(tuning_wanted(None).unwrap());
+        assert!(wanted("").unwrap());
+        assert!(wanted("  ").unwrap());
+        assert!(!wanted("off").unwrap());
+        assert!(!wanted(" off ").unwrap());
+        for value in ["on", "OFF", "0", "false", "no", "offf"] {
+            let error = wanted(value).unwrap_err().to_string();
+            assert!(
+                error.starts_with("`SHORTS_MALLOC_TUNING` is invalid: "),
+                "{error}"
+            );
+            assert!(error.contains(&format!("{value:?}")), "{error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
+    }
 
     fn set_by(pairs: &[(&str, &str)]) -> bool {
         thresholds_set_by(|name| {

@@ -1,4 +1,5 @@
-//! Building an application: the checks at start-up, the concurrency limit, graceful shutdown.
+//! Building an application: the checks at start-up, the concurrency limit, graceful shutdown (of
+//! `serve`, and of an application nested in a server of its own).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::MockPlatform;
-use shorts_runtime::{BuildError, Config};
+use shorts_runtime::{BuildError, Config, OrderState};
 use shorts_tests::{PATIENCE, Served};
 
 #[derive(Deserialize)]
@@ -189,4 +190,63 @@ async fn shutdown_lets_running_orders_finish() {
     assert_eq!(callbacks[0].body["result_text"], "finished");
     // The listener is closed.
     assert!(tokio::net::TcpStream::connect(served.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn shutdown_of_a_nested_app_lets_running_orders_finish_and_takes_no_new_order() {
+    let short = Short::new("slow", |_: Value, _: Order| async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok::<_, Error>("finished")
+    });
+    let platform = MockPlatform::start().await.expect("mock");
+    let app = App::builder()
+        .config(platform.config())
+        .without_registered()
+        .short(short)
+        .build()
+        .await
+        .expect("app");
+    // The test's own server, with a route of its own and the shorts nested under `/sell`.
+    let router = axum::Router::new()
+        .route("/own", axum::routing::get(|| async { "own" }))
+        .nest("/sell", app.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let url = format!("http://{addr}/sell/shorts/slow");
+
+    let body = platform.webhook_body("o-nested", json!({}));
+    assert_eq!(platform.send_webhook(&url, &body).await.expect("sent"), 200);
+    assert!(platform.callbacks().is_empty(), "still running");
+    tokio::time::timeout(PATIENCE, app.shutdown(PATIENCE))
+        .await
+        .expect("shutdown within its grace");
+    let callbacks = platform.callbacks();
+    assert_eq!(callbacks.len(), 1, "delivered before shutdown returned");
+    assert_eq!(callbacks[0].body["result_text"], "finished");
+    let record = app.order("o-nested").await.expect("store").expect("stored");
+    assert_eq!(record.state, OrderState::Delivered);
+
+    // The server still runs, but the stopped engine takes no new order: 503, nothing stored.
+    let late = platform.webhook_body("o-late", json!({}));
+    assert_eq!(platform.send_webhook(&url, &late).await.expect("sent"), 503);
+    assert!(app.order("o-late").await.expect("store").is_none());
+    let own = reqwest::get(format!("http://{addr}/own"))
+        .await
+        .expect("own route");
+    assert_eq!(own.text().await.expect("body"), "own");
+
+    let _ = stop.send(());
+    tokio::time::timeout(PATIENCE, server)
+        .await
+        .expect("server stopped")
+        .expect("server task")
+        .expect("server");
 }

@@ -165,6 +165,9 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
         payload: body,
         held,
     };
+    if state.intake.engine.is_stopping() {
+        return stopping();
+    }
     // On a task of its own: if the platform hangs up, an order already committed still starts.
     let (engine, lane) = (Arc::clone(&state.intake.engine), Arc::clone(&state.lane));
     let submitted = tokio::spawn(async move { engine.submit(&lane, job).await }).await;
@@ -181,6 +184,22 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
             unstored()
         }
     }
+}
+
+/// The answer to a webhook that arrives after [`App::shutdown`](crate::App::shutdown): nothing is
+/// stored, and the platform is asked to send it again (to this instance once it is back, or to
+/// another).
+fn stopping() -> Response {
+    warn!("webhook refused: the server is shutting down");
+    let mut response = rejection(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is shutting down; try again",
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static(BUSY_RETRY_AFTER));
+    response
 }
 
 /// The answer to a webhook whose order could not be stored: the platform sends it again.

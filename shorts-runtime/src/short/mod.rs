@@ -262,13 +262,23 @@ pub(crate) fn without_position(message: &str) -> String {
     }
 }
 
+mod sealed {
+    /// Keeps [`FromCall`](super::FromCall) implemented only by the types this crate lists.
+    pub trait Sealed {}
+
+    impl Sealed for super::Order {}
+}
+
 /// Types a short may take as its second argument.
+///
+/// Only [`Order`](crate::Order) implements it; the trait is sealed, so it cannot be implemented
+/// outside this crate.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the second argument of an `#[ai_short]` function",
     label = "expected `Order`",
     note = "the second argument, when present, is the order: `order: shorts_runtime::Order`"
 )]
-pub trait FromCall {
+pub trait FromCall: sealed::Sealed {
     /// Extracts the value from the order being run.
     fn from_call(call: &Call) -> Self;
 }

@@ -27,6 +27,21 @@ struct Row {
     owner: Option<String>,
     lease_until: i64,
     seq: u64,
+    /// Times the short was started, as the SQL stores count them.
+    runs: i32,
+    /// When it was received, in ms since the Unix epoch.
+    received_at: i64,
+}
+
+impl Row {
+    /// The record with its run count and reception time.
+    fn record(&self) -> OrderRecord {
+        OrderRecord {
+            runs: super::runs_from_stored(self.runs),
+            received_at: super::time_from_stored(self.received_at),
+            ..self.record.clone()
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -93,11 +108,12 @@ impl Store for MemoryStore {
                 id: order.id.clone(),
                 short: order.short,
                 state: OrderState::Received,
-                runs: i32::from(order.started),
+                // Kept in the row as the SQL stores keep them; see `Row::record`.
+                runs: 0,
                 attempts: 0,
                 result: None,
                 last_error: None,
-                received_at: now,
+                received_at: std::time::UNIX_EPOCH,
                 next_at: None,
                 payload_purged: false,
             },
@@ -109,6 +125,8 @@ impl Store for MemoryStore {
             owner: Some(owner.to_owned()),
             lease_until: now + ms(lease),
             seq: *seq,
+            runs: i32::from(order.started),
+            received_at: now,
         };
         let mut claim = claimed(&row);
         claim.started = order.started;
@@ -125,7 +143,7 @@ impl Store for MemoryStore {
             .filter_map(|id| rows.get(id).filter(|row| claimable(row, now)))
             .map(|row| {
                 (
-                    row.record.next_at.unwrap_or(row.record.received_at),
+                    row.record.next_at.unwrap_or(row.received_at),
                     row.seq,
                     row.record.id.clone(),
                 )
@@ -166,9 +184,9 @@ impl Store for MemoryStore {
             .get_mut(id)
             .filter(|row| row.fence == fence)
             .map(|row| {
-                row.record.runs += 1;
+                row.runs += 1;
                 Started {
-                    run: row.record.runs,
+                    run: row.runs,
                     payload: row.payload.clone(),
                 }
             }))
@@ -247,7 +265,7 @@ impl Store for MemoryStore {
         {
             row.owner = None;
             if interrupted.contains(&row.record.id) {
-                row.record.runs -= 1;
+                row.runs -= 1;
             }
             n += 1;
         }
@@ -255,7 +273,7 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        Ok(self.rows().rows.get(id).map(|row| row.record.clone()))
+        Ok(self.rows().rows.get(id).map(Row::record))
     }
 
     async fn list(&self, state: Option<OrderState>, limit: u32) -> Result<Vec<OrderRecord>, StoreError> {
@@ -269,7 +287,7 @@ impl Store for MemoryStore {
         Ok(rows
             .into_iter()
             .take(limit as usize)
-            .map(|row| row.record.clone())
+            .map(|row| row.record())
             .collect())
     }
 
@@ -295,7 +313,7 @@ impl Store for MemoryStore {
         let old: Vec<String> = guard
             .rows
             .values()
-            .filter(|row| row.record.state == OrderState::Delivered && row.record.received_at < before)
+            .filter(|row| row.record.state == OrderState::Delivered && row.received_at < before)
             .map(|row| row.record.id.clone())
             .collect();
         for id in &old {
@@ -308,9 +326,7 @@ impl Store for MemoryStore {
         let mut guard = self.rows();
         let mut purged = 0;
         for row in guard.rows.values_mut().filter(|row| {
-            row.record.state == OrderState::Dead
-                && row.record.received_at < before
-                && !row.record.payload_purged
+            row.record.state == OrderState::Dead && row.received_at < before && !row.record.payload_purged
         }) {
             row.payload = Bytes::new();
             row.job_token = None;

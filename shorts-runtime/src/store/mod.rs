@@ -143,7 +143,7 @@ pub struct OrderRecord {
     /// Where it is.
     pub state: OrderState,
     /// Times the short was started on it.
-    pub runs: i32,
+    pub runs: u32,
     /// Callback POSTs made for it, whatever their outcome (accepted, refused, failed, 401). A retry
     /// by hand does not reset it. The position in the retry schedule is kept apart: a 401 does not
     /// advance it, and a retry by hand starts the schedule over.
@@ -153,13 +153,27 @@ pub struct OrderRecord {
     pub result: Option<Bytes>,
     /// The last delivery error, if any.
     pub last_error: Option<String>,
-    /// When it was received, in ms since the Unix epoch.
-    pub received_at: i64,
+    /// When it was received (to the millisecond).
+    pub received_at: std::time::SystemTime,
     /// When its next delivery attempt is due, in ms since the Unix epoch.
     pub next_at: Option<i64>,
     /// Its webhook body (the buyer's inputs and files) was purged: a dead order past
     /// `SHORTS_DEAD_RETENTION`. The record and the stored callback body stay.
     pub payload_purged: bool,
+}
+
+/// A stored run count as [`OrderRecord::runs`]: a negative one (never written) reads as 0.
+pub(crate) fn runs_from_stored(runs: i32) -> u32 {
+    u32::try_from(runs).unwrap_or(0)
+}
+
+/// A stored time in ms since the Unix epoch as a `SystemTime`: a negative or unrepresentable one
+/// (never written) reads as the epoch.
+pub(crate) fn time_from_stored(ms: i64) -> std::time::SystemTime {
+    u64::try_from(ms)
+        .ok()
+        .and_then(|ms| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms)))
+        .unwrap_or(std::time::UNIX_EPOCH)
 }
 
 /// What a retry by hand did (see [`App::retry`](crate::App::retry)).
@@ -419,6 +433,20 @@ mod tests {
 
     use super::*;
     use suite::Fixture;
+
+    #[test]
+    fn stored_counts_and_times_out_of_range_read_as_zero_and_the_epoch() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(runs_from_stored(3), 3);
+        assert_eq!(runs_from_stored(0), 0);
+        assert_eq!(runs_from_stored(-1), 0);
+        assert_eq!(runs_from_stored(i32::MIN), 0);
+        assert_eq!(time_from_stored(1_500), UNIX_EPOCH + Duration::from_millis(1_500));
+        assert_eq!(time_from_stored(0), UNIX_EPOCH);
+        assert_eq!(time_from_stored(-1), UNIX_EPOCH);
+        assert_eq!(time_from_stored(i64::MIN), UNIX_EPOCH);
+        assert!(time_from_stored(i64::MAX) >= UNIX_EPOCH);
+    }
 
     /// A memory store.
     struct InMemory(Arc<MemoryStore>);

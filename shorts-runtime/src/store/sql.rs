@@ -273,13 +273,13 @@ macro_rules! mappers {
                 short: row.try_get("short")?,
                 state: super::OrderState::parse(&state)
                     .ok_or_else(|| sqlx::Error::Decode(format!("unknown state {state:?}").into()))?,
-                runs: row.try_get("runs")?,
+                runs: crate::store::runs_from_stored(row.try_get("runs")?),
                 attempts: row.try_get("attempts")?,
                 result: row
                     .try_get::<Option<Vec<u8>>, _>("result")?
                     .map(bytes::Bytes::from),
                 last_error: row.try_get("last_error")?,
-                received_at: row.try_get("received_at")?,
+                received_at: crate::store::time_from_stored(row.try_get("received_at")?),
                 next_at: row.try_get("next_at")?,
                 payload_purged: row.try_get("payload_purged")?,
             })

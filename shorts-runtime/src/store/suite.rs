@@ -29,7 +29,7 @@ async fn started<S: Store>(store: &S, id: &str, fence: i64) -> Option<i32> {
     started.map(|started| started.run)
 }
 
-async fn runs<S: Store>(store: &S, id: &str) -> i32 {
+async fn runs<S: Store>(store: &S, id: &str) -> u32 {
     store.get(id).await.expect("get").expect("record").runs
 }
 
@@ -74,7 +74,10 @@ macro_rules! cases {
 pub(crate) use cases;
 
 pub(crate) async fn accept_once<S: Store>(store: &S) {
+    // Stored to the millisecond.
+    let before = std::time::SystemTime::now() - Duration::from_millis(1);
     let first = store.accept(order("a1"), "one", LONG).await.expect("accept");
+    let after = std::time::SystemTime::now();
     let first = first.expect("new");
     assert_eq!((first.id.as_str(), first.fence), ("a1", 1));
     assert_eq!(first.payload_len, order("a1").payload.len() as u64);
@@ -94,6 +97,11 @@ pub(crate) async fn accept_once<S: Store>(store: &S) {
     assert_eq!(
         (record.state, record.runs, record.attempts),
         (OrderState::Received, 1, 0)
+    );
+    assert!(
+        before <= record.received_at && record.received_at <= after,
+        "{:?}",
+        record.received_at
     );
     assert!(store.get("nope").await.expect("get").is_none());
     // Leased: nobody else takes it.

@@ -565,13 +565,6 @@ impl MockPlatform {
         self.wait_until(timeout, enough).await
     }
 
-    /// Waits up to `timeout` until `n` callbacks (duplicates included) have been accepted; returns
-    /// whether they were.
-    pub async fn wait_for_number(&self, n: usize, timeout: Duration) -> bool {
-        let enough = || (lock(&self.state.callbacks).len() >= n).then_some(());
-        self.wait_until(timeout, enough).await.is_some()
-    }
-
     async fn wait_until<T>(&self, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
         let deadline = Instant::now() + timeout;
         loop {

@@ -43,7 +43,7 @@ mod tests {
             attempts: 0,
             result: result.map(bytes::Bytes::from_static),
             last_error: None,
-            received_at: 0,
+            received_at: std::time::UNIX_EPOCH,
             next_at: None,
             payload_purged: false,
         }

@@ -245,6 +245,11 @@ impl Engine {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether [`Engine::shutdown`] has been called: new orders are no longer taken.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
     /// Stops looking for work and waits up to `grace` for running orders; what is left is
     /// released for another instance or the next start. Returns how many were released.
     pub(crate) async fn shutdown(&self, grace: Duration) -> u64 {

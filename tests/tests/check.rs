@@ -142,6 +142,7 @@ async fn a_host_ready_to_go_live_passes_and_gets_its_webhook_url() {
         "SHORTS_RETRY_SCHEDULE      0s,5s,30s,2m,5m,30m,2h,5h,10h,14h,20h,1day (default)",
         "SHORTS_LEASE               5s (default)",
         "SHORTS_MAX_BODY            64 MiB (default)",
+        "SHORTS_MALLOC_TUNING       on: glibc's allocator tuned for large bodies (default)",
     ] {
         assert!(text.contains(line), "no line {line:?}:\n{text}");
     }

@@ -365,6 +365,11 @@ async fn operators_list_orders_and_retry_a_dead_one() {
     // The retry keeps the refused POST: two in all.
     let delivered = orders_until(&store, &["--state", "delivered"], "o-ops").await;
     assert!(delivered.contains("attempts=2"), "{delivered}");
+    // The refusal is history once the order is delivered.
+    assert!(
+        delivered.contains("  earlier error: the platform refused the callback (400)"),
+        "{delivered}"
+    );
     let none = run(hello()
         .args(["orders", "--state", "dead"])
         .env("SHORTS_STORE", &store));

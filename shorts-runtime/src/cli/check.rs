@@ -211,6 +211,12 @@ fn configuration(report: &mut Report, config: &Config) {
         Some(url) => report.ok("SHORTS_PUBLIC_URL", url),
         None => report.ok("SHORTS_PUBLIC_URL", "not set"),
     }
+    let var = crate::malloc::TUNING_VAR;
+    match crate::malloc::tuning_wanted(std::env::var_os(var).as_deref()) {
+        Ok(true) => report.ok(var, shown(var, "on: glibc's allocator tuned for large bodies")),
+        Ok(false) => report.ok(var, "off: glibc's allocator settings left alone"),
+        Err(e) => report.problem(var, e),
+    }
 }
 
 /// The store's address without its password.

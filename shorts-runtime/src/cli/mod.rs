@@ -346,10 +346,12 @@ async fn orders(state: Option<&str>, limit: u32) -> ExitCode {
             } else {
                 ""
             },
-            record
-                .last_error
-                .map(|e| format!("  error: {e}"))
-                .unwrap_or_default()
+            match (record.state, record.last_error) {
+                (_, None) => String::new(),
+                // Delivered in the end: the error is history, not the order's state.
+                (OrderState::Delivered, Some(e)) => format!("  earlier error: {e}"),
+                (_, Some(e)) => format!("  error: {e}"),
+            }
         );
     }
     ExitCode::SUCCESS

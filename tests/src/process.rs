@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 
 use std::time::Duration;
 
-use shorts_runtime::testing::{Listener, MockPlatform};
+use shorts_runtime::testing::{self, Listener, MockPlatform};
 
 /// One server process, restartable; killed (SIGKILL) when dropped. It listens on a socket this
 /// process holds and passes to each start, so a restarted server keeps its port, and connections
@@ -119,16 +119,9 @@ impl Drop for Instance {
 /// Waits until the server on `127.0.0.1:port` answers its health check (a request made before it
 /// runs waits in the socket's queue); panics when it does not within 30 s.
 pub async fn wait_serving(port: u16) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("a client");
-    let answer = client
-        .get(format!("http://127.0.0.1:{port}/healthz"))
-        .send()
-        .await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     assert!(
-        answer.is_ok_and(|a| a.status() == 200),
+        testing::wait_serving(addr, Duration::from_secs(30)).await,
         "the server on port {port} is not serving"
     );
 }

@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shorts_runtime::testing::{Listener, MockPlatform};
+use shorts_runtime::testing::{self, Listener, MockPlatform};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hello-short");
 
@@ -152,16 +152,9 @@ fn listener() -> Listener {
 
 /// Waits (bounded) until the server on `port` answers its health check.
 async fn wait_serving(port: u16) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client");
-    let answer = client
-        .get(format!("http://127.0.0.1:{port}/healthz"))
-        .send()
-        .await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     assert!(
-        answer.is_ok_and(|a| a.status() == 200),
+        testing::wait_serving(addr, Duration::from_secs(20)).await,
         "the server on port {port} is not serving"
     );
 }

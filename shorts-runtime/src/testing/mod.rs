@@ -658,3 +658,15 @@ impl Listener {
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
 }
+
+/// Waits up to `timeout` until the server at `addr` answers its health check (`GET /healthz`);
+/// whether it did. A request sent before the server runs waits in its socket's queue, so this is
+/// how a test learns that a short it started on a [`Listener`] is serving.
+#[cfg(all(unix, feature = "testing"))]
+pub async fn wait_serving(addr: SocketAddr, timeout: Duration) -> bool {
+    let Ok(client) = reqwest::Client::builder().timeout(timeout).build() else {
+        return false;
+    };
+    let answer = client.get(format!("http://{addr}/healthz")).send().await;
+    answer.is_ok_and(|answer| answer.status() == reqwest::StatusCode::OK)
+}

@@ -499,25 +499,7 @@ impl Config {
 
 /// Reads `SHORTS_TLS_CERT`/`SHORTS_TLS_KEY` and the `SHORTS_ACME_*` variables.
 fn tls_from(get: &impl Fn(&str) -> Option<String>) -> Result<TlsConfig, ConfigError> {
-    let files = match (get("SHORTS_TLS_CERT"), get("SHORTS_TLS_KEY")) {
-        (Some(cert), Some(key)) => Some(TlsConfig::Files {
-            cert: cert.into(),
-            key: key.into(),
-        }),
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(ConfigError::Missing {
-                var: "SHORTS_TLS_KEY",
-                hint: "`SHORTS_TLS_CERT` is set: set both, to the private key's PEM file, or neither",
-            });
-        }
-        (None, Some(_)) => {
-            return Err(ConfigError::Missing {
-                var: "SHORTS_TLS_CERT",
-                hint: "`SHORTS_TLS_KEY` is set: set both, to the certificate chain's PEM file, or neither",
-            });
-        }
-    };
+    let files = tls_files(get)?;
     let Some(domains) = get("SHORTS_ACME_DOMAINS") else {
         for var in [
             "SHORTS_ACME_EMAIL",
@@ -540,9 +522,43 @@ fn tls_from(get: &impl Fn(&str) -> Option<String>) -> Result<TlsConfig, ConfigEr
             reason: "set either it or `SHORTS_TLS_CERT` and `SHORTS_TLS_KEY`, not both".to_owned(),
         });
     }
-    let invalid = |var: &'static str, reason: String| ConfigError::Invalid { var, reason };
-    let mut acme = AcmeConfig::new(Vec::<String>::new());
-    for domain in domains.split(',').map(str::trim) {
+    let mut acme = AcmeConfig::new(acme_domains(&domains)?);
+    if let Some(email) = get("SHORTS_ACME_EMAIL") {
+        acme.email = Some(acme_email(&email)?);
+    }
+    if let Some(directory) = get("SHORTS_ACME_DIRECTORY") {
+        acme.directory = acme_directory(&directory)?;
+    }
+    acme.ca_root = get("SHORTS_ACME_CA_ROOT").map(PathBuf::from);
+    if let Some(cache) = get("SHORTS_ACME_CACHE") {
+        acme.cache = cache.into();
+    }
+    Ok(TlsConfig::Acme(acme))
+}
+
+/// `SHORTS_TLS_CERT` and `SHORTS_TLS_KEY`: both or neither.
+fn tls_files(get: &impl Fn(&str) -> Option<String>) -> Result<Option<TlsConfig>, ConfigError> {
+    match (get("SHORTS_TLS_CERT"), get("SHORTS_TLS_KEY")) {
+        (Some(cert), Some(key)) => Ok(Some(TlsConfig::Files {
+            cert: cert.into(),
+            key: key.into(),
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::Missing {
+            var: "SHORTS_TLS_KEY",
+            hint: "`SHORTS_TLS_CERT` is set: set both, to the private key's PEM file, or neither",
+        }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            var: "SHORTS_TLS_CERT",
+            hint: "`SHORTS_TLS_KEY` is set: set both, to the certificate chain's PEM file, or neither",
+        }),
+    }
+}
+
+/// `SHORTS_ACME_DOMAINS`: comma-separated DNS names, lowercased, each once.
+fn acme_domains(text: &str) -> Result<Vec<String>, ConfigError> {
+    let mut domains: Vec<String> = Vec::new();
+    for domain in text.split(',').map(str::trim) {
         let name = domain.to_ascii_lowercase();
         let valid = !name.is_empty()
             && name.len() <= 253
@@ -556,53 +572,48 @@ fn tls_from(get: &impl Fn(&str) -> Option<String>) -> Result<TlsConfig, ConfigEr
                     && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             });
         if !valid {
-            return Err(invalid(
-                "SHORTS_ACME_DOMAINS",
-                format!("{domain:?} is not a DNS name such as `shorts.example.com`"),
-            ));
+            return Err(ConfigError::Invalid {
+                var: "SHORTS_ACME_DOMAINS",
+                reason: format!("{domain:?} is not a DNS name such as `shorts.example.com`"),
+            });
         }
-        if !acme.domains.contains(&name) {
-            acme.domains.push(name);
+        if !domains.contains(&name) {
+            domains.push(name);
         }
     }
-    if let Some(email) = get("SHORTS_ACME_EMAIL") {
-        let email = email.strip_prefix("mailto:").unwrap_or(&email).to_owned();
-        let valid = email
-            .split_once('@')
-            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.'))
-            && !email.contains(|c: char| c.is_whitespace() || c == ',');
-        if !valid {
-            return Err(invalid(
-                "SHORTS_ACME_EMAIL",
-                format!("{email:?} is not an email address"),
-            ));
-        }
-        acme.email = Some(email);
+    Ok(domains)
+}
+
+/// `SHORTS_ACME_EMAIL`: one address, with or without `mailto:`.
+fn acme_email(text: &str) -> Result<String, ConfigError> {
+    let email = text.strip_prefix("mailto:").unwrap_or(text);
+    let valid = email
+        .split_once('@')
+        .is_some_and(|(user, host)| !user.is_empty() && host.contains('.'))
+        && !email.contains(|c: char| c.is_whitespace() || c == ',');
+    if !valid {
+        return Err(ConfigError::Invalid {
+            var: "SHORTS_ACME_EMAIL",
+            reason: format!("{email:?} is not an email address"),
+        });
     }
-    if let Some(directory) = get("SHORTS_ACME_DIRECTORY") {
-        acme.directory = if directory == "staging" {
-            lets_encrypt(LETS_ENCRYPT_STAGING_DIRECTORY)
-        } else {
-            let url = url::Url::parse(&directory).map_err(|e| {
-                invalid(
-                    "SHORTS_ACME_DIRECTORY",
-                    format!("{directory:?} is not a URL: {e}"),
-                )
-            })?;
-            if url.scheme() != "https" || url.host().is_none() {
-                return Err(invalid(
-                    "SHORTS_ACME_DIRECTORY",
-                    format!("{directory:?} is not an https URL (or `staging`)"),
-                ));
-            }
-            url
-        };
+    Ok(email.to_owned())
+}
+
+/// `SHORTS_ACME_DIRECTORY`: an https URL, or `staging` for Let's Encrypt's staging CA.
+fn acme_directory(text: &str) -> Result<url::Url, ConfigError> {
+    if text == "staging" {
+        return Ok(lets_encrypt(LETS_ENCRYPT_STAGING_DIRECTORY));
     }
-    acme.ca_root = get("SHORTS_ACME_CA_ROOT").map(PathBuf::from);
-    if let Some(cache) = get("SHORTS_ACME_CACHE") {
-        acme.cache = cache.into();
+    let invalid = |reason: String| ConfigError::Invalid {
+        var: "SHORTS_ACME_DIRECTORY",
+        reason,
+    };
+    let url = url::Url::parse(text).map_err(|e| invalid(format!("{text:?} is not a URL: {e}")))?;
+    if url.scheme() != "https" || url.host().is_none() {
+        return Err(invalid(format!("{text:?} is not an https URL (or `staging`)")));
     }
-    Ok(TlsConfig::Acme(acme))
+    Ok(url)
 }
 
 /// Parses a platform endpoint: absolute http(s), no credentials.

@@ -17,6 +17,19 @@ use tokio::task::JoinHandle;
 /// How long a test waits for a callback that should come.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Waits until `ready()` holds, checking every 10 ms for at most [`PATIENCE`]; panics with `what`
+/// when it never does.
+pub async fn until(what: &str, mut ready: impl FnMut() -> bool) {
+    let step = Duration::from_millis(10);
+    for _ in 0..PATIENCE.as_millis() / step.as_millis() {
+        if ready() {
+            return;
+        }
+        tokio::time::sleep(step).await;
+    }
+    panic!("waited {PATIENCE:?} for {what}");
+}
+
 /// A served application and the mock platform it delivers to.
 pub struct Served {
     /// The platform double.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shorts_runtime::prelude::*;
-use shorts_runtime::testing::MockPlatform;
+use shorts_runtime::testing::{Endpoint, MockPlatform};
 use shorts_runtime::{OrderState, Retried, StoreConfig};
 use shorts_tests::{PATIENCE, Served};
 
@@ -50,7 +50,11 @@ async fn a_result_not_yet_delivered_is_delivered_by_the_next_start() {
     platform.delay_next(1, Duration::from_secs(8));
     let mut first = serve_on(platform, &db, short(), Duration::from_millis(200)).await;
     assert_eq!(first.order("/shorts/count", "o-restart", json!({})).await, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let platform = &first.platform;
+    shorts_tests::until("the callback to reach the platform", || {
+        !platform.attempts_at(Endpoint::Callback).is_empty()
+    })
+    .await;
     first.shutdown().await;
     assert!(
         first.platform.callbacks().is_empty(),
@@ -101,7 +105,7 @@ async fn a_shutdown_releases_running_orders_to_the_next_start() {
     let platform = MockPlatform::start().await.expect("mock");
     let mut first = serve_on(platform, &db, short(), Duration::from_millis(200)).await;
     assert_eq!(first.order("/shorts/slow", "o-release", json!({})).await, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    shorts_tests::until("the first run to start", || STARTS.load(Ordering::SeqCst) == 1).await;
     first.shutdown().await;
 
     // Released, not left to a 60 s lease: the next start takes it at once.

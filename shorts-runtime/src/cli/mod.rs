@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::app::App;
@@ -164,7 +165,41 @@ async fn serve(mock: bool) -> ExitCode {
         Ok(listener) => listener,
         Err(message) => return fail(1, &message),
     };
-    let result = app.serve(listener, shutdown_signal()).await;
+    let admin_listener = match app.config().admin_bind {
+        Some(bind) => match TcpListener::bind(bind).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                return fail(1, &format!("could not listen on {bind} (SHORTS_ADMIN_BIND): {e}"));
+            }
+        },
+        None => {
+            info!("admin listener off (SHORTS_ADMIN_BIND=off): no metrics");
+            None
+        }
+    };
+    // One signal stops both listeners.
+    let stop = CancellationToken::new();
+    let signal = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                () = shutdown_signal() => stop.cancel(),
+                () = stop.cancelled() => {}
+            }
+        }
+    });
+    let admin = admin_listener.map(|admin_listener| {
+        let (router, config, stopped) = (app.admin_router(), app.config().clone(), stop.clone());
+        tokio::spawn(async move {
+            crate::admin::serve(router, admin_listener, &config, stopped.cancelled_owned()).await;
+        })
+    });
+    let result = app.serve(listener, stop.clone().cancelled_owned()).await;
+    stop.cancel();
+    let _ = signal.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     drop(platform);
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -136,6 +136,14 @@ async fn metrics_count_a_scripted_set_of_orders() {
     assert_eq!(status, 413);
     let (status, _) = served.post("/shorts/nope", WEBHOOK_HEADERS, "{}").await;
     assert_eq!(status, 404);
+    // A status request for an order not known is answered 404 too, but on a route: not counted.
+    let unknown = client()
+        .get(served.url("/shorts/echo/status/o-unknown"))
+        .header("x-api-key", shorts_runtime::testing::MockPlatform::WEBHOOK_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
 
     let metrics = scrape(admin, Some(TOKEN)).await;
     let value = |sample: &str| {

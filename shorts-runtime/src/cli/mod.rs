@@ -77,7 +77,8 @@ enum Command {
 
 /// Runs the command line. Its commands (`--help` describes each):
 ///
-/// - `serve` (the default): serve every short, configured from the environment; `serve --mock`
+/// - `serve` (the default): serve every short, configured from the environment, with the admin
+///   listener (`GET /metrics`) on `SHORTS_ADMIN_BIND` beside the webhook one; `serve --mock`
 ///   delivers callbacks to a built-in mock of the platform and prints them;
 /// - `invoke <short> --input <json>` (or `--input-file <file>`): run one order in-process against a
 ///   built-in mock of the platform, print the callback and write returned files to `--out`;

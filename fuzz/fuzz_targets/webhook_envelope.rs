@@ -19,6 +19,6 @@ fuzz_target!(|body: &[u8]| {
             assert!(!order_id.trim().is_empty() && order_id.len() <= 200);
             assert!(!order_id.chars().any(char::is_control));
         }
-        Err(message) => assert!(!message.is_empty()),
+        Err(e) => assert!(!e.to_string().is_empty()),
     }
 });

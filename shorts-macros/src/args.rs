@@ -156,25 +156,54 @@ fn check_path(lit: LitStr) -> Result<LitStr, syn::Error> {
     Ok(lit)
 }
 
+/// Why a `timeout` is not a duration; its `Display` is the message shown under the literal.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DurationError {
+    /// A number without a unit, e.g. `10`.
+    NoUnit(u64),
+    /// A unit humantime does not know.
+    UnknownUnit(String),
+    /// More milliseconds than a `u64` holds.
+    TooLong,
+    /// Zero.
+    Zero,
+    /// Anything else.
+    Malformed,
+}
+
+impl std::fmt::Display for DurationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoUnit(value) => write!(f, "`{value}` needs a unit, e.g. \"{value}s\" or \"{value}m\""),
+            Self::UnknownUnit(unit) => {
+                write!(
+                    f,
+                    "unknown unit `{unit}`; expected one of `ms`, `s`, `m`, `h`, `d`"
+                )
+            }
+            Self::TooLong => f.write_str("it is too long"),
+            Self::Zero => f.write_str("it must be at least 1ms"),
+            Self::Malformed => {
+                f.write_str("expected a number with a unit, e.g. \"30s\", \"10m\" or \"1h 30m\"")
+            }
+        }
+    }
+}
+
 /// Parses a duration such as `90s`, `10m`, `1h 30m` or `500ms` into milliseconds, with the same
 /// syntax (humantime's) as the runtime's configuration.
-pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
-    use humantime::DurationError;
+pub(crate) fn parse_duration(text: &str) -> Result<u64, DurationError> {
+    use humantime::DurationError as Humantime;
 
-    const EXPECTED: &str = "expected a number with a unit, e.g. \"30s\", \"10m\" or \"1h 30m\"";
     let duration = humantime::parse_duration(text.trim()).map_err(|error| match error {
-        DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
-            format!("`{value}` needs a unit, e.g. \"{value}s\" or \"{value}m\"")
-        }
-        DurationError::UnknownUnit { unit, .. } => {
-            format!("unknown unit `{unit}`; expected one of `ms`, `s`, `m`, `h`, `d`")
-        }
-        DurationError::NumberOverflow => "it is too long".to_owned(),
-        _ => EXPECTED.to_owned(),
+        Humantime::UnknownUnit { unit, value, .. } if unit.is_empty() => DurationError::NoUnit(value),
+        Humantime::UnknownUnit { unit, .. } => DurationError::UnknownUnit(unit),
+        Humantime::NumberOverflow => DurationError::TooLong,
+        _ => DurationError::Malformed,
     })?;
-    let millis = u64::try_from(duration.as_millis()).map_err(|_| "it is too long".to_owned())?;
+    let millis = u64::try_from(duration.as_millis()).map_err(|_| DurationError::TooLong)?;
     if millis == 0 {
-        return Err("it must be at least 1ms".to_owned());
+        return Err(DurationError::Zero);
     }
     Ok(millis)
 }
@@ -221,7 +250,12 @@ mod tests {
 
     #[test]
     fn duration_mistakes_say_what_to_write() {
-        let error = |text: &str| parse_duration(text).err().unwrap_or_default();
+        let error = |text: &str| {
+            parse_duration(text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
         assert_eq!(
             error("ten"),
             "expected a number with a unit, e.g. \"30s\", \"10m\" or \"1h 30m\""

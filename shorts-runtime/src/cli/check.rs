@@ -416,8 +416,10 @@ struct Described {
     not_after: SystemTime,
 }
 
-fn describe_leaf(leaf: &CertificateDer<'_>) -> Result<Described, String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| e.to_string())?;
+fn describe_leaf(
+    leaf: &CertificateDer<'_>,
+) -> Result<Described, x509_parser::nom::Err<x509_parser::error::X509Error>> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())?;
     let time = |t: x509_parser::time::ASN1Time| {
         let secs = u64::try_from(t.timestamp()).unwrap_or_default();
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)

@@ -1,23 +1,23 @@
 //! `run()`: the command line every short binary gets.
 
 mod check;
+// The mock platform is compiled into debug builds only (and with the `testing` feature), so that
+// a production binary carries none of it; see `local_only`.
+#[cfg(any(debug_assertions, feature = "testing"))]
+mod local;
 
-use std::io::IsTerminal as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::app::App;
-use crate::config::{Config, Secret, StoreConfig, WebhookAuth};
+use crate::config::Config;
 use crate::short::Short;
 use crate::store::{AnyStore, OrderState, Retried, Store as _};
-use crate::testing::{Callback, FileContents, MockPlatform, ReturnedFile};
 
 /// Exit code for a usage or configuration error.
 const USAGE: u8 = 2;
@@ -116,13 +116,28 @@ pub fn run() -> ExitCode {
         Command::Check => runtime.block_on(check::check()),
         Command::Orders { state, limit } => runtime.block_on(orders(state.as_deref(), limit)),
         Command::Retry { order_id } => runtime.block_on(retry(&order_id)),
+        #[cfg(any(debug_assertions, feature = "testing"))]
         Command::Invoke {
             short,
             input,
             input_file,
             out,
-        } => runtime.block_on(invoke(&short, input, input_file, &out)),
+        } => runtime.block_on(local::invoke(&short, input, input_file, &out)),
+        #[cfg(not(any(debug_assertions, feature = "testing")))]
+        Command::Invoke { .. } => local_only("invoke"),
     }
+}
+
+/// The answer of `invoke` and `serve --mock` in a release build, which has no mock platform.
+#[cfg(not(any(debug_assertions, feature = "testing")))]
+fn local_only(command: &str) -> ExitCode {
+    fail(
+        USAGE,
+        &format!(
+            "`{command}` runs against the built-in mock platform, which release builds leave out; \
+             run it from a debug build: `cargo run -- {command} …`"
+        ),
+    )
 }
 
 fn init_tracing() {
@@ -145,14 +160,20 @@ async fn serve(mock: bool) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(USAGE, &e.to_string()),
     };
-    let (config, platform) = if mock {
-        match with_mock_platform(config).await {
+    // The mock platform, if any, is kept until the server stops.
+    #[cfg(any(debug_assertions, feature = "testing"))]
+    let (config, _platform) = if mock {
+        match local::with_mock_platform(config).await {
             Ok((config, platform)) => (config, Some(platform)),
-            Err(message) => return fail(1, &message),
+            Err(e) => return fail(1, &e.to_string()),
         }
     } else {
         (config, None)
     };
+    #[cfg(not(any(debug_assertions, feature = "testing")))]
+    if mock {
+        return local_only("serve --mock");
+    }
     let app = match App::builder().config(config).build().await {
         Ok(app) => app,
         Err(e) => return fail(USAGE, &e.to_string()),
@@ -164,7 +185,7 @@ async fn serve(mock: bool) -> ExitCode {
     }
     let listener = match listener(app.config().bind).await {
         Ok(listener) => listener,
-        Err(message) => return fail(1, &message),
+        Err(e) => return fail(1, &e.to_string()),
     };
     let admin_listener = match app.config().admin_bind {
         Some(bind) => match TcpListener::bind(bind).await {
@@ -201,7 +222,6 @@ async fn serve(mock: bool) -> ExitCode {
     if let Some(admin) = admin {
         let _ = admin.await;
     }
-    drop(platform);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e.to_string()),
@@ -210,12 +230,12 @@ async fn serve(mock: bool) -> ExitCode {
 
 /// The socket a service manager passed (systemd's socket activation: `LISTEN_FDS`), or a new one
 /// bound to `bind`.
-async fn listener(bind: std::net::SocketAddr) -> Result<TcpListener, String> {
+async fn listener(bind: std::net::SocketAddr) -> Result<TcpListener, ListenError> {
     #[cfg(unix)]
     {
         let passed = listenfd::ListenFd::from_env()
             .take_tcp_listener(0)
-            .map_err(|e| format!("the socket passed in LISTEN_FDS cannot be used: {e}"))?;
+            .map_err(ListenError::Passed)?;
         if let Some(listener) = passed {
             let listening = listener
                 .set_nonblocking(true)
@@ -226,62 +246,29 @@ async fn listener(bind: std::net::SocketAddr) -> Result<TcpListener, String> {
                     info!(%addr, "listening on the socket passed in LISTEN_FDS; SHORTS_BIND is not used");
                     Ok(listener)
                 }
-                Err(e) => Err(format!("the socket passed in LISTEN_FDS cannot be used: {e}")),
+                Err(e) => Err(ListenError::Passed(e)),
             };
         }
     }
     TcpListener::bind(bind)
         .await
-        .map_err(|e| format!("could not listen on {bind}: {e}"))
+        .map_err(|source| ListenError::Bind { addr: bind, source })
 }
 
-/// Points `config` at an in-process mock platform that prints every callback it accepts.
-async fn with_mock_platform(mut config: Config) -> Result<(Config, MockPlatform), String> {
-    let mut builder = MockPlatform::builder();
-    if let Some(secret) = &config.callback_secret {
-        builder = builder.secret(secret.expose());
-    }
-    let platform = builder
-        .start()
-        .await
-        .map_err(|e| format!("could not start the mock platform: {e}"))?;
-    config.callback_secret = Some(Secret::new(platform.secret()));
-    // A trial: unless a store is chosen, keep orders in memory so that a resent test order runs.
-    if std::env::var_os("SHORTS_STORE").is_none() {
-        config.store = StoreConfig::Memory;
-    }
-    // The handler runs for anyone who knows the well-known key: listen on this machine only,
-    // unless an address is chosen (`PORT` chooses only the port).
-    if std::env::var("SHORTS_BIND").map_or(true, |bind| bind.trim().is_empty()) {
-        config.bind.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    config.callback_url =
-        url::Url::parse(&platform.callback_url()).map_err(|e| format!("mock platform URL: {e}"))?;
-    if config.webhook_auth.is_empty() {
-        config.webhook_auth =
-            vec![WebhookAuth::new("x-api-key", MockPlatform::WEBHOOK_KEY).map_err(|e| e.to_string())?];
-    }
-    let auth = config
-        .webhook_auth
-        .iter()
-        .map(WebhookAuth::header_name)
-        .collect::<Vec<_>>()
-        .join(", ");
-    info!(callback_url = %config.callback_url, webhook_auth = %auth, "callbacks go to a local mock platform and are printed");
-    let mut accepted = platform.subscribe();
-    tokio::spawn(async move {
-        loop {
-            match accepted.recv().await {
-                Ok(callback) => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&abbreviated(&callback.body)).unwrap_or_default()
-                ),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            }
-        }
-    });
-    Ok((config, platform))
+/// Why the webhook listener could not be had.
+#[derive(Debug, thiserror::Error)]
+enum ListenError {
+    /// A service manager passed a socket that cannot be served.
+    #[error("the socket passed in LISTEN_FDS cannot be used: {0}")]
+    Passed(#[source] std::io::Error),
+    /// Binding the configured address failed.
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        /// The address (`SHORTS_BIND`, or `PORT`).
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
@@ -430,218 +417,10 @@ async fn retry(order_id: &str) -> ExitCode {
     }
 }
 
-async fn invoke(name: &str, input: Option<String>, input_file: Option<PathBuf>, out: &Path) -> ExitCode {
-    let text = match (input, input_file) {
-        (Some(text), _) => text,
-        (None, Some(path)) => match tokio::fs::read_to_string(&path).await {
-            Ok(text) => text,
-            Err(e) => return fail(USAGE, &format!("could not read {}: {e}", path.display())),
-        },
-        (None, None) => {
-            return fail(
-                USAGE,
-                "give the inputs with `--input JSON` or `--input-file FILE`",
-            );
-        }
-    };
-    let value: Value = match serde_json::from_str(&text) {
-        Ok(value) => value,
-        Err(e) => return fail(USAGE, &format!("the input is not JSON: {e}")),
-    };
-
-    let objects = std::env::temp_dir().join(format!("shorts-invoke-{}", uuid::Uuid::new_v4()));
-    if let Err(e) = std::fs::create_dir_all(&objects) {
-        return fail(1, &format!("could not create {}: {e}", objects.display()));
-    }
-    let _cleanup = RemoveDir(objects.clone());
-    let platform = match MockPlatform::builder().save_objects_to(&objects).start().await {
-        Ok(platform) => platform,
-        Err(e) => return fail(1, &format!("could not start the mock platform: {e}")),
-    };
-    let (app, route, timeout) = match invoke_app(&platform, name).await {
-        Ok(found) => found,
-        Err(message) => return fail(USAGE, &message),
-    };
-    // The order goes through the server as the platform's would: over HTTP, on this machine.
-    let listener = match TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await {
-        Ok(listener) => listener,
-        Err(e) => return fail(1, &format!("could not listen on 127.0.0.1: {e}")),
-    };
-    let addr = match listener.local_addr() {
-        Ok(addr) => addr,
-        Err(e) => return fail(1, &format!("could not listen on 127.0.0.1: {e}")),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.serve(listener, async {
-        let _ = stopped.await;
-    }));
-
-    // A whole webhook body (it has `order_id`) is replayed as is; anything else is the inputs.
-    let body = if value.get("order_id").is_some() && value.get("inputs").is_some() {
-        let mut body = value;
-        body["callback_url"] = Value::String(platform.callback_url());
-        body
-    } else {
-        platform.webhook_body(&uuid::Uuid::new_v4().to_string(), value)
-    };
-    let order_id = body["order_id"].as_str().unwrap_or_default().to_owned();
-    let answer = reqwest::Client::new()
-        .post(format!("http://{addr}{route}"))
-        .header("x-api-key", MockPlatform::WEBHOOK_KEY)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await;
-    let outcome = match answer {
-        Ok(response) if response.status().is_success() => {
-            match platform
-                .wait_for(&order_id, timeout + Duration::from_secs(60))
-                .await
-            {
-                Some(callback) => report_callback(&platform, &callback, out),
-                None => fail(1, "no callback arrived; see the log above"),
-            }
-        }
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let detail = response.text().await.unwrap_or_default();
-            let detail = serde_json::from_str::<Value>(&detail)
-                .ok()
-                .and_then(|answer| answer["error"].as_str().map(str::to_owned))
-                .unwrap_or(detail);
-            fail(USAGE, &format!("the webhook was refused ({status}): {detail}"))
-        }
-        Err(e) => fail(1, &format!("the webhook could not be sent: {e}")),
-    };
-    let _ = stop.send(());
-    let _ = server.await;
-    outcome
-}
-
-/// Prints the callback, writes its files into `out`, and exits 0 for a success callback.
-fn report_callback(platform: &MockPlatform, callback: &Callback, out: &Path) -> ExitCode {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&abbreviated(&callback.body)).unwrap_or_default()
-    );
-    let files = match platform.files(callback) {
-        Ok(files) => files,
-        Err(e) => return fail(1, &e.to_string()),
-    };
-    for file in files {
-        if let Err(message) = write_file(&file, out) {
-            return fail(1, &message);
-        }
-    }
-    if callback.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
-}
-
-/// Writes a returned file into `dir` under its name's last component, and says where.
-fn write_file(file: &ReturnedFile, dir: &Path) -> Result<(), String> {
-    // Only the last path component: a short must not write outside `dir`.
-    let name = Path::new(&file.filename)
-        .file_name()
-        .ok_or_else(|| format!("file name {:?} is not usable", file.filename))?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("could not create {}: {e}", dir.display()))?;
-    let path = dir.join(name);
-    let written = match &file.contents {
-        FileContents::Inline(bytes) => std::fs::write(&path, bytes).map(|()| bytes.len() as u64),
-        FileContents::Uploaded(object) => match &object.path {
-            Some(stored) => std::fs::copy(stored, &path),
-            None => return Err(format!("the uploaded file `{}` was not stored", file.filename)),
-        },
-    }
-    .map_err(|e| format!("could not write {}: {e}", path.display()))?;
-    eprintln!("wrote {} ({written} bytes)", path.display());
-    Ok(())
-}
-
-/// An app running only `name`, delivering to the in-process mock: the app, the short's route,
-/// and its timeout.
-async fn invoke_app(platform: &MockPlatform, name: &str) -> Result<(App, String, Duration), String> {
-    let registered = Short::registered();
-    // The order runs alone, but the binary must be one `serve` would take.
-    crate::app::check_shorts(&registered).map_err(|e| e.to_string())?;
-    let Some(short) = registered.iter().find(|s| s.name() == name).cloned() else {
-        let names: Vec<&str> = registered.iter().map(Short::name).collect();
-        return Err(format!(
-            "no short named `{name}`; this binary has: {}",
-            names.join(", ")
-        ));
-    };
-    let (route, timeout) = (short.route().to_owned(), short.timeout_duration());
-    let mut builder = App::builder()
-        .config(platform.config())
-        .without_registered()
-        .short(short);
-    if std::io::stderr().is_terminal() {
-        builder = builder.upload_progress(print_progress);
-    }
-    let app = builder.build().await.map_err(|e| e.to_string())?;
-    Ok((app, route, timeout))
-}
-
-/// `uploading video.mp4   52.4 / 150.0 MB  35%`, redrawn in place.
-fn print_progress(name: &str, sent: u64, total: u64) {
-    const MB: f64 = 1_000_000.0;
-    let percent = (sent * 100).checked_div(total).unwrap_or(100);
-    eprint!(
-        "\ruploading {name}  {:.1} / {:.1} MB  {percent:>3}%",
-        sent as f64 / MB,
-        total as f64 / MB
-    );
-    if sent >= total {
-        eprintln!();
-    }
-}
-
-/// Removes a folder when dropped.
-struct RemoveDir(PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The callback with long base64 strings shortened, for the terminal.
-fn abbreviated(body: &Value) -> Value {
-    match body {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(key, value)| match value {
-                    Value::String(s) if key == "file_base64" && s.len() > 96 => {
-                        let start: String = s.chars().take(64).collect();
-                        let shown = format!("{start}… ({} base64 characters)", s.len());
-                        (key.clone(), Value::String(shown))
-                    }
-                    other => (key.clone(), abbreviated(other)),
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(abbreviated).collect()),
-        other => other.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn long_base64_is_abbreviated_for_the_terminal() {
-        let long = "A".repeat(200);
-        let shown =
-            abbreviated(&json!({"files": [{"file_base64": long, "filename": "a"}], "file_base64": "QQ=="}));
-        assert_eq!(shown["file_base64"], "QQ==");
-        let entry = shown["files"][0]["file_base64"].as_str().unwrap_or_default();
-        assert!(entry.ends_with("… (200 base64 characters)"), "{entry}");
-    }
+    use serde_json::Value;
 
     #[test]
     fn list_refuses_two_shorts_at_one_route_as_serve_does() {
@@ -655,23 +434,5 @@ mod tests {
             list_shorts(&[short("a").path("/x"), short("b").path("/x")]),
             ExitCode::from(USAGE)
         );
-    }
-
-    #[test]
-    fn files_are_written_inside_the_folder_only() {
-        let dir = std::env::temp_dir().join(format!("shorts-cli-{}", uuid::Uuid::new_v4()));
-        for (name, bytes) in [("../../escape.txt", b"hi"), ("b.txt", b"yo")] {
-            let file = ReturnedFile {
-                filename: name.to_owned(),
-                contents: FileContents::Inline(bytes.to_vec()),
-            };
-            assert!(write_file(&file, &dir).is_ok());
-        }
-        assert_eq!(
-            std::fs::read(dir.join("escape.txt")).ok().as_deref(),
-            Some(&b"hi"[..])
-        );
-        assert_eq!(std::fs::read(dir.join("b.txt")).ok().as_deref(), Some(&b"yo"[..]));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

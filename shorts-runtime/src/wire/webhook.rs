@@ -58,7 +58,8 @@ fn lenient_ts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>,
 }
 
 /// Why a body is not a webhook: a message and the JSON path of the field at fault.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub(crate) struct EnvelopeError {
     pub(crate) path: String,
     pub(crate) message: String,

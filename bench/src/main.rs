@@ -86,7 +86,7 @@ fn main() -> ExitCode {
         Some("probe") => runtime().block_on(service::probe(&args[1..])),
         _ => {
             eprintln!(
-                "usage: shorts-bench all | service | files [--quick] | build | probe sqlite|memory|b1|b0 RATE [SECONDS]"
+                "usage: shorts-bench all | service | files [--quick] | build | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS]"
             );
             ExitCode::from(2)
         }
@@ -167,6 +167,8 @@ pub(crate) fn serve(platform: &MockPlatform, port: u16, store: &str) -> Command 
             format!("x-api-key: {}", MockPlatform::WEBHOOK_KEY),
         )
         .env("RUST_LOG", "error")
+        // The admin listener on, as by default (metrics recorded), on a port of its own.
+        .env("SHORTS_ADMIN_BIND", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     command

@@ -32,6 +32,8 @@ impl Drop for Contender {
 enum Kind {
     ShortsSqlite,
     ShortsMemory,
+    /// shorts (memory) with the admin listener off, and with it the recording of metrics.
+    ShortsMemoryNoMetrics,
     B1,
     B0,
 }
@@ -41,6 +43,7 @@ impl Kind {
         match self {
             Kind::ShortsSqlite => "shorts (SQLite)",
             Kind::ShortsMemory => "shorts (memory)",
+            Kind::ShortsMemoryNoMetrics => "shorts (memory, metrics off)",
             Kind::B1 => "B1 (axum + SQLite, commit per request)",
             Kind::B0 => "B0 (axum, not durable)",
         }
@@ -56,6 +59,11 @@ async fn start(kind: Kind, platform: &MockPlatform, dir: &Path) -> Contender {
     let mut command = match kind {
         Kind::ShortsSqlite => serve(platform, port, &format!("sqlite://{}", db.display())),
         Kind::ShortsMemory => serve(platform, port, "memory"),
+        Kind::ShortsMemoryNoMetrics => {
+            let mut command = serve(platform, port, "memory");
+            command.env("SHORTS_ADMIN_BIND", "off");
+            command
+        }
         Kind::B1 | Kind::B0 => {
             let own = std::env::current_exe().expect("own path");
             let mut command = Command::new(own.with_file_name("hand-written-short"));
@@ -191,7 +199,13 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
 
     // Intake: the highest rate with p99 <= 50 ms and no errors.
     let mut intake = Vec::new();
-    for kind in [Kind::ShortsSqlite, Kind::ShortsMemory, Kind::B1, Kind::B0] {
+    for kind in [
+        Kind::ShortsSqlite,
+        Kind::ShortsMemory,
+        Kind::ShortsMemoryNoMetrics,
+        Kind::B1,
+        Kind::B0,
+    ] {
         // A fresh platform each time: its record of callbacks grows with every run.
         let platform = MockPlatform::start().await.expect("mock");
         let contender = start(kind, &platform, &dir).await;
@@ -223,6 +237,15 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
         rate_of(Kind::ShortsMemory),
         rate_of(Kind::ShortsMemory) / b1,
         rate_of(Kind::ShortsMemory) / rate_of(Kind::B0)
+    );
+    println!(
+        "| intake, shorts (memory), metrics off | {:.0} | | | | | metrics on >= 0.97x off: {:.2}x |",
+        rate_of(Kind::ShortsMemoryNoMetrics),
+        rate_of(Kind::ShortsMemory) / rate_of(Kind::ShortsMemoryNoMetrics)
+    );
+    println!(
+        "{}",
+        metrics_cost(&client, &dir, &settings, quick, &mut retired).await
     );
 
     // HTTPS: intake with keep-alive connections, and the cost of a connection's handshake.
@@ -364,16 +387,17 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// One contender at one fixed rate, with its timeline: `probe sqlite|memory|b1|b0 RATE [SECONDS]`.
+/// One contender at one fixed rate, with its timeline: `probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS]`.
 /// For finding out why a rate is or is not sustained.
 pub(crate) async fn probe(args: &[String]) -> ExitCode {
     let kind = match args.first().map(String::as_str) {
         Some("sqlite") => Kind::ShortsSqlite,
         Some("memory") => Kind::ShortsMemory,
+        Some("memory-no-metrics") => Kind::ShortsMemoryNoMetrics,
         Some("b1") => Kind::B1,
         Some("b0") => Kind::B0,
         _ => {
-            eprintln!("usage: shorts-bench probe sqlite|memory|b1|b0 RATE [SECONDS]");
+            eprintln!("usage: shorts-bench probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS]");
             return ExitCode::from(2);
         }
     };
@@ -408,6 +432,49 @@ pub(crate) async fn probe(args: &[String]) -> ExitCode {
     drop(contender);
     let _ = std::fs::remove_dir_all(&dir);
     ExitCode::SUCCESS
+}
+
+/// The cost of recording metrics: shorts (memory) with metrics on (the default) and off, taking
+/// turns at one fixed rate; each figure is the median of its runs of the server's CPU time per
+/// order, which the intake search (held by the machine's CPU) cannot resolve to a few percent.
+async fn metrics_cost(
+    client: &reqwest::Client,
+    dir: &Path,
+    settings: &Settings,
+    quick: bool,
+    retired: &mut Vec<MockPlatform>,
+) -> String {
+    let rate = if quick { 200.0 } else { 2000.0 };
+    let rounds = if quick { 1 } else { 5 };
+    let mut contenders = Vec::new();
+    for kind in [Kind::ShortsMemory, Kind::ShortsMemoryNoMetrics] {
+        let platform = MockPlatform::start().await.expect("mock");
+        let contender = start(kind, &platform, dir).await;
+        contenders.push((platform, contender, Vec::new()));
+    }
+    for _ in 0..rounds {
+        for (platform, contender, cpus) in &mut contenders {
+            fixed(client, contender, platform, rate, settings.fixed / 10).await;
+            let pid = contender.child.id();
+            let before = proc::Usage::of(pid).unwrap_or_default();
+            let run = fixed(client, contender, platform, rate, settings.fixed).await;
+            let used = proc::Usage::of(pid).unwrap_or_default();
+            let orders = u32::try_from(run.ok.max(1)).unwrap_or(u32::MAX);
+            cpus.push(used.per(&before, orders).cpu() * 1e6);
+        }
+    }
+    let mut medians = Vec::new();
+    for (platform, contender, mut cpus) in contenders {
+        cpus.sort_by(f64::total_cmp);
+        medians.push(cpus[cpus.len() / 2]);
+        drop(contender);
+        retired.push(platform);
+    }
+    let (on, off) = (medians[0], medians[1]);
+    format!(
+        "| server CPU per order at {rate:.0}/s, shorts (memory), metrics on / off (median of {rounds} turns each) | {on:.0} / {off:.0} µs | | {:.3}x | | | <= 1.03x |",
+        on / off
+    )
 }
 
 /// Doubles the rate until a step is not sustained, then bisects.

@@ -8,6 +8,8 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use crate::admin::Admin;
+use crate::admin::metrics::Metrics;
 use crate::config::{Config, ConfigError};
 use crate::delivery::Delivery;
 use crate::server::{Intake, Tls};
@@ -140,10 +142,14 @@ impl AppBuilder {
             var: "SHORTS_CALLBACK_SECRET",
             hint: "set it to the callback secret shown in the Connect step",
         })?;
-        let delivery = Delivery::new(&config, secret, self.progress).map_err(BuildError::Client)?;
+        // Metrics are recorded only when the admin listener that serves them is on.
+        let metrics = config.admin_bind.map(|_| Arc::new(Metrics::new()));
+        let delivery = Delivery::new(&config, secret, self.progress)
+            .map_err(BuildError::Client)?
+            .with_metrics(metrics.clone());
         let lanes: Vec<Arc<Lane>> = shorts
             .into_iter()
-            .map(|short| Arc::new(Lane::new(short)))
+            .map(|short| Arc::new(Lane::new(short, metrics.as_deref())))
             .collect();
         let tls = Tls::start(&config.tls).await?;
         let store = AnyStore::open(&config.store).await?;
@@ -154,14 +160,17 @@ impl AppBuilder {
             dead_retention: config.dead_retention,
         };
         let pending = Pending::new(config.max_pending_bytes as u64);
-        let engine = Engine::new(store, delivery, &lanes, timing, pending);
+        let engine = Engine::new(store, delivery, &lanes, timing, pending, metrics.clone());
         engine.start();
+        let intake = Arc::new(Intake {
+            config,
+            lanes,
+            engine,
+            metrics,
+        });
         Ok(App {
-            intake: Arc::new(Intake {
-                config,
-                lanes,
-                engine,
-            }),
+            admin: Arc::new(Admin::new(&intake)),
+            intake,
             tls: Arc::new(tls),
         })
     }
@@ -227,6 +236,8 @@ fn check_path(short: &Short) -> Result<(), BuildError> {
 #[derive(Clone)]
 pub struct App {
     intake: Arc<Intake>,
+    /// The admin listener's routes and sessions.
+    admin: Arc<Admin>,
     /// HTTPS, when configured; its certificate task stops with the last clone of the application.
     tls: Arc<Tls>,
 }
@@ -299,6 +310,16 @@ impl App {
     /// stops.
     pub fn router(&self) -> Router {
         crate::server::router(&self.intake)
+    }
+
+    /// The admin routes, to serve on a listener of their own (as `serve` does on
+    /// `SHORTS_ADMIN_BIND`), never beside the webhook routes: `GET /metrics` (Prometheus), `GET /`,
+    /// and the login form (`GET`/`POST /login`, `POST /logout`). When
+    /// [`Config::admin_token`] is set, every route but the login form asks for
+    /// `Authorization: Bearer <token>` or the session cookie the form sets. With
+    /// [`Config::admin_bind`] `None`, no metrics are recorded and `/metrics` answers 404.
+    pub fn admin_router(&self) -> Router {
+        crate::admin::router(&self.admin)
     }
 
     /// Serves on `listener` until `shutdown` completes; then stops accepting, lets open requests

@@ -234,7 +234,22 @@ pub struct Config {
     /// TLS (`SHORTS_PUBLIC_URL`, e.g. `https://shorts.example.com`); a short's webhook URL is this
     /// followed by its path. Only `check` and the start-up log use it. Default: none.
     pub public_url: Option<url::Url>,
+    /// The admin listener's address (`SHORTS_ADMIN_BIND`): `GET /metrics` and the operator's
+    /// pages, never the webhooks. `None` (`off`) serves no admin listener and records no metrics.
+    /// Default `127.0.0.1:9090`.
+    pub admin_bind: Option<SocketAddr>,
+    /// The token the admin listener asks for (`SHORTS_ADMIN_TOKEN`), as `Authorization: Bearer`
+    /// or through its login form. Required when `admin_bind` is not a loopback address; without
+    /// it, a loopback admin listener answers anyone on this machine. Default: none.
+    pub admin_token: Option<Secret>,
 }
+
+/// The admin listener's default address.
+pub const DEFAULT_ADMIN_BIND: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
+
+/// The shortest admin token accepted.
+pub(crate) const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 /// Whether the listener serves HTTPS, and where its certificate comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -327,6 +342,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             tls: TlsConfig::None,
             public_url: None,
+            admin_bind: Some(DEFAULT_ADMIN_BIND),
+            admin_token: None,
         }
     }
 }
@@ -429,6 +446,27 @@ impl Config {
         if let Some(size) = get("SHORTS_MAX_PENDING_BYTES") {
             config.max_pending_bytes = parse_size("SHORTS_MAX_PENDING_BYTES", &size)?;
         }
+        if let Some(bind) = get("SHORTS_ADMIN_BIND") {
+            config.admin_bind = if bind.eq_ignore_ascii_case("off") {
+                None
+            } else {
+                Some(bind.parse().map_err(|_| ConfigError::Invalid {
+                    var: "SHORTS_ADMIN_BIND",
+                    reason: format!("{bind:?} is not an address such as `127.0.0.1:9090`, or `off`"),
+                })?)
+            };
+        }
+        if let Some(token) = get("SHORTS_ADMIN_TOKEN") {
+            if token.chars().count() < MIN_ADMIN_TOKEN_LEN || !token.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(ConfigError::Invalid {
+                    var: "SHORTS_ADMIN_TOKEN",
+                    reason: format!(
+                        "use at least {MIN_ADMIN_TOKEN_LEN} printable ASCII characters without spaces, e.g. `openssl rand -hex 32`"
+                    ),
+                });
+            }
+            config.admin_token = Some(Secret::new(token));
+        }
         config.check_ranges()?;
         Ok(config)
     }
@@ -491,6 +529,24 @@ impl Config {
             return Err(ConfigError::Missing {
                 var: "SHORTS_WEBHOOK_AUTH",
                 hint: "set it to the auth header configured in the Connect step, e.g. `x-api-key: abc123`",
+            });
+        }
+        self.check_admin()
+    }
+
+    /// Checks that an admin listener reachable from other machines asks for a token.
+    ///
+    /// # Errors
+    ///
+    /// When `admin_bind` is not a loopback address and `admin_token` is not set.
+    pub fn check_admin(&self) -> Result<(), ConfigError> {
+        if let Some(bind) = self.admin_bind
+            && !bind.ip().is_loopback()
+            && self.admin_token.is_none()
+        {
+            return Err(ConfigError::Missing {
+                var: "SHORTS_ADMIN_TOKEN",
+                hint: "`SHORTS_ADMIN_BIND` is not a loopback address: set a token of at least 16 characters (e.g. `openssl rand -hex 32`), or bind the admin listener to 127.0.0.1",
             });
         }
         Ok(())
@@ -877,6 +933,50 @@ mod tests {
         assert!(config.check_serving().is_ok());
         assert!(!format!("{config:?}").contains("s3cret"));
         assert!(!format!("{config:?}").contains("t0ken"));
+    }
+
+    #[test]
+    fn admin_listener() {
+        let serving = [
+            ("SHORTS_CALLBACK_SECRET", "s"),
+            ("SHORTS_WEBHOOK_AUTH", "x-api-key: k"),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let vars: Vec<(&str, &str)> = serving.iter().chain(extra).copied().collect();
+            from(&vars)
+        };
+        let default = with(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(default.admin_bind, Some(DEFAULT_ADMIN_BIND));
+        assert!(default.check_serving().is_ok());
+        let off = with(&[("SHORTS_ADMIN_BIND", "off")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(off.admin_bind, None);
+        let open = with(&[("SHORTS_ADMIN_BIND", "0.0.0.0:9090")]).unwrap_or_else(|e| panic!("{e}"));
+        let missing = open
+            .check_serving()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            missing.starts_with("`SHORTS_ADMIN_TOKEN` is not set"),
+            "{missing}"
+        );
+        let token = "0123456789abcdef0123";
+        let guarded = with(&[("SHORTS_ADMIN_BIND", "[::]:9090"), ("SHORTS_ADMIN_TOKEN", token)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(guarded.check_serving().is_ok());
+        assert!(!format!("{guarded:?}").contains(token));
+        for (var, value) in [
+            ("SHORTS_ADMIN_BIND", "9090"),
+            ("SHORTS_ADMIN_TOKEN", "short"),
+            ("SHORTS_ADMIN_TOKEN", "has a space in it somewhere"),
+        ] {
+            let error = with(&[(var, value)])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.starts_with(&format!("`{var}` is invalid")), "{error}");
+            assert!(!error.contains("somewhere"), "{error}");
+        }
     }
 
     #[test]

@@ -39,6 +39,7 @@
 //! instead). A duplicate webhook for an order already received runs nothing.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod admin;
 mod app;
 mod cli;
 mod config;
@@ -62,7 +63,7 @@ mod testing;
 pub use app::{App, AppBuilder, BuildError};
 pub use cli::run;
 pub use config::{
-    AcmeConfig, Config, ConfigError, DEFAULT_RETRY_SCHEDULE, LETS_ENCRYPT_DIRECTORY,
+    AcmeConfig, Config, ConfigError, DEFAULT_ADMIN_BIND, DEFAULT_RETRY_SCHEDULE, LETS_ENCRYPT_DIRECTORY,
     LETS_ENCRYPT_STAGING_DIRECTORY, Secret, StoreConfig, TlsConfig, WebhookAuth,
 };
 pub use server::{PairError, TlsError};

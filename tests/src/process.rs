@@ -62,7 +62,9 @@ impl Instance {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr);
+            .stderr(stderr)
+            // Instances run side by side: none takes the admin listener's port unless asked to.
+            .env("SHORTS_ADMIN_BIND", "off");
         for (key, value) in &self.env {
             command.env(key, value);
         }

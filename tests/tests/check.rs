@@ -143,6 +143,8 @@ async fn a_host_ready_to_go_live_passes_and_gets_its_webhook_url() {
         "SHORTS_LEASE               5s (default)",
         "SHORTS_MAX_BODY            64 MiB (default)",
         "SHORTS_MALLOC_TUNING       on: glibc's allocator tuned for large bodies (default)",
+        "SHORTS_ADMIN_BIND          127.0.0.1:9090: GET /metrics (default)",
+        "SHORTS_ADMIN_TOKEN         not set: the admin listener answers anyone on this machine",
     ] {
         assert!(text.contains(line), "no line {line:?}:\n{text}");
     }
@@ -245,6 +247,11 @@ async fn each_misconfiguration_is_marked_on_its_line() {
             "no webhook auth",
             with(&ready, "SHORTS_WEBHOOK_AUTH", None),
             "SHORTS_WEBHOOK_AUTH        not set",
+        ),
+        (
+            "an admin listener open to other machines without a token",
+            with(&ready, "SHORTS_ADMIN_BIND", Some("0.0.0.0:9090")),
+            "SHORTS_ADMIN_TOKEN         `SHORTS_ADMIN_TOKEN` is not set",
         ),
         (
             "the platform's certificate is not trusted",

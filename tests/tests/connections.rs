@@ -281,6 +281,7 @@ fn short(open_files: Option<u32>, args: &[&str]) -> Command {
     command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SHORTS_ADMIN_BIND", "off")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -336,7 +336,8 @@ fn serve_exits(vars: &[(&str, &Path)]) -> (Option<i32>, String) {
         .env("SHORTS_CALLBACK_SECRET", "s")
         .env("SHORTS_WEBHOOK_AUTH", "x-api-key: k")
         .env("SHORTS_STORE", "memory")
-        .env("SHORTS_BIND", "127.0.0.1:0");
+        .env("SHORTS_BIND", "127.0.0.1:0")
+        .env("SHORTS_ADMIN_BIND", "off");
     for (var, value) in vars {
         command.env(var, value);
     }

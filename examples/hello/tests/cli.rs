@@ -14,7 +14,9 @@ fn hello() -> Command {
     let mut command = Command::new(BIN);
     command
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        // Tests run side by side: none takes the admin listener's port.
+        .env("SHORTS_ADMIN_BIND", "off");
     command
 }
 

@@ -211,6 +211,22 @@ fn configuration(report: &mut Report, config: &Config) {
         Some(url) => report.ok("SHORTS_PUBLIC_URL", url),
         None => report.ok("SHORTS_PUBLIC_URL", "not set"),
     }
+    match config.admin_bind {
+        Some(bind) => report.ok(
+            "SHORTS_ADMIN_BIND",
+            shown("SHORTS_ADMIN_BIND", format!("{bind}: GET /metrics")),
+        ),
+        None => report.ok("SHORTS_ADMIN_BIND", "off: no admin listener, no metrics"),
+    }
+    match (&config.admin_token, config.check_admin()) {
+        (_, Err(e)) => report.problem("SHORTS_ADMIN_TOKEN", e),
+        (Some(_), Ok(())) => report.ok("SHORTS_ADMIN_TOKEN", "set"),
+        (None, Ok(())) if config.admin_bind.is_none() => report.ok("SHORTS_ADMIN_TOKEN", "not set"),
+        (None, Ok(())) => report.ok(
+            "SHORTS_ADMIN_TOKEN",
+            "not set: the admin listener answers anyone on this machine",
+        ),
+    }
     let var = crate::malloc::TUNING_VAR;
     match crate::malloc::tuning_wanted(std::env::var_os(var).as_deref()) {
         Ok(true) => report.ok(var, shown(var, "on: glibc's allocator tuned for large bodies")),

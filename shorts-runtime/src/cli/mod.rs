@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::app::App;
@@ -76,7 +77,8 @@ enum Command {
 
 /// Runs the command line. Its commands (`--help` describes each):
 ///
-/// - `serve` (the default): serve every short, configured from the environment; `serve --mock`
+/// - `serve` (the default): serve every short, configured from the environment, with the admin
+///   listener (`GET /metrics`) on `SHORTS_ADMIN_BIND` beside the webhook one; `serve --mock`
 ///   delivers callbacks to a built-in mock of the platform and prints them;
 /// - `invoke <short> --input <json>` (or `--input-file <file>`): run one order in-process against a
 ///   built-in mock of the platform, print the callback and write returned files to `--out`;
@@ -185,7 +187,42 @@ async fn serve(mock: bool) -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(1, &e.to_string()),
     };
-    match app.serve(listener, shutdown_signal()).await {
+    let admin_listener = match app.config().admin_bind {
+        Some(bind) => match TcpListener::bind(bind).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                return fail(1, &format!("could not listen on {bind} (SHORTS_ADMIN_BIND): {e}"));
+            }
+        },
+        None => {
+            info!("admin listener off (SHORTS_ADMIN_BIND=off): no metrics");
+            None
+        }
+    };
+    // One signal stops both listeners.
+    let stop = CancellationToken::new();
+    let signal = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                () = shutdown_signal() => stop.cancel(),
+                () = stop.cancelled() => {}
+            }
+        }
+    });
+    let admin = admin_listener.map(|admin_listener| {
+        let (router, config, stopped) = (app.admin_router(), app.config().clone(), stop.clone());
+        tokio::spawn(async move {
+            crate::admin::serve(router, admin_listener, &config, stopped.cancelled_owned()).await;
+        })
+    });
+    let result = app.serve(listener, stop.clone().cancelled_owned()).await;
+    stop.cancel();
+    let _ = signal.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e.to_string()),
     }

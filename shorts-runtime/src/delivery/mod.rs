@@ -89,6 +89,8 @@ pub(crate) struct Delivery {
     request_timeout: Duration,
     /// Told how uploads progress, when set.
     progress: Option<Progress>,
+    /// Counts the bytes uploaded, when metrics are on.
+    metrics: crate::admin::metrics::MaybeMetrics,
 }
 
 /// The slowest transfer rate a request is given time for, on top of the configured timeout.
@@ -115,7 +117,14 @@ impl Delivery {
             inline_limit: config.inline_limit,
             request_timeout: config.callback_timeout,
             progress,
+            metrics: None,
         })
+    }
+
+    /// Records the bytes of direct uploads in `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: crate::admin::metrics::MaybeMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The URL to send an order's callback to: the webhook's `callback_url` when it is the

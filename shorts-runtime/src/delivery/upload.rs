@@ -207,6 +207,9 @@ impl Delivery {
                 if let Some(progress) = &self.progress {
                     progress(name, size, size);
                 }
+                if let Some(metrics) = &self.metrics {
+                    metrics.uploaded(size);
+                }
                 let seconds = started.elapsed().as_secs_f64();
                 info!(file = name, bytes = size, attempts, seconds, "uploaded");
                 Ok(())

@@ -23,6 +23,7 @@ use http_body_util::BodyExt;
 use subtle::ConstantTimeEq;
 use tracing::{debug, error, warn};
 
+use crate::admin::metrics::{MaybeMetrics, Metrics};
 use crate::config::Config;
 use crate::store::Store as _;
 use crate::wire::platform::WEBHOOK_ACK_BODY;
@@ -36,6 +37,8 @@ pub(crate) struct Intake {
     pub(crate) config: Config,
     pub(crate) lanes: Vec<Arc<Lane>>,
     pub(crate) engine: Arc<Engine>,
+    /// The App's metrics, when they are on (the admin listener is).
+    pub(crate) metrics: MaybeMetrics,
 }
 
 #[derive(Clone)]
@@ -44,7 +47,9 @@ struct WebhookState {
     lane: Arc<Lane>,
 }
 
-/// Every short's webhook route behind the auth check, plus `GET /healthz`.
+/// Every short's webhook route behind the auth check, plus `GET /healthz`. With metrics on, every
+/// answer of a webhook route is counted (those of the auth check included), and so is every
+/// answer to no route.
 pub(crate) fn router(intake: &Arc<Intake>) -> Router {
     let mut shorts = Router::new();
     for lane in &intake.lanes {
@@ -53,12 +58,68 @@ pub(crate) fn router(intake: &Arc<Intake>) -> Router {
             lane: Arc::clone(lane),
         };
         let status_path = format!("{}/status/{{order_id}}", lane.short.path.trim_end_matches('/'));
+        // Every method goes through the auth check first (another method is then answered 405).
+        let auth = middleware::from_fn_with_state(Arc::clone(intake), authenticate);
+        let mut route = post(webhook).with_state(state.clone()).layer(auth.clone());
+        if lane.metrics.is_some() {
+            // Outside the auth check, so that its 401s count.
+            route = route.layer(middleware::from_fn_with_state(Arc::clone(lane), count_answer));
+        }
         shorts = shorts
-            .route(&lane.short.path, post(webhook).with_state(state.clone()))
-            .route(&status_path, get(status).with_state(state));
+            .route(&lane.short.path, route)
+            .route(&status_path, get(status).with_state(state).layer(auth));
     }
-    let shorts = shorts.route_layer(middleware::from_fn_with_state(Arc::clone(intake), authenticate));
-    Router::new().route("/healthz", get(healthz)).merge(shorts)
+    let router = Router::new().route("/healthz", get(healthz)).merge(shorts);
+    match &intake.metrics {
+        Some(metrics) => router.layer(middleware::from_fn_with_state(
+            Unrouted {
+                metrics: Arc::clone(metrics),
+                intake: Arc::clone(intake),
+            },
+            count_unrouted,
+        )),
+        None => router,
+    }
+}
+
+/// Counts the answers of a short's webhook route.
+async fn count_answer(State(lane): State<Arc<Lane>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(metrics) = &lane.metrics {
+        metrics.webhooks.answered(response.status());
+    }
+    response
+}
+
+#[derive(Clone)]
+struct Unrouted {
+    metrics: Arc<Metrics>,
+    intake: Arc<Intake>,
+}
+
+/// Counts the answers to requests for no route (`404` with `short=""`).
+async fn count_unrouted(State(unrouted): State<Unrouted>, request: Request, next: Next) -> Response {
+    // A clone of the URI shares its bytes: nothing is allocated.
+    let uri = request.uri().clone();
+    let response = next.run(request).await;
+    if response.status() == StatusCode::NOT_FOUND && !is_route(&unrouted.intake, uri.path()) {
+        unrouted.metrics.unrouted().answered(response.status());
+    }
+    response
+}
+
+/// Whether `path` is one of the router's routes: a short's webhook or status route, or the health
+/// check (a status route answers 404 for an order it does not know).
+fn is_route(intake: &Intake, path: &str) -> bool {
+    path == "/healthz"
+        || intake.lanes.iter().any(|lane| {
+            let route = lane.short.path.trim_end_matches('/');
+            path == lane.short.path
+                || path
+                    .strip_prefix(route)
+                    .and_then(|rest| rest.strip_prefix("/status/"))
+                    .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+        })
 }
 
 /// Polling mode: where an order is, with its result once there is one. Same auth as the webhook.

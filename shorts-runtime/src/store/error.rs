@@ -28,6 +28,8 @@ pub enum StoreOperation {
     Get,
     /// List orders.
     List,
+    /// Count the orders in each state.
+    Count,
     /// Put a dead or paused order back to delivery.
     Retry,
     /// Delete old delivered orders.
@@ -50,6 +52,7 @@ impl std::fmt::Display for StoreOperation {
             StoreOperation::ReleaseOrder => "release an order's lease",
             StoreOperation::Get => "read an order",
             StoreOperation::List => "list orders",
+            StoreOperation::Count => "count orders",
             StoreOperation::Retry => "retry an order",
             StoreOperation::Purge => "delete old delivered orders",
             StoreOperation::PurgeDead => "delete the webhook bodies of old dead orders",

@@ -74,6 +74,7 @@ fn claimed(row: &Row) -> Claimed {
         steps: row.steps,
         result: row.record.result.clone(),
         started: false,
+        received_at: row.received_at,
     }
 }
 
@@ -289,6 +290,16 @@ impl Store for MemoryStore {
             .take(limit as usize)
             .map(|row| row.record())
             .collect())
+    }
+
+    async fn count_by_state(&self) -> Result<[u64; 5], StoreError> {
+        let mut counts = [0; OrderState::ALL.len()];
+        for row in self.rows().rows.values() {
+            if let Some(i) = OrderState::ALL.iter().position(|s| *s == row.record.state) {
+                counts[i] += 1;
+            }
+        }
+        Ok(counts)
     }
 
     async fn retry(&self, id: &str) -> Result<bool, StoreError> {

@@ -109,6 +109,8 @@ pub(crate) struct Claimed {
     pub(crate) result: Option<Bytes>,
     /// The first run was counted when the order was accepted (see [`NewOrder::started`]).
     pub(crate) started: bool,
+    /// When the order was received, in ms since the Unix epoch.
+    pub(crate) received_at: i64,
 }
 
 /// A run of the short on an order, as [`Store::start_run`] recorded it.
@@ -160,6 +162,18 @@ pub struct OrderRecord {
     /// Its webhook body (the buyer's inputs and files) was purged: a dead order past
     /// `SHORTS_DEAD_RETENTION`. The record and the stored callback body stay.
     pub payload_purged: bool,
+}
+
+/// Counts per state as [`Store::count_by_state`] returns them, from `(state, count)` rows; a state
+/// this version does not know is left out.
+pub(crate) fn counts_by_state(rows: impl IntoIterator<Item = (String, i64)>) -> [u64; OrderState::ALL.len()] {
+    let mut counts = [0; OrderState::ALL.len()];
+    for (state, count) in rows {
+        if let Some(i) = OrderState::ALL.iter().position(|s| s.as_str() == state) {
+            counts[i] += u64::try_from(count).unwrap_or(0);
+        }
+    }
+    counts
 }
 
 /// A stored run count as [`OrderRecord::runs`]: a negative one (never written) reads as 0.
@@ -307,6 +321,9 @@ pub(crate) trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<OrderRecord>, StoreError>> + Send;
 
+    /// How many orders are in each state, in the order of [`OrderState::ALL`].
+    fn count_by_state(&self) -> impl Future<Output = Result<[u64; 5], StoreError>> + Send;
+
     /// Puts a dead or paused order with a stored result back to delivery, due now, at the start of
     /// the retry schedule (its attempts stay counted); `false` when there is no such order.
     fn retry(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -408,6 +425,10 @@ impl Store for AnyStore {
 
     async fn list(&self, state: Option<OrderState>, limit: u32) -> Result<Vec<OrderRecord>, StoreError> {
         dispatch!(self, s => s.list(state, limit))
+    }
+
+    async fn count_by_state(&self) -> Result<[u64; 5], StoreError> {
+        dispatch!(self, s => s.count_by_state())
     }
 
     async fn retry(&self, id: &str) -> Result<bool, StoreError> {

@@ -10,9 +10,10 @@ use tracing::warn;
 
 use super::error::{Failure, doing};
 use super::sql::{
-    CLAIM_POSTGRES, HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS,
-    PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, SETTLE, START_RUN, drop_delivered_bodies,
-    mappers, replacing_body, select_records, settled, started, token_columns, upsert_result,
+    CLAIM_POSTGRES, COUNT_BY_STATE, HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT,
+    PURGE_DEAD_PAYLOADS, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, SETTLE,
+    START_RUN, drop_delivered_bodies, mappers, replacing_body, select_records, settled, started,
+    token_columns, upsert_result,
 };
 use super::{
     Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError, StoreOperation, ms,
@@ -146,6 +147,7 @@ impl Store for PgStore {
                 steps: 0,
                 result: None,
                 started: order.started,
+                received_at: now,
             }))
         })
         .await
@@ -286,6 +288,14 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?;
             Ok::<_, Failure>(rows.iter().map(record).collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn count_by_state(&self) -> Result<[u64; 5], StoreError> {
+        doing(StoreOperation::Count, async {
+            let rows: Vec<(String, i64)> = sqlx::query_as(COUNT_BY_STATE).fetch_all(&self.pool).await?;
+            Ok::<_, Failure>(super::counts_by_state(rows))
         })
         .await
     }

@@ -10,7 +10,7 @@ use super::{KEPT_BODY_LIMIT, OrderState, Settle};
 /// Columns of a claim, from `shorts_orders`.
 macro_rules! claimed_columns {
     () => {
-        "order_id, short, callback_url, fence, attempts, steps"
+        "order_id, short, callback_url, fence, attempts, steps, received_at"
     };
 }
 
@@ -242,6 +242,9 @@ pub(super) const SELECT_PAYLOAD_LENGTH_AND_RESULT: &str =
             (SELECT body FROM shorts_results WHERE order_id = $1)";
 
 /// Puts a dead or paused order with a result back to delivery, at the schedule's start: $1 now,
+/// `(state, n)` for every state that has orders.
+pub(super) const COUNT_BY_STATE: &str = "SELECT state, COUNT(*) AS n FROM shorts_orders GROUP BY state";
+
 /// $2 id.
 pub(super) const RETRY: &str = "UPDATE shorts_orders SET state = 'delivering', next_at = $1, steps = 0
      WHERE order_id = $2 AND state IN ('dead', 'paused')
@@ -262,6 +265,7 @@ macro_rules! mappers {
                 steps: row.try_get("steps")?,
                 result: None,
                 started: false,
+                received_at: row.try_get("received_at")?,
             })
         }
 

@@ -55,7 +55,7 @@ pub(crate) trait Fixture: Sized {
 /// [`Fixture`] `$fixture` opens, so that a failing case hides none of the others.
 macro_rules! cases {
     ($fixture:ty) => {
-        $crate::store::suite::cases!(@each $fixture, |store| &**store; accept_once, leases_and_fences, results_and_retries, long_bodies_dropped_once_delivered, dead_and_retry, paused, heartbeat_and_release, release_one, ordering_and_limits, job_token_erased_with_the_result, dead_payloads_purged, purge);
+        $crate::store::suite::cases!(@each $fixture, |store| &**store; accept_once, leases_and_fences, results_and_retries, long_bodies_dropped_once_delivered, dead_and_retry, paused, heartbeat_and_release, release_one, ordering_and_limits, job_token_erased_with_the_result, dead_payloads_purged, purge, counts_by_state);
         $crate::store::suite::cases!(@each $fixture, |store| store; concurrent_accepts, concurrent_claims, concurrent_saves_and_settles);
     };
     (@each $fixture:ty, |$store:ident| $arg:expr; $($case:ident),*) => {
@@ -379,6 +379,48 @@ pub(crate) async fn paused<S: Store>(store: &S) {
     // A 401 is a POST, not a step of the schedule.
     assert_eq!((again.attempts, again.steps), (1, 0));
     settle_delivered(store, "e1", again.fence).await;
+}
+
+/// Accepts `id` and stores a result for it; the claim's fence.
+async fn with_result<S: Store>(store: &S, id: &str) -> i64 {
+    let claimed = store
+        .accept(order(id), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert!(
+        store
+            .save_result(id, claimed.fence, Bytes::from_static(b"body"))
+            .await
+            .expect("save")
+    );
+    claimed.fence
+}
+
+pub(crate) async fn counts_by_state<S: Store>(store: &S) {
+    assert_eq!(store.count_by_state().await.expect("count"), [0; 5]);
+    for id in ["k1", "k2", "k3"] {
+        store.accept(order(id), "one", LONG).await.expect("accept");
+    }
+    with_result(store, "k4").await;
+    let fence = with_result(store, "k5").await;
+    let probe = Settle::Paused {
+        at: now_ms() + 60_000,
+    };
+    assert!(store.settle("k5", fence, probe, 1).await.expect("settle"));
+    for id in ["k6", "k7"] {
+        let claimed = store
+            .accept(order(id), "one", LONG)
+            .await
+            .expect("accept")
+            .expect("new");
+        settle_delivered(store, id, claimed.fence).await;
+    }
+    let fence = with_result(store, "k8").await;
+    let dead = Settle::Dead("400".to_owned());
+    assert!(store.settle("k8", fence, dead, 1).await.expect("settle"));
+    // In the order of `OrderState::ALL`: received, delivering, paused, delivered, dead.
+    assert_eq!(store.count_by_state().await.expect("count"), [3, 1, 1, 2, 1]);
 }
 
 pub(crate) async fn heartbeat_and_release<S: Store>(store: &S) {

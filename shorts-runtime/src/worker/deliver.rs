@@ -8,6 +8,7 @@ use tracing::{error, info, warn};
 use url::Url;
 
 use super::Engine;
+use crate::admin::metrics::Attempt;
 use crate::delivery::{Delivered, Rendered};
 use crate::store::{Claimed, Settle, Store, ms, now_ms};
 
@@ -34,6 +35,9 @@ impl Engine {
                 )
                 .await;
             posts += 1;
+            if let Some(metrics) = &self.metrics {
+                metrics.callback_attempt(attempt(&delivered));
+            }
             let attempts = claimed.attempts + posts;
             let replacement = match settlement(delivered, claimed.steps, attempts) {
                 Ok(settle) => break settle,
@@ -52,6 +56,14 @@ impl Engine {
                 }
             }
         };
+        if settle == Settle::Delivered
+            && let Some(metrics) = self
+                .lanes
+                .get(claimed.short.as_str())
+                .and_then(|lane| lane.metrics.as_ref())
+        {
+            metrics.delivered(claimed.received_at);
+        }
         self.record(claimed, settle, posts).await
     }
 
@@ -80,6 +92,17 @@ impl Engine {
                 false
             }
         }
+    }
+}
+
+/// How a callback POST ended, as the metrics count it.
+fn attempt(delivered: &Delivered) -> Attempt {
+    match delivered {
+        Delivered::Accepted => Attempt::Accepted,
+        // Sent again at once with the files uploaded.
+        Delivered::Retry { .. } | Delivered::Replaced(_) => Attempt::Retry,
+        Delivered::Refused { .. } | Delivered::TooLarge | Delivered::Exhausted { .. } => Attempt::Dead,
+        Delivered::Unauthorized { .. } => Attempt::Paused,
     }
 }
 

@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 use url::Url;
 
+use crate::admin::metrics::{MaybeMetrics, Metrics, ShortMetrics};
 use crate::delivery::{Delivery, Rendered};
 use crate::short::Short;
 use crate::store::{AnyStore, Claimed, NewOrder, Store, StoreError};
@@ -42,13 +43,21 @@ pub(crate) struct Lane {
     pub(crate) short: Short,
     /// Its free slots: one permit per order it may run at once.
     permits: Arc<Semaphore>,
+    /// Its metrics, when they are on.
+    pub(crate) metrics: Option<ShortMetrics>,
 }
 
 impl Lane {
-    /// A lane with as many slots as the short's concurrency (at least one).
-    pub(crate) fn new(short: Short) -> Self {
+    /// A lane with as many slots as the short's concurrency (at least one), recording in
+    /// `metrics` when they are on.
+    pub(crate) fn new(short: Short, metrics: Option<&Metrics>) -> Self {
         let permits = Arc::new(Semaphore::new(short.concurrency.clamp(1, Semaphore::MAX_PERMITS)));
-        Self { short, permits }
+        let metrics = metrics.map(|metrics| metrics.short(&short.name));
+        Self {
+            short,
+            permits,
+            metrics,
+        }
     }
 }
 
@@ -123,6 +132,8 @@ pub(crate) struct Engine {
     running: std::sync::Mutex<HashSet<String>>,
     /// The bytes of webhook bodies held in memory.
     pub(crate) pending: Pending,
+    /// Counts callback attempts, when metrics are on.
+    metrics: MaybeMetrics,
 }
 
 impl Engine {
@@ -133,6 +144,7 @@ impl Engine {
         lanes: &[Arc<Lane>],
         timing: Timing,
         pending: Pending,
+        metrics: MaybeMetrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -149,6 +161,7 @@ impl Engine {
             beat: CancellationToken::new(),
             running: std::sync::Mutex::default(),
             pending,
+            metrics,
         })
     }
 

@@ -10,6 +10,7 @@ use tracing::{error, info, warn};
 use url::Url;
 
 use super::{Engine, Held, Lane, Start};
+use crate::admin::metrics::Outcome;
 use crate::delivery::Rendered;
 use crate::short::Call;
 use crate::short::error::{Error, ErrorKind};
@@ -55,6 +56,13 @@ impl Engine {
     /// Runs the short and renders its callback; `None` when another instance took the order.
     async fn produce(&self, claimed: &Claimed, target: &Url, start: Option<Start>) -> Option<Rendered> {
         let result = self.run_short(claimed, start).await?;
+        if let Some(metrics) = self
+            .lanes
+            .get(claimed.short.as_str())
+            .and_then(|l| l.metrics.as_ref())
+        {
+            metrics.finished(Outcome::of(&result));
+        }
         match &result {
             Ok(output) => info!(output_type = output.output_type(), "order finished"),
             Err(e) => match e.chain() {
@@ -97,7 +105,9 @@ impl Engine {
             info!("order accepted");
         }
         self.running_set().insert(claimed.id.clone());
+        let running = lane.metrics.as_ref().map(|metrics| metrics.run());
         let result = run(lane, call).await;
+        drop(running);
         self.running_set().remove(&claimed.id);
         Some(result)
     }

@@ -325,6 +325,7 @@ pub(super) fn accepted_answers(
                 steps: 0,
                 result: None,
                 started: order.started,
+                received_at: now_ms(),
                 id: order.id,
                 short: order.short,
                 payload_len: order.payload.len() as u64,

@@ -162,6 +162,10 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn count_by_state(&self) -> Result<[u64; 5], StoreError> {
+        self.ask(StoreOperation::Count, |reply| Op::Count { reply }).await
+    }
+
     async fn retry(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.ask(StoreOperation::Retry, |reply| Op::Retry { id, reply })

@@ -50,6 +50,9 @@ pub(super) enum Op {
         limit: u32,
         reply: Reply<Vec<OrderRecord>>,
     },
+    Count {
+        reply: Reply<[u64; 5]>,
+    },
     Retry {
         id: String,
         reply: Reply<bool>,
@@ -106,6 +109,7 @@ impl Op {
             Op::Release { reply, .. } => reply.fail(failure),
             Op::Get { reply, .. } => reply.fail(failure),
             Op::List { reply, .. } => reply.fail(failure),
+            Op::Count { reply } => reply.fail(failure),
             Op::Retry { reply, .. } => reply.fail(failure),
             Op::Purge { reply, .. } => reply.fail(failure),
             Op::PurgeDead { reply, .. } => reply.fail(failure),

@@ -10,9 +10,9 @@ use tracing::warn;
 
 use super::writer::may_end_transaction;
 use crate::store::sql::{
-    CLAIM_SQLITE, HEARTBEAT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE,
-    RELEASE_ORDER, RETRY, SELECT_PAYLOAD_LENGTH_AND_RESULT, START_RUN, drop_delivered_bodies, mappers,
-    select_records, started,
+    CLAIM_SQLITE, COUNT_BY_STATE, HEARTBEAT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS, PURGE_PAYLOADS,
+    PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, SELECT_PAYLOAD_LENGTH_AND_RESULT, START_RUN,
+    drop_delivered_bodies, mappers, select_records, started,
 };
 use crate::store::{Claimed, OrderRecord, OrderState, Started, ms, now_ms};
 
@@ -171,6 +171,11 @@ pub(super) async fn list(
     .fetch_all(&mut *c)
     .await?;
     rows.iter().map(record).collect()
+}
+
+pub(super) async fn count_by_state(c: &mut SqliteConnection) -> Result<[u64; 5], sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(COUNT_BY_STATE).fetch_all(&mut *c).await?;
+    Ok(crate::store::counts_by_state(rows))
 }
 
 pub(super) async fn purge_dead(c: &mut SqliteConnection, before: i64) -> Result<u64, sqlx::Error> {

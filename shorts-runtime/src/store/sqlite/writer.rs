@@ -15,7 +15,8 @@ use super::batch::{
 use super::checkpoint::checkpoint;
 use super::requests::{Op, Reply};
 use super::statements::{
-    claim, drop_bodies, get, heartbeat, list, purge, purge_dead, release, release_order, retry, start_run,
+    claim, count_by_state, drop_bodies, get, heartbeat, list, purge, purge_dead, release, release_order,
+    retry, start_run,
 };
 use crate::store::error::Failure;
 use crate::store::{OrderState, StoreOperation};
@@ -226,6 +227,7 @@ async fn run(c: &mut SqliteConnection, op: Op) -> (Answer, bool) {
         } => answered(reply, release(c, &owner, &interrupted).await),
         Op::Get { id, reply } => answered(reply, get(c, &id).await),
         Op::List { state, limit, reply } => answered(reply, list(c, state, limit).await),
+        Op::Count { reply } => answered(reply, count_by_state(c).await),
         Op::Purge { before, reply } => answered(reply, purge(c, before).await),
         Op::PurgeDead { before, reply } => answered(reply, purge_dead(c, before).await),
         Op::ReleaseOrder { id, fence, reply } => answered(reply, release_order(c, &id, fence).await),

@@ -43,6 +43,7 @@ mod app;
 mod cli;
 mod config;
 mod delivery;
+mod logs;
 mod malloc;
 mod server;
 mod short;

@@ -143,6 +143,7 @@ async fn a_host_ready_to_go_live_passes_and_gets_its_webhook_url() {
         "SHORTS_LEASE               5s (default)",
         "SHORTS_MAX_BODY            64 MiB (default)",
         "SHORTS_MALLOC_TUNING       on: glibc's allocator tuned for large bodies (default)",
+        "SHORTS_LOG_FORMAT          text (default)",
     ] {
         assert!(text.contains(line), "no line {line:?}:\n{text}");
     }

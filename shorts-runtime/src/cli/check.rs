@@ -211,6 +211,11 @@ fn configuration(report: &mut Report, config: &Config) {
         Some(url) => report.ok("SHORTS_PUBLIC_URL", url),
         None => report.ok("SHORTS_PUBLIC_URL", "not set"),
     }
+    let var = crate::logs::FORMAT_VAR;
+    match crate::logs::LogFormat::parse(std::env::var_os(var).as_deref()) {
+        Ok(format) => report.ok(var, shown(var, format.as_str())),
+        Err(e) => report.problem(var, e),
+    }
     let var = crate::malloc::TUNING_VAR;
     match crate::malloc::tuning_wanted(std::env::var_os(var).as_deref()) {
         Ok(true) => report.ok(var, shown(var, "on: glibc's allocator tuned for large bodies")),

@@ -207,8 +207,8 @@ impl Delivery {
                 if let Some(progress) = &self.progress {
                     progress(name, size, size);
                 }
-                let seconds = started.elapsed().as_secs_f64();
-                info!(file = name, bytes = size, attempts, seconds, "uploaded");
+                let took = crate::logs::duration(started.elapsed());
+                info!(file = name, bytes = size, attempts, %took, "uploaded");
                 Ok(())
             }
             Ok((Err(failure), _)) => Err(failure),

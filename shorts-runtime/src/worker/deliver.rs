@@ -104,7 +104,7 @@ fn settlement(delivered: Delivered, steps: i32, attempts: i32) -> Result<Settle,
             Settle::Dead("the platform refused the callback as too large (413)".to_owned())
         }
         Delivered::Retry { wait, reason } => {
-            warn!(attempts, %reason, retry_in = %humantime::format_duration(wait), "callback failed; will retry");
+            warn!(attempts, %reason, retry_in = %crate::logs::duration(wait), "callback failed; will retry");
             Settle::Retry {
                 at: now_ms() + ms(wait),
                 steps: steps + 1,
@@ -118,7 +118,7 @@ fn settlement(delivered: Delivered, steps: i32, attempts: i32) -> Result<Settle,
         Delivered::Unauthorized { wait } => {
             error!(
                 attempts,
-                retry_in = %humantime::format_duration(wait),
+                retry_in = %crate::logs::duration(wait),
                 "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
             );
             Settle::Paused {

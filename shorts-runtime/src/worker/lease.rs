@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{error, info};
+use tracing::{Instrument as _, error, info};
 
 use super::Engine;
 use crate::store::{Claimed, Store};
@@ -38,6 +38,8 @@ pub(super) struct Lease {
     fence: i64,
     /// Set once the order is settled: nothing left to release.
     settled: bool,
+    /// The order's span, in which the release is logged.
+    span: tracing::Span,
 }
 
 impl Lease {
@@ -48,6 +50,7 @@ impl Lease {
             id: claimed.id.clone(),
             fence: claimed.fence,
             settled: false,
+            span: tracing::Span::current(),
         }
     }
 
@@ -66,7 +69,8 @@ impl Drop for Lease {
         let id = std::mem::take(&mut self.id);
         let fence = self.fence;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { engine.release_order(id, fence).await });
+            let release = async move { engine.release_order(id, fence).await };
+            runtime.spawn(release.instrument(self.span.clone()));
         }
     }
 }
@@ -75,7 +79,7 @@ impl Drop for Lease {
 const RELEASE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Engine {
-    /// Releases one order's lease, trying again until the store takes the write (or the instance
+    /// Releases one order's lease (in the order's span), trying again until the store takes the write (or the instance
     /// stops, which releases every lease it holds). The heartbeat renews every lease this instance
     /// holds, the orders it no longer works on too: a release given up would keep the order leased,
     /// and never run or delivered, as long as the process lives.
@@ -84,11 +88,11 @@ impl Engine {
         for attempt in 1u64.. {
             let Err(e) = self.store.release_order(&id, fence).await else {
                 if attempt > 1 {
-                    info!(order_id = %id, attempt, "released the order's lease");
+                    info!(attempt, "released the order's lease");
                 }
                 return;
             };
-            error!(order_id = %id, error = %e, retry_in = %humantime::format_duration(wait), "could not release an order's lease");
+            error!(error = %e, retry_in = %crate::logs::duration(wait), "could not release an order's lease");
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.stop.cancelled() => return,

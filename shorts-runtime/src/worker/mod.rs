@@ -188,7 +188,6 @@ impl Engine {
             callback_url: target.to_string(),
             started: permit.is_some(),
         };
-        let id = order.id.clone();
         let accepted = self.store.accept(order, &self.owner, self.timing.lease).await?;
         // Written: the store's copies are gone, and an order that waits holds nothing.
         let start = permit.map(|permit| {
@@ -206,15 +205,17 @@ impl Engine {
                 Ok(Submitted::New)
             }
             None => {
-                info!(order_id = %id, short = %lane.short.name, "duplicate order ignored");
+                // In the webhook's span, which names the order.
+                info!("duplicate order ignored");
                 Ok(Submitted::Duplicate)
             }
         }
     }
 
-    /// Works on a claimed order on its own task, in a span naming it.
+    /// Works on a claimed order on its own task, in a span naming it (of its own: not a child of
+    /// the webhook's, which ends with the answer).
     fn spawn(self: &Arc<Self>, claimed: Claimed, start: Option<Start>) {
-        let span = info_span!("order", order_id = %claimed.id, short = %claimed.short);
+        let span = info_span!(parent: None, "order", order_id = %claimed.id, short = %claimed.short);
         let engine = Arc::clone(self);
         self.tasks
             .spawn(async move { engine.process(claimed, start).await }.instrument(span));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{error, info, warn};
+use tracing::{Instrument as _, error, info, warn};
 use url::Url;
 
 use super::{Engine, Held, Lane, Start};
@@ -171,9 +171,11 @@ fn call(lane: &Lane, payload: Bytes) -> Result<Call, Error> {
     })
 }
 
-/// Runs the handler under the short's timeout, catching a panic.
+/// Runs the handler under the short's timeout, catching a panic. The handler's task is in the
+/// order's span: what the short logs carries the order's `order_id` and `short`.
 async fn run(lane: &Lane, call: Call) -> Result<Output, Error> {
-    let mut handle = tokio::spawn((lane.short.handler)(call));
+    let handler = (lane.short.handler)(call).instrument(tracing::Span::current());
+    let mut handle = tokio::spawn(handler);
     match tokio::time::timeout(lane.short.timeout, &mut handle).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) if join.is_panic() => {
@@ -199,7 +201,7 @@ async fn run(lane: &Lane, call: Call) -> Result<Output, Error> {
                 ErrorKind::Timeout,
                 format!(
                     "the short did not finish within its timeout of {}",
-                    humantime::format_duration(lane.short.timeout)
+                    crate::logs::duration(lane.short.timeout)
                 ),
             ))
         }

@@ -39,6 +39,7 @@
 //! instead). A duplicate webhook for an order already received runs nothing.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod admin;
 mod app;
 mod cli;
 mod config;

@@ -144,6 +144,7 @@ async fn a_host_ready_to_go_live_passes_and_gets_its_webhook_url() {
         "SHORTS_MAX_BODY            64 MiB (default)",
         "SHORTS_MALLOC_TUNING       on: glibc's allocator tuned for large bodies (default)",
         "SHORTS_LOG_FORMAT          text (default)",
+        "SHORTS_ALERT_URL           not set: no alerts",
     ] {
         assert!(text.contains(line), "no line {line:?}:\n{text}");
     }
@@ -322,6 +323,15 @@ async fn each_misconfiguration_is_marked_on_its_line() {
             "shorts.invalid",
         ),
         ("an ACME cache others can read", acme(&open_cache), "mode 0755"),
+        (
+            "an alert URL whose host does not resolve",
+            with(
+                &ready,
+                "SHORTS_ALERT_URL",
+                Some("https://alerts.invalid/hooks/T0/tok3n"),
+            ),
+            "alerts.invalid:443",
+        ),
     ];
     for (what, env, expected) in cases {
         let (code, text) = check(&env);
@@ -332,6 +342,8 @@ async fn each_misconfiguration_is_marked_on_its_line() {
             "{what}: no problem line with {expected:?}:\n{text}"
         );
         assert!(text.contains("found"), "{what}: no summary:\n{text}");
+        // The alert URL's path is a token: only its scheme and host are shown.
+        assert!(!text.contains("tok3n"), "{what}:\n{text}");
     }
 
     // A value that cannot be read at all is a configuration error: exit code 2, on one line.

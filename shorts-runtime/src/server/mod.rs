@@ -160,6 +160,7 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
     };
     // What is logged about the order from here on names it.
     let span = info_span!("order", order_id = %order_id, short = %state.lane.short.name);
+    let id = order_id.clone();
     let job = Job {
         order_id,
         callback_url,
@@ -179,6 +180,8 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
         Ok(Ok(Submitted::New | Submitted::Duplicate)) => json(StatusCode::OK, WEBHOOK_ACK_BODY.to_owned()),
         Ok(Err(e)) => {
             error!(error = %e, "the order could not be stored; answering 503 so that it is sent again");
+            let short = &state.lane.short.name;
+            state.intake.engine.alerts.store_failed(Some((&id, short)), &e);
             unstored()
         }
         // The runtime is shutting down (or the task panicked): whether the order was stored is not

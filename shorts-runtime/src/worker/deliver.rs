@@ -48,6 +48,7 @@ impl Engine {
                 Ok(false) => return true,
                 Err(e) => {
                     error!(error = %e, "could not store the replacement result");
+                    self.alerts.store_failed(Some((&claimed.id, &claimed.short)), &e);
                     return false;
                 }
             }
@@ -62,12 +63,22 @@ impl Engine {
             Settle::Retry { at, .. } | Settle::Paused { at } => Some(*at),
             Settle::Delivered | Settle::Dead(_) => None,
         };
+        let dead = match &settle {
+            Settle::Dead(reason) => Some(reason.clone()),
+            _ => None,
+        };
+        let paused = matches!(settle, Settle::Paused { .. });
         match self.store.settle(&claimed.id, claimed.fence, settle, posts).await {
             Ok(true) => {
                 // Released: the poller can take it when it is due.
                 if let Some(at) = retry_at {
                     let wait = u64::try_from(at - now_ms()).unwrap_or(0);
                     self.wake_after(Duration::from_millis(wait));
+                }
+                if let Some(reason) = dead {
+                    self.alerts.dead(&claimed.id, &claimed.short, &reason);
+                } else if paused {
+                    self.alerts.paused(&claimed.id, &claimed.short);
                 }
                 true
             }
@@ -77,6 +88,7 @@ impl Engine {
             }
             Err(e) => {
                 error!(error = %e, "could not record the delivery; it will be attempted again");
+                self.alerts.store_failed(Some((&claimed.id, &claimed.short)), &e);
                 false
             }
         }

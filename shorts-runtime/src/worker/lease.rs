@@ -21,6 +21,7 @@ impl Engine {
             }
             if let Err(e) = self.store.heartbeat(&self.owner, self.timing.lease).await {
                 error!(error = %e, "could not renew leases");
+                self.alerts.store_failed(None, &e);
             }
         }
     }
@@ -34,6 +35,8 @@ pub(super) struct Lease {
     engine: Arc<Engine>,
     /// The order leased.
     id: String,
+    /// Its short.
+    short: String,
     /// The order's fence when it was claimed.
     fence: i64,
     /// Set once the order is settled: nothing left to release.
@@ -48,6 +51,7 @@ impl Lease {
         Self {
             engine: Arc::clone(engine),
             id: claimed.id.clone(),
+            short: claimed.short.clone(),
             fence: claimed.fence,
             settled: false,
             span: tracing::Span::current(),
@@ -67,9 +71,10 @@ impl Drop for Lease {
         }
         let engine = Arc::clone(&self.engine);
         let id = std::mem::take(&mut self.id);
+        let short = std::mem::take(&mut self.short);
         let fence = self.fence;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let release = async move { engine.release_order(id, fence).await };
+            let release = async move { engine.release_order(id, short, fence).await };
             runtime.spawn(release.instrument(self.span.clone()));
         }
     }
@@ -83,7 +88,7 @@ impl Engine {
     /// stops, which releases every lease it holds). The heartbeat renews every lease this instance
     /// holds, the orders it no longer works on too: a release given up would keep the order leased,
     /// and never run or delivered, as long as the process lives.
-    async fn release_order(self: Arc<Self>, id: String, fence: i64) {
+    async fn release_order(self: Arc<Self>, id: String, short: String, fence: i64) {
         let mut wait = Duration::from_millis(100);
         for attempt in 1u64.. {
             let Err(e) = self.store.release_order(&id, fence).await else {
@@ -93,6 +98,7 @@ impl Engine {
                 return;
             };
             error!(error = %e, retry_in = %crate::logs::duration(wait), "could not release an order's lease");
+            self.alerts.store_failed(Some((&id, &short)), &e);
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.stop.cancelled() => return,

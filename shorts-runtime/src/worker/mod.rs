@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 use url::Url;
 
+use crate::admin::alerts::Alerts;
 use crate::delivery::{Delivery, Rendered};
 use crate::short::Short;
 use crate::store::{AnyStore, Claimed, NewOrder, Store, StoreError};
@@ -123,6 +124,8 @@ pub(crate) struct Engine {
     running: std::sync::Mutex<HashSet<String>>,
     /// The bytes of webhook bodies held in memory.
     pub(crate) pending: Pending,
+    /// Where dead letters, pauses and store failures are reported.
+    pub(crate) alerts: Alerts,
 }
 
 impl Engine {
@@ -133,6 +136,7 @@ impl Engine {
         lanes: &[Arc<Lane>],
         timing: Timing,
         pending: Pending,
+        alerts: Alerts,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -149,6 +153,7 @@ impl Engine {
             beat: CancellationToken::new(),
             running: std::sync::Mutex::default(),
             pending,
+            alerts,
         })
     }
 
@@ -270,6 +275,7 @@ impl Engine {
             }
             Err(e) => {
                 error!(error = %e, "could not release this instance's orders; their leases will expire");
+                self.alerts.store_failed(None, &e);
                 0
             }
         }

@@ -47,6 +47,7 @@ impl Engine {
             }
             Err(e) => {
                 error!(error = %e, "could not store the result; the order will run again");
+                self.alerts.store_failed(Some((&claimed.id, &claimed.short)), &e);
                 None
             }
         }
@@ -132,6 +133,7 @@ impl Engine {
             }
             Err(e) => {
                 error!(error = %e, "could not record the start of the run; the order will run later");
+                self.alerts.store_failed(Some((&claimed.id, &claimed.short)), &e);
                 None
             }
         }

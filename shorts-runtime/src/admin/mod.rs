@@ -1,0 +1,3 @@
+//! Operating a running server: alerts.
+
+pub(crate) mod alerts;

@@ -121,8 +121,9 @@ impl AppBuilder {
     /// # Errors
     ///
     /// When the configuration is missing what serving needs (the callback secret, the webhook
-    /// auth header) or its alert URL is not an http(s) URL, when the certificate files cannot be used, when there is no short, when two shorts share a name or a route, or when the
-    /// store cannot be opened.
+    /// auth header) or its alert URL is not an http(s) URL, when the certificate files cannot be
+    /// used, when there is no short, when two shorts share a name or a route, or when the store
+    /// cannot be opened.
     pub async fn build(self) -> Result<App, BuildError> {
         let config = match self.config {
             Some(config) => config,

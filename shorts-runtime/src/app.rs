@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::admin::Admin;
+use crate::admin::alerts::{Alerts, Settings};
 use crate::admin::metrics::Metrics;
 use crate::config::{Config, ConfigError};
 use crate::delivery::Delivery;
@@ -122,8 +123,9 @@ impl AppBuilder {
     /// # Errors
     ///
     /// When the configuration is missing what serving needs (the callback secret, the webhook
-    /// auth header), when the certificate files cannot be used, when there is no short, when two shorts share a name or a route, or when the
-    /// store cannot be opened.
+    /// auth header) or its alert URL is not an http(s) URL, when the certificate files cannot be
+    /// used, when there is no short, when two shorts share a name or a route, or when the store
+    /// cannot be opened.
     pub async fn build(self) -> Result<App, BuildError> {
         let config = match self.config {
             Some(config) => config,
@@ -160,7 +162,11 @@ impl AppBuilder {
             dead_retention: config.dead_retention,
         };
         let pending = Pending::new(config.max_pending_bytes as u64);
-        let engine = Engine::new(store, delivery, &lanes, timing, pending, metrics.clone());
+        let alerts = match config.alert_target()? {
+            Some(url) => Alerts::start(url, delivery.client(), secrets(&config), Settings::default()),
+            None => Alerts::default(),
+        };
+        let engine = Engine::new(store, delivery, &lanes, timing, pending, metrics.clone(), alerts);
         engine.start();
         let intake = Arc::new(Intake {
             config,
@@ -174,6 +180,32 @@ impl AppBuilder {
             tls: Arc::new(tls),
         })
     }
+}
+
+/// The secrets an alert must never quote: the callback secret, the webhook auth values, and the
+/// store's address (which may hold a password).
+fn secrets(config: &Config) -> Vec<String> {
+    let mut secrets: Vec<String> = config
+        .callback_secret
+        .iter()
+        .map(|s| s.expose().to_owned())
+        .collect();
+    secrets.extend(
+        config
+            .webhook_auth
+            .iter()
+            .map(|auth| auth.value.expose().to_owned()),
+    );
+    if let crate::config::StoreConfig::Postgres(url) = &config.store {
+        secrets.push(url.expose().to_owned());
+        if let Some(password) = url::Url::parse(url.expose())
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned))
+        {
+            secrets.push(password);
+        }
+    }
+    secrets
 }
 
 /// Checks a set of shorts as [`AppBuilder::build`] does: at least one, names and routes unique, and

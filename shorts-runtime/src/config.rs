@@ -242,6 +242,11 @@ pub struct Config {
     /// or through its login form. Required when `admin_bind` is not a loopback address; without
     /// it, a loopback admin listener answers anyone on this machine. Default: none.
     pub admin_token: Option<Secret>,
+    /// Where alerts are POSTed (`SHORTS_ALERT_URL`): an http(s) URL, such as a Slack or
+    /// Mattermost incoming webhook, told when an order is dead-lettered, when delivery is paused
+    /// on a 401, and when the order store fails. Kept as a [`Secret`]: such URLs carry their token
+    /// in the path. Default: none (no alerts).
+    pub alert_url: Option<Secret>,
 }
 
 /// The admin listener's default address.
@@ -344,6 +349,7 @@ impl Default for Config {
             public_url: None,
             admin_bind: Some(DEFAULT_ADMIN_BIND),
             admin_token: None,
+            alert_url: None,
         }
     }
 }
@@ -467,6 +473,8 @@ impl Config {
             }
             config.admin_token = Some(Secret::new(token));
         }
+        config.alert_url = get("SHORTS_ALERT_URL").map(Secret::new);
+        config.alert_target()?;
         config.check_ranges()?;
         Ok(config)
     }
@@ -512,13 +520,40 @@ impl Config {
         Ok(())
     }
 
+    /// The alert URL, parsed; `None` when alerts are off.
+    ///
+    /// # Errors
+    ///
+    /// When it is not an http(s) URL with a host. The message does not repeat it: its path may
+    /// hold a token.
+    pub(crate) fn alert_target(&self) -> Result<Option<url::Url>, ConfigError> {
+        let Some(text) = &self.alert_url else {
+            return Ok(None);
+        };
+        let invalid = |reason: &str| ConfigError::Invalid {
+            var: "SHORTS_ALERT_URL",
+            reason: reason.to_owned(),
+        };
+        let url = url::Url::parse(text.expose().trim()).map_err(|e| {
+            invalid(&format!(
+                "not a URL: {e}; expected e.g. `https://hooks.slack.com/services/…`"
+            ))
+        })?;
+        if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+            return Err(invalid("not an http(s) URL"));
+        }
+        Ok(Some(url))
+    }
+
     /// Checks that everything `serve` needs is set.
     ///
     /// # Errors
     ///
-    /// When the callback secret or the webhook auth header is missing.
+    /// When the callback secret or the webhook auth header is missing, or the alert URL is not an
+    /// http(s) URL.
     pub fn check_serving(&self) -> Result<(), ConfigError> {
         self.check_ranges()?;
+        self.alert_target()?;
         if self.callback_secret.is_none() {
             return Err(ConfigError::Missing {
                 var: "SHORTS_CALLBACK_SECRET",
@@ -915,6 +950,7 @@ mod tests {
             ("SHORTS_DEAD_RETENTION", "7days"),
             ("SHORTS_IDLE_TIMEOUT", "90s"),
             ("SHORTS_MAX_CONNECTIONS", "4"),
+            ("SHORTS_ALERT_URL", "https://hooks.slack.com/services/T0/B0/tok3n"),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.bind.to_string(), "0.0.0.0:9000");
@@ -933,6 +969,11 @@ mod tests {
         assert!(config.check_serving().is_ok());
         assert!(!format!("{config:?}").contains("s3cret"));
         assert!(!format!("{config:?}").contains("t0ken"));
+        assert!(!format!("{config:?}").contains("tok3n"));
+        assert_eq!(
+            config.alert_target().ok().flatten().map(String::from).as_deref(),
+            Some("https://hooks.slack.com/services/T0/B0/tok3n")
+        );
     }
 
     #[test]
@@ -1013,12 +1054,15 @@ mod tests {
             ("SHORTS_PUBLIC_URL", "https://shorts.example.com/?a=b"),
             ("SHORTS_PUBLIC_URL", "https://user:pw@shorts.example.com"),
             ("SHORTS_PUBLIC_URL", "shorts.example.com"),
+            ("SHORTS_ALERT_URL", "hooks.slack.com/services/T0/B0/tok3n"),
+            ("SHORTS_ALERT_URL", "ftp://hooks.example.com/tok3n"),
         ] {
             let error = from(&[(var, value)])
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(error.contains(var), "{var}: {error}");
+            assert!(!error.contains("tok3n"), "{var}: {error}");
         }
     }
 }

@@ -44,6 +44,7 @@ mod app;
 mod cli;
 mod config;
 mod delivery;
+mod logs;
 mod malloc;
 mod server;
 mod short;

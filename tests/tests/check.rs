@@ -145,6 +145,8 @@ async fn a_host_ready_to_go_live_passes_and_gets_its_webhook_url() {
         "SHORTS_MALLOC_TUNING       on: glibc's allocator tuned for large bodies (default)",
         "SHORTS_ADMIN_BIND          127.0.0.1:9090: GET /metrics (default)",
         "SHORTS_ADMIN_TOKEN         not set: the admin listener answers anyone on this machine",
+        "SHORTS_LOG_FORMAT          text (default)",
+        "SHORTS_ALERT_URL           not set: no alerts",
     ] {
         assert!(text.contains(line), "no line {line:?}:\n{text}");
     }
@@ -328,6 +330,15 @@ async fn each_misconfiguration_is_marked_on_its_line() {
             "shorts.invalid",
         ),
         ("an ACME cache others can read", acme(&open_cache), "mode 0755"),
+        (
+            "an alert URL whose host does not resolve",
+            with(
+                &ready,
+                "SHORTS_ALERT_URL",
+                Some("https://alerts.invalid/hooks/T0/tok3n"),
+            ),
+            "alerts.invalid:443",
+        ),
     ];
     for (what, env, expected) in cases {
         let (code, text) = check(&env);
@@ -338,6 +349,8 @@ async fn each_misconfiguration_is_marked_on_its_line() {
             "{what}: no problem line with {expected:?}:\n{text}"
         );
         assert!(text.contains("found"), "{what}: no summary:\n{text}");
+        // The alert URL's path is a token: only its scheme and host are shown.
+        assert!(!text.contains("tok3n"), "{what}:\n{text}");
     }
 
     // A value that cannot be read at all is a configuration error: exit code 2, on one line.

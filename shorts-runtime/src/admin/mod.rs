@@ -16,6 +16,7 @@
 //! is reached through an SSH tunnel or a reverse proxy that terminates TLS. The session cookie is
 //! marked `Secure` when the login request arrives with `X-Forwarded-Proto: https`.
 
+pub(crate) mod alerts;
 pub(crate) mod metrics;
 
 use std::collections::HashMap;

@@ -39,6 +39,10 @@ pub(super) async fn check() -> ExitCode {
     store(&mut report, &config.store).await;
     report.section("platform");
     platform(&mut report, &config).await;
+    if let Ok(Some(url)) = config.alert_target() {
+        report.section("alerts");
+        alert_host(&mut report, &url).await;
+    }
     report.section("certificate");
     let names = certificate(&mut report, &config).await;
     report.section("webhook URLs (paste one into the Connect step)");
@@ -211,6 +215,11 @@ fn configuration(report: &mut Report, config: &Config) {
         Some(url) => report.ok("SHORTS_PUBLIC_URL", url),
         None => report.ok("SHORTS_PUBLIC_URL", "not set"),
     }
+    operating(report, config);
+}
+
+/// The settings for operating the server: admin listener, logs, alerts, allocator.
+fn operating(report: &mut Report, config: &Config) {
     match config.admin_bind {
         Some(bind) => report.ok(
             "SHORTS_ADMIN_BIND",
@@ -227,11 +236,54 @@ fn configuration(report: &mut Report, config: &Config) {
             "not set: the admin listener answers anyone on this machine",
         ),
     }
+    let var = crate::logs::FORMAT_VAR;
+    match crate::logs::LogFormat::parse(std::env::var_os(var).as_deref()) {
+        Ok(format) => report.ok(var, shown(var, format.as_str())),
+        Err(e) => report.problem(var, e),
+    }
+    match config.alert_target() {
+        Ok(Some(url)) => report.ok("SHORTS_ALERT_URL", alert_name(&url)),
+        Ok(None) => report.ok("SHORTS_ALERT_URL", "not set: no alerts"),
+        Err(e) => report.problem("SHORTS_ALERT_URL", e),
+    }
     let var = crate::malloc::TUNING_VAR;
     match crate::malloc::tuning_wanted(std::env::var_os(var).as_deref()) {
         Ok(true) => report.ok(var, shown(var, "on: glibc's allocator tuned for large bodies")),
         Ok(false) => report.ok(var, "off: glibc's allocator settings left alone"),
         Err(e) => report.problem(var, e),
+    }
+}
+
+/// The alert URL without its path, which may hold a token: `https://hooks.slack.com/…`.
+fn alert_name(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}/…", url.scheme()),
+        None => format!("{}://{host}/…", url.scheme()),
+    }
+}
+
+/// Whether the alert URL's host resolves; nothing is sent (a test message would reach people).
+async fn alert_host(report: &mut Report, url: &Url) {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return;
+    };
+    let label = format!("{host}:{port}");
+    match tokio::time::timeout(PATIENCE, tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(addresses)) => {
+            let shown: Vec<String> = addresses.map(|a| a.ip().to_string()).collect();
+            let resolves = format!("resolves to {}", shown.join(", "));
+            if url.scheme() == "https" {
+                report.ok(&label, resolves);
+            } else {
+                report.note(
+                    &label,
+                    format!("{resolves}; plain HTTP: alerts travel unencrypted"),
+                );
+            }
+        }
+        Ok(Err(e)) => report.problem(&label, format!("does not resolve: {e}; alerts cannot be sent")),
+        Err(_) => report.problem(&label, format!("did not resolve within {}", duration(PATIENCE))),
     }
 }
 
@@ -693,6 +745,19 @@ mod tests {
         let store = StoreConfig::parse("postgres://user:hunter2@db.example.com:5433/orders?sslmode=require");
         let shown = store.map(|s| store_name(&s)).unwrap_or_default();
         assert_eq!(shown, "postgres://user:***@db.example.com:5433/orders");
+    }
+
+    #[test]
+    fn the_alert_url_is_shown_without_its_path() {
+        let shown = |text: &str| Url::parse(text).map(|url| alert_name(&url)).unwrap_or_default();
+        assert_eq!(
+            shown("https://hooks.slack.com/services/T0/B0/tok3n"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            shown("http://127.0.0.1:9000/hooks/x?k=1"),
+            "http://127.0.0.1:9000/…"
+        );
     }
 
     #[test]

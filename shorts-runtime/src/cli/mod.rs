@@ -88,7 +88,8 @@ enum Command {
 /// - `check`: check the configuration, the store, the platform and the certificate, and print the
 ///   webhook URLs; exits with 1 when a problem is found.
 ///
-/// Installs a `tracing` subscriber (filtered by `RUST_LOG`, default `info`) and a tokio runtime.
+/// Installs a `tracing` subscriber (filtered by `RUST_LOG`, default `info`; human-readable lines,
+/// or one JSON object per line with `SHORTS_LOG_FORMAT=json`) and a tokio runtime.
 /// Configuration errors print one line and exit with code 2.
 ///
 /// On Linux with glibc, `run` also changes the allocator's settings for the whole process: it
@@ -100,7 +101,11 @@ enum Command {
 /// `GLIBC_TUNABLES`). Any other value of `SHORTS_MALLOC_TUNING` is a configuration error.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let format = match crate::logs::LogFormat::parse(std::env::var_os(crate::logs::FORMAT_VAR).as_deref()) {
+        Ok(format) => format,
+        Err(e) => return fail(USAGE, &e.to_string()),
+    };
+    init_tracing(format);
     match crate::malloc::tuning_wanted(std::env::var_os(crate::malloc::TUNING_VAR).as_deref()) {
         Ok(true) => crate::malloc::tune(),
         Ok(false) => tracing::debug!("allocator settings left alone: SHORTS_MALLOC_TUNING=off"),
@@ -140,14 +145,23 @@ fn local_only(command: &str) -> ExitCode {
     )
 }
 
-fn init_tracing() {
+/// Installs the subscriber writing to standard error in `format`, filtered by `RUST_LOG`.
+fn init_tracing(format: crate::logs::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::logs::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        crate::logs::LogFormat::Json => builder
+            .with_ansi(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(crate::logs::JsonLines)
+            .try_init(),
+    };
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {

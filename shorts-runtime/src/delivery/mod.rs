@@ -127,6 +127,12 @@ impl Delivery {
         self
     }
 
+    /// The process's one HTTP client (no redirects, bounded connect time), for other requests
+    /// the server makes.
+    pub(crate) fn client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
     /// The URL to send an order's callback to: the webhook's `callback_url` when it is the
     /// configured endpoint (same scheme, host, port and path; only its query may differ), the
     /// configured one otherwise. The secret is never sent anywhere else, not even to another path

@@ -93,7 +93,7 @@ impl RetryPolicy {
                     error!(
                         what,
                         attempts,
-                        retry_in = %humantime::format_duration(self.unauthorized),
+                        retry_in = %crate::logs::duration(self.unauthorized),
                         "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
                     );
                     wait = jitter(self.unauthorized);
@@ -106,7 +106,7 @@ impl RetryPolicy {
                         });
                     };
                     steps += 1;
-                    warn!(what, attempts, %reason, retry_in = %humantime::format_duration(next), "failed; will retry");
+                    warn!(what, attempts, %reason, retry_in = %crate::logs::duration(next), "failed; will retry");
                     wait = next;
                 }
             }

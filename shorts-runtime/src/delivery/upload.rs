@@ -210,8 +210,8 @@ impl Delivery {
                 if let Some(metrics) = &self.metrics {
                     metrics.uploaded(size);
                 }
-                let seconds = started.elapsed().as_secs_f64();
-                info!(file = name, bytes = size, attempts, seconds, "uploaded");
+                let took = crate::logs::duration(started.elapsed());
+                info!(file = name, bytes = size, attempts, %took, "uploaded");
                 Ok(())
             }
             Ok((Err(failure), _)) => Err(failure),

@@ -259,7 +259,7 @@ impl Manager {
                 Ok(issued) => {
                     self.store.set(issued.key.clone());
                     info!(
-                        seconds = started.elapsed().as_secs_f64(),
+                        took = %crate::logs::duration(started.elapsed()),
                         expires = %humantime::format_rfc3339_seconds(issued.not_after),
                         renews = %humantime::format_rfc3339_seconds(issued.renew_at()),
                         "certificate obtained"
@@ -271,7 +271,7 @@ impl Manager {
                     error!(
                         directory = %self.config.directory,
                         error = %e,
-                        retry_in = %humantime::format_duration(retry),
+                        retry_in = %crate::logs::duration(retry),
                         "the certificate could not be obtained"
                     );
                     tokio::select! {

@@ -21,7 +21,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use subtle::ConstantTimeEq;
-use tracing::{debug, error, warn};
+use tracing::{Instrument as _, debug, error, info_span, warn};
 
 use crate::admin::metrics::{MaybeMetrics, Metrics};
 use crate::config::Config;
@@ -219,6 +219,9 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
             return rejection(StatusCode::BAD_REQUEST, &e.message, Some(&e.path));
         }
     };
+    // What is logged about the order from here on names it.
+    let span = info_span!("order", order_id = %order_id, short = %state.lane.short.name);
+    let id = order_id.clone();
     let job = Job {
         order_id,
         callback_url,
@@ -227,15 +230,19 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
         held,
     };
     if state.intake.engine.is_stopping() {
-        return stopping();
+        return span.in_scope(stopping);
     }
     // On a task of its own: if the platform hangs up, an order already committed still starts.
     let (engine, lane) = (Arc::clone(&state.intake.engine), Arc::clone(&state.lane));
-    let submitted = tokio::spawn(async move { engine.submit(&lane, job).await }).await;
+    let submit = async move { engine.submit(&lane, job).await }.instrument(span.clone());
+    let submitted = tokio::spawn(submit).await;
+    let _entered = span.enter();
     match submitted {
         Ok(Ok(Submitted::New | Submitted::Duplicate)) => json(StatusCode::OK, WEBHOOK_ACK_BODY.to_owned()),
         Ok(Err(e)) => {
             error!(error = %e, "the order could not be stored; answering 503 so that it is sent again");
+            let short = &state.lane.short.name;
+            state.intake.engine.alerts.store_failed(Some((&id, short)), &e);
             unstored()
         }
         // The runtime is shutting down (or the task panicked): whether the order was stored is not

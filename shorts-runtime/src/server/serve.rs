@@ -63,7 +63,7 @@ pub(crate) async fn serve(
     info!(
         max_connections = limits.max_connections,
         open_file_limit = open_files,
-        idle_timeout = %humantime::format_duration(limits.timeouts.idle),
+        idle_timeout = %crate::logs::duration(limits.timeouts.idle),
         "connection limits"
     );
     if let Some(open_files) = open_files

@@ -52,6 +52,7 @@ impl Engine {
                 Ok(false) => return true,
                 Err(e) => {
                     error!(error = %e, "could not store the replacement result");
+                    self.alerts.store_failed(Some((&claimed.id, &claimed.short)), &e);
                     return false;
                 }
             }
@@ -74,12 +75,22 @@ impl Engine {
             Settle::Retry { at, .. } | Settle::Paused { at } => Some(*at),
             Settle::Delivered | Settle::Dead(_) => None,
         };
+        let dead = match &settle {
+            Settle::Dead(reason) => Some(reason.clone()),
+            _ => None,
+        };
+        let paused = matches!(settle, Settle::Paused { .. });
         match self.store.settle(&claimed.id, claimed.fence, settle, posts).await {
             Ok(true) => {
                 // Released: the poller can take it when it is due.
                 if let Some(at) = retry_at {
                     let wait = u64::try_from(at - now_ms()).unwrap_or(0);
                     self.wake_after(Duration::from_millis(wait));
+                }
+                if let Some(reason) = dead {
+                    self.alerts.dead(&claimed.id, &claimed.short, &reason);
+                } else if paused {
+                    self.alerts.paused(&claimed.id, &claimed.short);
                 }
                 true
             }
@@ -89,6 +100,7 @@ impl Engine {
             }
             Err(e) => {
                 error!(error = %e, "could not record the delivery; it will be attempted again");
+                self.alerts.store_failed(Some((&claimed.id, &claimed.short)), &e);
                 false
             }
         }
@@ -127,7 +139,7 @@ fn settlement(delivered: Delivered, steps: i32, attempts: i32) -> Result<Settle,
             Settle::Dead("the platform refused the callback as too large (413)".to_owned())
         }
         Delivered::Retry { wait, reason } => {
-            warn!(attempts, %reason, retry_in = %humantime::format_duration(wait), "callback failed; will retry");
+            warn!(attempts, %reason, retry_in = %crate::logs::duration(wait), "callback failed; will retry");
             Settle::Retry {
                 at: now_ms() + ms(wait),
                 steps: steps + 1,
@@ -141,7 +153,7 @@ fn settlement(delivered: Delivered, steps: i32, attempts: i32) -> Result<Settle,
         Delivered::Unauthorized { wait } => {
             error!(
                 attempts,
-                retry_in = %humantime::format_duration(wait),
+                retry_in = %crate::logs::duration(wait),
                 "the platform refused the callback secret (401); check SHORTS_CALLBACK_SECRET"
             );
             Settle::Paused {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{error, info};
+use tracing::{Instrument as _, error, info};
 
 use super::Engine;
 use crate::store::{Claimed, Store};
@@ -21,6 +21,7 @@ impl Engine {
             }
             if let Err(e) = self.store.heartbeat(&self.owner, self.timing.lease).await {
                 error!(error = %e, "could not renew leases");
+                self.alerts.store_failed(None, &e);
             }
         }
     }
@@ -34,10 +35,14 @@ pub(super) struct Lease {
     engine: Arc<Engine>,
     /// The order leased.
     id: String,
+    /// Its short.
+    short: String,
     /// The order's fence when it was claimed.
     fence: i64,
     /// Set once the order is settled: nothing left to release.
     settled: bool,
+    /// The order's span, in which the release is logged.
+    span: tracing::Span,
 }
 
 impl Lease {
@@ -46,8 +51,10 @@ impl Lease {
         Self {
             engine: Arc::clone(engine),
             id: claimed.id.clone(),
+            short: claimed.short.clone(),
             fence: claimed.fence,
             settled: false,
+            span: tracing::Span::current(),
         }
     }
 
@@ -64,9 +71,11 @@ impl Drop for Lease {
         }
         let engine = Arc::clone(&self.engine);
         let id = std::mem::take(&mut self.id);
+        let short = std::mem::take(&mut self.short);
         let fence = self.fence;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { engine.release_order(id, fence).await });
+            let release = async move { engine.release_order(id, short, fence).await };
+            runtime.spawn(release.instrument(self.span.clone()));
         }
     }
 }
@@ -75,20 +84,21 @@ impl Drop for Lease {
 const RELEASE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Engine {
-    /// Releases one order's lease, trying again until the store takes the write (or the instance
+    /// Releases one order's lease (in the order's span), trying again until the store takes the write (or the instance
     /// stops, which releases every lease it holds). The heartbeat renews every lease this instance
     /// holds, the orders it no longer works on too: a release given up would keep the order leased,
     /// and never run or delivered, as long as the process lives.
-    async fn release_order(self: Arc<Self>, id: String, fence: i64) {
+    async fn release_order(self: Arc<Self>, id: String, short: String, fence: i64) {
         let mut wait = Duration::from_millis(100);
         for attempt in 1u64.. {
             let Err(e) = self.store.release_order(&id, fence).await else {
                 if attempt > 1 {
-                    info!(order_id = %id, attempt, "released the order's lease");
+                    info!(attempt, "released the order's lease");
                 }
                 return;
             };
-            error!(order_id = %id, error = %e, retry_in = %humantime::format_duration(wait), "could not release an order's lease");
+            error!(error = %e, retry_in = %crate::logs::duration(wait), "could not release an order's lease");
+            self.alerts.store_failed(Some((&id, &short)), &e);
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.stop.cancelled() => return,

@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 use url::Url;
 
+use crate::admin::alerts::Alerts;
 use crate::admin::metrics::{MaybeMetrics, Metrics, ShortMetrics};
 use crate::delivery::{Delivery, Rendered};
 use crate::short::Short;
@@ -134,6 +135,8 @@ pub(crate) struct Engine {
     pub(crate) pending: Pending,
     /// Counts callback attempts, when metrics are on.
     metrics: MaybeMetrics,
+    /// Where dead letters, pauses and store failures are reported.
+    pub(crate) alerts: Alerts,
 }
 
 impl Engine {
@@ -145,6 +148,7 @@ impl Engine {
         timing: Timing,
         pending: Pending,
         metrics: MaybeMetrics,
+        alerts: Alerts,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -162,6 +166,7 @@ impl Engine {
             running: std::sync::Mutex::default(),
             pending,
             metrics,
+            alerts,
         })
     }
 
@@ -201,7 +206,6 @@ impl Engine {
             callback_url: target.to_string(),
             started: permit.is_some(),
         };
-        let id = order.id.clone();
         let accepted = self.store.accept(order, &self.owner, self.timing.lease).await?;
         // Written: the store's copies are gone, and an order that waits holds nothing.
         let start = permit.map(|permit| {
@@ -219,15 +223,17 @@ impl Engine {
                 Ok(Submitted::New)
             }
             None => {
-                info!(order_id = %id, short = %lane.short.name, "duplicate order ignored");
+                // In the webhook's span, which names the order.
+                info!("duplicate order ignored");
                 Ok(Submitted::Duplicate)
             }
         }
     }
 
-    /// Works on a claimed order on its own task, in a span naming it.
+    /// Works on a claimed order on its own task, in a span naming it (of its own: not a child of
+    /// the webhook's, which ends with the answer).
     fn spawn(self: &Arc<Self>, claimed: Claimed, start: Option<Start>) {
-        let span = info_span!("order", order_id = %claimed.id, short = %claimed.short);
+        let span = info_span!(parent: None, "order", order_id = %claimed.id, short = %claimed.short);
         let engine = Arc::clone(self);
         self.tasks
             .spawn(async move { engine.process(claimed, start).await }.instrument(span));
@@ -282,6 +288,7 @@ impl Engine {
             }
             Err(e) => {
                 error!(error = %e, "could not release this instance's orders; their leases will expire");
+                self.alerts.store_failed(None, &e);
                 0
             }
         }

@@ -49,6 +49,7 @@ impl Engine {
                     }
                     Err(e) => {
                         error!(error = %e, "could not claim orders");
+                        self.alerts.store_failed(None, &e);
                         break;
                     }
                 }

@@ -48,7 +48,10 @@ impl Engine {
                 match self.store.purge(now_ms() - ms(retention)).await {
                     Ok(0) => {}
                     Ok(purged) => info!(purged, "deleted delivered orders past their retention"),
-                    Err(e) => error!(error = %e, "could not delete old orders"),
+                    Err(e) => {
+                        error!(error = %e, "could not delete old orders");
+                        self.alerts.store_failed(None, &e);
+                    }
                 }
             }
             if !dead_retention.is_zero() {
@@ -58,7 +61,10 @@ impl Engine {
                         purged,
                         "deleted the webhook bodies of dead orders past SHORTS_DEAD_RETENTION"
                     ),
-                    Err(e) => error!(error = %e, "could not delete the webhook bodies of old dead orders"),
+                    Err(e) => {
+                        error!(error = %e, "could not delete the webhook bodies of old dead orders");
+                        self.alerts.store_failed(None, &e);
+                    }
                 }
             }
         }

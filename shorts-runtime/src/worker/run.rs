@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{error, info, warn};
+use tracing::{Instrument as _, error, info, warn};
 use url::Url;
 
 use super::{Engine, Held, Lane, Start};
@@ -48,6 +48,7 @@ impl Engine {
             }
             Err(e) => {
                 error!(error = %e, "could not store the result; the order will run again");
+                self.alerts.store_failed(Some((&claimed.id, &claimed.short)), &e);
                 None
             }
         }
@@ -142,6 +143,7 @@ impl Engine {
             }
             Err(e) => {
                 error!(error = %e, "could not record the start of the run; the order will run later");
+                self.alerts.store_failed(Some((&claimed.id, &claimed.short)), &e);
                 None
             }
         }
@@ -181,9 +183,11 @@ fn call(lane: &Lane, payload: Bytes) -> Result<Call, Error> {
     })
 }
 
-/// Runs the handler under the short's timeout, catching a panic.
+/// Runs the handler under the short's timeout, catching a panic. The handler's task is in the
+/// order's span: what the short logs carries the order's `order_id` and `short`.
 async fn run(lane: &Lane, call: Call) -> Result<Output, Error> {
-    let mut handle = tokio::spawn((lane.short.handler)(call));
+    let handler = (lane.short.handler)(call).instrument(tracing::Span::current());
+    let mut handle = tokio::spawn(handler);
     match tokio::time::timeout(lane.short.timeout, &mut handle).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) if join.is_panic() => {
@@ -209,7 +213,7 @@ async fn run(lane: &Lane, call: Call) -> Result<Output, Error> {
                 ErrorKind::Timeout,
                 format!(
                     "the short did not finish within its timeout of {}",
-                    humantime::format_duration(lane.short.timeout)
+                    crate::logs::duration(lane.short.timeout)
                 ),
             ))
         }

@@ -15,7 +15,8 @@ struct Work {
     abort: bool,
 }
 
-/// Records the run, sleeps, and answers with the process that ran it; `abort` ends the process.
+/// Records the run, logs, sleeps, and answers with the process that ran it; `abort` ends the
+/// process.
 #[ai_short]
 async fn work(input: Work, order: Order) -> Result<String> {
     if let Some(path) = std::env::var_os("CRASHY_RUNS") {
@@ -26,6 +27,7 @@ async fn work(input: Work, order: Order) -> Result<String> {
     if input.abort {
         std::process::abort();
     }
+    tracing::info!(sleep_ms = input.sleep_ms, "working on the order");
     tokio::time::sleep(Duration::from_millis(input.sleep_ms)).await;
     Ok(format!("{} done by process {}", order.id(), std::process::id()))
 }

@@ -34,6 +34,10 @@ pub enum StoreOperation {
     Purge,
     /// Delete the webhook bodies of old dead orders.
     PurgeDead,
+    /// Read the orders' statistics or history.
+    Report,
+    /// Fail an order by hand.
+    FailNow,
 }
 
 impl std::fmt::Display for StoreOperation {
@@ -53,6 +57,8 @@ impl std::fmt::Display for StoreOperation {
             StoreOperation::Retry => "retry an order",
             StoreOperation::Purge => "delete old delivered orders",
             StoreOperation::PurgeDead => "delete the webhook bodies of old dead orders",
+            StoreOperation::Report => "read the orders' statistics or history",
+            StoreOperation::FailNow => "fail an order",
         })
     }
 }

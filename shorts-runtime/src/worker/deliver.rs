@@ -9,7 +9,7 @@ use url::Url;
 
 use super::Engine;
 use crate::delivery::{Delivered, Rendered};
-use crate::store::{Claimed, Settle, Store, ms, now_ms};
+use crate::store::{AttemptResult, CallbackAttempt, Claimed, Settle, Store, ms, now_ms};
 
 impl Engine {
     /// Delivers the callback and records the outcome; retries are left to the poller. A callback
@@ -23,7 +23,9 @@ impl Engine {
     ) -> bool {
         // Attempts made here; with those made before, the order's attempts.
         let mut posts = 0;
+        let mut attempts = Vec::new();
         let settle = loop {
+            let at = now_ms();
             let delivered = self
                 .delivery
                 .deliver(
@@ -34,14 +36,26 @@ impl Engine {
                 )
                 .await;
             posts += 1;
-            let attempts = claimed.attempts + posts;
-            let replacement = match settlement(delivered, claimed.steps, attempts) {
+            let number = claimed.attempts + posts;
+            let (status, error) = attempted(&delivered);
+            let settled = settlement(delivered, claimed.steps, number);
+            attempts.push(CallbackAttempt {
+                number,
+                at,
+                status,
+                error,
+                result: match &settled {
+                    Ok(settle) => attempt_result(settle),
+                    Err(_) => AttemptResult::Replaced,
+                },
+            });
+            let replacement = match settled {
                 Ok(settle) => break settle,
                 Err(replacement) => replacement,
             };
             match self
                 .store
-                .save_result(&claimed.id, claimed.fence, replacement.body().clone())
+                .save_result(&claimed.id, claimed.fence, replacement.body().clone(), None)
                 .await
             {
                 Ok(true) => callback = replacement,
@@ -52,17 +66,26 @@ impl Engine {
                 }
             }
         };
-        self.record(claimed, settle, posts).await
+        self.record(claimed, settle, attempts).await
     }
 
     /// Records how a delivery ended, and wakes the poller when its retry is due before the next
     /// poll. Returns whether it was recorded (which also released the lease).
-    async fn record(self: &Arc<Self>, claimed: &Claimed, settle: Settle, posts: i32) -> bool {
+    async fn record(
+        self: &Arc<Self>,
+        claimed: &Claimed,
+        settle: Settle,
+        attempts: Vec<CallbackAttempt>,
+    ) -> bool {
         let retry_at = match &settle {
             Settle::Retry { at, .. } | Settle::Paused { at } => Some(*at),
             Settle::Delivered | Settle::Dead(_) => None,
         };
-        match self.store.settle(&claimed.id, claimed.fence, settle, posts).await {
+        match self
+            .store
+            .settle(&claimed.id, claimed.fence, settle, attempts)
+            .await
+        {
             Ok(true) => {
                 // Released: the poller can take it when it is due.
                 if let Some(at) = retry_at {
@@ -83,13 +106,37 @@ impl Engine {
     }
 }
 
+/// The HTTP status a POST got (`None` for a transport error, or when the answer's status is not
+/// known), and the error it met.
+fn attempted(delivered: &Delivered) -> (Option<u16>, Option<String>) {
+    match delivered {
+        Delivered::Accepted { status } => (Some(*status), None),
+        Delivered::Refused { status, detail } => (Some(*status), Some(detail.clone())),
+        Delivered::TooLarge | Delivered::Replaced(_) => (Some(413), None),
+        Delivered::Retry { status, reason, .. } | Delivered::Exhausted { status, reason } => {
+            (*status, Some(reason.clone()))
+        }
+        Delivered::Unauthorized { .. } => (Some(401), None),
+    }
+}
+
+/// What followed an attempt that ended the delivery with `settle`.
+fn attempt_result(settle: &Settle) -> AttemptResult {
+    match settle {
+        Settle::Delivered => AttemptResult::Accepted,
+        Settle::Dead(_) => AttemptResult::Dead,
+        Settle::Retry { .. } => AttemptResult::Retry,
+        Settle::Paused { .. } => AttemptResult::Paused,
+    }
+}
+
 /// What the store records of a delivery attempt, or the callback that replaces the one the
 /// platform refused as too large. `steps` is how many steps of the retry schedule the order had
 /// used, `attempts` how many attempts it has had, this one included.
 fn settlement(delivered: Delivered, steps: i32, attempts: i32) -> Result<Settle, Rendered> {
     let settle = match delivered {
         Delivered::Replaced(replacement) => return Err(replacement),
-        Delivered::Accepted => {
+        Delivered::Accepted { .. } => {
             info!(attempts, "callback accepted");
             Settle::Delivered
         }
@@ -103,7 +150,7 @@ fn settlement(delivered: Delivered, steps: i32, attempts: i32) -> Result<Settle,
         Delivered::TooLarge => {
             Settle::Dead("the platform refused the callback as too large (413)".to_owned())
         }
-        Delivered::Retry { wait, reason } => {
+        Delivered::Retry { wait, reason, .. } => {
             warn!(attempts, %reason, retry_in = %humantime::format_duration(wait), "callback failed; will retry");
             Settle::Retry {
                 at: now_ms() + ms(wait),
@@ -111,7 +158,7 @@ fn settlement(delivered: Delivered, steps: i32, attempts: i32) -> Result<Settle,
                 error: reason,
             }
         }
-        Delivered::Exhausted { reason } => {
+        Delivered::Exhausted { reason, .. } => {
             error!(attempts, %reason, "callback retries exhausted; the order is dead-lettered");
             Settle::Dead(format!("gave up after {attempts} attempts: {reason}"))
         }
@@ -141,6 +188,7 @@ mod tests {
     fn a_retry_uses_one_more_step_and_is_due_after_its_wait() {
         let before = now_ms();
         let settle = settled(Delivered::Retry {
+            status: Some(503),
             wait: Duration::from_secs(5),
             reason: "the platform answered 503".to_owned(),
         });
@@ -154,7 +202,7 @@ mod tests {
 
     #[test]
     fn endings_are_recorded_with_their_reason() {
-        assert_eq!(settled(Delivered::Accepted), Settle::Delivered);
+        assert_eq!(settled(Delivered::Accepted { status: 200 }), Settle::Delivered);
         assert_eq!(
             settled(Delivered::Refused {
                 status: 400,
@@ -164,6 +212,7 @@ mod tests {
         );
         assert_eq!(
             settled(Delivered::Exhausted {
+                status: Some(503),
                 reason: "the platform answered 503".to_owned()
             }),
             Settle::Dead("gave up after 4 attempts: the platform answered 503".to_owned())

@@ -13,10 +13,10 @@ use super::history::{self, KEPT_ATTEMPTS, RUN_TIMES_LIMIT};
 use super::sql::{
     BODIES_OF, CALLBACK_RATE, CLAIM_POSTGRES, FAIL_NOW, FAIL_NOW_CHECK_POSTGRES, HEARTBEAT, HISTORY_OF,
     HOURLY, INSERT_OPERATOR_FAILURE, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_DEAD_PAYLOADS,
-    PURGE_HISTORY, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, RUN_DURATIONS,
+    PURGE_HISTORY, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, RUN_TIMES,
     SELECT_PAYLOAD, SETTLE, START_RUN_POSTGRES, STATE_COUNTS, UPDATE_PAYLOAD, drop_delivered_bodies,
-    fail_now_refusal, hour_counts, mappers, orders_page, replacing_body, select_records, settled, started,
-    state_counts, token_columns, token_span, upsert_result,
+    fail_now_refusal, hour_counts, mappers, orders_page, replacing_body, run_times, select_records, settled,
+    started, state_counts, token_columns, token_span, upsert_result,
 };
 use super::{
     CallbackAttempt, CallbackRate, Claimed, FailedNow, HourCount, NewOrder, OrderDetail, OrderFilter,
@@ -435,12 +435,12 @@ impl Store for PgStore {
 
     async fn run_times(&self, since: i64) -> Result<Vec<RunTimes>, StoreError> {
         doing(StoreOperation::Report, async {
-            let rows: Vec<(String, i64)> = sqlx::query_as(RUN_DURATIONS)
+            let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(RUN_TIMES)
                 .bind(since)
                 .bind(i64::from(RUN_TIMES_LIMIT))
                 .fetch_all(&self.pool)
                 .await?;
-            Ok::<_, Failure>(history::run_times(rows))
+            Ok::<_, Failure>(run_times(rows))
         })
         .await
     }
@@ -565,6 +565,14 @@ pub(crate) mod tests {
         store: Arc<PgStore>,
         admin: PgPool,
         schema: String,
+        url: String,
+    }
+
+    impl InSchema {
+        /// The URL of the store's schema.
+        pub(crate) fn url(&self) -> String {
+            self.url.clone()
+        }
     }
 
     impl Fixture for InSchema {
@@ -583,7 +591,12 @@ pub(crate) mod tests {
             let separator = if url.contains('?') { '&' } else { '?' };
             let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
             let store = Arc::new(PgStore::open(&scoped).await.expect("open"));
-            InSchema { store, admin, schema }
+            InSchema {
+                store,
+                admin,
+                schema,
+                url: scoped,
+            }
         }
 
         fn store(&self) -> &Arc<PgStore> {

@@ -52,50 +52,7 @@ pub(crate) async fn order_queries(
 
 /// [`order_queries`] on the store of `config`.
 async fn timed(config: &StoreConfig, count: u32, rounds: u32) -> Result<Vec<(String, Duration)>, StoreError> {
-    let store = AnyStore::open(config).await?;
-    let start = now_ms() - i64::from(count) * SPACING_MS;
-    let filling = StoreError::database(StoreOperation::Open);
-    match config {
-        StoreConfig::Sqlite(path) => {
-            use sqlx::Connection as _;
-            let options = super::sqlite::connect_options(path)?;
-            let mut connection = sqlx::SqliteConnection::connect_with(&options)
-                .await
-                .map_err(filling)?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(fill_sql(
-                count,
-                start,
-                "printf('bench-%08d', i)",
-                "BLOB",
-            )))
-            .execute(&mut connection)
-            .await
-            .map_err(StoreError::database(StoreOperation::Open))?;
-            sqlx::query("ANALYZE")
-                .execute(&mut connection)
-                .await
-                .map_err(StoreError::database(StoreOperation::Open))?;
-        }
-        StoreConfig::Postgres(url) => {
-            let pool = sqlx::PgPool::connect(url.expose()).await.map_err(filling)?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(fill_sql(
-                count,
-                start,
-                "'bench-' || lpad(i::TEXT, 8, '0')",
-                "BYTEA",
-            )))
-            .execute(&pool)
-            .await
-            .map_err(StoreError::database(StoreOperation::Open))?;
-            sqlx::query("ANALYZE")
-                .execute(&pool)
-                .await
-                .map_err(StoreError::database(StoreOperation::Open))?;
-            pool.close().await;
-        }
-        StoreConfig::Memory => {}
-    }
-
+    let (store, start) = filled(config, count).await?;
     let all = OrderFilter::default();
     let deep = PageCursor {
         received_at: start + i64::from(count / 2) * SPACING_MS,
@@ -182,6 +139,55 @@ async fn timed(config: &StoreConfig, count: u32, rounds: u32) -> Result<Vec<(Str
     Ok(timings)
 }
 
+/// Opens the store of `config` and fills it with `count` orders (see [`order_queries`]); the
+/// store, and the time the first order was received at.
+async fn filled(config: &StoreConfig, count: u32) -> Result<(AnyStore, i64), StoreError> {
+    let store = AnyStore::open(config).await?;
+    let start = now_ms() - i64::from(count) * SPACING_MS;
+    let filling = StoreError::database(StoreOperation::Open);
+    match config {
+        StoreConfig::Sqlite(path) => {
+            use sqlx::Connection as _;
+            let options = super::sqlite::connect_options(path)?;
+            let mut connection = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .map_err(filling)?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(fill_sql(
+                count,
+                start,
+                "printf('bench-%08d', i)",
+                "BLOB",
+            )))
+            .execute(&mut connection)
+            .await
+            .map_err(StoreError::database(StoreOperation::Open))?;
+            sqlx::query("ANALYZE")
+                .execute(&mut connection)
+                .await
+                .map_err(StoreError::database(StoreOperation::Open))?;
+        }
+        StoreConfig::Postgres(url) => {
+            let pool = sqlx::PgPool::connect(url.expose()).await.map_err(filling)?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(fill_sql(
+                count,
+                start,
+                "'bench-' || lpad(i::TEXT, 8, '0')",
+                "BYTEA",
+            )))
+            .execute(&pool)
+            .await
+            .map_err(StoreError::database(StoreOperation::Open))?;
+            sqlx::query("ANALYZE")
+                .execute(&pool)
+                .await
+                .map_err(StoreError::database(StoreOperation::Open))?;
+            pool.close().await;
+        }
+        StoreConfig::Memory => {}
+    }
+    Ok((store, start))
+}
+
 /// SQL that inserts `count` orders (ids from `id`, an expression of `i`), their webhook bodies and
 /// their history, received every [`SPACING_MS`] from `start`; `blob` is the type of bytes. It runs
 /// on SQLite and PostgreSQL.
@@ -226,5 +232,48 @@ mod tests {
         let timings = order_queries(&config, 1_000, 1).await.expect("timed");
         assert_eq!(timings.len(), 12);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The run times the filled store's runs take, by short, as the fill writes them.
+    fn expected_run_times(count: u32, start: i64) -> Vec<super::super::RunTimes> {
+        let durations = (1..=i64::from(count))
+            .map(|i| {
+                let short = ["echo", "report", "resize"][(i % 3) as usize];
+                let received_at = start + i * SPACING_MS;
+                (short.to_owned(), 50 + received_at % 950)
+            })
+            .collect();
+        super::super::history::run_times(durations)
+    }
+
+    /// SQLite computes each short's percentiles as the memory store does (nearest rank).
+    #[tokio::test]
+    async fn sqlite_percentiles_are_nearest_ranks() {
+        let dir = std::env::temp_dir().join(format!("shorts-percentiles-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (store, start) = filled(&StoreConfig::Sqlite(dir.join("orders.db")), 997)
+            .await
+            .expect("filled");
+        assert_eq!(
+            store.run_times(0).await.expect("times"),
+            expected_run_times(997, start)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// PostgreSQL computes each short's percentiles as the memory store does (nearest rank).
+    #[tokio::test]
+    async fn postgres_percentiles_are_nearest_ranks() {
+        use crate::store::postgres::tests::InSchema;
+        use crate::store::suite::Fixture as _;
+        let schema = InSchema::open().await;
+        let config = StoreConfig::Postgres(crate::config::Secret::new(schema.url()));
+        let (store, start) = filled(&config, 997).await.expect("filled");
+        assert_eq!(
+            store.run_times(0).await.expect("times"),
+            expected_run_times(997, start)
+        );
+        drop(store);
+        schema.close().await;
     }
 }

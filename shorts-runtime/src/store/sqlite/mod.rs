@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, watch};
 use super::error::{Failure, doing};
 use super::history::{self, RUN_TIMES_LIMIT};
 use super::sql::{
-    BODIES_OF, CALLBACK_RATE, HISTORY_OF, HOURLY, RUN_DURATIONS, STATE_COUNTS, hour_counts, orders_page,
-    state_counts,
+    BODIES_OF, CALLBACK_RATE, HISTORY_OF, HOURLY, RUN_TIMES, STATE_COUNTS, hour_counts, orders_page,
+    run_times, state_counts,
 };
 use super::{
     CallbackAttempt, CallbackRate, Claimed, FailedNow, HourCount, NewOrder, OrderDetail, OrderFilter,
@@ -262,12 +262,12 @@ impl Store for SqliteStore {
 
     async fn run_times(&self, since: i64) -> Result<Vec<RunTimes>, StoreError> {
         doing(StoreOperation::Report, async {
-            let rows: Vec<(String, i64)> = sqlx::query_as(RUN_DURATIONS)
+            let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(RUN_TIMES)
                 .bind(since)
                 .bind(i64::from(RUN_TIMES_LIMIT))
                 .fetch_all(&self.reads)
                 .await?;
-            Ok::<_, Failure>(history::run_times(rows))
+            Ok::<_, Failure>(run_times(rows))
         })
         .await
     }

@@ -230,6 +230,35 @@ mod tests {
     }
 
     #[test]
+    fn each_attempt_keeps_its_status_or_transport_error() {
+        assert_eq!(attempted(&Delivered::Accepted { status: 202 }), (Some(202), None));
+        assert_eq!(
+            attempted(&Delivered::Refused {
+                status: 400,
+                detail: "unknown order".to_owned()
+            }),
+            (Some(400), Some("unknown order".to_owned()))
+        );
+        assert_eq!(
+            attempted(&Delivered::Retry {
+                wait: Duration::from_secs(5),
+                reason: "connection refused".to_owned(),
+                status: None,
+            }),
+            (None, Some("connection refused".to_owned()))
+        );
+        assert_eq!(
+            attempted(&Delivered::Unauthorized {
+                wait: Duration::from_secs(600)
+            }),
+            (Some(401), None)
+        );
+        assert_eq!(attempted(&Delivered::TooLarge), (Some(413), None));
+        assert_eq!(attempt_result(&Settle::Delivered), AttemptResult::Accepted);
+        assert_eq!(attempt_result(&Settle::Paused { at: 0 }), AttemptResult::Paused);
+    }
+
+    #[test]
     fn a_replacement_is_sent_before_anything_is_recorded() {
         let replacement = Rendered::stored(bytes::Bytes::from_static(b"{}"));
         let settled = settlement(Delivered::Replaced(replacement), 0, 1);

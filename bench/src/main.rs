@@ -4,6 +4,8 @@
 //! cargo run --release -p shorts-bench -- all              # the figures of BENCHMARKS.md
 //! cargo run --release -p shorts-bench -- all --quick      # a smoke run (CI)
 //! cargo run --release -p shorts-bench -- build            # clean build times (slow)
+//! cargo run --release -p shorts-bench -- orders [--count N] [--postgres URL]
+//!                                                     # the operator's queries on 100,000 orders
 //! ```
 //!
 //! The framework side runs as a child process of this binary (`serve`, through
@@ -84,13 +86,55 @@ fn main() -> ExitCode {
             })
         }
         Some("probe") => runtime().block_on(service::probe(&args[1..])),
+        Some("orders") => runtime().block_on(orders(&args[1..])),
         _ => {
             eprintln!(
-                "usage: shorts-bench all | service | files [--quick] | build | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS]"
+                "usage: shorts-bench all | service | files [--quick] | build | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS] | orders [--count N] [--rounds N] [--postgres URL]"
             );
             ExitCode::from(2)
         }
     }
+}
+
+/// Times the queries of an operator's pages on a store of `--count` orders (100,000 by default):
+/// SQLite in a temporary file, or PostgreSQL at `--postgres URL` (in a schema of its own).
+async fn orders(args: &[String]) -> ExitCode {
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let count: u32 = value("--count").map_or(100_000, |n| n.parse().expect("--count N"));
+    let rounds: u32 = value("--rounds").map_or(9, |n| n.parse().expect("--rounds N"));
+    let dir = std::env::temp_dir().join(format!("shorts-bench-orders-{}", std::process::id()));
+    let (config, name) = match value("--postgres") {
+        Some(url) => (
+            shorts_runtime::StoreConfig::Postgres(shorts_runtime::Secret::new(url)),
+            "PostgreSQL",
+        ),
+        None => {
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            (
+                shorts_runtime::StoreConfig::Sqlite(dir.join("orders.db")),
+                "SQLite",
+            )
+        }
+    };
+    let timings = shorts_runtime::__bench::order_queries(&config, count, rounds).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let timings = match timings {
+        Ok(timings) => timings,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{name}, {count} orders: median of {rounds} runs of each query");
+    for (query, time) in timings {
+        println!("  {:>9.3} ms  {query}", time.as_secs_f64() * 1000.0);
+    }
+    ExitCode::SUCCESS
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigError};
 use crate::delivery::Delivery;
 use crate::server::{Intake, Tls};
 use crate::short::Short;
-use crate::store::{AnyStore, OrderRecord, OrderState, Retried, Store as _, StoreError};
+use crate::store::{AnyStore, FailedNow, OrderRecord, OrderState, Retried, Store as _, StoreError};
 use crate::worker::{Engine, Lane, Pending, Timing};
 
 /// Why an [`App`] could not be built.
@@ -335,6 +335,24 @@ impl App {
             self.intake.engine.wake();
         }
         Ok(retried)
+    }
+
+    /// Fails a stuck order now: a received, delivering or paused order gets a failure callback
+    /// (`ok: false`) with `message` as its error, delivered at once by the normal delivery path
+    /// (and retried like any callback); the action is kept in the order's history. An order an
+    /// instance is working on right now, running the short or sending its callback, is left
+    /// alone ([`FailedNow::Busy`]): try again once the run ends (at the latest at the short's
+    /// timeout). An order waiting for a slot of its short is failed, and does not run.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    pub async fn fail_now(&self, order_id: &str, message: &str) -> Result<FailedNow, StoreError> {
+        let failed = crate::store::fail_now(&self.intake.engine.store, order_id, message).await?;
+        if failed == FailedNow::Failing {
+            self.intake.engine.wake();
+        }
+        Ok(failed)
     }
 
     /// The webhook routes and `GET /healthz`, to nest in an existing axum application. Orders run

@@ -73,7 +73,7 @@ pub use short::inputs::{DateRange, FileInput, FileInputError, Tags};
 pub use short::order::{Order, OrderBuilder};
 pub use short::output::{Csv, File, Html, IntoOutput, Json, Output, Url};
 pub use short::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, FromCall, HandlerResult, Short};
-pub use store::{OrderRecord, OrderState, Retried, StoreError, StoreOperation};
+pub use store::{FailedNow, OrderRecord, OrderState, Retried, StoreError, StoreOperation};
 
 /// The `serde_json` this crate uses, for [`Order::payload_json`], [`Json`] and tests' inputs.
 pub use serde_json;
@@ -163,6 +163,24 @@ pub mod __private {
     pub use std::option::Option::{None, Some};
     pub use std::result::Result::{Err, Ok};
     pub use std::{file, line, module_path};
+}
+
+/// Entry points for `shorts-bench`. Not public API.
+#[doc(hidden)]
+pub mod __bench {
+    /// Fills the store of `config` with `count` orders and times each query of an operator's
+    /// pages `rounds` times: each query's name and median time.
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be opened, filled or read.
+    pub async fn order_queries(
+        config: &crate::StoreConfig,
+        count: u32,
+        rounds: u32,
+    ) -> Result<Vec<(String, std::time::Duration)>, crate::StoreError> {
+        crate::store::timing::order_queries(config, count, rounds).await
+    }
 }
 
 /// Entry points for the fuzz targets in `fuzz/`. Not public API.

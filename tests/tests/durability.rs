@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shorts_runtime::prelude::*;
-use shorts_runtime::testing::{Endpoint, MockPlatform};
-use shorts_runtime::{OrderState, Retried, StoreConfig};
+use shorts_runtime::testing::MockPlatform;
+use shorts_runtime::{FailedNow, OrderState, Retried, StoreConfig};
 use shorts_tests::{PATIENCE, Served};
 
 fn database(name: &str) -> PathBuf {
@@ -50,11 +50,8 @@ async fn a_result_not_yet_delivered_is_delivered_by_the_next_start() {
     platform.delay_next(1, Duration::from_secs(8));
     let mut first = serve_on(platform, &db, short(), Duration::from_millis(200)).await;
     assert_eq!(first.order("/shorts/count", "o-restart", json!({})).await, 200);
-    let platform = &first.platform;
-    shorts_tests::until("the callback to reach the platform", || {
-        !platform.attempts_at(Endpoint::Callback).is_empty()
-    })
-    .await;
+    // The callback is in flight, held by the platform (which records it only once answered).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     first.shutdown().await;
     assert!(
         first.platform.callbacks().is_empty(),
@@ -303,4 +300,183 @@ async fn the_job_token_is_erased_once_the_result_is_stored() {
     );
     served.stop().await;
     let _ = std::fs::remove_dir_all(db.parent().expect("dir"));
+}
+
+/// Runs the `orders` command of the test binary on the SQLite store `db` with `args`; its output.
+fn orders_command(db: &std::path::Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crashy"))
+        .arg("orders")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "error")
+        .env("SHORTS_STORE", format!("sqlite://{}", db.display()))
+        .output()
+        .expect("run orders");
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Each line of `orders --json` as JSON.
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+        .collect()
+}
+
+/// `orders --json` prints each order as one JSON object per line, newest first, with the values
+/// the store holds; `--short` and `--state` select them; the text output stays the default.
+#[tokio::test]
+async fn orders_json_prints_one_object_per_order() {
+    let echo = Short::new("echo", |_: Value, _: Order| async { Ok::<_, Error>("hello") });
+    let db = database("orders-json");
+    let served = serve_on(
+        MockPlatform::start().await.expect("mock"),
+        &db,
+        echo,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(served.order("/shorts/echo", "o-json-1", json!({})).await, 200);
+    let first = served.delivered("o-json-1").await;
+    served.platform.fail_next(1, 400);
+    assert_eq!(served.order("/shorts/echo", "o-json-2", json!({})).await, 200);
+    let second = served.reached("o-json-2", OrderState::Dead).await;
+    let refused = second.last_error.clone().expect("an error");
+    assert!(
+        refused.starts_with("the platform refused the callback (400)"),
+        "{refused}"
+    );
+    served.stop().await;
+
+    let rfc3339 = |time| humantime::format_rfc3339_millis(time).to_string();
+    let cursor = |record: &shorts_runtime::OrderRecord| {
+        let ms = record
+            .received_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        format!("{ms}.{}", record.id)
+    };
+    let lines = json_lines(&orders_command(&db, &["--json"]));
+    assert_eq!(
+        lines,
+        [
+            json!({
+                "id": "o-json-2",
+                "short": "echo",
+                "state": "dead",
+                "received_at": rfc3339(second.received_at),
+                "runs": 1,
+                "attempts": 1,
+                "last_error": refused,
+                "next_attempt_at": null,
+                "payload_purged": false,
+                "outcome": "ok",
+                "failed_by_operator": false,
+                "cursor": cursor(&second),
+            }),
+            json!({
+                "id": "o-json-1",
+                "short": "echo",
+                "state": "delivered",
+                "received_at": rfc3339(first.received_at),
+                "runs": 1,
+                "attempts": 1,
+                "last_error": null,
+                "next_attempt_at": null,
+                "payload_purged": false,
+                "outcome": "ok",
+                "failed_by_operator": false,
+                "cursor": cursor(&first),
+            }),
+        ]
+    );
+    let dead = json_lines(&orders_command(
+        &db,
+        &["--json", "--state", "dead", "--short", "echo"],
+    ));
+    assert_eq!(dead, lines[..1]);
+    let limited = json_lines(&orders_command(&db, &["--json", "--limit", "1"]));
+    assert_eq!(limited, lines[..1]);
+    let next = limited[0]["cursor"].as_str().unwrap();
+    let rest = json_lines(&orders_command(&db, &["--json", "--after", next]));
+    assert_eq!(rest, lines[1..]);
+    assert_eq!(orders_command(&db, &["--json", "--short", "other"]), "");
+    assert_eq!(
+        orders_command(&db, &["--short", "other"]),
+        "no orders of short other\n"
+    );
+    let text = orders_command(&db, &[]);
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[0].contains("dead") && rows[0].contains("o-json-2") && rows[0].contains("short=echo"),
+        "{text}"
+    );
+    assert!(
+        rows[1].contains("delivered")
+            && rows[1].contains("o-json-1")
+            && rows[1].contains("runs=1  attempts=1"),
+        "{text}"
+    );
+}
+
+/// An order waiting for a slot of its short is failed now: its failure callback, with the
+/// operator's message, is delivered by the normal path and it never runs; the order running is
+/// left alone.
+#[tokio::test]
+async fn a_stuck_order_is_failed_now_and_its_failure_delivered() {
+    static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
+    let short = Short::new("slow", |_: Value, _: Order| async {
+        STARTED.fetch_add(1, Ordering::SeqCst);
+        let _pass = GATE.acquire().await;
+        Ok::<_, Error>("finished")
+    })
+    .concurrency(1);
+    let served = Served::start_with(|_| {}, |b| b.without_registered().short(short)).await;
+    assert_eq!(served.order("/shorts/slow", "o-busy", json!({})).await, 200);
+    for _ in 0..500 {
+        if STARTED.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(STARTED.load(Ordering::SeqCst), 1, "the first order runs");
+    assert_eq!(served.order("/shorts/slow", "o-stuck", json!({})).await, 200);
+    let app = served.app.clone();
+    assert_eq!(
+        app.fail_now("o-busy", "stuck").await.expect("fail"),
+        FailedNow::Busy
+    );
+    assert_eq!(
+        app.fail_now("o-nope", "stuck").await.expect("fail"),
+        FailedNow::Unknown
+    );
+    let message = "refunded: the source site is down";
+    assert_eq!(
+        app.fail_now("o-stuck", message).await.expect("fail"),
+        FailedNow::Failing
+    );
+    let callback = served.callback("o-stuck").await;
+    assert_eq!(
+        (&callback["ok"], &callback["order_id"], &callback["error"]),
+        (&json!(false), &json!("o-stuck"), &json!(message))
+    );
+    let record = served.delivered("o-stuck").await;
+    assert_eq!((record.runs, record.attempts), (0, 1));
+    assert_eq!(
+        app.fail_now("o-stuck", "again").await.expect("fail"),
+        FailedNow::NotStuck(OrderState::Delivered)
+    );
+    GATE.add_permits(2);
+    assert_eq!(served.callback("o-busy").await["result_text"], "finished");
+    served.delivered("o-busy").await;
+    assert_eq!(STARTED.load(Ordering::SeqCst), 1, "the failed order never ran");
 }

@@ -302,9 +302,13 @@ impl Metrics {
         {
             let mut read = self.orders_read.lock().await;
             if read.is_none_or(|at| at.elapsed() >= ORDERS_READ_EVERY) {
-                match store.count_by_state().await {
+                match store.state_counts().await {
                     Ok(counts) => {
-                        for (state, count) in OrderState::ALL.into_iter().zip(counts) {
+                        for state in OrderState::ALL {
+                            let count = counts
+                                .iter()
+                                .find(|(counted, _)| *counted == state)
+                                .map_or(0, |(_, n)| *n);
                             self.orders
                                 .get_or_create(&StateLabel {
                                     state: state.as_str(),

@@ -6,6 +6,7 @@ mod check;
 #[cfg(any(debug_assertions, feature = "testing"))]
 mod local;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,7 +18,7 @@ use tracing::{info, warn};
 use crate::app::App;
 use crate::config::Config;
 use crate::short::Short;
-use crate::store::{AnyStore, OrderState, Retried, Store as _};
+use crate::store::{AnyStore, OrderFilter, OrderState, PageCursor, Retried, Store as _};
 
 /// Exit code for a usage or configuration error.
 const USAGE: u8 = 2;
@@ -56,14 +57,26 @@ enum Command {
     /// List the shorts in this binary, their routes and options.
     #[command(alias = "shorts")]
     List,
-    /// List the orders in the store (`SHORTS_STORE`), oldest first.
+    /// List the orders in the store (`SHORTS_STORE`), newest first.
     Orders {
         /// Only orders in this state: received, delivering, paused, delivered or dead.
         #[arg(long)]
         state: Option<String>,
+        /// Only orders of this short.
+        #[arg(long)]
+        short: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Only orders older than the one with this cursor (the `cursor` of a JSON line): the
+        /// next page.
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<String>,
+        /// One JSON object per line, for scripts: `id`, `short`, `state`, `received_at` (RFC 3339),
+        /// `runs`, `attempts`, `last_error`, `next_attempt_at`, `payload_purged`, `outcome`,
+        /// `failed_by_operator`, `cursor`.
+        #[arg(long)]
+        json: bool,
     },
     /// Check the configuration, the store, the platform and the certificate, and print the webhook
     /// URLs to paste into the Connect step; exits with 1 when a problem is found.
@@ -83,7 +96,9 @@ enum Command {
 /// - `invoke <short> --input <json>` (or `--input-file <file>`): run one order in-process against a
 ///   built-in mock of the platform, print the callback and write returned files to `--out`;
 /// - `list`: the shorts in this binary, their routes and options;
-/// - `orders [--state <state>] [--limit <n>]`: the orders in the store (`SHORTS_STORE`);
+/// - `orders [--state <state>] [--short <short>] [--limit <n>] [--after <cursor>] [--json]`: the
+///   orders in the store
+///   (`SHORTS_STORE`), newest first; `--json` prints one JSON object per line;
 /// - `retry <order_id>`: deliver a dead or paused order's callback again;
 /// - `check`: check the configuration, the store, the platform and the certificate, and print the
 ///   webhook URLs; exits with 1 when a problem is found.
@@ -119,7 +134,13 @@ pub fn run() -> ExitCode {
         Command::Serve { mock } => runtime.block_on(serve(mock)),
         Command::List => list(),
         Command::Check => runtime.block_on(check::check()),
-        Command::Orders { state, limit } => runtime.block_on(orders(state.as_deref(), limit)),
+        Command::Orders {
+            state,
+            short,
+            limit,
+            after,
+            json,
+        } => runtime.block_on(orders(state.as_deref(), short, limit, after.as_deref(), json)),
         Command::Retry { order_id } => runtime.block_on(retry(&order_id)),
         #[cfg(any(debug_assertions, feature = "testing"))]
         Command::Invoke {
@@ -343,7 +364,13 @@ async fn open_store() -> Result<AnyStore, ExitCode> {
         .map_err(|e| fail(1, &e.to_string()))
 }
 
-async fn orders(state: Option<&str>, limit: u32) -> ExitCode {
+async fn orders(
+    state: Option<&str>,
+    short: Option<String>,
+    limit: u32,
+    after: Option<&str>,
+    json: bool,
+) -> ExitCode {
     let state = match state.map(|name| OrderState::parse(name).ok_or(name)) {
         None => None,
         Some(Ok(state)) => Some(state),
@@ -355,22 +382,47 @@ async fn orders(state: Option<&str>, limit: u32) -> ExitCode {
             );
         }
     };
+    let after = match after.map(|text| PageCursor::decode(text).ok_or(text)) {
+        None => None,
+        Some(Ok(cursor)) => Some(cursor),
+        Some(Err(text)) => {
+            return fail(
+                USAGE,
+                &format!("`{text}` is not a cursor; use the `cursor` of a line of `orders --json`"),
+            );
+        }
+    };
     let store = match open_store().await {
         Ok(store) => store,
         Err(code) => return code,
     };
-    let records = match store.list(state, limit).await {
-        Ok(records) => records,
+    let filter = OrderFilter {
+        state,
+        short,
+        id: None,
+    };
+    let records = match store.orders_page(&filter, after.as_ref(), limit).await {
+        Ok(page) => page.orders,
         Err(e) => return fail(1, &e.to_string()),
     };
+    if json {
+        let mut out = std::io::stdout().lock();
+        for record in &records {
+            if writeln!(out, "{}", record.to_json()).is_err() {
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     if records.is_empty() {
-        match state {
-            Some(state) => println!("no orders in state {state}"),
-            None => println!("no orders"),
+        match (state, &filter.short) {
+            (Some(state), _) => println!("no orders in state {state}"),
+            (None, Some(short)) => println!("no orders of short {short}"),
+            (None, None) => println!("no orders"),
         }
     }
     for record in records {
-        let received = humantime::format_rfc3339_seconds(record.received_at);
+        let received = humantime::format_rfc3339_seconds(record.received());
         println!(
             "{received}  {:<10}  {}  short={}  runs={}  attempts={}{}{}",
             record.state.as_str(),

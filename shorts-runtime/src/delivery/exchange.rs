@@ -69,6 +69,7 @@ pub(super) async fn exchange<T>(
             return Attempt::Retry {
                 reason: describe(&e),
                 after: None,
+                status: None,
             };
         }
     };
@@ -80,6 +81,7 @@ pub(super) async fn exchange<T>(
         return Attempt::Retry {
             reason: format!("the {peer} answered {status}"),
             after,
+            status: Some(status.as_u16()),
         };
     }
     answered(Answer {

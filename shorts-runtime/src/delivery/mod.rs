@@ -39,8 +39,8 @@ use retry::{Attempt, Exhausted};
 
 /// What one POST of a callback achieved, when it is not to be retried.
 enum Posted {
-    /// The platform answered 2xx (a duplicate is answered 200 too).
-    Accepted,
+    /// The platform answered 2xx (a duplicate is answered 200 too) with this status.
+    Accepted { status: u16 },
     /// The platform refused the body for good (400, another 4xx, or a redirect).
     Rejected { status: u16, detail: String },
     /// The platform answered 413: the body is too large for it.
@@ -49,16 +49,21 @@ enum Posted {
 
 /// What the worker does after one attempt to deliver a callback.
 pub(crate) enum Delivered {
-    /// The platform took the callback (a duplicate is taken too).
-    Accepted,
+    /// The platform took the callback (a duplicate is taken too), answering `status`.
+    Accepted { status: u16 },
     /// The platform refused the callback for good (a 4xx, or a redirect).
     Refused { status: u16, detail: String },
     /// The platform refused even a failure callback as too large (413).
     TooLarge,
-    /// A retryable failure: try again after `wait`, one more step of the schedule used.
-    Retry { wait: Duration, reason: String },
+    /// A retryable failure: try again after `wait`, one more step of the schedule used. `status`
+    /// is the HTTP status answered, `None` for a transport error.
+    Retry {
+        wait: Duration,
+        reason: String,
+        status: Option<u16>,
+    },
     /// A retryable failure after the last step of the schedule.
-    Exhausted { reason: String },
+    Exhausted { reason: String, status: Option<u16> },
     /// The platform refused the secret (401): try again after `wait`, using no step.
     Unauthorized { wait: Duration },
     /// The platform refused the callback as too large (413): store this one and send it instead.
@@ -252,12 +257,16 @@ impl Delivery {
         retried: usize,
     ) -> Delivered {
         match self.post(target, callback.body()).await {
-            Attempt::Done(Posted::Accepted) => Delivered::Accepted,
+            Attempt::Done(Posted::Accepted { status }) => Delivered::Accepted { status },
             Attempt::Done(Posted::Rejected { status, detail }) => Delivered::Refused { status, detail },
             Attempt::Done(Posted::TooLarge) => self.too_large(target, order_id, callback).await,
-            Attempt::Retry { reason, after } => match self.retry.next_wait(retried + 1, after) {
-                Some(wait) => Delivered::Retry { wait, reason },
-                None => Delivered::Exhausted { reason },
+            Attempt::Retry {
+                reason,
+                after,
+                status,
+            } => match self.retry.next_wait(retried + 1, after) {
+                Some(wait) => Delivered::Retry { wait, reason, status },
+                None => Delivered::Exhausted { reason, status },
             },
             Attempt::Unauthorized => Delivered::Unauthorized {
                 wait: self.retry.unauthorized(),
@@ -291,7 +300,9 @@ impl Delivery {
             .body(body.clone());
         exchange(request, DETAIL_LIMIT, "platform", |Answer { status, class, detail }| {
             match class {
-                Class::Success => Attempt::Done(Posted::Accepted),
+                Class::Success => Attempt::Done(Posted::Accepted {
+                    status: status.as_u16(),
+                }),
                 Class::Unauthorized => Attempt::Unauthorized,
                 Class::TooLarge => Attempt::Done(Posted::TooLarge),
                 Class::Redirect => Attempt::Done(Posted::Rejected {

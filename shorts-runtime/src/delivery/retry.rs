@@ -18,7 +18,12 @@ pub(crate) enum Attempt<T> {
     /// Finished, well or badly: no retry.
     Done(T),
     /// A retryable failure: try again at the next step of the schedule (or later, if asked).
-    Retry { reason: String, after: Option<Duration> },
+    /// `status` is the HTTP status answered, `None` for a transport error.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+        status: Option<u16>,
+    },
     /// The platform refused the secret: try again slowly, without using up the schedule.
     Unauthorized,
 }
@@ -98,7 +103,7 @@ impl RetryPolicy {
                     );
                     wait = jitter(self.unauthorized);
                 }
-                Attempt::Retry { reason, after } => {
+                Attempt::Retry { reason, after, .. } => {
                     let Some(next) = self.next_wait(steps, after) else {
                         return Err(Exhausted {
                             attempts,
@@ -162,6 +167,7 @@ mod tests {
         Attempt::Retry {
             reason: "503".into(),
             after: None,
+            status: Some(503),
         }
     }
 
@@ -239,6 +245,7 @@ mod tests {
         let slow_down = Attempt::Retry {
             reason: "429".into(),
             after: Some(Duration::from_secs(60)),
+            status: Some(429),
         };
         let (_, times) = replay(&schedule, vec![slow_down]).await;
         assert!(within(times[1], Duration::from_secs(60)));

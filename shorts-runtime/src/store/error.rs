@@ -28,14 +28,16 @@ pub enum StoreOperation {
     Get,
     /// List orders.
     List,
-    /// Count the orders in each state.
-    Count,
     /// Put a dead or paused order back to delivery.
     Retry,
     /// Delete old delivered orders.
     Purge,
     /// Delete the webhook bodies of old dead orders.
     PurgeDead,
+    /// Read the orders' statistics or history.
+    Report,
+    /// Fail an order by hand.
+    FailNow,
 }
 
 impl std::fmt::Display for StoreOperation {
@@ -52,10 +54,11 @@ impl std::fmt::Display for StoreOperation {
             StoreOperation::ReleaseOrder => "release an order's lease",
             StoreOperation::Get => "read an order",
             StoreOperation::List => "list orders",
-            StoreOperation::Count => "count orders",
             StoreOperation::Retry => "retry an order",
             StoreOperation::Purge => "delete old delivered orders",
             StoreOperation::PurgeDead => "delete the webhook bodies of old dead orders",
+            StoreOperation::Report => "read the orders' statistics or history",
+            StoreOperation::FailNow => "fail an order",
         })
     }
 }

@@ -9,9 +9,11 @@ use bytes::Bytes;
 
 use crate::wire::webhook::without_job_token;
 
+use super::history::{self, HistoryRow, KEPT_ATTEMPTS, OrderSummary, RUN_TIMES_LIMIT};
 use super::{
-    Claimed, KEPT_BODY_LIMIT, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError, ms,
-    now_ms,
+    CallbackAttempt, CallbackRate, Claimed, FailedNow, HourCount, KEPT_BODY_LIMIT, NewOrder, OrderDetail,
+    OrderFilter, OrderPage, OrderRecord, OrderState, PageCursor, RunEnd, RunOutcome, RunTimes, Settle,
+    Started, Store, StoreError, ms, now_ms,
 };
 
 #[derive(Debug, Clone)]
@@ -31,6 +33,10 @@ struct Row {
     runs: i32,
     /// When it was received, in ms since the Unix epoch.
     received_at: i64,
+    /// How its last run ended, or `operator` (as the SQL stores keep it).
+    outcome: Option<String>,
+    /// Its runs, callback attempts and operator actions, oldest first.
+    history: Vec<HistoryRow>,
 }
 
 impl Row {
@@ -41,6 +47,48 @@ impl Row {
             received_at: super::time_from_stored(self.received_at),
             ..self.record.clone()
         }
+    }
+
+    /// The order as the list shows it.
+    fn summary(&self) -> OrderSummary {
+        OrderSummary {
+            id: self.record.id.clone(),
+            short: self.record.short.clone(),
+            state: self.record.state,
+            received_at: self.received_at,
+            runs: super::runs_from_stored(self.runs),
+            attempts: self.record.attempts,
+            last_error: self.record.last_error.clone(),
+            next_at: self.record.next_at,
+            payload_purged: self.record.payload_purged,
+            outcome: self.outcome.as_deref().and_then(RunOutcome::parse),
+            failed_by_operator: self.outcome.as_deref() == Some("operator"),
+        }
+    }
+
+    /// Records the start of run `number` at `at`.
+    fn run_started(&mut self, number: i32, at: i64) {
+        self.history.push(HistoryRow {
+            kind: "run".to_owned(),
+            number,
+            at,
+            ended_at: None,
+            outcome: None,
+            status: None,
+            detail: None,
+        });
+    }
+
+    /// The row of run `number`, while it has no end.
+    fn open_run(&mut self, number: i32) -> Option<&mut HistoryRow> {
+        self.history
+            .iter_mut()
+            .find(|h| h.kind == "run" && h.number == number && h.ended_at.is_none())
+    }
+
+    /// Whether the row's failure counts in [`Store::hourly`].
+    fn failed(&self) -> bool {
+        self.record.state == OrderState::Dead || self.outcome.as_deref().is_some_and(|o| o != "ok")
     }
 }
 
@@ -104,7 +152,7 @@ impl Store for MemoryStore {
         }
         *seq += 1;
         active.insert(order.id.clone());
-        let row = Row {
+        let mut row = Row {
             record: OrderRecord {
                 id: order.id.clone(),
                 short: order.short,
@@ -128,7 +176,12 @@ impl Store for MemoryStore {
             seq: *seq,
             runs: i32::from(order.started),
             received_at: now,
+            outcome: None,
+            history: Vec::new(),
         };
+        if order.started {
+            row.run_started(1, now);
+        }
         let mut claim = claimed(&row);
         claim.started = order.started;
         rows.insert(order.id, row);
@@ -186,6 +239,7 @@ impl Store for MemoryStore {
             .filter(|row| row.fence == fence)
             .map(|row| {
                 row.runs += 1;
+                row.run_started(row.runs, now_ms());
                 Started {
                     run: row.runs,
                     payload: row.payload.clone(),
@@ -193,10 +247,25 @@ impl Store for MemoryStore {
             }))
     }
 
-    async fn save_result(&self, id: &str, fence: i64, body: Bytes) -> Result<bool, StoreError> {
+    async fn save_result(
+        &self,
+        id: &str,
+        fence: i64,
+        body: Bytes,
+        run: Option<RunEnd>,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
         let mut guard = self.rows();
         match guard.rows.get_mut(id) {
             Some(row) if row.fence == fence => {
+                if let Some(run) = run {
+                    if let Some(open) = row.open_run(run.run) {
+                        open.ended_at = Some(now);
+                        open.outcome = Some(run.outcome.as_str().to_owned());
+                        open.detail = run.error;
+                    }
+                    row.outcome = Some(run.outcome.as_str().to_owned());
+                }
                 if let Some(erased) = row
                     .job_token
                     .take()
@@ -213,13 +282,32 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
+    async fn settle(
+        &self,
+        id: &str,
+        fence: i64,
+        settle: Settle,
+        attempts: Vec<CallbackAttempt>,
+    ) -> Result<bool, StoreError> {
         let mut guard = self.rows();
         let Some(row) = guard.rows.get_mut(id).filter(|row| row.fence == fence) else {
             return Ok(false);
         };
         row.owner = None;
-        row.record.attempts += posts;
+        row.record.attempts += attempts.len() as i32;
+        if let Some(last) = attempts.iter().map(|a| a.number).max() {
+            row.history
+                .retain(|h| h.kind != "callback" || h.number > last - KEPT_ATTEMPTS);
+        }
+        row.history.extend(attempts.into_iter().map(|a| HistoryRow {
+            kind: "callback".to_owned(),
+            number: a.number,
+            at: a.at,
+            ended_at: None,
+            outcome: Some(a.result.as_str().to_owned()),
+            status: a.status.map(i32::from),
+            detail: a.error,
+        }));
         match settle {
             Settle::Delivered => {
                 row.record.state = OrderState::Delivered;
@@ -266,6 +354,11 @@ impl Store for MemoryStore {
         {
             row.owner = None;
             if interrupted.contains(&row.record.id) {
+                let number = row.runs;
+                if let Some(open) = row.open_run(number) {
+                    open.ended_at = Some(now_ms());
+                    open.outcome = Some(RunOutcome::Interrupted.as_str().to_owned());
+                }
                 row.runs -= 1;
             }
             n += 1;
@@ -290,16 +383,6 @@ impl Store for MemoryStore {
             .take(limit as usize)
             .map(|row| row.record())
             .collect())
-    }
-
-    async fn count_by_state(&self) -> Result<[u64; 5], StoreError> {
-        let mut counts = [0; OrderState::ALL.len()];
-        for row in self.rows().rows.values() {
-            if let Some(i) = OrderState::ALL.iter().position(|s| *s == row.record.state) {
-                counts[i] += 1;
-            }
-        }
-        Ok(counts)
     }
 
     async fn retry(&self, id: &str) -> Result<bool, StoreError> {
@@ -352,5 +435,167 @@ impl Store for MemoryStore {
             row.owner = None;
         }
         Ok(())
+    }
+
+    async fn orders_page(
+        &self,
+        filter: &OrderFilter,
+        after: Option<&PageCursor>,
+        limit: u32,
+    ) -> Result<OrderPage, StoreError> {
+        use super::history::IdMatch;
+        let guard = self.rows();
+        let mut rows: Vec<&Row> = guard
+            .rows
+            .values()
+            .filter(|row| filter.state.is_none_or(|s| row.record.state == s))
+            .filter(|row| filter.short.as_ref().is_none_or(|s| &row.record.short == s))
+            .filter(|row| match &filter.id {
+                None => true,
+                Some(IdMatch::Exact(id)) => &row.record.id == id,
+                Some(IdMatch::Prefix(prefix)) => row.record.id.starts_with(prefix.as_str()),
+            })
+            .filter(|row| {
+                after.is_none_or(|c| {
+                    (row.received_at, row.record.id.as_str()) < (c.received_at, c.id.as_str())
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| (b.received_at, &b.record.id).cmp(&(a.received_at, &a.record.id)));
+        let orders: Vec<OrderSummary> = rows
+            .iter()
+            .take(limit as usize)
+            .map(|row| row.summary())
+            .collect();
+        Ok(history::page(orders, rows.len() > limit as usize))
+    }
+
+    async fn state_counts(&self) -> Result<Vec<(OrderState, u64)>, StoreError> {
+        let guard = self.rows();
+        Ok(OrderState::ALL
+            .into_iter()
+            .map(|state| {
+                let n = guard
+                    .rows
+                    .values()
+                    .filter(|row| row.record.state == state)
+                    .count();
+                (state, n as u64)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect())
+    }
+
+    async fn hourly(&self, since: i64) -> Result<Vec<HourCount>, StoreError> {
+        let guard = self.rows();
+        let mut hours = std::collections::BTreeMap::<i64, HourCount>::new();
+        for row in guard.rows.values().filter(|row| row.received_at >= since) {
+            let hour = row.received_at.div_euclid(history::HOUR_MS) * history::HOUR_MS;
+            let count = hours.entry(hour).or_insert(HourCount {
+                hour,
+                received: 0,
+                failed: 0,
+            });
+            count.received += 1;
+            count.failed += u64::from(row.failed());
+        }
+        Ok(hours.into_values().collect())
+    }
+
+    async fn run_times(&self, since: i64) -> Result<Vec<RunTimes>, StoreError> {
+        let guard = self.rows();
+        let mut runs: Vec<(i64, String, i64)> = guard
+            .rows
+            .values()
+            .flat_map(|row| {
+                row.history
+                    .iter()
+                    .filter(|h| h.kind == "run" && h.at >= since)
+                    .filter(|h| h.outcome.as_deref() != Some(RunOutcome::Interrupted.as_str()))
+                    .filter_map(|h| Some((h.at, row.record.short.clone(), h.ended_at? - h.at)))
+            })
+            .collect();
+        runs.sort_unstable_by_key(|(at, _, _)| std::cmp::Reverse(*at));
+        runs.truncate(RUN_TIMES_LIMIT as usize);
+        Ok(history::run_times(
+            runs.into_iter().map(|(_, short, ms)| (short, ms)).collect(),
+        ))
+    }
+
+    async fn callback_rate(&self, since: i64) -> Result<CallbackRate, StoreError> {
+        let guard = self.rows();
+        let mut rate = CallbackRate::default();
+        for h in guard
+            .rows
+            .values()
+            .flat_map(|row| row.history.iter())
+            .filter(|h| h.kind == "callback" && h.at >= since)
+        {
+            rate.attempts += 1;
+            rate.accepted += u64::from(h.outcome.as_deref() == Some("accepted"));
+        }
+        Ok(rate)
+    }
+
+    async fn detail(&self, id: &str) -> Result<Option<OrderDetail>, StoreError> {
+        let guard = self.rows();
+        Ok(guard.rows.get(id).map(|row| OrderDetail {
+            summary: row.summary(),
+            timeline: history::timeline(row.received_at, row.history.clone()),
+            inputs: if row.record.payload_purged {
+                None
+            } else {
+                history::describe_inputs(&row.payload)
+            },
+            result: row.record.result.as_deref().and_then(history::describe_result),
+        }))
+    }
+
+    async fn fail_now(&self, id: &str, message: &str, body: Bytes) -> Result<FailedNow, StoreError> {
+        let now = now_ms();
+        let mut guard = self.rows();
+        let Some(row) = guard.rows.get_mut(id) else {
+            return Ok(FailedNow::Unknown);
+        };
+        let state = row.record.state;
+        if !matches!(
+            state,
+            OrderState::Received | OrderState::Delivering | OrderState::Paused
+        ) {
+            return Ok(FailedNow::NotStuck(state));
+        }
+        let leased = row.owner.is_some() && row.lease_until > now;
+        let running = row
+            .history
+            .iter()
+            .any(|h| h.kind == "run" && h.ended_at.is_none());
+        if leased && (state != OrderState::Received || running) {
+            return Ok(FailedNow::Busy);
+        }
+        if let Some(erased) = row
+            .job_token
+            .take()
+            .and_then(|span| without_job_token(&row.payload, span))
+        {
+            row.payload = Bytes::from(erased);
+        }
+        row.fence += 1;
+        row.owner = None;
+        row.steps = 0;
+        row.outcome = Some("operator".to_owned());
+        row.record.result = Some(body);
+        row.record.state = OrderState::Delivering;
+        row.record.next_at = Some(now);
+        row.history.push(HistoryRow {
+            kind: "operator".to_owned(),
+            number: 0,
+            at: now,
+            ended_at: None,
+            outcome: Some("failed".to_owned()),
+            status: None,
+            detail: Some(message.to_owned()),
+        });
+        guard.active.insert(id.to_owned());
+        Ok(FailedNow::Failing)
     }
 }

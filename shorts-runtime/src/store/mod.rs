@@ -7,12 +7,18 @@
 //! of an instance whose lease passed to another is refused.
 
 mod error;
+pub(crate) mod history;
 mod memory;
 mod postgres;
 mod sql;
 mod sqlite;
+pub(crate) mod timing;
 
 pub use error::{StoreError, StoreOperation};
+pub(crate) use history::{
+    AttemptResult, CallbackAttempt, CallbackRate, HourCount, OrderDetail, OrderFilter, OrderPage, PageCursor,
+    RunEnd, RunOutcome, RunTimes,
+};
 
 pub(crate) use memory::MemoryStore;
 pub(crate) use postgres::PgStore;
@@ -164,18 +170,6 @@ pub struct OrderRecord {
     pub payload_purged: bool,
 }
 
-/// Counts per state as [`Store::count_by_state`] returns them, from `(state, count)` rows; a state
-/// this version does not know is left out.
-pub(crate) fn counts_by_state(rows: impl IntoIterator<Item = (String, i64)>) -> [u64; OrderState::ALL.len()] {
-    let mut counts = [0; OrderState::ALL.len()];
-    for (state, count) in rows {
-        if let Some(i) = OrderState::ALL.iter().position(|s| s.as_str() == state) {
-            counts[i] += u64::try_from(count).unwrap_or(0);
-        }
-    }
-    counts
-}
-
 /// A stored run count as [`OrderRecord::runs`]: a negative one (never written) reads as 0.
 pub(crate) fn runs_from_stored(runs: i32) -> u32 {
     u32::try_from(runs).unwrap_or(0)
@@ -225,6 +219,31 @@ pub(crate) async fn retry(store: &impl Store, id: &str) -> Result<Retried, Store
         },
         Some(record) => Retried::NotStuck(record.state),
     })
+}
+
+/// What failing an order by hand did (see [`App::fail_now`](crate::App::fail_now)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailedNow {
+    /// A failure callback with the operator's message is stored, and will be delivered now by the
+    /// normal delivery path (retried as any callback).
+    Failing,
+    /// No order has that `order_id`.
+    Unknown,
+    /// Only received, delivering and paused orders can be failed; the order is in this state.
+    NotStuck(OrderState),
+    /// An instance is working on the order right now: the short is running on it (until it ends
+    /// or its timeout), or its callback is being sent. Failing it then would drop that run's
+    /// result or send a second callback; the operator tries again once the work ends.
+    Busy,
+}
+
+/// Fails a received, delivering or paused order by hand: stores a failure callback with `message`
+/// as its result, to be delivered now through the normal delivery path, and records the action in
+/// the order's history. An order an instance is working on is left alone ([`FailedNow::Busy`]).
+pub(crate) async fn fail_now(store: &impl Store, id: &str, message: &str) -> Result<FailedNow, StoreError> {
+    let body = Bytes::from(crate::wire::callback::failure(id, message));
+    store.fail_now(id, message, body).await
 }
 
 /// Delivered callback bodies longer than this are dropped when the platform accepts them. Such a
@@ -282,22 +301,27 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Stores the callback body and, in the same transaction, erases the order's `job_token` from
     /// its stored webhook body (see [`NewOrder::job_token`]); `false` when the fence is stale
     /// (another instance has the order).
+    ///
+    /// `run`, when the body is a run's result, records how that run ended in the order's history
+    /// (a body that replaces one the platform refused has none).
     fn save_result(
         &self,
         id: &str,
         fence: i64,
         body: Bytes,
+        run: Option<RunEnd>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Records a delivery's outcome after `posts` callback POSTs, adding them to the order's
-    /// attempts, and releases the lease; `false` when the fence is stale. A delivered order's body
-    /// is dropped when longer than [`KEPT_BODY_LIMIT`].
+    /// Records a delivery's outcome after the callback POSTs `attempts`, adding them to the
+    /// order's attempts and its history (which keeps the last [`history::KEPT_ATTEMPTS`]), and
+    /// releases the lease; `false` when the fence is stale. A delivered order's body is dropped
+    /// when longer than [`KEPT_BODY_LIMIT`].
     fn settle(
         &self,
         id: &str,
         fence: i64,
         settle: Settle,
-        posts: i32,
+        attempts: Vec<CallbackAttempt>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Releases every lease `owner` holds (at shutdown); returns how many. The runs of
@@ -321,9 +345,6 @@ pub(crate) trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<OrderRecord>, StoreError>> + Send;
 
-    /// How many orders are in each state, in the order of [`OrderState::ALL`].
-    fn count_by_state(&self) -> impl Future<Output = Result<[u64; 5], StoreError>> + Send;
-
     /// Puts a dead or paused order with a stored result back to delivery, due now, at the start of
     /// the retry schedule (its attempts stay counted); `false` when there is no such order.
     fn retry(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -336,6 +357,43 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// epoch); returns how many. Their records and callback bodies stay, for an operator to see and
     /// retry.
     fn purge_dead(&self, before: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Up to `limit` orders that `filter` selects, newest first (by reception, then `order_id`),
+    /// starting after `after`; with the cursor of the next page when there are more.
+    fn orders_page(
+        &self,
+        filter: &OrderFilter,
+        after: Option<&PageCursor>,
+        limit: u32,
+    ) -> impl Future<Output = Result<OrderPage, StoreError>> + Send;
+
+    /// How many orders are in each state (states without orders are left out).
+    fn state_counts(&self) -> impl Future<Output = Result<Vec<(OrderState, u64)>, StoreError>> + Send;
+
+    /// Orders received and failed in each hour since `since` (ms since the Unix epoch), oldest
+    /// first; hours without orders are left out.
+    fn hourly(&self, since: i64) -> impl Future<Output = Result<Vec<HourCount>, StoreError>> + Send;
+
+    /// The p50 and p95 handler times of each short, from the runs started since `since` that
+    /// ended (interrupted runs left out; the newest [`history::RUN_TIMES_LIMIT`] at most).
+    fn run_times(&self, since: i64) -> impl Future<Output = Result<Vec<RunTimes>, StoreError>> + Send;
+
+    /// Callback POSTs made since `since`, and how many the platform accepted.
+    fn callback_rate(&self, since: i64) -> impl Future<Output = Result<CallbackRate, StoreError>> + Send;
+
+    /// One order with its timeline; `None` when no order has that `order_id`.
+    fn detail(&self, id: &str) -> impl Future<Output = Result<Option<OrderDetail>, StoreError>> + Send;
+
+    /// Stores `body` (a failure callback) as the result of a received, delivering or paused order
+    /// nobody is working on, due for delivery now at the start of the retry schedule, and records
+    /// the operator's `message` in its history; see [`FailedNow`]. Its lease is taken back (the
+    /// fence moves on), so an instance that held it while waiting to run it lets it go.
+    fn fail_now(
+        &self,
+        id: &str,
+        message: &str,
+        body: Bytes,
+    ) -> impl Future<Output = Result<FailedNow, StoreError>> + Send;
 }
 
 /// The store chosen by the configuration.
@@ -403,12 +461,24 @@ impl Store for AnyStore {
         dispatch!(self, s => s.start_run(id, fence))
     }
 
-    async fn save_result(&self, id: &str, fence: i64, body: Bytes) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.save_result(id, fence, body))
+    async fn save_result(
+        &self,
+        id: &str,
+        fence: i64,
+        body: Bytes,
+        run: Option<RunEnd>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.save_result(id, fence, body, run))
     }
 
-    async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.settle(id, fence, settle, posts))
+    async fn settle(
+        &self,
+        id: &str,
+        fence: i64,
+        settle: Settle,
+        attempts: Vec<CallbackAttempt>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.settle(id, fence, settle, attempts))
     }
 
     async fn release(&self, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {
@@ -427,10 +497,6 @@ impl Store for AnyStore {
         dispatch!(self, s => s.list(state, limit))
     }
 
-    async fn count_by_state(&self) -> Result<[u64; 5], StoreError> {
-        dispatch!(self, s => s.count_by_state())
-    }
-
     async fn retry(&self, id: &str) -> Result<bool, StoreError> {
         dispatch!(self, s => s.retry(id))
     }
@@ -441,6 +507,39 @@ impl Store for AnyStore {
 
     async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {
         dispatch!(self, s => s.purge_dead(before))
+    }
+
+    async fn orders_page(
+        &self,
+        filter: &OrderFilter,
+        after: Option<&PageCursor>,
+        limit: u32,
+    ) -> Result<OrderPage, StoreError> {
+        dispatch!(self, s => s.orders_page(filter, after, limit))
+    }
+
+    async fn state_counts(&self) -> Result<Vec<(OrderState, u64)>, StoreError> {
+        dispatch!(self, s => s.state_counts())
+    }
+
+    async fn hourly(&self, since: i64) -> Result<Vec<HourCount>, StoreError> {
+        dispatch!(self, s => s.hourly(since))
+    }
+
+    async fn run_times(&self, since: i64) -> Result<Vec<RunTimes>, StoreError> {
+        dispatch!(self, s => s.run_times(since))
+    }
+
+    async fn callback_rate(&self, since: i64) -> Result<CallbackRate, StoreError> {
+        dispatch!(self, s => s.callback_rate(since))
+    }
+
+    async fn detail(&self, id: &str) -> Result<Option<OrderDetail>, StoreError> {
+        dispatch!(self, s => s.detail(id))
+    }
+
+    async fn fail_now(&self, id: &str, message: &str, body: Bytes) -> Result<FailedNow, StoreError> {
+        dispatch!(self, s => s.fail_now(id, message, body))
     }
 }
 

@@ -9,15 +9,19 @@ use sqlx::{Connection as _, PgPool, Postgres};
 use tracing::warn;
 
 use super::error::{Failure, doing};
+use super::history::{self, KEPT_ATTEMPTS, RUN_TIMES_LIMIT};
 use super::sql::{
-    CLAIM_POSTGRES, COUNT_BY_STATE, HEARTBEAT, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT,
-    PURGE_DEAD_PAYLOADS, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, SETTLE,
-    START_RUN, drop_delivered_bodies, mappers, replacing_body, select_records, settled, started,
-    token_columns, upsert_result,
+    BODIES_OF, CALLBACK_RATE, CLAIM_POSTGRES, FAIL_NOW, FAIL_NOW_CHECK_POSTGRES, HEARTBEAT, HISTORY_OF,
+    HOURLY, INSERT_OPERATOR_FAILURE, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_DEAD_PAYLOADS,
+    PURGE_HISTORY, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, RUN_TIMES,
+    SELECT_PAYLOAD, SETTLE, START_RUN_POSTGRES, STATE_COUNTS, UPDATE_PAYLOAD, drop_delivered_bodies,
+    fail_now_refusal, hour_counts, mappers, orders_page, replacing_body, run_times, select_records, settled,
+    started, state_counts, token_columns, token_span, upsert_result,
 };
 use super::{
-    Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, Store, StoreError, StoreOperation, ms,
-    now_ms,
+    CallbackAttempt, CallbackRate, Claimed, FailedNow, HourCount, NewOrder, OrderDetail, OrderFilter,
+    OrderPage, OrderRecord, OrderState, PageCursor, RunEnd, RunTimes, Settle, Started, Store, StoreError,
+    StoreOperation, ms, now_ms,
 };
 
 mappers!(PgRow);
@@ -134,6 +138,8 @@ impl Store for PgStore {
             sqlx::query(INSERT_PAYLOAD)
                 .bind(&order.id)
                 .bind(order.payload.as_ref())
+                .bind(now)
+                .bind(order.started)
                 .execute(&mut *transaction)
                 .await?;
             transaction.commit().await.map_err(Failure::commit)?;
@@ -186,9 +192,10 @@ impl Store for PgStore {
 
     async fn start_run(&self, id: &str, fence: i64) -> Result<Option<Started>, StoreError> {
         doing(StoreOperation::StartRun, async {
-            let row = sqlx::query(START_RUN)
+            let row = sqlx::query(START_RUN_POSTGRES)
                 .bind(id)
                 .bind(fence)
+                .bind(now_ms())
                 .fetch_optional(&self.pool)
                 .await?;
             Ok::<_, Failure>(row.as_ref().map(started).transpose()?)
@@ -196,12 +203,26 @@ impl Store for PgStore {
         .await
     }
 
-    async fn save_result(&self, id: &str, fence: i64, body: Bytes) -> Result<bool, StoreError> {
+    async fn save_result(
+        &self,
+        id: &str,
+        fence: i64,
+        body: Bytes,
+        run: Option<RunEnd>,
+    ) -> Result<bool, StoreError> {
         doing(StoreOperation::SaveResult, async {
             let mut transaction = self.pool.begin().await?;
+            let (number, outcome, error) = match run {
+                Some(run) => (run.run, Some(run.outcome.as_str()), run.error),
+                None => (0, None, None),
+            };
             let updated = sqlx::query(MARK_RESULT)
                 .bind(id)
                 .bind(fence)
+                .bind(now_ms())
+                .bind(outcome)
+                .bind(error)
+                .bind(number)
                 .execute(&mut *transaction)
                 .await?;
             if updated.rows_affected() != 1 {
@@ -218,10 +239,22 @@ impl Store for PgStore {
         .await
     }
 
-    async fn settle(&self, id: &str, fence: i64, settle: Settle, posts: i32) -> Result<bool, StoreError> {
+    async fn settle(
+        &self,
+        id: &str,
+        fence: i64,
+        settle: Settle,
+        attempts: Vec<CallbackAttempt>,
+    ) -> Result<bool, StoreError> {
         doing(StoreOperation::Settle, async {
             let delivered = settle == Settle::Delivered;
-            let values = settled(settle, posts);
+            let values = settled(settle, attempts.len() as i32);
+            let last = attempts.iter().map(|a| a.number).max().unwrap_or(0);
+            let numbers: Vec<i32> = attempts.iter().map(|a| a.number).collect();
+            let times: Vec<i64> = attempts.iter().map(|a| a.at).collect();
+            let results: Vec<&str> = attempts.iter().map(|a| a.result.as_str()).collect();
+            let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.status.map(i32::from)).collect();
+            let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
             let done = sqlx::query(SETTLE)
                 .bind(values.state)
                 .bind(values.next_at)
@@ -230,9 +263,15 @@ impl Store for PgStore {
                 .bind(values.error)
                 .bind(id)
                 .bind(fence)
-                .execute(&self.pool)
+                .bind(numbers)
+                .bind(times)
+                .bind(results)
+                .bind(statuses)
+                .bind(errors)
+                .bind(last - KEPT_ATTEMPTS)
+                .fetch_optional(&self.pool)
                 .await?;
-            let settled = done.rows_affected() == 1;
+            let settled = done.is_some();
             if settled && delivered {
                 // Failing leaves the body in place, which is harmless: the settle stands.
                 let dropped = drop_delivered_bodies::<Postgres>([id])
@@ -251,11 +290,19 @@ impl Store for PgStore {
     async fn release(&self, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {
         doing(StoreOperation::Release, async {
             let mut transaction = self.pool.begin().await?;
-            sqlx::query("UPDATE shorts_orders SET runs = runs - 1 WHERE order_id = ANY($1) AND owner = $2")
-                .bind(interrupted)
-                .bind(owner)
-                .execute(&mut *transaction)
-                .await?;
+            // The interrupted runs' rows say so; the order runs again under the same number.
+            sqlx::query(
+                "WITH r AS (UPDATE shorts_orders SET runs = runs - 1 WHERE order_id = ANY($1) AND owner = $2
+                            RETURNING order_id, runs + 1 AS run)
+                 UPDATE shorts_history h SET ended_at = $3, outcome = 'interrupted'
+                 FROM r WHERE h.order_id = r.order_id AND h.kind = 'run' AND h.number = r.run
+                   AND h.ended_at IS NULL",
+            )
+            .bind(interrupted)
+            .bind(owner)
+            .bind(now_ms())
+            .execute(&mut *transaction)
+            .await?;
             let done = sqlx::query(RELEASE)
                 .bind(owner)
                 .execute(&mut *transaction)
@@ -292,14 +339,6 @@ impl Store for PgStore {
         .await
     }
 
-    async fn count_by_state(&self) -> Result<[u64; 5], StoreError> {
-        doing(StoreOperation::Count, async {
-            let rows: Vec<(String, i64)> = sqlx::query_as(COUNT_BY_STATE).fetch_all(&self.pool).await?;
-            Ok::<_, Failure>(super::counts_by_state(rows))
-        })
-        .await
-    }
-
     async fn retry(&self, id: &str) -> Result<bool, StoreError> {
         doing(StoreOperation::Retry, async {
             let done = sqlx::query(RETRY)
@@ -315,6 +354,10 @@ impl Store for PgStore {
     async fn purge(&self, before: i64) -> Result<u64, StoreError> {
         doing(StoreOperation::Purge, async {
             let mut transaction = self.pool.begin().await?;
+            sqlx::query(PURGE_HISTORY)
+                .bind(before)
+                .execute(&mut *transaction)
+                .await?;
             sqlx::query(PURGE_PAYLOADS)
                 .bind(before)
                 .execute(&mut *transaction)
@@ -355,6 +398,153 @@ impl Store for PgStore {
         })
         .await
     }
+
+    async fn orders_page(
+        &self,
+        filter: &OrderFilter,
+        after: Option<&PageCursor>,
+        limit: u32,
+    ) -> Result<OrderPage, StoreError> {
+        doing(StoreOperation::Report, async {
+            let rows = orders_page::<Postgres>(filter, after, limit)
+                .build()
+                .fetch_all(&self.pool)
+                .await?;
+            let mut orders = rows.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
+            let more = orders.len() > limit as usize;
+            orders.truncate(limit as usize);
+            Ok::<_, Failure>(history::page(orders, more))
+        })
+        .await
+    }
+
+    async fn state_counts(&self) -> Result<Vec<(OrderState, u64)>, StoreError> {
+        doing(StoreOperation::Report, async {
+            let rows: Vec<(String, i64)> = sqlx::query_as(STATE_COUNTS).fetch_all(&self.pool).await?;
+            Ok::<_, Failure>(state_counts(rows))
+        })
+        .await
+    }
+
+    async fn hourly(&self, since: i64) -> Result<Vec<HourCount>, StoreError> {
+        doing(StoreOperation::Report, async {
+            let rows: Vec<(i64, i64, i64)> = sqlx::query_as(HOURLY).bind(since).fetch_all(&self.pool).await?;
+            Ok::<_, Failure>(hour_counts(rows))
+        })
+        .await
+    }
+
+    async fn run_times(&self, since: i64) -> Result<Vec<RunTimes>, StoreError> {
+        doing(StoreOperation::Report, async {
+            let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(RUN_TIMES)
+                .bind(since)
+                .bind(i64::from(RUN_TIMES_LIMIT))
+                .fetch_all(&self.pool)
+                .await?;
+            Ok::<_, Failure>(run_times(rows))
+        })
+        .await
+    }
+
+    async fn callback_rate(&self, since: i64) -> Result<CallbackRate, StoreError> {
+        doing(StoreOperation::Report, async {
+            let (attempts, accepted): (i64, i64) = sqlx::query_as(CALLBACK_RATE)
+                .bind(since)
+                .fetch_one(&self.pool)
+                .await?;
+            Ok::<_, Failure>(CallbackRate {
+                attempts: u64::try_from(attempts).unwrap_or(0),
+                accepted: u64::try_from(accepted).unwrap_or(0),
+            })
+        })
+        .await
+    }
+
+    async fn detail(&self, id: &str) -> Result<Option<OrderDetail>, StoreError> {
+        doing(StoreOperation::Report, async {
+            let filter = OrderFilter {
+                id: Some(history::IdMatch::Exact(id.to_owned())),
+                ..OrderFilter::default()
+            };
+            let mut transaction = self.pool.begin().await?;
+            let Some(row) = orders_page::<Postgres>(&filter, None, 1)
+                .build()
+                .fetch_optional(&mut *transaction)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let summary = summary(&row)?;
+            let rows = sqlx::query(HISTORY_OF)
+                .bind(id)
+                .fetch_all(&mut *transaction)
+                .await?;
+            let rows = rows.iter().map(history_row).collect::<Result<Vec<_>, _>>()?;
+            let (payload, result): (Option<Vec<u8>>, Option<Vec<u8>>) = sqlx::query_as(BODIES_OF)
+                .bind(id)
+                .fetch_one(&mut *transaction)
+                .await?;
+            transaction.commit().await.map_err(Failure::commit)?;
+            Ok::<_, Failure>(Some(OrderDetail {
+                timeline: history::timeline(summary.received_at, rows),
+                inputs: payload.as_deref().and_then(history::describe_inputs),
+                result: result.as_deref().and_then(history::describe_result),
+                summary,
+            }))
+        })
+        .await
+    }
+
+    async fn fail_now(&self, id: &str, message: &str, body: Bytes) -> Result<FailedNow, StoreError> {
+        doing(StoreOperation::FailNow, async {
+            let mut transaction = self.pool.begin().await?;
+            let now = now_ms();
+            let row: Option<super::sql::FailNowRow> = sqlx::query_as(FAIL_NOW_CHECK_POSTGRES)
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&mut *transaction)
+                .await?;
+            let Some((state, leased, running, token_at, token_len)) = row else {
+                return Ok(FailedNow::Unknown);
+            };
+            if let Some(refusal) = fail_now_refusal(&state, leased, running)? {
+                return Ok(refusal);
+            }
+            if let Some(span) = token_span(token_at, token_len) {
+                let payload: Option<Vec<u8>> = sqlx::query_scalar(SELECT_PAYLOAD)
+                    .bind(id)
+                    .fetch_optional(&mut *transaction)
+                    .await?;
+                if let Some(erased) = payload.and_then(|p| crate::wire::webhook::without_job_token(&p, span))
+                {
+                    sqlx::query(UPDATE_PAYLOAD)
+                        .bind(id)
+                        .bind(erased)
+                        .execute(&mut *transaction)
+                        .await?;
+                }
+            }
+            sqlx::query(FAIL_NOW)
+                .bind(id)
+                .bind(now)
+                .execute(&mut *transaction)
+                .await?;
+            sqlx::query(upsert_result!())
+                .bind(id)
+                .bind(body.as_ref())
+                .execute(&mut *transaction)
+                .await?;
+            sqlx::query(INSERT_OPERATOR_FAILURE)
+                .bind(id)
+                .bind(now)
+                .bind(message)
+                .execute(&mut *transaction)
+                .await?;
+            transaction.commit().await.map_err(Failure::commit)?;
+            Ok::<_, Failure>(FailedNow::Failing)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -376,6 +566,14 @@ pub(crate) mod tests {
         store: Arc<PgStore>,
         admin: PgPool,
         schema: String,
+        url: String,
+    }
+
+    impl InSchema {
+        /// The URL of the store's schema.
+        pub(crate) fn url(&self) -> String {
+            self.url.clone()
+        }
     }
 
     impl Fixture for InSchema {
@@ -394,7 +592,12 @@ pub(crate) mod tests {
             let separator = if url.contains('?') { '&' } else { '?' };
             let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
             let store = Arc::new(PgStore::open(&scoped).await.expect("open"));
-            InSchema { store, admin, schema }
+            InSchema {
+                store,
+                admin,
+                schema,
+                url: scoped,
+            }
         }
 
         fn store(&self) -> &Arc<PgStore> {

@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Claimed, KEPT_BODY_LIMIT, NewOrder, OrderState, Retried, Settle, Store, now_ms, retry};
+use super::history::{IdMatch, KEPT_ATTEMPTS, OrderSummary, TimelineEvent};
+use super::{
+    AttemptResult, CallbackAttempt, Claimed, FailedNow, KEPT_BODY_LIMIT, NewOrder, OrderFilter, OrderState,
+    PageCursor, Retried, RunEnd, RunOutcome, Settle, Store, fail_now, now_ms, retry,
+};
 use crate::wire::webhook::{Webhook, job_token_span};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -21,6 +25,19 @@ pub(crate) fn order(id: &str) -> NewOrder {
         job_token: None,
         started: false,
     }
+}
+
+/// `n` callback POSTs, numbered from 1, that the platform answered 200.
+fn posts(n: i32) -> Vec<CallbackAttempt> {
+    (1..=n)
+        .map(|number| CallbackAttempt {
+            number,
+            at: now_ms(),
+            status: Some(200),
+            error: None,
+            result: AttemptResult::Accepted,
+        })
+        .collect()
 }
 
 /// Starts a run; its number, or `None` for a stale fence.
@@ -55,7 +72,7 @@ pub(crate) trait Fixture: Sized {
 /// [`Fixture`] `$fixture` opens, so that a failing case hides none of the others.
 macro_rules! cases {
     ($fixture:ty) => {
-        $crate::store::suite::cases!(@each $fixture, |store| &**store; accept_once, leases_and_fences, results_and_retries, long_bodies_dropped_once_delivered, dead_and_retry, paused, heartbeat_and_release, release_one, ordering_and_limits, job_token_erased_with_the_result, dead_payloads_purged, purge, counts_by_state);
+        $crate::store::suite::cases!(@each $fixture, |store| &**store; accept_once, leases_and_fences, results_and_retries, long_bodies_dropped_once_delivered, dead_and_retry, paused, heartbeat_and_release, release_one, ordering_and_limits, job_token_erased_with_the_result, dead_payloads_purged, purge, history_of_runs_and_attempts, attempts_kept_are_bounded, history_purged_with_the_order, pages_of_orders, overview_counts, fail_now_stuck_orders);
         $crate::store::suite::cases!(@each $fixture, |store| store; concurrent_accepts, concurrent_claims, concurrent_saves_and_settles);
     };
     (@each $fixture:ty, |$store:ident| $arg:expr; $($case:ident),*) => {
@@ -112,13 +129,13 @@ pub(crate) async fn accept_once<S: Store>(store: &S) {
 async fn settle_delivered<S: Store>(store: &S, id: &str, fence: i64) {
     assert!(
         store
-            .save_result(id, fence, Bytes::from_static(b"{}"))
+            .save_result(id, fence, Bytes::from_static(b"{}"), None)
             .await
             .expect("save")
     );
     assert!(
         store
-            .settle(id, fence, Settle::Delivered, 1)
+            .settle(id, fence, Settle::Delivered, posts(1))
             .await
             .expect("settle")
     );
@@ -141,19 +158,19 @@ pub(crate) async fn leases_and_fences<S: Store>(store: &S) {
     assert_eq!(started(store, "b1", again.fence).await, Some(2));
     assert!(
         !store
-            .save_result("b1", first.fence, Bytes::from_static(b"late"))
+            .save_result("b1", first.fence, Bytes::from_static(b"late"), None)
             .await
             .expect("save")
     );
     assert!(
         !store
-            .settle("b1", first.fence, Settle::Delivered, 1)
+            .settle("b1", first.fence, Settle::Delivered, posts(1))
             .await
             .expect("settle")
     );
     assert!(
         store
-            .save_result("b1", again.fence, Bytes::from_static(b"{\"ok\":true}"))
+            .save_result("b1", again.fence, Bytes::from_static(b"{\"ok\":true}"), None)
             .await
             .expect("save")
     );
@@ -162,7 +179,7 @@ pub(crate) async fn leases_and_fences<S: Store>(store: &S) {
     assert_eq!(record.state, OrderState::Delivering);
     assert!(
         store
-            .settle("b1", again.fence, Settle::Delivered, 1)
+            .settle("b1", again.fence, Settle::Delivered, posts(1))
             .await
             .expect("settle")
     );
@@ -186,7 +203,7 @@ pub(crate) async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
             .expect("new");
         assert!(
             store
-                .save_result(id, claimed.fence, body.clone())
+                .save_result(id, claimed.fence, body.clone(), None)
                 .await
                 .expect("save")
         );
@@ -195,7 +212,12 @@ pub(crate) async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
             steps: 1,
             error: "503".to_owned(),
         };
-        assert!(store.settle(id, claimed.fence, retry, 1).await.expect("settle"));
+        assert!(
+            store
+                .settle(id, claimed.fence, retry, posts(1))
+                .await
+                .expect("settle")
+        );
         let record = store.get(id).await.expect("get").expect("record");
         assert_eq!(record.result.as_ref(), Some(body), "kept while delivering");
         let again = store.claim("one", LONG, 100).await.expect("claim");
@@ -203,7 +225,7 @@ pub(crate) async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
         assert_eq!(again.result.as_ref(), Some(body));
         assert!(
             store
-                .settle(id, again.fence, Settle::Delivered, 1)
+                .settle(id, again.fence, Settle::Delivered, posts(1))
                 .await
                 .expect("settle")
         );
@@ -221,19 +243,19 @@ pub(crate) async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
         .expect("new");
     assert!(
         store
-            .save_result("l3", claimed.fence, long.clone())
+            .save_result("l3", claimed.fence, long.clone(), None)
             .await
             .expect("save")
     );
     assert!(
         !store
-            .settle("l3", claimed.fence - 1, Settle::Delivered, 1)
+            .settle("l3", claimed.fence - 1, Settle::Delivered, posts(1))
             .await
             .expect("settle")
     );
     assert!(
         store
-            .settle("l3", claimed.fence, Settle::Dead("400".to_owned()), 1)
+            .settle("l3", claimed.fence, Settle::Dead("400".to_owned()), posts(1))
             .await
             .expect("settle")
     );
@@ -248,7 +270,7 @@ pub(crate) async fn long_bodies_dropped_once_delivered<S: Store>(store: &S) {
         .expect("retried order claimed");
     assert!(
         store
-            .settle("l3", again.fence, Settle::Delivered, 1)
+            .settle("l3", again.fence, Settle::Delivered, posts(1))
             .await
             .expect("settle")
     );
@@ -262,7 +284,7 @@ pub(crate) async fn results_and_retries<S: Store>(store: &S) {
         .expect("new");
     assert!(
         store
-            .save_result("c1", claimed.fence, Bytes::from_static(b"body"))
+            .save_result("c1", claimed.fence, Bytes::from_static(b"body"), None)
             .await
             .expect("save")
     );
@@ -272,7 +294,12 @@ pub(crate) async fn results_and_retries<S: Store>(store: &S) {
         steps: 1,
         error: "503".to_owned(),
     };
-    assert!(store.settle("c1", claimed.fence, retry, 1).await.expect("settle"));
+    assert!(
+        store
+            .settle("c1", claimed.fence, retry, posts(1))
+            .await
+            .expect("settle")
+    );
     let record = store.get("c1").await.expect("get").expect("record");
     assert_eq!(
         (record.state, record.attempts, record.next_at),
@@ -289,11 +316,16 @@ pub(crate) async fn results_and_retries<S: Store>(store: &S) {
     // A settle without the lease is refused; with a fresh claim it is taken.
     assert!(
         !store
-            .settle("c1", claimed.fence - 1, due.clone(), 1)
+            .settle("c1", claimed.fence - 1, due.clone(), posts(1))
             .await
             .expect("settle")
     );
-    assert!(store.settle("c1", claimed.fence, due, 1).await.expect("settle"));
+    assert!(
+        store
+            .settle("c1", claimed.fence, due, posts(1))
+            .await
+            .expect("settle")
+    );
     let taken = store.claim("two", LONG, 100).await.expect("claim");
     let retried = taken
         .into_iter()
@@ -317,13 +349,13 @@ pub(crate) async fn dead_and_retry<S: Store>(store: &S) {
     );
     assert!(
         store
-            .save_result("d1", claimed.fence, Bytes::from_static(b"body"))
+            .save_result("d1", claimed.fence, Bytes::from_static(b"body"), None)
             .await
             .expect("save")
     );
     assert!(
         store
-            .settle("d1", claimed.fence, Settle::Dead("400".to_owned()), 1)
+            .settle("d1", claimed.fence, Settle::Dead("400".to_owned()), posts(1))
             .await
             .expect("settle")
     );
@@ -361,12 +393,17 @@ pub(crate) async fn paused<S: Store>(store: &S) {
         .expect("new");
     assert!(
         store
-            .save_result("e1", claimed.fence, Bytes::from_static(b"body"))
+            .save_result("e1", claimed.fence, Bytes::from_static(b"body"), None)
             .await
             .expect("save")
     );
     let probe = Settle::Paused { at: now_ms() - 1 };
-    assert!(store.settle("e1", claimed.fence, probe, 1).await.expect("settle"));
+    assert!(
+        store
+            .settle("e1", claimed.fence, probe, posts(1))
+            .await
+            .expect("settle")
+    );
     assert_eq!(
         store.get("e1").await.expect("get").map(|r| (r.state, r.attempts)),
         Some((OrderState::Paused, 1))
@@ -379,48 +416,6 @@ pub(crate) async fn paused<S: Store>(store: &S) {
     // A 401 is a POST, not a step of the schedule.
     assert_eq!((again.attempts, again.steps), (1, 0));
     settle_delivered(store, "e1", again.fence).await;
-}
-
-/// Accepts `id` and stores a result for it; the claim's fence.
-async fn with_result<S: Store>(store: &S, id: &str) -> i64 {
-    let claimed = store
-        .accept(order(id), "one", LONG)
-        .await
-        .expect("accept")
-        .expect("new");
-    assert!(
-        store
-            .save_result(id, claimed.fence, Bytes::from_static(b"body"))
-            .await
-            .expect("save")
-    );
-    claimed.fence
-}
-
-pub(crate) async fn counts_by_state<S: Store>(store: &S) {
-    assert_eq!(store.count_by_state().await.expect("count"), [0; 5]);
-    for id in ["k1", "k2", "k3"] {
-        store.accept(order(id), "one", LONG).await.expect("accept");
-    }
-    with_result(store, "k4").await;
-    let fence = with_result(store, "k5").await;
-    let probe = Settle::Paused {
-        at: now_ms() + 60_000,
-    };
-    assert!(store.settle("k5", fence, probe, 1).await.expect("settle"));
-    for id in ["k6", "k7"] {
-        let claimed = store
-            .accept(order(id), "one", LONG)
-            .await
-            .expect("accept")
-            .expect("new");
-        settle_delivered(store, id, claimed.fence).await;
-    }
-    let fence = with_result(store, "k8").await;
-    let dead = Settle::Dead("400".to_owned());
-    assert!(store.settle("k8", fence, dead, 1).await.expect("settle"));
-    // In the order of `OrderState::ALL`: received, delivering, paused, delivered, dead.
-    assert_eq!(store.count_by_state().await.expect("count"), [3, 1, 1, 2, 1]);
 }
 
 pub(crate) async fn heartbeat_and_release<S: Store>(store: &S) {
@@ -528,7 +523,7 @@ pub(crate) async fn job_token_erased_with_the_result<S: Store>(store: &S) {
     let late = Bytes::from_static(b"late");
     assert!(
         !store
-            .save_result("t3", old_fence("t3") - 1, late)
+            .save_result("t3", old_fence("t3") - 1, late, None)
             .await
             .expect("save")
     );
@@ -541,15 +536,20 @@ pub(crate) async fn job_token_erased_with_the_result<S: Store>(store: &S) {
     for id in ["t1", "t2"] {
         let fence = claimed(id).fence;
         let body = Bytes::from_static(b"{}");
-        assert!(store.save_result(id, fence, body.clone()).await.expect("save"));
+        assert!(
+            store
+                .save_result(id, fence, body.clone(), None)
+                .await
+                .expect("save")
+        );
         // A replacement body (after a 413) leaves the erased webhook body as it is.
-        assert!(store.save_result(id, fence, body).await.expect("save"));
+        assert!(store.save_result(id, fence, body, None).await.expect("save"));
         let due = Settle::Retry {
             at: now_ms() - 1,
             steps: 1,
             error: "503".to_owned(),
         };
-        assert!(store.settle(id, fence, due, 1).await.expect("settle"));
+        assert!(store.settle(id, fence, due, posts(1)).await.expect("settle"));
     }
     let again = store.claim("one", LONG, 100).await.expect("claim");
     let stored = |id: &str| again.iter().find(|c| c.id == id).expect("claimed").clone();
@@ -564,7 +564,7 @@ pub(crate) async fn job_token_erased_with_the_result<S: Store>(store: &S) {
     for id in ["t1", "t2"] {
         assert!(
             store
-                .settle(id, stored(id).fence, Settle::Delivered, 1)
+                .settle(id, stored(id).fence, Settle::Delivered, posts(1))
                 .await
                 .expect("settle")
         );
@@ -584,7 +584,7 @@ pub(crate) async fn dead_payloads_purged<S: Store>(store: &S) {
     for id in ["q1", "q2"] {
         assert!(
             store
-                .save_result(id, fences[id], body.clone())
+                .save_result(id, fences[id], body.clone(), None)
                 .await
                 .expect("save")
         );
@@ -592,7 +592,7 @@ pub(crate) async fn dead_payloads_purged<S: Store>(store: &S) {
     let dead = |error: &str| Settle::Dead(error.to_owned());
     assert!(
         store
-            .settle("q1", fences["q1"], dead("400"), 1)
+            .settle("q1", fences["q1"], dead("400"), posts(1))
             .await
             .expect("settle")
     );
@@ -601,10 +601,15 @@ pub(crate) async fn dead_payloads_purged<S: Store>(store: &S) {
         steps: 1,
         error: "503".to_owned(),
     };
-    assert!(store.settle("q2", fences["q2"], later, 1).await.expect("settle"));
     assert!(
         store
-            .settle("q3", fences["q3"], dead("gone"), 0)
+            .settle("q2", fences["q2"], later, posts(1))
+            .await
+            .expect("settle")
+    );
+    assert!(
+        store
+            .settle("q3", fences["q3"], dead("gone"), posts(0))
             .await
             .expect("settle")
     );
@@ -658,7 +663,7 @@ pub(crate) async fn dead_payloads_purged<S: Store>(store: &S) {
     assert_eq!((again.result.as_ref(), again.payload_len), (Some(&body), 0));
     assert!(
         store
-            .settle("q1", again.fence, Settle::Delivered, 1)
+            .settle("q1", again.fence, Settle::Delivered, posts(1))
             .await
             .expect("settle")
     );
@@ -667,7 +672,12 @@ pub(crate) async fn dead_payloads_purged<S: Store>(store: &S) {
         steps: 1,
         error: "503".to_owned(),
     };
-    assert!(store.settle("q2", fences["q2"], due, 1).await.expect("settle"));
+    assert!(
+        store
+            .settle("q2", fences["q2"], due, posts(1))
+            .await
+            .expect("settle")
+    );
     let taken = store.claim("two", LONG, 100).await.expect("claim");
     let q2 = taken.iter().find(|c| c.id == "q2").expect("due retry claimed");
     assert_eq!(
@@ -676,7 +686,7 @@ pub(crate) async fn dead_payloads_purged<S: Store>(store: &S) {
     );
     assert!(
         store
-            .settle("q2", q2.fence, Settle::Delivered, 1)
+            .settle("q2", q2.fence, Settle::Delivered, posts(1))
             .await
             .expect("settle")
     );
@@ -698,13 +708,13 @@ pub(crate) async fn purge<S: Store>(store: &S) {
         .expect("new");
     assert!(
         store
-            .save_result("p-dead", dead.fence, Bytes::from_static(b"x"))
+            .save_result("p-dead", dead.fence, Bytes::from_static(b"x"), None)
             .await
             .expect("save")
     );
     assert!(
         store
-            .settle("p-dead", dead.fence, Settle::Dead("400".to_owned()), 1)
+            .settle("p-dead", dead.fence, Settle::Dead("400".to_owned()), posts(1))
             .await
             .expect("settle")
     );
@@ -828,7 +838,7 @@ pub(crate) async fn concurrent_saves_and_settles<S: Store>(store: &Arc<S>) {
             let stale = i % 10 == 9;
             let body = Bytes::from(format!("body {i}"));
             let saved = store
-                .save_result(&id, if stale { fence - 1 } else { fence }, body)
+                .save_result(&id, if stale { fence - 1 } else { fence }, body, None)
                 .await
                 .expect("save");
             assert_eq!(saved, !stale, "{id}");
@@ -842,7 +852,7 @@ pub(crate) async fn concurrent_saves_and_settles<S: Store>(store: &Arc<S>) {
                 },
             };
             let settled = store
-                .settle(&id, if stale { fence - 1 } else { fence }, settle, 1)
+                .settle(&id, if stale { fence - 1 } else { fence }, settle, posts(1))
                 .await
                 .expect("settle");
             assert_eq!(settled, !stale, "{id}");
@@ -874,4 +884,636 @@ pub(crate) async fn concurrent_saves_and_settles<S: Store>(store: &Arc<S>) {
             "m{i}"
         );
     }
+}
+
+/// A callback POST numbered `number`, made now.
+fn post(number: i32, status: Option<u16>, error: Option<&str>, result: AttemptResult) -> CallbackAttempt {
+    CallbackAttempt {
+        number,
+        at: now_ms(),
+        status,
+        error: error.map(str::to_owned),
+        result,
+    }
+}
+
+/// The timeline of an order, without times: what happened, in order.
+async fn events<S: Store>(store: &S, id: &str) -> Vec<String> {
+    let detail = store.detail(id).await.expect("detail").expect("known order");
+    let mut last = 0;
+    detail
+        .timeline
+        .into_iter()
+        .map(|event| {
+            assert!(event.at() >= last, "the timeline is in order of time");
+            last = event.at();
+            match event {
+                TimelineEvent::Received { .. } => "received".to_owned(),
+                TimelineEvent::Run {
+                    number,
+                    started_at,
+                    ended_at,
+                    outcome,
+                    error,
+                } => {
+                    assert!(ended_at.is_none_or(|end| end >= started_at));
+                    let outcome = match (ended_at, outcome) {
+                        (Some(_), Some(outcome)) => outcome.as_str(),
+                        (None, None) => "open",
+                        (ended, outcome) => panic!("a run ended {ended:?} with {outcome:?}"),
+                    };
+                    format!("run {number} {outcome} {}", error.unwrap_or_default())
+                }
+                TimelineEvent::Callback {
+                    number,
+                    status,
+                    error,
+                    result,
+                    ..
+                } => format!(
+                    "callback {number} {} {} {}",
+                    status.map(|s| s.to_string()).unwrap_or_default(),
+                    result.as_str(),
+                    error.unwrap_or_default()
+                ),
+                TimelineEvent::FailedByOperator { message, .. } => format!("operator {message}"),
+            }
+        })
+        .collect()
+}
+
+/// Each run (its start with the write that counts it, its end with the result) and each callback
+/// POST (with the settle) is in the order's timeline; stale writes add nothing.
+pub(crate) async fn history_of_runs_and_attempts<S: Store>(store: &S) {
+    let before = now_ms();
+    let claimed = store
+        .accept(order("h1"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert_eq!(events(store, "h1").await, ["received"]);
+    assert_eq!(started(store, "h1", claimed.fence - 1).await, None);
+    assert_eq!(started(store, "h1", claimed.fence).await, Some(1));
+    assert_eq!(events(store, "h1").await, ["received", "run 1 open "]);
+    let run = RunEnd {
+        run: 1,
+        outcome: RunOutcome::Error,
+        error: Some("boom".to_owned()),
+    };
+    let stale = store
+        .save_result(
+            "h1",
+            claimed.fence - 1,
+            Bytes::from_static(b"{}"),
+            Some(run.clone()),
+        )
+        .await
+        .expect("save");
+    assert!(!stale);
+    assert_eq!(events(store, "h1").await, ["received", "run 1 open "]);
+    let body = Bytes::from_static(br#"{"ok":false,"order_id":"h1","error":"boom"}"#);
+    assert!(
+        store
+            .save_result("h1", claimed.fence, body, Some(run))
+            .await
+            .expect("save")
+    );
+    let retry_later = Settle::Retry {
+        at: now_ms() - 1,
+        steps: 1,
+        error: "the platform answered 503".to_owned(),
+    };
+    let failed = vec![
+        post(1, Some(413), None, AttemptResult::Replaced),
+        post(2, None, Some("connection refused"), AttemptResult::Retry),
+    ];
+    assert!(
+        !store
+            .settle("h1", claimed.fence - 1, retry_later.clone(), failed.clone())
+            .await
+            .expect("settle")
+    );
+    assert!(
+        store
+            .settle("h1", claimed.fence, retry_later, failed)
+            .await
+            .expect("settle")
+    );
+    let again = store.claim("one", LONG, 10).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+    let accepted = vec![post(3, Some(200), None, AttemptResult::Accepted)];
+    assert!(
+        store
+            .settle("h1", again[0].fence, Settle::Delivered, accepted)
+            .await
+            .expect("settle")
+    );
+    assert_eq!(
+        events(store, "h1").await,
+        [
+            "received",
+            "run 1 error boom",
+            "callback 1 413 replaced ",
+            "callback 2  retry connection refused",
+            "callback 3 200 accepted ",
+        ]
+    );
+    let detail = store.detail("h1").await.expect("detail").expect("known");
+    assert_eq!(detail.summary.state, OrderState::Delivered);
+    assert_eq!(detail.summary.outcome, Some(RunOutcome::Error));
+    assert!(!detail.summary.failed_by_operator);
+    assert_eq!((detail.summary.runs, detail.summary.attempts), (1, 3));
+    assert!(detail.summary.received_at >= before && detail.summary.received_at <= now_ms());
+    assert_eq!(
+        detail.result,
+        Some(serde_json::json!({"ok": false, "order_id": "h1", "error": "boom"}))
+    );
+    assert_eq!(detail.inputs, Some(serde_json::Value::Null));
+    assert!(store.detail("nobody").await.expect("detail").is_none());
+
+    // An order accepted with its run started has that run's start; a run stopped by a shutdown
+    // says so, and the order's next run takes its number again.
+    let mut new = order("h2");
+    new.started = true;
+    new.payload = Bytes::from_static(
+        br#"{"order_id":"h2","inputs":{"doc":{"filename":"a.pdf","mime_type":"application/pdf","file_base64":"aGVsbG8="}}}"#,
+    );
+    store
+        .accept(new, "two", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert_eq!(events(store, "h2").await, ["received", "run 1 open "]);
+    assert_eq!(
+        store.release("two", &["h2".to_owned()]).await.expect("release"),
+        1
+    );
+    assert_eq!(events(store, "h2").await, ["received", "run 1 interrupted "]);
+    let claimed = store.claim("one", LONG, 10).await.expect("claim");
+    assert_eq!(started(store, "h2", claimed[0].fence).await, Some(1));
+    let ok = RunEnd {
+        run: 1,
+        outcome: RunOutcome::Ok,
+        error: None,
+    };
+    let body = Bytes::from_static(
+        br#"{"ok":true,"order_id":"h2","output_type":"file","filename":"r.txt","mime_type":"text/plain","file_base64":"YWJj"}"#,
+    );
+    assert!(
+        store
+            .save_result("h2", claimed[0].fence, body, Some(ok))
+            .await
+            .expect("save")
+    );
+    assert_eq!(
+        events(store, "h2").await,
+        ["received", "run 1 interrupted ", "run 1 ok "]
+    );
+    let detail = store.detail("h2").await.expect("detail").expect("known");
+    assert_eq!(detail.summary.outcome, Some(RunOutcome::Ok));
+    assert_eq!(
+        detail.inputs,
+        Some(
+            serde_json::json!({"doc": {"filename": "a.pdf", "mime_type": "application/pdf", "size_bytes": 5}})
+        )
+    );
+    assert_eq!(
+        detail.result,
+        Some(
+            serde_json::json!({"ok": true, "order_id": "h2", "output_type": "file", "filename": "r.txt", "mime_type": "text/plain", "size_bytes": 3})
+        )
+    );
+}
+
+/// An order keeps its last [`KEPT_ATTEMPTS`] callback attempts; its runs stay.
+pub(crate) async fn attempts_kept_are_bounded<S: Store>(store: &S) {
+    let claimed = store
+        .accept(order("k1"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert_eq!(started(store, "k1", claimed.fence).await, Some(1));
+    let ok = RunEnd {
+        run: 1,
+        outcome: RunOutcome::Ok,
+        error: None,
+    };
+    assert!(
+        store
+            .save_result("k1", claimed.fence, Bytes::from_static(b"{}"), Some(ok))
+            .await
+            .expect("save")
+    );
+    let mut fence = claimed.fence;
+    let total = KEPT_ATTEMPTS + 10;
+    for first in (1..=total).step_by(6) {
+        let attempts = (first..first + 6)
+            .map(|n| {
+                post(
+                    n,
+                    Some(503),
+                    Some("the platform answered 503"),
+                    AttemptResult::Retry,
+                )
+            })
+            .collect();
+        let due = Settle::Retry {
+            at: now_ms() - 1,
+            steps: 1,
+            error: "the platform answered 503".to_owned(),
+        };
+        assert!(store.settle("k1", fence, due, attempts).await.expect("settle"));
+        let again = store.claim("one", LONG, 10).await.expect("claim");
+        fence = again[0].fence;
+    }
+    let timeline = store.detail("k1").await.expect("detail").expect("known").timeline;
+    let numbers: Vec<i32> = timeline
+        .iter()
+        .filter_map(|event| match event {
+            TimelineEvent::Callback { number, .. } => Some(*number),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(numbers, ((total - KEPT_ATTEMPTS + 1)..=total).collect::<Vec<_>>());
+    assert!(
+        matches!(timeline[1], TimelineEvent::Run { number: 1, .. }),
+        "{timeline:?}"
+    );
+    assert_eq!(
+        store.get("k1").await.expect("get").expect("record").attempts,
+        total
+    );
+}
+
+/// A purged order's history goes with it: an order later received under the same `order_id`
+/// starts a timeline of its own.
+pub(crate) async fn history_purged_with_the_order<S: Store>(store: &S) {
+    let claimed = store
+        .accept(order("g1"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert_eq!(started(store, "g1", claimed.fence).await, Some(1));
+    settle_delivered(store, "g1", claimed.fence).await;
+    assert_eq!(events(store, "g1").await.len(), 3);
+    assert_eq!(store.purge(now_ms() + 1).await.expect("purge"), 1);
+    assert!(store.detail("g1").await.expect("detail").is_none());
+    store
+        .accept(order("g1"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert_eq!(events(store, "g1").await, ["received"]);
+}
+
+/// Every order of `filter`, page by page (`size` at a time), following the cursors.
+async fn all_pages<S: Store>(store: &S, filter: &OrderFilter, size: u32) -> Vec<OrderSummary> {
+    let mut all = Vec::new();
+    let mut after: Option<PageCursor> = None;
+    for _ in 0..100 {
+        let page = store
+            .orders_page(filter, after.as_ref(), size)
+            .await
+            .expect("page");
+        assert!(page.orders.len() <= size as usize);
+        all.extend(page.orders);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return all,
+        }
+    }
+    panic!("more than 100 pages");
+}
+
+/// Pages list the orders newest first, each once, filtered by state, short and `order_id`.
+pub(crate) async fn pages_of_orders<S: Store>(store: &S) {
+    for i in 0..7 {
+        let mut new = order(&format!("n{i}"));
+        if i % 3 == 0 {
+            new.short = "report".to_owned();
+        }
+        store
+            .accept(new, "one", LONG)
+            .await
+            .expect("accept")
+            .expect("new");
+        if i % 2 == 0 {
+            // Orders received at different milliseconds, and some at the same.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let mut other = order("x-other");
+    other.short = "report".to_owned();
+    let dead = store
+        .accept(other, "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert!(
+        store
+            .settle("x-other", dead.fence, Settle::Dead("400".to_owned()), posts(1))
+            .await
+            .expect("settle")
+    );
+
+    let everything = all_pages(store, &OrderFilter::default(), 100).await;
+    assert_eq!(everything.len(), 8);
+    let keys: Vec<(i64, &str)> = everything
+        .iter()
+        .map(|o| (o.received_at, o.id.as_str()))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(keys, sorted, "newest first");
+    assert_eq!(everything[0].id, "x-other");
+    for size in [1, 3, 8] {
+        assert_eq!(
+            all_pages(store, &OrderFilter::default(), size).await,
+            everything,
+            "pages of {size}"
+        );
+    }
+    let last = store
+        .orders_page(&OrderFilter::default(), None, 8)
+        .await
+        .expect("page");
+    assert_eq!(last.next, None);
+
+    let ids = |orders: Vec<OrderSummary>| -> Vec<String> {
+        let mut ids: Vec<String> = orders.into_iter().map(|o| o.id).collect();
+        ids.sort();
+        ids
+    };
+    let report = OrderFilter {
+        short: Some("report".to_owned()),
+        ..OrderFilter::default()
+    };
+    assert_eq!(
+        ids(all_pages(store, &report, 2).await),
+        ["n0", "n3", "n6", "x-other"]
+    );
+    let dead_reports = OrderFilter {
+        state: Some(OrderState::Dead),
+        ..report.clone()
+    };
+    let dead = all_pages(store, &dead_reports, 2).await;
+    assert_eq!(ids(dead.clone()), ["x-other"]);
+    assert_eq!(dead[0].last_error.as_deref(), Some("400"));
+    assert_eq!(
+        (dead[0].attempts, dead[0].runs, dead[0].payload_purged),
+        (1, 0, false)
+    );
+    let received = OrderFilter {
+        state: Some(OrderState::Received),
+        ..OrderFilter::default()
+    };
+    assert_eq!(all_pages(store, &received, 3).await.len(), 7);
+    let exact = OrderFilter {
+        id: Some(IdMatch::Exact("n4".to_owned())),
+        ..OrderFilter::default()
+    };
+    assert_eq!(ids(all_pages(store, &exact, 3).await), ["n4"]);
+    let prefix = OrderFilter {
+        id: Some(IdMatch::Prefix("n".to_owned())),
+        ..report
+    };
+    assert_eq!(ids(all_pages(store, &prefix, 3).await), ["n0", "n3", "n6"]);
+    let none = OrderFilter {
+        id: Some(IdMatch::Exact("n".to_owned())),
+        ..OrderFilter::default()
+    };
+    assert!(all_pages(store, &none, 3).await.is_empty());
+}
+
+/// Counts per state, per hour, run times per short and the callback acceptance rate.
+pub(crate) async fn overview_counts<S: Store>(store: &S) {
+    let since = now_ms() - 1;
+    assert!(store.state_counts().await.expect("counts").is_empty());
+    assert!(store.hourly(since).await.expect("hourly").is_empty());
+    assert!(store.run_times(since).await.expect("times").is_empty());
+    assert_eq!(store.callback_rate(since).await.expect("rate").attempts, 0);
+    let outcomes = [
+        RunOutcome::Ok,
+        RunOutcome::Ok,
+        RunOutcome::Timeout,
+        RunOutcome::Ok,
+    ];
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let id = format!("v{i}");
+        let mut new = order(&id);
+        if i == 3 {
+            new.short = "report".to_owned();
+        }
+        let claimed = store
+            .accept(new, "one", LONG)
+            .await
+            .expect("accept")
+            .expect("new");
+        assert_eq!(started(store, &id, claimed.fence).await, Some(1));
+        let run = RunEnd {
+            run: 1,
+            outcome,
+            error: None,
+        };
+        assert!(
+            store
+                .save_result(&id, claimed.fence, Bytes::from_static(b"{}"), Some(run))
+                .await
+                .expect("save")
+        );
+        let (settle, attempts) = match i {
+            0 | 2 => (
+                Settle::Delivered,
+                vec![post(1, Some(200), None, AttemptResult::Accepted)],
+            ),
+            _ => (
+                Settle::Dead("400".to_owned()),
+                vec![
+                    post(1, Some(503), None, AttemptResult::Replaced),
+                    post(2, Some(400), Some("bad"), AttemptResult::Dead),
+                ],
+            ),
+        };
+        assert!(
+            store
+                .settle(&id, claimed.fence, settle, attempts)
+                .await
+                .expect("settle")
+        );
+    }
+    store
+        .accept(order("v4"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert_eq!(
+        store.state_counts().await.expect("counts"),
+        [
+            (OrderState::Received, 1),
+            (OrderState::Delivered, 2),
+            (OrderState::Dead, 2)
+        ]
+    );
+    let hourly = store.hourly(since).await.expect("hourly");
+    let received: u64 = hourly.iter().map(|h| h.received).sum();
+    let failed: u64 = hourly.iter().map(|h| h.failed).sum();
+    // v2 timed out; v1 and v3 are dead.
+    assert_eq!((received, failed), (5, 3));
+    assert!(
+        hourly
+            .iter()
+            .all(|h| h.hour % super::history::HOUR_MS == 0 && h.hour <= now_ms())
+    );
+    assert!(store.hourly(now_ms() + 1).await.expect("hourly").is_empty());
+    let times = store.run_times(since).await.expect("times");
+    let shorts: Vec<(&str, u64)> = times.iter().map(|t| (t.short.as_str(), t.runs)).collect();
+    assert_eq!(shorts, [("echo", 3), ("report", 1)]);
+    assert!(
+        times.iter().all(|t| 0 <= t.p50_ms && t.p50_ms <= t.p95_ms),
+        "{times:?}"
+    );
+    let rate = store.callback_rate(since).await.expect("rate");
+    assert_eq!((rate.attempts, rate.accepted), (6, 2));
+    assert_eq!(store.callback_rate(now_ms() + 1).await.expect("rate").attempts, 0);
+}
+
+/// Failing an order by hand: received, delivering and paused orders nobody works on get a failure
+/// callback delivered by the normal path; a running order, or one whose callback is being sent,
+/// is left alone; the action is in the history.
+pub(crate) async fn fail_now_stuck_orders<S: Store>(store: &S) {
+    assert_eq!(
+        fail_now(store, "nobody", "stuck").await.expect("fail"),
+        FailedNow::Unknown
+    );
+
+    // Waiting for a slot under a live lease: failed, and the holder's run is refused.
+    let payload: &'static [u8] = br#"{"order_id":"f1","job_token":"secret-token"}"#;
+    let mut new = order("f1");
+    new.payload = Bytes::from_static(payload);
+    new.job_token = job_token_span(payload);
+    let waiting = store
+        .accept(new, "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert_eq!(
+        fail_now(store, "f1", "stuck on a bad input").await.expect("fail"),
+        FailedNow::Failing
+    );
+    assert_eq!(started(store, "f1", waiting.fence).await, None);
+    assert_eq!(
+        fail_now(store, "f1", "twice").await.expect("fail"),
+        FailedNow::Failing
+    );
+    let claimed = store.claim("two", LONG, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let body: serde_json::Value =
+        serde_json::from_slice(claimed[0].result.as_deref().expect("a result")).expect("json");
+    assert_eq!(
+        body,
+        serde_json::json!({"ok": false, "order_id": "f1", "error": "twice"})
+    );
+    assert_eq!(
+        payload_of(store, &claimed[0]).await,
+        Bytes::from_static(br#"{"order_id":"f1","job_token":null}"#)
+    );
+    // Its callback is being sent: left alone.
+    assert_eq!(
+        fail_now(store, "f1", "again").await.expect("fail"),
+        FailedNow::Busy
+    );
+    let accepted = vec![post(1, Some(200), None, AttemptResult::Accepted)];
+    assert!(
+        store
+            .settle("f1", claimed[0].fence, Settle::Delivered, accepted)
+            .await
+            .expect("settle")
+    );
+    assert_eq!(
+        fail_now(store, "f1", "again").await.expect("fail"),
+        FailedNow::NotStuck(OrderState::Delivered)
+    );
+    assert_eq!(
+        events(store, "f1").await,
+        [
+            "received",
+            "operator stuck on a bad input",
+            "operator twice",
+            "run 1 open ",
+            "callback 1 200 accepted "
+        ]
+    );
+    let detail = store.detail("f1").await.expect("detail").expect("known");
+    assert!(detail.summary.failed_by_operator);
+    assert_eq!(detail.summary.outcome, None);
+
+    // Running under a live lease: left alone; once the lease expired (the instance is gone), failed.
+    let running = store
+        .accept(order("f2"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert_eq!(started(store, "f2", running.fence).await, Some(1));
+    assert_eq!(
+        fail_now(store, "f2", "stuck").await.expect("fail"),
+        FailedNow::Busy
+    );
+    let gone = store
+        .accept(order("f3"), "one", EXPIRED)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert_eq!(started(store, "f3", gone.fence).await, Some(1));
+    assert_eq!(
+        fail_now(store, "f3", "stuck").await.expect("fail"),
+        FailedNow::Failing
+    );
+
+    // Paused, not leased: failed; dead: not stuck (a retry redelivers it).
+    let paused = store
+        .accept(order("f4"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert!(
+        store
+            .save_result("f4", paused.fence, Bytes::from_static(b"{}"), None)
+            .await
+            .expect("save")
+    );
+    let probe = Settle::Paused {
+        at: now_ms() + 60_000,
+    };
+    assert!(
+        store
+            .settle("f4", paused.fence, probe, posts(1))
+            .await
+            .expect("settle")
+    );
+    assert_eq!(
+        fail_now(store, "f4", "refunded").await.expect("fail"),
+        FailedNow::Failing
+    );
+    let record = store.get("f4").await.expect("get").expect("record");
+    assert_eq!(record.state, OrderState::Delivering);
+    assert!(record.next_at.is_some_and(|at| at <= now_ms()));
+    let dead = store
+        .accept(order("f5"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert!(
+        store
+            .settle("f5", dead.fence, Settle::Dead("400".to_owned()), posts(1))
+            .await
+            .expect("settle")
+    );
+    assert_eq!(
+        fail_now(store, "f5", "x").await.expect("fail"),
+        FailedNow::NotStuck(OrderState::Dead)
+    );
+    let hourly = store.hourly(0).await.expect("hourly");
+    // f1, f3, f4 were failed by hand; f5 is dead.
+    assert_eq!(hourly.iter().map(|h| h.failed).sum::<u64>(), 4);
 }

@@ -10,7 +10,7 @@ use url::Url;
 use super::Engine;
 use crate::admin::metrics::Attempt;
 use crate::delivery::{Delivered, Rendered};
-use crate::store::{Claimed, Settle, Store, ms, now_ms};
+use crate::store::{AttemptResult, CallbackAttempt, Claimed, Settle, Store, ms, now_ms};
 
 impl Engine {
     /// Delivers the callback and records the outcome; retries are left to the poller. A callback
@@ -24,7 +24,9 @@ impl Engine {
     ) -> bool {
         // Attempts made here; with those made before, the order's attempts.
         let mut posts = 0;
+        let mut attempts = Vec::new();
         let settle = loop {
+            let at = now_ms();
             let delivered = self
                 .delivery
                 .deliver(
@@ -38,14 +40,26 @@ impl Engine {
             if let Some(metrics) = &self.metrics {
                 metrics.callback_attempt(attempt(&delivered));
             }
-            let attempts = claimed.attempts + posts;
-            let replacement = match settlement(delivered, claimed.steps, attempts) {
+            let number = claimed.attempts + posts;
+            let (status, error) = attempted(&delivered);
+            let settled = settlement(delivered, claimed.steps, number);
+            attempts.push(CallbackAttempt {
+                number,
+                at,
+                status,
+                error,
+                result: match &settled {
+                    Ok(settle) => attempt_result(settle),
+                    Err(_) => AttemptResult::Replaced,
+                },
+            });
+            let replacement = match settled {
                 Ok(settle) => break settle,
                 Err(replacement) => replacement,
             };
             match self
                 .store
-                .save_result(&claimed.id, claimed.fence, replacement.body().clone())
+                .save_result(&claimed.id, claimed.fence, replacement.body().clone(), None)
                 .await
             {
                 Ok(true) => callback = replacement,
@@ -65,12 +79,17 @@ impl Engine {
         {
             metrics.delivered(claimed.received_at);
         }
-        self.record(claimed, settle, posts).await
+        self.record(claimed, settle, attempts).await
     }
 
     /// Records how a delivery ended, and wakes the poller when its retry is due before the next
     /// poll. Returns whether it was recorded (which also released the lease).
-    async fn record(self: &Arc<Self>, claimed: &Claimed, settle: Settle, posts: i32) -> bool {
+    async fn record(
+        self: &Arc<Self>,
+        claimed: &Claimed,
+        settle: Settle,
+        attempts: Vec<CallbackAttempt>,
+    ) -> bool {
         let retry_at = match &settle {
             Settle::Retry { at, .. } | Settle::Paused { at } => Some(*at),
             Settle::Delivered | Settle::Dead(_) => None,
@@ -80,7 +99,11 @@ impl Engine {
             _ => None,
         };
         let paused = matches!(settle, Settle::Paused { .. });
-        match self.store.settle(&claimed.id, claimed.fence, settle, posts).await {
+        match self
+            .store
+            .settle(&claimed.id, claimed.fence, settle, attempts)
+            .await
+        {
             Ok(true) => {
                 // Released: the poller can take it when it is due.
                 if let Some(at) = retry_at {
@@ -110,11 +133,35 @@ impl Engine {
 /// How a callback POST ended, as the metrics count it.
 fn attempt(delivered: &Delivered) -> Attempt {
     match delivered {
-        Delivered::Accepted => Attempt::Accepted,
+        Delivered::Accepted { .. } => Attempt::Accepted,
         // Sent again at once with the files uploaded.
         Delivered::Retry { .. } | Delivered::Replaced(_) => Attempt::Retry,
         Delivered::Refused { .. } | Delivered::TooLarge | Delivered::Exhausted { .. } => Attempt::Dead,
         Delivered::Unauthorized { .. } => Attempt::Paused,
+    }
+}
+
+/// The HTTP status a POST got (`None` for a transport error, or when the answer's status is not
+/// known), and the error it met.
+fn attempted(delivered: &Delivered) -> (Option<u16>, Option<String>) {
+    match delivered {
+        Delivered::Accepted { status } => (Some(*status), None),
+        Delivered::Refused { status, detail } => (Some(*status), Some(detail.clone())),
+        Delivered::TooLarge | Delivered::Replaced(_) => (Some(413), None),
+        Delivered::Retry { status, reason, .. } | Delivered::Exhausted { status, reason } => {
+            (*status, Some(reason.clone()))
+        }
+        Delivered::Unauthorized { .. } => (Some(401), None),
+    }
+}
+
+/// What followed an attempt that ended the delivery with `settle`.
+fn attempt_result(settle: &Settle) -> AttemptResult {
+    match settle {
+        Settle::Delivered => AttemptResult::Accepted,
+        Settle::Dead(_) => AttemptResult::Dead,
+        Settle::Retry { .. } => AttemptResult::Retry,
+        Settle::Paused { .. } => AttemptResult::Paused,
     }
 }
 
@@ -124,7 +171,7 @@ fn attempt(delivered: &Delivered) -> Attempt {
 fn settlement(delivered: Delivered, steps: i32, attempts: i32) -> Result<Settle, Rendered> {
     let settle = match delivered {
         Delivered::Replaced(replacement) => return Err(replacement),
-        Delivered::Accepted => {
+        Delivered::Accepted { .. } => {
             info!(attempts, "callback accepted");
             Settle::Delivered
         }
@@ -138,7 +185,7 @@ fn settlement(delivered: Delivered, steps: i32, attempts: i32) -> Result<Settle,
         Delivered::TooLarge => {
             Settle::Dead("the platform refused the callback as too large (413)".to_owned())
         }
-        Delivered::Retry { wait, reason } => {
+        Delivered::Retry { wait, reason, .. } => {
             warn!(attempts, %reason, retry_in = %crate::logs::duration(wait), "callback failed; will retry");
             Settle::Retry {
                 at: now_ms() + ms(wait),
@@ -146,7 +193,7 @@ fn settlement(delivered: Delivered, steps: i32, attempts: i32) -> Result<Settle,
                 error: reason,
             }
         }
-        Delivered::Exhausted { reason } => {
+        Delivered::Exhausted { reason, .. } => {
             error!(attempts, %reason, "callback retries exhausted; the order is dead-lettered");
             Settle::Dead(format!("gave up after {attempts} attempts: {reason}"))
         }
@@ -176,6 +223,7 @@ mod tests {
     fn a_retry_uses_one_more_step_and_is_due_after_its_wait() {
         let before = now_ms();
         let settle = settled(Delivered::Retry {
+            status: Some(503),
             wait: Duration::from_secs(5),
             reason: "the platform answered 503".to_owned(),
         });
@@ -189,7 +237,7 @@ mod tests {
 
     #[test]
     fn endings_are_recorded_with_their_reason() {
-        assert_eq!(settled(Delivered::Accepted), Settle::Delivered);
+        assert_eq!(settled(Delivered::Accepted { status: 200 }), Settle::Delivered);
         assert_eq!(
             settled(Delivered::Refused {
                 status: 400,
@@ -199,6 +247,7 @@ mod tests {
         );
         assert_eq!(
             settled(Delivered::Exhausted {
+                status: Some(503),
                 reason: "the platform answered 503".to_owned()
             }),
             Settle::Dead("gave up after 4 attempts: the platform answered 503".to_owned())
@@ -213,6 +262,35 @@ mod tests {
             }),
             Settle::Paused { at } if at >= now_ms() + 599_000
         ));
+    }
+
+    #[test]
+    fn each_attempt_keeps_its_status_or_transport_error() {
+        assert_eq!(attempted(&Delivered::Accepted { status: 202 }), (Some(202), None));
+        assert_eq!(
+            attempted(&Delivered::Refused {
+                status: 400,
+                detail: "unknown order".to_owned()
+            }),
+            (Some(400), Some("unknown order".to_owned()))
+        );
+        assert_eq!(
+            attempted(&Delivered::Retry {
+                wait: Duration::from_secs(5),
+                reason: "connection refused".to_owned(),
+                status: None,
+            }),
+            (None, Some("connection refused".to_owned()))
+        );
+        assert_eq!(
+            attempted(&Delivered::Unauthorized {
+                wait: Duration::from_secs(600)
+            }),
+            (Some(401), None)
+        );
+        assert_eq!(attempted(&Delivered::TooLarge), (Some(413), None));
+        assert_eq!(attempt_result(&Settle::Delivered), AttemptResult::Accepted);
+        assert_eq!(attempt_result(&Settle::Paused { at: 0 }), AttemptResult::Paused);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::short::Call;
 use crate::short::error::{Error, ErrorKind};
 use crate::short::order::{Order, OrderInner};
 use crate::short::output::Output;
-use crate::store::{Claimed, Store};
+use crate::store::{Claimed, RunEnd, RunOutcome, Store};
 use crate::wire::webhook::Webhook;
 
 /// Runs of the short on one order after which it is failed instead of run again: each run that
@@ -35,10 +35,10 @@ impl Engine {
         target: &Url,
         start: Option<Start>,
     ) -> Option<Rendered> {
-        let callback = self.produce(claimed, target, start).await?;
+        let (callback, run) = self.produce(claimed, target, start).await?;
         match self
             .store
-            .save_result(&claimed.id, claimed.fence, callback.body().clone())
+            .save_result(&claimed.id, claimed.fence, callback.body().clone(), Some(run))
             .await
         {
             Ok(true) => Some(callback),
@@ -54,9 +54,20 @@ impl Engine {
         }
     }
 
-    /// Runs the short and renders its callback; `None` when another instance took the order.
-    async fn produce(&self, claimed: &Claimed, target: &Url, start: Option<Start>) -> Option<Rendered> {
-        let result = self.run_short(claimed, start).await?;
+    /// Runs the short and renders its callback, with how the run ended; `None` when another
+    /// instance took the order.
+    async fn produce(
+        &self,
+        claimed: &Claimed,
+        target: &Url,
+        start: Option<Start>,
+    ) -> Option<(Rendered, RunEnd)> {
+        let (number, result) = self.run_short(claimed, start).await?;
+        let run = RunEnd {
+            run: number,
+            outcome: RunOutcome::of(&result),
+            error: result.as_ref().err().map(|e| e.message().to_owned()),
+        };
         if let Some(metrics) = self
             .lanes
             .get(claimed.short.as_str())
@@ -71,14 +82,18 @@ impl Engine {
                 causes => warn!(kind = ?e.kind(), error = e.message(), causes, "order failed"),
             },
         }
-        Some(self.delivery.render(target, &claimed.id, result).await)
+        Some((self.delivery.render(target, &claimed.id, result).await, run))
     }
 
     /// Runs the short once a slot of its concurrency limit is free, after committing the start of
     /// the run; `None` when another instance took the order. The webhook body, read from the store
     /// with the start unless the order arrived with it, is held against the bound of pending bytes
-    /// until the short has finished.
-    async fn run_short(&self, claimed: &Claimed, start: Option<Start>) -> Option<Result<Output, Error>> {
+    /// until the short has finished. Returns the run's number with its result.
+    async fn run_short(
+        &self,
+        claimed: &Claimed,
+        start: Option<Start>,
+    ) -> Option<(i32, Result<Output, Error>)> {
         let Some(lane) = self.lanes.get(claimed.short.as_str()) else {
             // During a rolling deploy another instance may serve it: leave it to them.
             warn!("this server has no short of that name; leaving the order to another instance");
@@ -91,14 +106,17 @@ impl Engine {
                 runs = slot.run - 1,
                 "the short ended the process on every run of this order"
             );
-            return Some(Err(Error::with_kind(
-                ErrorKind::Panic,
-                format!("the short stopped the server {MAX_RUNS} times while running this order"),
-            )));
+            return Some((
+                slot.run,
+                Err(Error::with_kind(
+                    ErrorKind::Panic,
+                    format!("the short stopped the server {MAX_RUNS} times while running this order"),
+                )),
+            ));
         }
         let call = match call(lane, slot.payload.clone()) {
             Ok(call) => call,
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Some((slot.run, Err(e))),
         };
         if slot.run > 1 {
             info!(run = slot.run, "running the order again after an interrupted run");
@@ -110,7 +128,7 @@ impl Engine {
         let result = run(lane, call).await;
         drop(running);
         self.running_set().remove(&claimed.id);
-        Some(result)
+        Some((slot.run, result))
     }
 
     /// Takes a slot of the lane and commits the start of the run, unless the order was accepted

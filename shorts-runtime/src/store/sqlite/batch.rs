@@ -8,6 +8,7 @@ use tracing::error;
 use super::requests::{Accepting, Op, Reply, Saving, Settling};
 use super::writer::Answer;
 use crate::store::error::Failure;
+use crate::store::history::KEPT_ATTEMPTS;
 use crate::store::sql::{push_drop_delivered_bodies, replacing_body, settle_set, settled, token_columns};
 use crate::store::{Claimed, OrderState, ms, now_ms};
 
@@ -53,12 +54,13 @@ impl Batch {
                     id,
                     fence,
                     settle,
-                    posts,
+                    attempts,
                     reply,
                 } if batched.insert(("settle", id.clone())) => batch.settles.push(Settling {
                     id,
                     fence,
-                    values: settled(settle, posts),
+                    values: settled(settle, attempts.len() as i32),
+                    attempts,
                     reply,
                 }),
                 other => others.push(other),
@@ -142,7 +144,7 @@ pub(super) async fn write_whole(
         push_accepts(&mut query, chunk, batch.now);
     }
     for chunk in batch.saves.chunks(SAVE_CHUNK) {
-        push_saves(&mut query, chunk);
+        push_saves(&mut query, chunk, batch.now);
     }
     for chunk in batch.settles.chunks(SETTLE_CHUNK) {
         push_settles(&mut query, chunk);
@@ -216,12 +218,56 @@ pub(super) fn push_accepts(query: &mut QueryBuilder<Sqlite>, accepts: &[Acceptin
             .push_bind(accepting.order.payload.as_ref());
     });
     query.push(" ON CONFLICT (order_id) DO NOTHING");
+    // The first run of the orders accepted with one: the orders just inserted (a known order was
+    // received earlier, and has its runs' rows already).
+    let started: Vec<&str> = accepts
+        .iter()
+        .filter(|accepting| accepting.order.started)
+        .map(|accepting| accepting.order.id.as_str())
+        .collect();
+    if !started.is_empty() {
+        query.push(
+            "; INSERT INTO shorts_history (order_id, kind, number, at)
+             SELECT o.order_id, 'run', 1, o.received_at FROM shorts_orders o
+             WHERE o.received_at = ",
+        );
+        query.push_bind(now).push(" AND o.order_id IN (");
+        let mut list = query.separated(", ");
+        for id in started {
+            list.push_bind(id);
+        }
+        query.push(
+            ") AND NOT EXISTS (SELECT 1 FROM shorts_history h WHERE h.order_id = o.order_id AND h.kind = 'run')",
+        );
+    }
 }
 
 /// Replaces the `job_token` of the orders whose fence is current by `null` in their stored webhook
 /// bodies, then moves them to delivery, reporting each, then stores their callback bodies (the
-/// same orders: the move keeps the fence). Orders without a token cost one look-up of their row.
-pub(super) fn push_saves(query: &mut QueryBuilder<Sqlite>, saves: &[Saving]) {
+/// same orders: the move keeps the fence), and records how the runs that produced them ended (at
+/// `now`). Orders without a token cost one look-up of their row.
+pub(super) fn push_saves(query: &mut QueryBuilder<Sqlite>, saves: &[Saving], now: i64) {
+    let runs: Vec<&Saving> = saves.iter().filter(|saving| saving.run.is_some()).collect();
+    if !runs.is_empty() {
+        query.push("; UPDATE shorts_history SET ended_at = ");
+        query.push_bind(now).push(
+            ", outcome = v.column4, detail = v.column5
+             FROM (",
+        );
+        query.push_values(runs, |mut row, saving| {
+            let run = saving.run.as_ref();
+            row.push_bind(&saving.id)
+                .push_bind(saving.fence)
+                .push_bind(run.map(|r| r.run))
+                .push_bind(run.map(|r| r.outcome.as_str()))
+                .push_bind(run.and_then(|r| r.error.as_deref()));
+        });
+        query.push(
+            ") AS v JOIN shorts_orders o ON o.order_id = v.column1 AND o.fence = v.column2
+             WHERE shorts_history.order_id = v.column1 AND shorts_history.kind = 'run'
+               AND shorts_history.number = v.column3 AND shorts_history.ended_at IS NULL",
+        );
+    }
     // `FROM (VALUES ...)`, not `(order_id, fence) IN (VALUES ...)`: SQLite looks each row up by the
     // primary key for the first, and scans the table for the second.
     query.push(
@@ -238,11 +284,14 @@ pub(super) fn push_saves(query: &mut QueryBuilder<Sqlite>, saves: &[Saving]) {
          WHERE shorts_payloads.order_id = v.column1 AND o.fence = v.column2 AND o.token_at IS NOT NULL",
     );
     query.push(
-        "; UPDATE shorts_orders SET state = 'delivering', next_at = NULL, token_at = NULL, token_len = NULL
+        "; UPDATE shorts_orders SET state = 'delivering', next_at = NULL, token_at = NULL, token_len = NULL,
+                                   outcome = COALESCE(v.column3, outcome)
          FROM (",
     );
-    query.push_values(saves, |mut row, Saving { id, fence, .. }| {
-        row.push_bind(id).push_bind(fence);
+    query.push_values(saves, |mut row, Saving { id, fence, run, .. }| {
+        row.push_bind(id)
+            .push_bind(fence)
+            .push_bind(run.as_ref().map(|r| r.outcome.as_str()));
     });
     query
         .push(
@@ -291,6 +340,48 @@ pub(super) fn push_settles(query: &mut QueryBuilder<Sqlite>, settles: &[Settling
         )
         .push(SETTLED)
         .push(", shorts_orders.order_id");
+    // Their POSTs, for the orders just settled (a settle keeps the fence), then the attempts
+    // beyond the last `KEPT_ATTEMPTS` of each order.
+    let attempts: Vec<(&Settling, &crate::store::CallbackAttempt)> = settles
+        .iter()
+        .flat_map(|settling| settling.attempts.iter().map(move |a| (settling, a)))
+        .collect();
+    if attempts.is_empty() {
+        return;
+    }
+    query.push(
+        "; INSERT INTO shorts_history (order_id, kind, number, at, outcome, status, detail)
+         SELECT v.column1, 'callback', v.column3, v.column4, v.column5, v.column6, v.column7 FROM (",
+    );
+    query.push_values(attempts, |mut row, (settling, attempt)| {
+        row.push_bind(&settling.id)
+            .push_bind(settling.fence)
+            .push_bind(attempt.number)
+            .push_bind(attempt.at)
+            .push_bind(attempt.result.as_str())
+            .push_bind(attempt.status.map(i32::from))
+            .push_bind(attempt.error.as_deref());
+    });
+    query.push(") AS v JOIN shorts_orders o ON o.order_id = v.column1 AND o.fence = v.column2");
+    let old: Vec<(&str, i32)> = settles
+        .iter()
+        .filter_map(|settling| {
+            let last = settling.attempts.iter().map(|a| a.number).max()?;
+            (last > KEPT_ATTEMPTS).then_some((settling.id.as_str(), last - KEPT_ATTEMPTS))
+        })
+        .collect();
+    if !old.is_empty() {
+        query.push(
+            "; DELETE FROM shorts_history WHERE id IN (
+                 SELECT h.id FROM (",
+        );
+        query.push_values(old, |mut row, (id, below)| {
+            row.push_bind(id).push_bind(below);
+        });
+        query.push(
+            ") AS v JOIN shorts_history h ON h.order_id = v.column1 AND h.kind = 'callback' AND h.number <= v.column2)",
+        );
+    }
 }
 
 /// Drops the long bodies of those of `ids` recorded as delivered (nothing when there are none).

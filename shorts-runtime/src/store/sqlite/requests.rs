@@ -7,7 +7,10 @@ use tokio::sync::oneshot;
 
 use crate::store::error::Failure;
 use crate::store::sql::Settled;
-use crate::store::{Claimed, NewOrder, OrderRecord, OrderState, Settle, Started, StoreError, StoreOperation};
+use crate::store::{
+    CallbackAttempt, Claimed, FailedNow, NewOrder, OrderRecord, OrderState, RunEnd, Settle, Started,
+    StoreError, StoreOperation,
+};
 
 /// One request to the writer, with where to send its answer.
 pub(super) enum Op {
@@ -33,7 +36,7 @@ pub(super) enum Op {
         id: String,
         fence: i64,
         settle: Settle,
-        posts: i32,
+        attempts: Vec<CallbackAttempt>,
         reply: Reply<bool>,
     },
     Release {
@@ -49,9 +52,6 @@ pub(super) enum Op {
         state: Option<OrderState>,
         limit: u32,
         reply: Reply<Vec<OrderRecord>>,
-    },
-    Count {
-        reply: Reply<[u64; 5]>,
     },
     Retry {
         id: String,
@@ -70,6 +70,12 @@ pub(super) enum Op {
         fence: i64,
         reply: Reply<()>,
     },
+    FailNow {
+        id: String,
+        message: String,
+        body: Bytes,
+        reply: Reply<FailedNow>,
+    },
 }
 
 /// A new order to commit, leased to `owner`.
@@ -85,6 +91,8 @@ pub(super) struct Saving {
     pub(super) id: String,
     pub(super) fence: i64,
     pub(super) body: Bytes,
+    /// How the run that produced it ended, when it is a run's result.
+    pub(super) run: Option<RunEnd>,
     pub(super) reply: Reply<bool>,
 }
 
@@ -93,6 +101,8 @@ pub(super) struct Settling {
     pub(super) id: String,
     pub(super) fence: i64,
     pub(super) values: Settled,
+    /// The callback POSTs made.
+    pub(super) attempts: Vec<CallbackAttempt>,
     pub(super) reply: Reply<bool>,
 }
 
@@ -109,11 +119,11 @@ impl Op {
             Op::Release { reply, .. } => reply.fail(failure),
             Op::Get { reply, .. } => reply.fail(failure),
             Op::List { reply, .. } => reply.fail(failure),
-            Op::Count { reply } => reply.fail(failure),
             Op::Retry { reply, .. } => reply.fail(failure),
             Op::Purge { reply, .. } => reply.fail(failure),
             Op::PurgeDead { reply, .. } => reply.fail(failure),
             Op::ReleaseOrder { reply, .. } => reply.fail(failure),
+            Op::FailNow { reply, .. } => reply.fail(failure),
         }
     }
 }

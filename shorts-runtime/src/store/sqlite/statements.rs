@@ -10,11 +10,13 @@ use tracing::warn;
 
 use super::writer::may_end_transaction;
 use crate::store::sql::{
-    CLAIM_SQLITE, COUNT_BY_STATE, HEARTBEAT, PURGE_DEAD_PAYLOADS, PURGE_ORDERS, PURGE_PAYLOADS,
-    PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, SELECT_PAYLOAD_LENGTH_AND_RESULT, START_RUN,
-    drop_delivered_bodies, mappers, select_records, started,
+    CLAIM_SQLITE, FAIL_NOW, FAIL_NOW_CHECK_SQLITE, HEARTBEAT, INSERT_OPERATOR_FAILURE, PURGE_DEAD_PAYLOADS,
+    PURGE_HISTORY, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY,
+    SELECT_PAYLOAD, SELECT_PAYLOAD_LENGTH_AND_RESULT, START_RUN_SQLITE, UPDATE_PAYLOAD,
+    drop_delivered_bodies, fail_now_refusal, mappers, replacing_body, select_records, started, token_span,
+    upsert_result,
 };
-use crate::store::{Claimed, OrderRecord, OrderState, Started, ms, now_ms};
+use crate::store::{Claimed, FailedNow, OrderRecord, OrderState, Started, ms, now_ms};
 
 mappers!(SqliteRow);
 
@@ -101,6 +103,7 @@ pub(super) async fn purge(c: &mut SqliteConnection, before: i64) -> Result<u64, 
 }
 
 async fn purge_now(c: &mut SqliteConnection, before: i64) -> Result<u64, sqlx::Error> {
+    sqlx::query(PURGE_HISTORY).bind(before).execute(&mut *c).await?;
     sqlx::query(PURGE_PAYLOADS).bind(before).execute(&mut *c).await?;
     sqlx::query(PURGE_RESULTS).bind(before).execute(&mut *c).await?;
     let done = sqlx::query(PURGE_ORDERS).bind(before).execute(&mut *c).await?;
@@ -112,12 +115,19 @@ pub(super) async fn release(
     owner: &str,
     interrupted: &[String],
 ) -> Result<u64, sqlx::Error> {
+    // The interrupted run's row says so; the order runs again under the same number.
     for id in interrupted {
-        sqlx::query("UPDATE shorts_orders SET runs = runs - 1 WHERE order_id = $1 AND owner = $2")
-            .bind(id)
-            .bind(owner)
-            .execute(&mut *c)
-            .await?;
+        sqlx::query(
+            "UPDATE shorts_history SET ended_at = $3, outcome = 'interrupted'
+             WHERE order_id = $1 AND kind = 'run' AND ended_at IS NULL
+               AND number = (SELECT runs FROM shorts_orders WHERE order_id = $1 AND owner = $2);
+             UPDATE shorts_orders SET runs = runs - 1 WHERE order_id = $1 AND owner = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(now_ms())
+        .execute(&mut *c)
+        .await?;
     }
     let done = sqlx::query(RELEASE).bind(owner).execute(&mut *c).await?;
     Ok(done.rows_affected())
@@ -141,12 +151,14 @@ pub(super) async fn start_run(
     id: &str,
     fence: i64,
 ) -> Result<Option<Started>, sqlx::Error> {
-    let row = sqlx::query(START_RUN)
+    // Both statements run to their end before the row is read.
+    let rows = sqlx::query(START_RUN_SQLITE)
         .bind(id)
         .bind(fence)
-        .fetch_optional(&mut *c)
+        .bind(now_ms())
+        .fetch_all(&mut *c)
         .await?;
-    row.as_ref().map(started).transpose()
+    rows.first().map(started).transpose()
 }
 
 pub(super) async fn get(c: &mut SqliteConnection, id: &str) -> Result<Option<OrderRecord>, sqlx::Error> {
@@ -173,11 +185,6 @@ pub(super) async fn list(
     rows.iter().map(record).collect()
 }
 
-pub(super) async fn count_by_state(c: &mut SqliteConnection) -> Result<[u64; 5], sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(COUNT_BY_STATE).fetch_all(&mut *c).await?;
-    Ok(crate::store::counts_by_state(rows))
-}
-
 pub(super) async fn purge_dead(c: &mut SqliteConnection, before: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(PURGE_DEAD_PAYLOADS)
         .bind(before)
@@ -202,4 +209,55 @@ pub(super) async fn retry(c: &mut SqliteConnection, id: &str) -> Result<bool, sq
         .execute(&mut *c)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Fails an order by hand (see [`Store::fail_now`](crate::store::Store::fail_now)), whole or not
+/// at all.
+pub(super) async fn fail_now(
+    c: &mut SqliteConnection,
+    id: &str,
+    message: &str,
+    body: &Bytes,
+) -> Result<FailedNow, sqlx::Error> {
+    atomic(c, async |c: &mut SqliteConnection| {
+        let now = now_ms();
+        let row: Option<crate::store::sql::FailNowRow> = sqlx::query_as(FAIL_NOW_CHECK_SQLITE)
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&mut *c)
+            .await?;
+        let Some((state, leased, running, token_at, token_len)) = row else {
+            return Ok(FailedNow::Unknown);
+        };
+        if let Some(refusal) = fail_now_refusal(&state, leased, running)? {
+            return Ok(refusal);
+        }
+        if let Some(span) = token_span(token_at, token_len) {
+            let payload: Option<Vec<u8>> = sqlx::query_scalar(SELECT_PAYLOAD)
+                .bind(id)
+                .fetch_optional(&mut *c)
+                .await?;
+            if let Some(erased) = payload.and_then(|p| crate::wire::webhook::without_job_token(&p, span)) {
+                sqlx::query(UPDATE_PAYLOAD)
+                    .bind(id)
+                    .bind(erased)
+                    .execute(&mut *c)
+                    .await?;
+            }
+        }
+        sqlx::query(FAIL_NOW).bind(id).bind(now).execute(&mut *c).await?;
+        sqlx::query(upsert_result!())
+            .bind(id)
+            .bind(body.as_ref())
+            .execute(&mut *c)
+            .await?;
+        sqlx::query(INSERT_OPERATOR_FAILURE)
+            .bind(id)
+            .bind(now)
+            .bind(message)
+            .execute(&mut *c)
+            .await?;
+        Ok(FailedNow::Failing)
+    })
+    .await
 }

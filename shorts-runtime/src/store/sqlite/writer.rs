@@ -15,8 +15,8 @@ use super::batch::{
 use super::checkpoint::checkpoint;
 use super::requests::{Op, Reply};
 use super::statements::{
-    claim, count_by_state, drop_bodies, get, heartbeat, list, purge, purge_dead, release, release_order,
-    retry, start_run,
+    claim, drop_bodies, fail_now, get, heartbeat, list, purge, purge_dead, release, release_order, retry,
+    start_run,
 };
 use crate::store::error::Failure;
 use crate::store::{OrderState, StoreOperation};
@@ -227,11 +227,16 @@ async fn run(c: &mut SqliteConnection, op: Op) -> (Answer, bool) {
         } => answered(reply, release(c, &owner, &interrupted).await),
         Op::Get { id, reply } => answered(reply, get(c, &id).await),
         Op::List { state, limit, reply } => answered(reply, list(c, state, limit).await),
-        Op::Count { reply } => answered(reply, count_by_state(c).await),
         Op::Purge { before, reply } => answered(reply, purge(c, before).await),
         Op::PurgeDead { before, reply } => answered(reply, purge_dead(c, before).await),
         Op::ReleaseOrder { id, fence, reply } => answered(reply, release_order(c, &id, fence).await),
         Op::Retry { id, reply } => answered(reply, retry(c, &id).await),
+        Op::FailNow {
+            id,
+            message,
+            body,
+            reply,
+        } => answered(reply, fail_now(c, &id, &message, &body).await),
     }
 }
 
@@ -254,7 +259,7 @@ async fn write_apart(c: &mut SqliteConnection, batch: Batch) -> (Vec<Answer>, bo
         answers.extend(accepted_answers(chunk, ids(&mut reported, |r| &mut r.accepted)));
     }
     for chunk in chunks(saves, SAVE_CHUNK) {
-        let mut reported = apart(c, lost, |query| push_saves(query, &chunk)).await;
+        let mut reported = apart(c, lost, |query| push_saves(query, &chunk, now)).await;
         lost = self::lost(&reported);
         let replies = chunk.into_iter().map(|saving| (saving.id, saving.reply));
         answers.extend(answer_each(replies, ids(&mut reported, |r| &mut r.saved)));
@@ -340,6 +345,7 @@ mod tests {
             id: id.to_owned(),
             fence,
             body,
+            run: None,
             reply,
         };
         (Op::SaveResult(saving), answer)

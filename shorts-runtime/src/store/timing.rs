@@ -1,0 +1,279 @@
+//! Times the operator's queries on a store filled with many orders: `shorts-bench orders`.
+
+use std::time::{Duration, Instant};
+
+use super::history::IdMatch;
+use super::{AnyStore, OrderFilter, OrderState, PageCursor, Store, StoreError, StoreOperation, now_ms};
+use crate::config::StoreConfig;
+
+/// Milliseconds between two orders' receptions in the filled store: 100,000 orders span a day.
+const SPACING_MS: i64 = 864;
+
+/// Fills the SQLite or PostgreSQL store of `config` with `count` orders received over the past
+/// (each with a run and a callback attempt in its history; a fiftieth dead, a hundredth still
+/// received), then times each query an operator's pages make, `rounds` times; returns each
+/// query's name with its median time. The orders' ids start with `bench-`; the store must hold no
+/// such orders. A PostgreSQL store is made in a schema of its own, dropped at the end.
+///
+/// # Errors
+///
+/// When the store cannot be opened, filled or read.
+pub(crate) async fn order_queries(
+    config: &StoreConfig,
+    count: u32,
+    rounds: u32,
+) -> Result<Vec<(String, Duration)>, StoreError> {
+    let StoreConfig::Postgres(url) = config else {
+        return timed(config, count, rounds).await;
+    };
+    let opening = StoreError::database(StoreOperation::Open);
+    let admin = sqlx::PgPool::connect(url.expose()).await.map_err(opening)?;
+    let schema = format!("shorts_bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .map_err(StoreError::database(StoreOperation::Open))?;
+    let separator = if url.expose().contains('?') { '&' } else { '?' };
+    let scoped = format!("{}{separator}options=-c%20search_path%3D{schema}", url.expose());
+    let timings = timed(
+        &StoreConfig::Postgres(crate::config::Secret::new(scoped)),
+        count,
+        rounds,
+    )
+    .await;
+    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&admin)
+        .await;
+    admin.close().await;
+    let timings = timings?;
+    dropped.map_err(StoreError::database(StoreOperation::Purge))?;
+    Ok(timings)
+}
+
+/// [`order_queries`] on the store of `config`.
+async fn timed(config: &StoreConfig, count: u32, rounds: u32) -> Result<Vec<(String, Duration)>, StoreError> {
+    let (store, start) = filled(config, count).await?;
+    let all = OrderFilter::default();
+    let deep = PageCursor {
+        received_at: start + i64::from(count / 2) * SPACING_MS,
+        id: format!("bench-{:08}", count / 2),
+    };
+    let dead = OrderFilter {
+        state: Some(OrderState::Dead),
+        ..OrderFilter::default()
+    };
+    let short = OrderFilter {
+        short: Some("report".to_owned()),
+        ..OrderFilter::default()
+    };
+    let both = OrderFilter {
+        state: Some(OrderState::Dead),
+        short: Some("report".to_owned()),
+        id: None,
+    };
+    // The hundred orders whose ids differ from the middle one's in their last two digits.
+    let middle = format!("bench-{:08}", count / 2);
+    let prefix = OrderFilter {
+        id: Some(IdMatch::Prefix(middle[..middle.len() - 2].to_owned())),
+        ..OrderFilter::default()
+    };
+    let exact = OrderFilter {
+        id: Some(IdMatch::Exact(format!("bench-{:08}", count / 3))),
+        ..OrderFilter::default()
+    };
+    let day_ago = now_ms() - 24 * super::history::HOUR_MS;
+    let detail_id = format!("bench-{:08}", count / 3);
+    let mut timings = Vec::new();
+    // Runs `$query` (which answers how many things it found: none is an error) `rounds` times and
+    // keeps the median time.
+    macro_rules! time {
+        ($name:expr, $query:expr) => {{
+            let mut times = Vec::new();
+            for _ in 0..rounds.max(1) {
+                let began = Instant::now();
+                let found: usize = $query;
+                times.push(began.elapsed());
+                if found == 0 {
+                    return Err(StoreError::database(StoreOperation::Report)(
+                        sqlx::Error::RowNotFound,
+                    ));
+                }
+            }
+            times.sort();
+            timings.push(($name.to_owned(), times[times.len() / 2]));
+        }};
+    }
+    let page = async |filter: &OrderFilter, after: Option<&PageCursor>| -> Result<usize, StoreError> {
+        Ok(store.orders_page(filter, after, 50).await?.orders.len())
+    };
+    time!("page 1 of 50, newest first", page(&all, None).await?);
+    time!(
+        "page of 50 from the middle (cursor)",
+        page(&all, Some(&deep)).await?
+    );
+    time!("page of 50, state = dead", page(&dead, None).await?);
+    time!("page of 50, short = report", page(&short, None).await?);
+    time!(
+        "page of 50, state = dead and short = report",
+        page(&both, None).await?
+    );
+    time!("page of 50, order_id prefix", page(&prefix, None).await?);
+    time!("page, exact order_id", page(&exact, None).await?);
+    time!("counts per state", store.state_counts().await?.len());
+    time!(
+        "orders and failures per hour, 24 h",
+        store.hourly(day_ago).await?.len()
+    );
+    time!(
+        "p50/p95 handler time per short, 24 h",
+        store.run_times(day_ago).await?.len()
+    );
+    time!(
+        "callback acceptance rate, 24 h",
+        store.callback_rate(day_ago).await?.attempts as usize
+    );
+    time!(
+        "order detail with its timeline",
+        store.detail(&detail_id).await?.map_or(0, |d| d.timeline.len())
+    );
+    Ok(timings)
+}
+
+/// Opens the store of `config` and fills it with `count` orders (see [`order_queries`]); the
+/// store, and the time the first order was received at.
+async fn filled(config: &StoreConfig, count: u32) -> Result<(AnyStore, i64), StoreError> {
+    let store = AnyStore::open(config).await?;
+    let start = now_ms() - i64::from(count) * SPACING_MS;
+    let filling = StoreError::database(StoreOperation::Open);
+    match config {
+        StoreConfig::Sqlite(path) => {
+            use sqlx::Connection as _;
+            let options = super::sqlite::connect_options(path)?;
+            let mut connection = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .map_err(filling)?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(fill_sql(
+                count,
+                start,
+                "printf('bench-%08d', i)",
+                "BLOB",
+            )))
+            .execute(&mut connection)
+            .await
+            .map_err(StoreError::database(StoreOperation::Open))?;
+            sqlx::query("ANALYZE")
+                .execute(&mut connection)
+                .await
+                .map_err(StoreError::database(StoreOperation::Open))?;
+        }
+        StoreConfig::Postgres(url) => {
+            let pool = sqlx::PgPool::connect(url.expose()).await.map_err(filling)?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(fill_sql(
+                count,
+                start,
+                "'bench-' || lpad(i::TEXT, 8, '0')",
+                "BYTEA",
+            )))
+            .execute(&pool)
+            .await
+            .map_err(StoreError::database(StoreOperation::Open))?;
+            sqlx::query("ANALYZE")
+                .execute(&pool)
+                .await
+                .map_err(StoreError::database(StoreOperation::Open))?;
+            pool.close().await;
+        }
+        StoreConfig::Memory => {}
+    }
+    Ok((store, start))
+}
+
+/// SQL that inserts `count` orders (ids from `id`, an expression of `i`), their webhook bodies and
+/// their history, received every [`SPACING_MS`] from `start`; `blob` is the type of bytes. It runs
+/// on SQLite and PostgreSQL.
+fn fill_sql(count: u32, start: i64, id: &str, blob: &str) -> String {
+    format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count})
+         INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, attempts, fence, received_at,
+                                    outcome, last_error)
+         SELECT {id},
+                CASE i % 3 WHEN 0 THEN 'echo' WHEN 1 THEN 'report' ELSE 'resize' END,
+                'https://api.sellershorts.com/api/orders/callback',
+                CASE WHEN i % 50 = 0 THEN 'dead' WHEN i % 100 = 1 THEN 'received' ELSE 'delivered' END,
+                1, 1, 1, {start} + i * {SPACING_MS},
+                CASE WHEN i % 20 = 0 THEN 'error' ELSE 'ok' END,
+                CASE WHEN i % 50 = 0 THEN 'the platform refused the callback (400): bad request' END
+         FROM n;
+         INSERT INTO shorts_payloads (order_id, payload)
+         SELECT order_id, CAST('{{\"order_id\":\"' || order_id || '\",\"inputs\":{{\"text\":\"hello\"}}}}' AS {blob})
+         FROM shorts_orders WHERE order_id LIKE 'bench-%';
+         INSERT INTO shorts_history (order_id, kind, number, at, ended_at, outcome)
+         SELECT order_id, 'run', 1, received_at, received_at + 50 + (received_at % 950), outcome
+         FROM shorts_orders WHERE order_id LIKE 'bench-%';
+         INSERT INTO shorts_history (order_id, kind, number, at, outcome, status, detail)
+         SELECT order_id, 'callback', 1, received_at + 1000,
+                CASE state WHEN 'dead' THEN 'dead' ELSE 'accepted' END,
+                CASE state WHEN 'dead' THEN 400 ELSE 200 END,
+                CASE state WHEN 'dead' THEN 'bad request' END
+         FROM shorts_orders WHERE order_id LIKE 'bench-%' AND state <> 'received';"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every query of the timing finds what the filled store holds (the figures are not checked).
+    #[tokio::test]
+    async fn every_timed_query_finds_orders() {
+        let dir = std::env::temp_dir().join(format!("shorts-timing-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = StoreConfig::Sqlite(dir.join("orders.db"));
+        let timings = order_queries(&config, 1_000, 1).await.expect("timed");
+        assert_eq!(timings.len(), 12);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The run times the filled store's runs take, by short, as the fill writes them.
+    fn expected_run_times(count: u32, start: i64) -> Vec<super::super::RunTimes> {
+        let durations = (1..=i64::from(count))
+            .map(|i| {
+                let short = ["echo", "report", "resize"][(i % 3) as usize];
+                let received_at = start + i * SPACING_MS;
+                (short.to_owned(), 50 + received_at % 950)
+            })
+            .collect();
+        super::super::history::run_times(durations)
+    }
+
+    /// SQLite computes each short's percentiles as the memory store does (nearest rank).
+    #[tokio::test]
+    async fn sqlite_percentiles_are_nearest_ranks() {
+        let dir = std::env::temp_dir().join(format!("shorts-percentiles-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (store, start) = filled(&StoreConfig::Sqlite(dir.join("orders.db")), 997)
+            .await
+            .expect("filled");
+        assert_eq!(
+            store.run_times(0).await.expect("times"),
+            expected_run_times(997, start)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// PostgreSQL computes each short's percentiles as the memory store does (nearest rank).
+    #[tokio::test]
+    async fn postgres_percentiles_are_nearest_ranks() {
+        use crate::store::postgres::tests::InSchema;
+        use crate::store::suite::Fixture as _;
+        let schema = InSchema::open().await;
+        let config = StoreConfig::Postgres(crate::config::Secret::new(schema.url()));
+        let (store, start) = filled(&config, 997).await.expect("filled");
+        assert_eq!(
+            store.run_times(0).await.expect("times"),
+            expected_run_times(997, start)
+        );
+        drop(store);
+        schema.close().await;
+    }
+}

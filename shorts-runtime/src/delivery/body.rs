@@ -362,9 +362,9 @@ mod tests {
 
     async fn check(files: &[(File, u64)], single: bool) -> Value {
         let body = inline_files("o\"1\u{e9}", files, single);
-        let bytes = body.collect().await.unwrap_or_default();
+        let bytes = body.collect().await.expect("the planned body");
         assert_eq!(body.len(), bytes.len() as u64, "the planned length is exact");
-        serde_json::from_slice(&bytes).unwrap_or_default()
+        serde_json::from_slice(&bytes).expect("a JSON body")
     }
 
     #[tokio::test]
@@ -385,12 +385,12 @@ mod tests {
     #[tokio::test]
     async fn a_file_on_disk_is_streamed_and_checked_for_its_length() {
         let dir = std::env::temp_dir().join(format!("shorts-body-{}", fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap_or_default();
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
         let path = dir.join("data.bin");
         let data: Vec<u8> = (0..(2 * CHUNK + 5)).map(|i| (i % 256) as u8).collect();
-        std::fs::write(&path, &data).unwrap_or_default();
+        std::fs::write(&path, &data).expect("the file");
         let file = File::from_path(&path);
-        let size = file.size().await.unwrap_or_default();
+        let size = file.size().await.expect("the file's size");
         let one = check(&[(file.clone(), size)], true).await;
         assert_eq!(
             one,
@@ -425,11 +425,11 @@ mod tests {
     #[tokio::test]
     async fn a_grown_file_fails_its_request_instead_of_arriving_cut() {
         let dir = std::env::temp_dir().join(format!("shorts-body-{}", fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap_or_default();
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
         let path = dir.join("data.bin");
-        std::fs::write(&path, vec![9u8; 2 * CHUNK + 5]).unwrap_or_default();
+        std::fs::write(&path, vec![9u8; 2 * CHUNK + 5]).expect("the file");
         let file = File::from_path(&path);
-        let size = file.size().await.unwrap_or_default();
+        let size = file.size().await.expect("the file's size");
         let app = axum::Router::new().route(
             "/",
             axum::routing::put(|body: Bytes| async move { body.len().to_string() }),

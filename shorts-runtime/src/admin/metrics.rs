@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing::warn;
 
-use crate::store::{AnyStore, OrderState, Store as _};
+use crate::store::{AnyStore, OrderState, RunOutcome, Store as _};
 
 /// Webhook answers, by short and HTTP status.
 pub(crate) const WEBHOOKS: &str = "shorts_webhooks";
@@ -78,54 +78,15 @@ struct StateLabel {
     state: &'static str,
 }
 
-/// How a run of the short ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// It returned an output.
-    Ok,
-    /// It returned an error, or its output could not be made a callback.
-    Error,
-    /// It panicked (or ended the process on every run).
-    Panic,
-    /// It ran past its timeout.
-    Timeout,
-    /// The buyer's inputs did not fit its input type.
-    BadInput,
-}
-
-impl Outcome {
-    const ALL: [Outcome; 5] = [
-        Outcome::Ok,
-        Outcome::Error,
-        Outcome::Panic,
-        Outcome::Timeout,
-        Outcome::BadInput,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Error => "error",
-            Outcome::Panic => "panic",
-            Outcome::Timeout => "timeout",
-            Outcome::BadInput => "bad_input",
-        }
-    }
-
-    /// The outcome of a run that returned `result`.
-    pub(crate) fn of<T>(result: &Result<T, crate::short::error::Error>) -> Self {
-        use crate::short::error::ErrorKind;
-        match result {
-            Ok(_) => Outcome::Ok,
-            Err(e) => match e.kind() {
-                ErrorKind::Panic => Outcome::Panic,
-                ErrorKind::Timeout => Outcome::Timeout,
-                ErrorKind::Input => Outcome::BadInput,
-                ErrorKind::Handler | ErrorKind::Output => Outcome::Error,
-            },
-        }
-    }
-}
+/// The run outcomes counted, in the order of [`ShortMetrics`]' counters (an interrupted run is
+/// not an ending: the order runs again).
+const FINISHED: [RunOutcome; 5] = [
+    RunOutcome::Ok,
+    RunOutcome::Error,
+    RunOutcome::Panic,
+    RunOutcome::Timeout,
+    RunOutcome::BadInput,
+];
 
 /// How a callback POST ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,7 +229,7 @@ impl Metrics {
         };
         ShortMetrics {
             webhooks: ShortWebhooks::new(&self.webhooks, short),
-            outcomes: Outcome::ALL.map(|outcome| {
+            outcomes: FINISHED.map(|outcome| {
                 self.finished.get_or_create_owned(&OutcomeLabels {
                     short: short.to_owned(),
                     outcome: outcome.as_str(),
@@ -374,7 +335,7 @@ impl ShortWebhooks {
 pub(crate) struct ShortMetrics {
     /// Its webhook answers.
     pub(crate) webhooks: ShortWebhooks,
-    /// One counter per [`Outcome`], in the order of `Outcome::ALL`.
+    /// One counter per outcome, in the order of `FINISHED`.
     outcomes: [Counter; 5],
     handler_seconds: Histogram,
     order_seconds: Histogram,
@@ -383,9 +344,10 @@ pub(crate) struct ShortMetrics {
 
 impl ShortMetrics {
     /// Counts a run that ended with `outcome`.
-    pub(crate) fn finished(&self, outcome: Outcome) {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
-        self.outcomes[i].inc();
+    pub(crate) fn finished(&self, outcome: RunOutcome) {
+        if let Some(i) = FINISHED.iter().position(|o| *o == outcome) {
+            self.outcomes[i].inc();
+        }
     }
 
     /// Marks a run of the handler as started, until the guard is dropped; the guard records the
@@ -443,7 +405,7 @@ mod tests {
         echo.webhooks.answered(http::StatusCode::OK);
         echo.webhooks.answered(http::StatusCode::IM_A_TEAPOT);
         metrics.unrouted().answered(http::StatusCode::NOT_FOUND);
-        echo.finished(Outcome::BadInput);
+        echo.finished(RunOutcome::BadInput);
         drop(echo.run());
         metrics.callback_attempt(Attempt::Paused);
         metrics.uploaded(1234);
@@ -478,12 +440,12 @@ mod tests {
     #[test]
     fn outcomes_of_errors() {
         use crate::short::error::{Error, ErrorKind};
-        let of = |kind| Outcome::of::<()>(&Err(Error::with_kind(kind, String::new())));
-        assert_eq!(Outcome::of::<()>(&Ok(())), Outcome::Ok);
-        assert_eq!(of(ErrorKind::Handler), Outcome::Error);
-        assert_eq!(of(ErrorKind::Output), Outcome::Error);
-        assert_eq!(of(ErrorKind::Panic), Outcome::Panic);
-        assert_eq!(of(ErrorKind::Timeout), Outcome::Timeout);
-        assert_eq!(of(ErrorKind::Input), Outcome::BadInput);
+        let of = |kind| RunOutcome::of::<()>(&Err(Error::with_kind(kind, String::new())));
+        assert_eq!(RunOutcome::of::<()>(&Ok(())), RunOutcome::Ok);
+        assert_eq!(of(ErrorKind::Handler), RunOutcome::Error);
+        assert_eq!(of(ErrorKind::Output), RunOutcome::Error);
+        assert_eq!(of(ErrorKind::Panic), RunOutcome::Panic);
+        assert_eq!(of(ErrorKind::Timeout), RunOutcome::Timeout);
+        assert_eq!(of(ErrorKind::Input), RunOutcome::BadInput);
     }
 }

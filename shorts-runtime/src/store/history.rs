@@ -72,7 +72,7 @@ impl RunOutcome {
                 ErrorKind::Input => RunOutcome::BadInput,
                 ErrorKind::Timeout => RunOutcome::Timeout,
                 ErrorKind::Panic => RunOutcome::Panic,
-                _ => RunOutcome::Error,
+                ErrorKind::Handler | ErrorKind::Output => RunOutcome::Error,
             },
         }
     }

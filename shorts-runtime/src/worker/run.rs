@@ -10,7 +10,6 @@ use tracing::{Instrument as _, error, info, warn};
 use url::Url;
 
 use super::{Engine, Held, Lane, Start};
-use crate::admin::metrics::Outcome;
 use crate::delivery::Rendered;
 use crate::short::Call;
 use crate::short::error::{Error, ErrorKind};
@@ -63,9 +62,10 @@ impl Engine {
         start: Option<Start>,
     ) -> Option<(Rendered, RunEnd)> {
         let (number, result) = self.run_short(claimed, start).await?;
+        let outcome = RunOutcome::of(&result);
         let run = RunEnd {
             run: number,
-            outcome: RunOutcome::of(&result),
+            outcome,
             error: result.as_ref().err().map(|e| e.message().to_owned()),
         };
         if let Some(metrics) = self
@@ -73,7 +73,7 @@ impl Engine {
             .get(claimed.short.as_str())
             .and_then(|l| l.metrics.as_ref())
         {
-            metrics.finished(Outcome::of(&result));
+            metrics.finished(outcome);
         }
         match &result {
             Ok(output) => info!(output_type = output.output_type(), "order finished"),

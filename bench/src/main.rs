@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p shorts-bench -- all              # the figures of BENCHMARKS.md
-//! cargo run --release -p shorts-bench -- all --quick      # a smoke run (CI)
+//! cargo run --release -p shorts-bench -- all --quick      # a smoke run (tests/smoke.rs)
 //! cargo run --release -p shorts-bench -- build            # clean build times (slow)
 //! cargo run --release -p shorts-bench -- orders [--count N] [--postgres URL]
 //!                                                     # the operator's queries on 100,000 orders
@@ -74,6 +74,9 @@ fn main() -> ExitCode {
         Some("build") => build::run(),
         Some(command @ ("files" | "service" | "all")) => {
             let quick = args.iter().any(|a| a == "--quick");
+            if args.iter().any(|a| a == "--prebuilt") {
+                service::PREBUILT.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             runtime().block_on(async {
                 if matches!(command, "service" | "all") {
                     service::run(quick).await;
@@ -89,7 +92,7 @@ fn main() -> ExitCode {
         Some("orders") => runtime().block_on(orders(&args[1..])),
         _ => {
             eprintln!(
-                "usage: shorts-bench all | service | files [--quick] | build | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS] | orders [--count N] [--rounds N] [--postgres URL]"
+                "usage: shorts-bench all | service | files [--quick] [--prebuilt] | build | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS] | orders [--count N] [--rounds N] [--postgres URL]"
             );
             ExitCode::from(2)
         }

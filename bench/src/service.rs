@@ -744,9 +744,16 @@ fn fsync_rate(dir: &Path) -> f64 {
     f64::from(count) / started.elapsed().as_secs_f64()
 }
 
+/// Set by `--prebuilt`: the caller built the baselines' binary next to this one (the smoke test's
+/// `cargo nextest run` does, with the workspace's features), so [`ensure_baselines`] leaves it be.
+pub(crate) static PREBUILT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Builds the baselines' binary next to this one, in the same profile (a no-op when it is up to
-/// date).
+/// date), unless it is [`PREBUILT`].
 fn ensure_baselines() {
+    if PREBUILT.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
     command.args(["build", "--quiet", "-p", "hand-written-short"]);

@@ -6,7 +6,7 @@
 //!   answering, and a background task that claims stored orders, POSTs their callbacks and marks
 //!   them delivered: the durability of shorts, without grouped commits.
 //!
-//! Both listen on `BIND` and call back `CALLBACK_URL` with `CALLBACK_SECRET`; the webhook must carry
+//! Both listen on `BIND` (and print `listening on ADDR` once they do) and call back `CALLBACK_URL` with `CALLBACK_SECRET`; the webhook must carry
 //! `x-api-key: API_KEY`.
 #![allow(clippy::expect_used, reason = "a benchmark baseline: its setup fails loudly")]
 
@@ -71,6 +71,8 @@ fn main() {
         }
         let router = Router::new().route("/shorts/echo", post(webhook)).with_state(app);
         let listener = tokio::net::TcpListener::bind(env("BIND")).await.expect("bind");
+        // The address actually bound, for a caller that asked for port 0.
+        println!("listening on {}", listener.local_addr().expect("bound address"));
         axum::serve(listener, router).await.expect("serve");
     });
 }

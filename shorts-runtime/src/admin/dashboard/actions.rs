@@ -5,8 +5,8 @@
 //! A `POST` passes the admin guard first, which refuses it (403) without the session's CSRF
 //! token. Each action is written to the log at INFO with the target `shorts::admin`: the action,
 //! the `order_id`, what it did, what let the request in (`token`, `session` or `open`) and, for a
-//! failure, the operator's message. The answer sends the browser back to the order's page, which
-//! says what happened.
+//! failure, the operator's message (`buyer_message`). The answer sends the browser back to the
+//! order's page, which says what happened.
 
 use std::sync::Arc;
 
@@ -235,7 +235,7 @@ pub(super) async fn fail(
         order_id = %id,
         result = done,
         who = access.via().as_str(),
-        message,
+        buyer_message = message,
         "admin action"
     );
     back_to(&id, done)

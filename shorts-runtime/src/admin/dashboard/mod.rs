@@ -220,11 +220,16 @@ fn order_path(id: &str) -> String {
     path
 }
 
-/// A time stored in ms since the Unix epoch, as UTC to the second.
+/// A time stored in ms since the Unix epoch, shown in UTC to the second; its `datetime` is the
+/// RFC 3339 text of `orders --json` (to the millisecond).
 fn time(ms: i64) -> Markup {
-    let stamp = humantime::format_rfc3339_seconds(time_from_stored(ms)).to_string();
-    let shown = stamp.replacen('T', " ", 1).replacen('Z', " UTC", 1);
-    html! { time datetime=(stamp) { (shown) } }
+    let at = time_from_stored(ms);
+    let exact = humantime::format_rfc3339_millis(at).to_string();
+    let shown = humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replacen('T', " ", 1)
+        .replacen('Z', " UTC", 1);
+    html! { time datetime=(exact) { (shown) } }
 }
 
 /// A duration in ms, as the logs show durations: `1.2s`, `350ms` (and `<1ms`).

@@ -175,25 +175,37 @@ fn filter_form(filter: &OrderFilter, shorts: &[&str], q: &str) -> Markup {
     }
 }
 
-/// One row per order, newest first.
+/// The columns of the list, each with the field of `orders --json` it shows.
+pub(super) const COLUMNS: [(&str, &str); 6] = [
+    ("Order id", "id"),
+    ("Short", "short"),
+    ("State", "state"),
+    ("Received", "received_at"),
+    ("Runs", "runs"),
+    ("Last error", "last_error"),
+];
+
+/// One row per order, newest first; each cell's `data-field` names the field of `orders --json`
+/// it shows.
 fn table(orders: &[OrderSummary]) -> Markup {
     html! {
         table #orders {
             thead {
                 tr {
-                    th { "Order id" } th { "Short" } th { "State" } th { "Received" }
-                    th.num { "Runs" } th { "Last error" }
+                    @for (title, field) in COLUMNS {
+                        th.num[field == "runs"] data-field=(field) { (title) }
+                    }
                 }
             }
             tbody {
                 @for order in orders {
                     tr data-order=(order.id) data-state=(order.state.as_str()) {
-                        td { a href=(order_path(&order.id)) { code { (order.id) } } }
-                        td { (order.short) }
-                        td { (state_badge(order.state)) }
-                        td { (time(order.received_at)) }
-                        td.num { (order.runs) }
-                        td { (last_error(order)) }
+                        td data-field="id" { a href=(order_path(&order.id)) { code { (order.id) } } }
+                        td data-field="short" { (order.short) }
+                        td data-field="state" { (state_badge(order.state)) }
+                        td data-field="received_at" { (time(order.received_at)) }
+                        td.num data-field="runs" { (order.runs) }
+                        td data-field="last_error" { (last_error(order)) }
                     }
                 }
             }

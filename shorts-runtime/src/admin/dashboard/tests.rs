@@ -685,5 +685,59 @@ async fn each_action_is_audited_with_who_did_it() {
         ),
         ("fail".into(), "o-wait".into(), "session".into(), "failed".into())
     );
-    assert_eq!(fields(1, "message"), "the site is down");
+    assert_eq!(fields(1, "buyer_message"), "the site is down");
+    assert!(
+        audit
+            .iter()
+            .all(|line| line["fields"]["message"] == "admin action")
+    );
+}
+
+#[tokio::test]
+async fn the_list_shows_the_fields_of_orders_json() {
+    let app = app().await;
+    dead(&app, "o-json", "report", serde_json::json!({})).await;
+    let router = app.admin_router();
+    let html = page(&router, "/orders").await;
+    let json = app
+        .store()
+        .orders_page(&crate::store::OrderFilter::default(), None, 1)
+        .await
+        .expect("page")
+        .orders[0]
+        .to_json();
+    let header = html.split("<thead>").nth(1).expect("a header");
+    let fields = values(header.split("</thead>").next().unwrap_or_default(), "data-field");
+    assert_eq!(
+        fields,
+        ["id", "short", "state", "received_at", "runs", "last_error"]
+    );
+    for field in &fields {
+        assert!(json.get(field).is_some(), "`orders --json` has no `{field}`");
+    }
+    let row = html.split("<tr data-order=\"o-json\"").nth(1).expect("the row");
+    for (field, shown) in [
+        ("id", format!("<code>{}</code>", json["id"].as_str().expect("id"))),
+        ("short", json["short"].as_str().expect("short").to_owned()),
+        (
+            "state",
+            format!(">{}</span>", json["state"].as_str().expect("state")),
+        ),
+        (
+            "received_at",
+            format!("datetime=\"{}\"", json["received_at"].as_str().expect("time")),
+        ),
+        ("runs", format!(">{}", json["runs"])),
+        (
+            "last_error",
+            json["last_error"].as_str().expect("error").to_owned(),
+        ),
+    ] {
+        let cell = row
+            .split(&format!(" data-field=\"{field}\""))
+            .nth(1)
+            .and_then(|rest| rest.split("</td>").next())
+            .unwrap_or_else(|| panic!("no {field} cell in {row}"));
+        assert!(cell.contains(&shown), "{field}: {shown} not in {cell}");
+    }
 }

@@ -240,7 +240,7 @@ fn duration_ms(ms: i64) -> String {
     }
 }
 
-/// An order's state as a badge; `id` is given to the one of an order's page.
+/// An order's state as a badge.
 fn state_badge(state: OrderState) -> Markup {
     html! { span class={ "state state-" (state.as_str()) } { (state.as_str()) } }
 }

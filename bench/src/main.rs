@@ -5,7 +5,8 @@
 //! cargo run --release -p shorts-bench -- all --quick      # a smoke run (tests/smoke.rs)
 //! cargo run --release -p shorts-bench -- build            # clean build times (slow)
 //! cargo run --release -p shorts-bench -- orders [--count N] [--postgres URL]
-//!                                                     # the operator's queries on 100,000 orders
+//!                                                     # the operator's queries and dashboard pages
+//!                                                     # on 100,000 orders
 //! ```
 //!
 //! The framework side runs as a child process of this binary (`serve`, through
@@ -99,7 +100,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Times the queries of an operator's pages on a store of `--count` orders (100,000 by default):
+/// Times the queries of an operator's pages, and the dashboard's pages rendered through the admin
+/// router, on a store of `--count` orders (100,000 by default):
 /// SQLite in a temporary file, or PostgreSQL at `--postgres URL` (in a schema of its own).
 async fn orders(args: &[String]) -> ExitCode {
     let value = |name: &str| {
@@ -133,7 +135,7 @@ async fn orders(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("{name}, {count} orders: median of {rounds} runs of each query");
+    println!("{name}, {count} orders: median of {rounds} runs of each query and page");
     for (query, time) in timings {
         println!("  {:>9.3} ms  {query}", time.as_secs_f64() * 1000.0);
     }

@@ -408,6 +408,15 @@ async fn orders_json_prints_one_object_per_order() {
     let rest = json_lines(&orders_command(&db, &["--json", "--after", next]));
     assert_eq!(rest, lines[1..]);
     assert_eq!(orders_command(&db, &["--json", "--short", "other"]), "");
+    // `--id` takes the start of an id, as the dashboard's search does.
+    let by_id = json_lines(&orders_command(&db, &["--json", "--id", "o-json-"]));
+    assert_eq!(by_id, lines);
+    let exact = json_lines(&orders_command(&db, &["--json", "--id", "o-json-1"]));
+    assert_eq!(exact, lines[1..]);
+    assert_eq!(
+        orders_command(&db, &["--id", "o-other"]),
+        "no orders with that id\n"
+    );
     assert_eq!(
         orders_command(&db, &["--short", "other"]),
         "no orders of short other\n"

@@ -65,6 +65,9 @@ enum Command {
         /// Only orders of this short.
         #[arg(long)]
         short: Option<String>,
+        /// Only orders whose `order_id` starts with this (the dashboard's search).
+        #[arg(long, value_name = "PREFIX")]
+        id: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,
@@ -72,9 +75,9 @@ enum Command {
         /// next page.
         #[arg(long, value_name = "CURSOR")]
         after: Option<String>,
-        /// One JSON object per line, for scripts: `id`, `short`, `state`, `received_at` (RFC 3339),
-        /// `runs`, `attempts`, `last_error`, `next_attempt_at`, `payload_purged`, `outcome`,
-        /// `failed_by_operator`, `cursor`.
+        /// One JSON object per line, for scripts: the fields of the dashboard's list (`id`,
+        /// `short`, `state`, `received_at` in RFC 3339, `runs`, `last_error`), then `attempts`,
+        /// `next_attempt_at`, `payload_purged`, `outcome`, `failed_by_operator` and `cursor`.
         #[arg(long)]
         json: bool,
     },
@@ -91,14 +94,15 @@ enum Command {
 /// Runs the command line. Its commands (`--help` describes each):
 ///
 /// - `serve` (the default): serve every short, configured from the environment, with the admin
-///   listener (`GET /metrics`) on `SHORTS_ADMIN_BIND` beside the webhook one; `serve --mock`
+///   listener (the orders dashboard and `GET /metrics`) on `SHORTS_ADMIN_BIND` beside the webhook
+///   one; `serve --mock`
 ///   delivers callbacks to a built-in mock of the platform and prints them;
 /// - `invoke <short> --input <json>` (or `--input-file <file>`): run one order in-process against a
 ///   built-in mock of the platform, print the callback and write returned files to `--out`;
 /// - `list`: the shorts in this binary, their routes and options;
-/// - `orders [--state <state>] [--short <short>] [--limit <n>] [--after <cursor>] [--json]`: the
-///   orders in the store
-///   (`SHORTS_STORE`), newest first; `--json` prints one JSON object per line;
+/// - `orders [--state <state>] [--short <short>] [--id <prefix>] [--limit <n>] [--after <cursor>]
+///   [--json]`: the orders in the store (`SHORTS_STORE`), newest first; `--json` prints one JSON
+///   object per line, with the fields of the dashboard's list;
 /// - `retry <order_id>`: deliver a dead or paused order's callback again;
 /// - `check`: check the configuration, the store, the platform and the certificate, and print the
 ///   webhook URLs; exits with 1 when a problem is found.
@@ -137,10 +141,11 @@ pub fn run() -> ExitCode {
         Command::Orders {
             state,
             short,
+            id,
             limit,
             after,
             json,
-        } => runtime.block_on(orders(state.as_deref(), short, limit, after.as_deref(), json)),
+        } => runtime.block_on(orders(state.as_deref(), short, id, limit, after.as_deref(), json)),
         Command::Retry { order_id } => runtime.block_on(retry(&order_id)),
         #[cfg(any(debug_assertions, feature = "testing"))]
         Command::Invoke {
@@ -367,6 +372,7 @@ async fn open_store() -> Result<AnyStore, ExitCode> {
 async fn orders(
     state: Option<&str>,
     short: Option<String>,
+    id: Option<String>,
     limit: u32,
     after: Option<&str>,
     json: bool,
@@ -399,7 +405,7 @@ async fn orders(
     let filter = OrderFilter {
         state,
         short,
-        id: None,
+        id: id.map(crate::store::history::IdMatch::Prefix),
     };
     let records = match store.orders_page(&filter, after.as_ref(), limit).await {
         Ok(page) => page.orders,
@@ -415,10 +421,11 @@ async fn orders(
         return ExitCode::SUCCESS;
     }
     if records.is_empty() {
-        match (state, &filter.short) {
-            (Some(state), _) => println!("no orders in state {state}"),
-            (None, Some(short)) => println!("no orders of short {short}"),
-            (None, None) => println!("no orders"),
+        match (state, &filter.short, &filter.id) {
+            (Some(state), _, _) => println!("no orders in state {state}"),
+            (None, Some(short), _) => println!("no orders of short {short}"),
+            (None, None, Some(_)) => println!("no orders with that id"),
+            (None, None, None) => println!("no orders"),
         }
     }
     for record in records {

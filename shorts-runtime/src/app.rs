@@ -127,6 +127,14 @@ impl AppBuilder {
     /// used, when there is no short, when two shorts share a name or a route, or when the store
     /// cannot be opened.
     pub async fn build(self) -> Result<App, BuildError> {
+        let app = self.assemble().await?;
+        app.intake.engine.start();
+        Ok(app)
+    }
+
+    /// As [`AppBuilder::build`], with the engine not started: nothing is claimed, run or
+    /// delivered. For reading a store through the admin routes (the dashboard's timing).
+    pub(crate) async fn assemble(self) -> Result<App, BuildError> {
         let config = match self.config {
             Some(config) => config,
             None => Config::from_env()?,
@@ -167,7 +175,6 @@ impl AppBuilder {
             None => Alerts::default(),
         };
         let engine = Engine::new(store, delivery, &lanes, timing, pending, metrics.clone(), alerts);
-        engine.start();
         let intake = Arc::new(Intake {
             config,
             lanes,
@@ -289,6 +296,36 @@ impl App {
         Self::builder().build().await
     }
 
+    /// An application that only reads the store of `store`, for the dashboard's tests and its
+    /// timing: shorts named `shorts` (which answer `"ok"`), the admin token `admin_token`, and an
+    /// engine never started, so that nothing is claimed, run or delivered.
+    pub(crate) async fn idle(
+        store: crate::config::StoreConfig,
+        shorts: &[&str],
+        admin_token: Option<crate::config::Secret>,
+    ) -> Result<App, BuildError> {
+        let config = Config {
+            callback_secret: Some(crate::config::Secret::new("idle")),
+            webhook_auth: vec![crate::config::WebhookAuth::new("x-api-key", "idle")?],
+            store,
+            admin_token,
+            ..Config::default()
+        };
+        let mut builder = App::builder().config(config).without_registered();
+        for name in shorts {
+            builder = builder.short(Short::new(name, |_: serde_json::Value, _: crate::Order| async {
+                Ok::<_, crate::Error>("ok")
+            }));
+        }
+        builder.assemble().await
+    }
+
+    /// The order store.
+    #[cfg(test)]
+    pub(crate) fn store(&self) -> &AnyStore {
+        &self.intake.engine.store
+    }
+
     /// The shorts served, in order.
     pub fn shorts(&self) -> impl Iterator<Item = &Short> {
         self.intake.lanes.iter().map(|lane| &lane.short)
@@ -330,11 +367,7 @@ impl App {
     ///
     /// When the store fails.
     pub async fn retry(&self, order_id: &str) -> Result<Retried, StoreError> {
-        let retried = crate::store::retry(&self.intake.engine.store, order_id).await?;
-        if matches!(retried, Retried::Redelivering { .. }) {
-            self.intake.engine.wake();
-        }
-        Ok(retried)
+        self.intake.engine.retry(order_id).await
     }
 
     /// Fails a stuck order now: a received, delivering or paused order gets a failure callback
@@ -348,11 +381,7 @@ impl App {
     ///
     /// When the store fails.
     pub async fn fail_now(&self, order_id: &str, message: &str) -> Result<FailedNow, StoreError> {
-        let failed = crate::store::fail_now(&self.intake.engine.store, order_id, message).await?;
-        if failed == FailedNow::Failing {
-            self.intake.engine.wake();
-        }
-        Ok(failed)
+        self.intake.engine.fail_now(order_id, message).await
     }
 
     /// The webhook routes and `GET /healthz`, to nest in an existing axum application. Orders run
@@ -363,8 +392,10 @@ impl App {
     }
 
     /// The admin routes, to serve on a listener of their own (as `serve` does on
-    /// `SHORTS_ADMIN_BIND`), never beside the webhook routes: `GET /metrics` (Prometheus), `GET /`,
-    /// and the login form (`GET`/`POST /login`, `POST /logout`). When
+    /// `SHORTS_ADMIN_BIND`), never beside the webhook routes: `GET /metrics` (Prometheus), the
+    /// orders dashboard (`GET /`, `GET /orders`, `GET /orders/{order_id}`, and its retry and fail
+    /// actions, confirmed on pages of their own and sent with the session's CSRF token), and the
+    /// login form (`GET`/`POST /login`, `POST /logout`). When
     /// [`Config::admin_token`] is set, every route but the login form asks for
     /// `Authorization: Bearer <token>` or the session cookie the form sets. With
     /// [`Config::admin_bind`] `None`, no metrics are recorded and `/metrics` answers 404.

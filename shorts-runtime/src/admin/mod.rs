@@ -17,6 +17,7 @@
 //! marked `Secure` when the login request arrives with `X-Forwarded-Proto: https`.
 
 pub(crate) mod alerts;
+mod dashboard;
 pub(crate) mod metrics;
 
 use std::collections::HashMap;
@@ -51,7 +52,7 @@ pub(crate) const CSRF_FIELD: &str = "csrf";
 /// The header that may carry the CSRF token instead.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 /// The largest form body read.
-const MAX_FORM: usize = 64 * 1024;
+pub(crate) const MAX_FORM: usize = 64 * 1024;
 /// The most connections the admin listener keeps open.
 const MAX_CONNECTIONS: usize = 64;
 
@@ -73,6 +74,29 @@ struct Session {
 #[derive(Debug, Clone)]
 pub(crate) struct Access {
     csrf: Option<Arc<str>>,
+    via: Via,
+}
+
+/// What let a request in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// The bearer token.
+    Token,
+    /// A session cookie from the login form.
+    Session,
+    /// Nothing: no admin token is set (the listener is on a loopback address).
+    Open,
+}
+
+impl Via {
+    /// Its name in the audit log: `token`, `session` or `open`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Via::Token => "token",
+            Via::Session => "session",
+            Via::Open => "open",
+        }
+    }
 }
 
 impl Access {
@@ -80,6 +104,11 @@ impl Access {
     /// needs none).
     pub(crate) fn csrf(&self) -> Option<&str> {
         self.csrf.as_deref()
+    }
+
+    /// What let the request in.
+    pub(crate) fn via(&self) -> Via {
+        self.via
     }
 }
 
@@ -117,6 +146,7 @@ impl Admin {
         let Some(token) = &self.token else {
             return Some(Access {
                 csrf: Some(Arc::clone(&self.open_csrf)),
+                via: Via::Open,
             });
         };
         if let Some(authorization) = headers.get(AUTHORIZATION) {
@@ -124,13 +154,17 @@ impl Admin {
                 .as_bytes()
                 .strip_prefix(b"Bearer ")
                 .unwrap_or_default();
-            return equal(bearer, token.expose().as_bytes()).then_some(Access { csrf: None });
+            return equal(bearer, token.expose().as_bytes()).then_some(Access {
+                csrf: None,
+                via: Via::Token,
+            });
         }
         let id = session_cookie(headers)?;
         let sessions = self.sessions();
         let session = sessions.get(id).filter(|s| s.expires > Instant::now())?;
         Some(Access {
             csrf: Some(Arc::clone(&session.csrf)),
+            via: Via::Session,
         })
     }
 
@@ -173,8 +207,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 
 /// The admin routes: `/login` open, the rest behind [`guard`].
 pub(crate) fn router(admin: &Arc<Admin>) -> Router {
-    let guarded = Router::new()
-        .route("/", get(index))
+    let guarded = dashboard::routes(Router::new())
         .route("/metrics", get(metrics))
         .route("/logout", post(logout))
         .route_layer(middleware::from_fn_with_state(Arc::clone(admin), guard));
@@ -197,7 +230,7 @@ pub(crate) async fn serve(
         } else {
             "none (loopback)"
         };
-        info!(%addr, auth, "admin listener: GET /metrics");
+        info!(%addr, auth, "admin listener: the dashboard at /, GET /metrics");
     }
     let limits = crate::server::Limits {
         max_connections: MAX_CONNECTIONS,
@@ -259,13 +292,13 @@ fn refuse(headers: &HeaderMap) -> Response {
 }
 
 /// The value of `name` in a `application/x-www-form-urlencoded` body.
-fn form_field(body: &[u8], name: &str) -> Option<String> {
+pub(crate) fn form_field(body: &[u8], name: &str) -> Option<String> {
     url::form_urlencoded::parse(body)
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
 }
 
-fn text(status: StatusCode, message: &str) -> Response {
+pub(crate) fn text(status: StatusCode, message: &str) -> Response {
     let mut response = (status, format!("{message}\n")).into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -291,6 +324,13 @@ pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response {
          <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}}\
          input,button{{font:inherit;padding:.3rem .6rem}}</style></head>\n<body>\n{body}\n</body></html>\n"
     );
+    html_response(status, html)
+}
+
+/// An HTML document as an answer of the admin listener: never cached, never framed, and nothing
+/// loaded from elsewhere (the content security policy allows inline styles only; inline SVG
+/// needs no source).
+pub(crate) fn html_response(status: StatusCode, html: String) -> Response {
     let mut response = (status, html).into_response();
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
@@ -365,36 +405,6 @@ async fn logout(State(admin): State<Arc<Admin>>, request: Request) -> Response {
         HeaderValue::from_static("shorts_admin=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
     );
     response
-}
-
-async fn index(State(admin): State<Arc<Admin>>, request: Request) -> Response {
-    let csrf = request
-        .extensions()
-        .get::<Access>()
-        .and_then(Access::csrf)
-        .unwrap_or_default();
-    let logout = if admin.token.is_some() {
-        format!(
-            "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"{CSRF_FIELD}\" value=\"{csrf}\">\
-             <button type=\"submit\">Log out</button></form>"
-        )
-    } else {
-        String::new()
-    };
-    let shorts: String = admin
-        .intake
-        .lanes
-        .iter()
-        .map(|lane| format!("<li><code>{}</code></li>", lane.short.path))
-        .collect();
-    page(
-        StatusCode::OK,
-        "shorts admin",
-        &format!(
-            "<h1>shorts admin</h1>\n<p>Webhook routes:</p><ul>{shorts}</ul>\n\
-             <p><a href=\"/metrics\">Metrics</a> (Prometheus)</p>\n{logout}"
-        ),
-    )
 }
 
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {

@@ -1,4 +1,5 @@
-//! Times the operator's queries on a store filled with many orders: `shorts-bench orders`.
+//! Times the operator's queries, and the dashboard's pages, on a store filled with many orders:
+//! `shorts-bench orders`.
 
 use std::time::{Duration, Instant};
 
@@ -9,20 +10,36 @@ use crate::config::StoreConfig;
 /// Milliseconds between two orders' receptions in the filled store: 100,000 orders span a day.
 const SPACING_MS: i64 = 864;
 
+/// Why a timing could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TimingError {
+    /// The store could not be opened, filled or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The application that serves the dashboard could not be built.
+    #[error(transparent)]
+    Build(#[from] crate::BuildError),
+    /// A query found nothing, or a page did not answer 200 with what it lists: the timing would
+    /// not be of the real work.
+    #[error("`{0}` found nothing in the filled store")]
+    NothingFound(String),
+}
+
 /// Fills the SQLite or PostgreSQL store of `config` with `count` orders received over the past
 /// (each with a run and a callback attempt in its history; a fiftieth dead, a hundredth still
-/// received), then times each query an operator's pages make, `rounds` times; returns each
-/// query's name with its median time. The orders' ids start with `bench-`; the store must hold no
+/// received), then times each query an operator's pages make, and each page of the dashboard
+/// rendered through the admin router (in-process, as a browser asks for it), `rounds` times;
+/// returns each one's name with its median time. The orders' ids start with `bench-`; the store must hold no
 /// such orders. A PostgreSQL store is made in a schema of its own, dropped at the end.
 ///
 /// # Errors
 ///
-/// When the store cannot be opened, filled or read.
+/// When the store cannot be opened, filled or read, or a query or page finds nothing.
 pub(crate) async fn order_queries(
     config: &StoreConfig,
     count: u32,
     rounds: u32,
-) -> Result<Vec<(String, Duration)>, StoreError> {
+) -> Result<Vec<(String, Duration)>, TimingError> {
     let StoreConfig::Postgres(url) = config else {
         return timed(config, count, rounds).await;
     };
@@ -51,7 +68,11 @@ pub(crate) async fn order_queries(
 }
 
 /// [`order_queries`] on the store of `config`.
-async fn timed(config: &StoreConfig, count: u32, rounds: u32) -> Result<Vec<(String, Duration)>, StoreError> {
+async fn timed(
+    config: &StoreConfig,
+    count: u32,
+    rounds: u32,
+) -> Result<Vec<(String, Duration)>, TimingError> {
     let (store, start) = filled(config, count).await?;
     let all = OrderFilter::default();
     let deep = PageCursor {
@@ -94,9 +115,7 @@ async fn timed(config: &StoreConfig, count: u32, rounds: u32) -> Result<Vec<(Str
                 let found: usize = $query;
                 times.push(began.elapsed());
                 if found == 0 {
-                    return Err(StoreError::database(StoreOperation::Report)(
-                        sqlx::Error::RowNotFound,
-                    ));
+                    return Err(TimingError::NothingFound($name.to_owned()));
                 }
             }
             times.sort();
@@ -135,6 +154,51 @@ async fn timed(config: &StoreConfig, count: u32, rounds: u32) -> Result<Vec<(Str
     time!(
         "order detail with its timeline",
         store.detail(&detail_id).await?.map_or(0, |d| d.timeline.len())
+    );
+    drop(store);
+    // The dashboard's pages through the admin router, as a browser gets them: the queries above
+    // and the HTML.
+    let app = crate::App::idle(config.clone(), &["echo", "report", "resize"], None).await?;
+    let router = app.admin_router();
+    // The page at `path`: 1 when it answers 200 with what it lists (an order's row, the chart,
+    // a timeline), else 0.
+    let rendered = async |path: &str| -> usize {
+        use tower::ServiceExt as _;
+        let Ok(request) = http::Request::get(path).body(axum::body::Body::empty()) else {
+            return 0;
+        };
+        let Ok(response) = router.clone().oneshot(request).await;
+        if response.status() != http::StatusCode::OK {
+            return 0;
+        }
+        let Ok(body) = axum::body::to_bytes(response.into_body(), usize::MAX).await else {
+            return 0;
+        };
+        let text = String::from_utf8_lossy(&body);
+        usize::from(
+            ["data-order=", "id=\"hourly-chart\"", "id=\"timeline\""]
+                .iter()
+                .any(|mark| text.contains(mark)),
+        )
+    };
+    time!("page: overview (/)", rendered("/").await);
+    time!("page: orders, newest 50", rendered("/orders").await);
+    time!(
+        "page: orders, from the middle (Older link)",
+        rendered(&format!("/orders?after={}", deep.encode())).await
+    );
+    time!("page: orders, state = dead", rendered("/orders?state=dead").await);
+    time!(
+        "page: orders, state = dead and short = report",
+        rendered("/orders?state=dead&short=report").await
+    );
+    time!(
+        "page: orders, order_id prefix",
+        rendered(&format!("/orders?q={}", &middle[..middle.len() - 2])).await
+    );
+    time!(
+        "page: order detail",
+        rendered(&format!("/orders/{detail_id}")).await
     );
     Ok(timings)
 }
@@ -230,7 +294,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = StoreConfig::Sqlite(dir.join("orders.db"));
         let timings = order_queries(&config, 1_000, 1).await.expect("timed");
-        assert_eq!(timings.len(), 12);
+        assert_eq!(timings.len(), 19);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::error;
 
 use super::Engine;
-use crate::store::Store;
+use crate::store::{FailedNow, Retried, Store, StoreError};
 
 /// Orders claimed per query.
 const CLAIM_BATCH: u32 = 64;
@@ -19,6 +19,26 @@ impl Engine {
     /// Looks for work now rather than at the next poll.
     pub(crate) fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Puts a dead or paused order back to delivery (see [`App::retry`](crate::App::retry)) and
+    /// looks for work at once when it did.
+    pub(crate) async fn retry(&self, order_id: &str) -> Result<Retried, StoreError> {
+        let retried = crate::store::retry(&self.store, order_id).await?;
+        if matches!(retried, Retried::Redelivering { .. }) {
+            self.wake();
+        }
+        Ok(retried)
+    }
+
+    /// Fails a stuck order now (see [`App::fail_now`](crate::App::fail_now)) and looks for work
+    /// at once when it did.
+    pub(crate) async fn fail_now(&self, order_id: &str, message: &str) -> Result<FailedNow, StoreError> {
+        let failed = crate::store::fail_now(&self.store, order_id, message).await?;
+        if failed == FailedNow::Failing {
+            self.wake();
+        }
+        Ok(failed)
     }
 
     /// Claims due orders (left by earlier runs or other instances, or due for a retry) and starts

@@ -22,6 +22,12 @@ use shorts_tests::TempDir;
 /// The longest any one wait for the browser or the page lasts.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
+/// The browser window's width and height.
+const WINDOW: (u32, u32) = (1280, 900);
+
+/// The tallest a screenshot gets, in pixels.
+const TALLEST: u32 = 6000;
+
 /// The path of the executable `name` in a folder of `PATH`.
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -154,7 +160,7 @@ impl Browser {
                     "--headless=new",
                     "--no-sandbox",
                     "--disable-gpu",
-                    "--window-size=1280,900",
+                    format!("--window-size={},{}", WINDOW.0, WINDOW.1),
                     format!("--user-data-dir={}", profile.root().display()),
                 ],
             },
@@ -228,18 +234,101 @@ impl Browser {
         }
     }
 
-    /// Clicks the element that `css` selects, waiting for it first.
-    pub(crate) async fn click(&self, css: &str) {
+    /// Every element that `css` selects now (maybe none).
+    pub(crate) async fn find_all(&self, css: &str) -> Vec<Element> {
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("looking for `{css}`: {e}"))
+    }
+
+    /// Clicks the element that `css` selects (waiting for it first), a link or a button that
+    /// leads to another page, and waits at most [`WAIT`] until that page has replaced this one
+    /// and loaded.
+    pub(crate) async fn click_to_page(&self, css: &str) {
+        let before = self.find("html").await;
         self.find(css)
             .await
             .click()
             .await
             .unwrap_or_else(|e| panic!("could not click `{css}`: {e}"));
+        let started = Instant::now();
+        loop {
+            // The old page's root goes stale once the next page replaces it.
+            let gone = match before.tag_name().await {
+                Ok(_) => false,
+                Err(e) if e.is_stale_element_reference() => true,
+                Err(e) => panic!("watching the page after clicking `{css}`: {e}"),
+            };
+            if gone {
+                let state = self
+                    .client
+                    .execute("return document.readyState;", Vec::new())
+                    .await
+                    .expect("the page's state");
+                if state == "complete" {
+                    return;
+                }
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "clicking `{css}` on {} led to no new page within {WAIT:?}",
+                self.path().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
-    /// Saves a PNG of the page as `NN-name.png` in the screenshot folder.
+    /// Reloads the page until `css` selects something, at most [`WAIT`]; the element.
+    pub(crate) async fn reload_until(&self, css: &str) -> Element {
+        let started = Instant::now();
+        loop {
+            if let Some(found) = self.find_all(css).await.into_iter().next() {
+                return found;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "`{css}` did not appear on {} within {WAIT:?} of reloading:\n{}",
+                self.path().await,
+                self.client.source().await.unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.client.refresh().await.expect("reload the page");
+        }
+    }
+
+    /// Saves a PNG of the whole page (the window is made as tall as the page for it, up to
+    /// [`TALLEST`] pixels) as `NN-name.png` in the screenshot folder.
     pub(crate) async fn screenshot(&mut self, name: &str) -> PathBuf {
+        let sizes = self
+            .client
+            .execute(
+                "return [document.documentElement.scrollHeight, \
+                 window.outerHeight - window.innerHeight];",
+                Vec::new(),
+            )
+            .await
+            .expect("the page's height");
+        let height = |i: usize| {
+            sizes[i]
+                .as_u64()
+                .map_or(0, |h| u32::try_from(h).unwrap_or(TALLEST))
+        };
+        let (page, frame) = (height(0), height(1));
+        let tall = page > WINDOW.1 - frame;
+        if tall {
+            self.client
+                .set_window_size(WINDOW.0, (page + frame).min(TALLEST))
+                .await
+                .expect("the window made as tall as the page");
+        }
         let png = self.client.screenshot().await.expect("a screenshot");
+        if tall {
+            self.client
+                .set_window_size(WINDOW.0, WINDOW.1)
+                .await
+                .expect("the window's size restored");
+        }
         assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
         self.taken += 1;
         let path = self.shots.join(format!("{:02}-{name}.png", self.taken));

@@ -1,10 +1,12 @@
 //! The orders dashboard in a real browser: headless Chromium, driven through chromedriver, against
-//! an App whose admin listener asks for a token and whose orders go to the mock platform.
+//! an App whose admin listener asks for a token and whose orders go to the mock platform. The
+//! same pages and actions over plain HTTP are in [`http`].
 //!
-//! Each page visited is saved as a PNG under `$CARGO_TARGET_TMPDIR/dashboard/<test>/`.
+//! Each page the browser visits is saved as a PNG under `$CARGO_TARGET_TMPDIR/dashboard/<test>/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 mod browser;
+mod http;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -417,18 +417,12 @@ async fn login(router: &Router) -> (String, String) {
             .expect("request"),
     )
     .await;
-    let csrf = values(&html, "value")
-        .into_iter()
-        .zip(values(&html, "name"))
-        .find(|(_, name)| *name == "csrf")
-        .map(|(value, _)| value.to_owned());
     let csrf = html
         .split("name=\"csrf\" value=\"")
         .nth(1)
         .and_then(|rest| rest.split('"').next())
-        .map(str::to_owned)
-        .or(csrf)
-        .expect("a CSRF field");
+        .expect("a CSRF field")
+        .to_owned();
     (cookie, csrf)
 }
 
@@ -602,4 +596,94 @@ async fn every_page_needs_the_token_or_a_session() {
         app.store().get("o-1").await.expect("get").expect("order").state,
         OrderState::Dead
     );
+}
+
+/// Collects what a subscriber writes.
+#[derive(Clone, Default)]
+struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+    type Writer = Lines;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_action_is_audited_with_who_did_it() {
+    let lines = Lines::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(lines.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let app = app().await;
+    dead(&app, "o-dead", "echo", serde_json::json!({})).await;
+    waiting(&app, "o-wait", "echo").await;
+    let router = app.admin_router();
+    let (status, _, _) = send(
+        &router,
+        Request::post("/orders/o-dead/retry")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (cookie, csrf) = login(&router).await;
+    let (status, _, _) = send(
+        &router,
+        post_form(
+            "/orders/o-wait/fail",
+            &cookie,
+            &format!("csrf={csrf}&message=the+site+is+down"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+
+    let written = lines.0.lock().map(|b| b.clone()).unwrap_or_default();
+    let audit: Vec<serde_json::Value> = String::from_utf8_lossy(&written)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["target"] == "shorts::admin" && line["fields"]["action"].is_string())
+        .collect();
+    assert_eq!(audit.len(), 2, "{}", String::from_utf8_lossy(&written));
+    assert!(audit.iter().all(|line| line["level"] == "INFO"));
+    let fields = |i: usize, name: &str| audit[i]["fields"][name].clone();
+    assert_eq!(
+        (
+            fields(0, "action"),
+            fields(0, "order_id"),
+            fields(0, "who"),
+            fields(0, "result")
+        ),
+        ("retry".into(), "o-dead".into(), "token".into(), "retried".into())
+    );
+    assert_eq!(
+        (
+            fields(1, "action"),
+            fields(1, "order_id"),
+            fields(1, "who"),
+            fields(1, "result")
+        ),
+        ("fail".into(), "o-wait".into(), "session".into(), "failed".into())
+    );
+    assert_eq!(fields(1, "message"), "the site is down");
 }

@@ -315,18 +315,6 @@ fn redirect(to: &'static str) -> Response {
     response
 }
 
-/// A page of the admin listener: never cached, never framed.
-pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}}\
-         input,button{{font:inherit;padding:.3rem .6rem}}</style></head>\n<body>\n{body}\n</body></html>\n"
-    );
-    html_response(status, html)
-}
-
 /// An HTML document as an answer of the admin listener: never cached, never framed, and nothing
 /// loaded from elsewhere (the content security policy allows inline styles only; inline SVG
 /// needs no source).
@@ -345,23 +333,11 @@ pub(crate) fn html_response(status: StatusCode, html: String) -> Response {
     response
 }
 
-fn login_page(status: StatusCode, message: &str) -> Response {
-    page(
-        status,
-        "shorts admin: log in",
-        &format!(
-            "<h1>shorts admin</h1>\n{message}<form method=\"post\" action=\"/login\">\
-             <label>Admin token <input type=\"password\" name=\"token\" autocomplete=\"current-password\" required autofocus></label> \
-             <button type=\"submit\">Log in</button></form>"
-        ),
-    )
-}
-
 async fn login_form(State(admin): State<Arc<Admin>>) -> Response {
     if admin.token.is_none() {
         return redirect("/");
     }
-    login_page(StatusCode::OK, "")
+    dashboard::login_page(StatusCode::OK, false)
 }
 
 async fn login(State(admin): State<Arc<Admin>>, request: Request) -> Response {
@@ -375,7 +351,7 @@ async fn login(State(admin): State<Arc<Admin>>, request: Request) -> Response {
     let given = form_field(&body, "token").unwrap_or_default();
     if !equal(given.as_bytes(), token.expose().as_bytes()) {
         warn!("admin login refused: wrong token");
-        return login_page(StatusCode::UNAUTHORIZED, "<p>That is not the admin token.</p>\n");
+        return dashboard::login_page(StatusCode::UNAUTHORIZED, true);
     }
     let id = admin.open_session();
     let secure = parts

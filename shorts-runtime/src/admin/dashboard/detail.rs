@@ -68,7 +68,17 @@ pub(super) async fn detail(
                 }
                 pre.error #error { (truncate(error, SHOWN_JSON)) }
             },
-            None => p.muted #error { "No error." },
+            None => @match failure_message(&detail) {
+                // Failed by hand, or a run's error the buyer was sent: the order ended in failure.
+                Some(message) => {
+                    p.muted {
+                        @if order.failed_by_operator { "Failed by an operator; the buyer was sent:" }
+                        @else { "The order failed; the buyer was sent:" }
+                    }
+                    pre.error #error { (truncate(message, SHOWN_JSON)) }
+                },
+                None => p.muted #error { "No error." },
+            },
         }
         h2 { "Timeline" }
         (timeline(&detail))
@@ -84,6 +94,15 @@ pub(super) async fn detail(
     )
 }
 
+/// The failure message of the stored callback, when it reports a failure (`ok: false`).
+fn failure_message(detail: &OrderDetail) -> Option<&str> {
+    let result = detail.result.as_ref()?;
+    if result.get("ok").and_then(Value::as_bool) != Some(false) {
+        return None;
+    }
+    result.get(crate::wire::platform::FAILURE_MESSAGE_FIELD)?.as_str()
+}
+
 /// The order waits for a delivery attempt in this state (its next time is meaningful).
 fn waiting(state: OrderState) -> bool {
     matches!(state, OrderState::Delivering | OrderState::Paused)
@@ -94,11 +113,11 @@ fn notice(done: &str, state: OrderState) -> Option<Markup> {
     let (warn, text) = match done {
         "retried" => (
             false,
-            "Retried: the stored callback is being delivered again, from the start of the retry schedule.",
+            "Retried: the stored callback was queued for delivery again, from the start of the retry schedule.",
         ),
         "failed" => (
             false,
-            "Failed: a failure callback (ok: false) with your message is being delivered.",
+            "Failed: a failure callback (ok: false) with your message was queued for delivery.",
         ),
         "busy" => (
             true,
@@ -109,7 +128,9 @@ fn notice(done: &str, state: OrderState) -> Option<Markup> {
         _ => return None,
     };
     Some(html! {
-        p.notice.warn[warn] #notice role="status" data-done=(done) data-state=(state.as_str()) { (text) }
+        p.notice.warn[warn] #notice role="status" data-done=(done) data-state=(state.as_str()) {
+            (text) " " a href="?" { "Dismiss" }
+        }
     })
 }
 

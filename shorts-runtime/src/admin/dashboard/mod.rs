@@ -151,6 +151,41 @@ fn layout(admin: &Admin, access: &Access, section: Option<Section>, title: &str,
     }
 }
 
+/// The login form, in the dashboard's style; `refused` says that the token just given was wrong.
+pub(crate) fn login_page(status: StatusCode, refused: bool) -> Response {
+    respond(
+        status,
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { "Log in · shorts admin" }
+                    style { (PreEscaped(STYLE)) }
+                }
+                body {
+                    header { strong { "shorts admin" } }
+                    main {
+                        h1 { "Log in" }
+                        @if refused {
+                            p.notice.warn #login-refused role="alert" { "That is not the admin token." }
+                        }
+                        form method="post" action="/login" {
+                            label {
+                                "Admin token "
+                                input type="password" name="token" autocomplete="current-password" required autofocus;
+                            }
+                            " "
+                            button type="submit" id="login" { "Log in" }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
 /// The hidden CSRF field of a form, when the request needs one.
 fn csrf_field(access: &Access) -> Markup {
     html! {

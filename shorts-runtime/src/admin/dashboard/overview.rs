@@ -125,6 +125,11 @@ fn chart(hours: &[HourCount]) -> Markup {
             title #hourly-title { "Orders and failures per hour, last 24 hours (UTC)" }
             desc #hourly-desc { (summary) }
             line x1="5" x2=(width - 5) y1=(TOP + PLOT) y2=(TOP + PLOT) stroke="#d0d7de" {}
+            @if received == 0 {
+                text #hourly-empty x=(width / 2) y=(TOP + PLOT / 2) text-anchor="middle" font-size="13" fill="#656d76" {
+                    "No orders in the last 24 hours"
+                }
+            }
             @for (i, hour) in hours.iter().enumerate() {
                 @let x = 5 + SLOT * i as i64 + (SLOT - BAR) / 2;
                 @let h = scale(hour.received);
@@ -140,7 +145,8 @@ fn chart(hours: &[HourCount]) -> Markup {
                             (hour.received)
                         }
                     }
-                    @if i % 3 == 0 {
+                    // Every third hour, counted back from the current one, which is always labelled.
+                    @if (hours.len() - 1 - i).is_multiple_of(3) {
                         text x=(x + BAR / 2) y=(HEIGHT - 5) text-anchor="middle" font-size="10" fill="#656d76" {
                             (hour_label(hour.hour))
                         }
@@ -182,7 +188,7 @@ fn run_times_table(shorts: &[&str], times: &[RunTimes]) -> Markup {
     );
     html! {
         table #run-times {
-            thead { tr { th { "Short" } th.num { "Runs" } th.num { "p50" } th.num { "p95" } } }
+            thead { tr { th { "Short" } th.num { "Finished runs" } th.num { "p50" } th.num { "p95" } } }
             tbody {
                 @for name in names {
                     tr data-short=(name) {

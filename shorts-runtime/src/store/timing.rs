@@ -74,90 +74,182 @@ async fn timed(
     rounds: u32,
 ) -> Result<Vec<(String, Duration)>, TimingError> {
     let (store, start) = filled(config, count).await?;
-    let all = OrderFilter::default();
-    let deep = PageCursor {
-        received_at: start + i64::from(count / 2) * SPACING_MS,
-        id: format!("bench-{:08}", count / 2),
-    };
-    let dead = OrderFilter {
-        state: Some(OrderState::Dead),
-        ..OrderFilter::default()
-    };
-    let short = OrderFilter {
-        short: Some("report".to_owned()),
-        ..OrderFilter::default()
-    };
-    let both = OrderFilter {
-        state: Some(OrderState::Dead),
-        short: Some("report".to_owned()),
-        id: None,
-    };
-    // The hundred orders whose ids differ from the middle one's in their last two digits.
-    let middle = format!("bench-{:08}", count / 2);
-    let prefix = OrderFilter {
-        id: Some(IdMatch::Prefix(middle[..middle.len() - 2].to_owned())),
-        ..OrderFilter::default()
-    };
-    let exact = OrderFilter {
-        id: Some(IdMatch::Exact(format!("bench-{:08}", count / 3))),
-        ..OrderFilter::default()
-    };
-    let day_ago = now_ms() - 24 * super::history::HOUR_MS;
-    let detail_id = format!("bench-{:08}", count / 3);
+    let orders = Picked::new(start, count);
     let mut timings = Vec::new();
-    // Runs `$query` (which answers how many things it found: none is an error) `rounds` times and
-    // keeps the median time.
-    macro_rules! time {
-        ($name:expr, $query:expr) => {{
-            let mut times = Vec::new();
-            for _ in 0..rounds.max(1) {
-                let began = Instant::now();
-                let found: usize = $query;
-                times.push(began.elapsed());
-                if found == 0 {
-                    return Err(TimingError::NothingFound($name.to_owned()));
-                }
+    queries(&store, &orders, rounds, &mut timings).await?;
+    drop(store);
+    pages(config, &orders, rounds, &mut timings).await?;
+    Ok(timings)
+}
+
+/// Runs `$query` (which answers how many things it found: none is an error) `$rounds` times and
+/// adds its median time to `$timings` as `$name`.
+macro_rules! time {
+    ($timings:expr, $rounds:expr, $name:expr, $query:expr) => {{
+        let mut times = Vec::new();
+        for _ in 0..$rounds.max(1) {
+            let began = Instant::now();
+            let found: usize = $query;
+            times.push(began.elapsed());
+            if found == 0 {
+                return Err(TimingError::NothingFound($name.to_owned()));
             }
-            times.sort();
-            timings.push(($name.to_owned(), times[times.len() / 2]));
-        }};
+        }
+        times.sort();
+        $timings.push(($name.to_owned(), times[times.len() / 2]));
+    }};
+}
+
+/// The filters, cursor and orders the timings ask for, in a store filled by [`filled`].
+struct Picked {
+    all: OrderFilter,
+    /// The cursor of the middle order: a page from deep in the list.
+    deep: PageCursor,
+    dead: OrderFilter,
+    short: OrderFilter,
+    both: OrderFilter,
+    /// The start of the middle order's id, shared by a hundred orders.
+    prefix: String,
+    exact: OrderFilter,
+    detail_id: String,
+    day_ago: i64,
+}
+
+impl Picked {
+    fn new(start: i64, count: u32) -> Self {
+        let middle = format!("bench-{:08}", count / 2);
+        let prefix = middle[..middle.len() - 2].to_owned();
+        Picked {
+            all: OrderFilter::default(),
+            deep: PageCursor {
+                received_at: start + i64::from(count / 2) * SPACING_MS,
+                id: middle,
+            },
+            dead: OrderFilter {
+                state: Some(OrderState::Dead),
+                ..OrderFilter::default()
+            },
+            short: OrderFilter {
+                short: Some("report".to_owned()),
+                ..OrderFilter::default()
+            },
+            both: OrderFilter {
+                state: Some(OrderState::Dead),
+                short: Some("report".to_owned()),
+                id: None,
+            },
+            exact: OrderFilter {
+                id: Some(IdMatch::Exact(format!("bench-{:08}", count / 3))),
+                ..OrderFilter::default()
+            },
+            prefix,
+            detail_id: format!("bench-{:08}", count / 3),
+            day_ago: now_ms() - 24 * super::history::HOUR_MS,
+        }
     }
+}
+
+/// Times the store's queries behind the operator's pages.
+async fn queries(
+    store: &AnyStore,
+    picked: &Picked,
+    rounds: u32,
+    timings: &mut Vec<(String, Duration)>,
+) -> Result<(), TimingError> {
     let page = async |filter: &OrderFilter, after: Option<&PageCursor>| -> Result<usize, StoreError> {
         Ok(store.orders_page(filter, after, 50).await?.orders.len())
     };
-    time!("page 1 of 50, newest first", page(&all, None).await?);
+    let prefix = OrderFilter {
+        id: Some(IdMatch::Prefix(picked.prefix.clone())),
+        ..OrderFilter::default()
+    };
+    let day_ago = picked.day_ago;
     time!(
+        timings,
+        rounds,
+        "page 1 of 50, newest first",
+        page(&picked.all, None).await?
+    );
+    time!(
+        timings,
+        rounds,
         "page of 50 from the middle (cursor)",
-        page(&all, Some(&deep)).await?
+        page(&picked.all, Some(&picked.deep)).await?
     );
-    time!("page of 50, state = dead", page(&dead, None).await?);
-    time!("page of 50, short = report", page(&short, None).await?);
     time!(
+        timings,
+        rounds,
+        "page of 50, state = dead",
+        page(&picked.dead, None).await?
+    );
+    time!(
+        timings,
+        rounds,
+        "page of 50, short = report",
+        page(&picked.short, None).await?
+    );
+    time!(
+        timings,
+        rounds,
         "page of 50, state = dead and short = report",
-        page(&both, None).await?
+        page(&picked.both, None).await?
     );
-    time!("page of 50, order_id prefix", page(&prefix, None).await?);
-    time!("page, exact order_id", page(&exact, None).await?);
-    time!("counts per state", store.state_counts().await?.len());
     time!(
+        timings,
+        rounds,
+        "page of 50, order_id prefix",
+        page(&prefix, None).await?
+    );
+    time!(
+        timings,
+        rounds,
+        "page, exact order_id",
+        page(&picked.exact, None).await?
+    );
+    time!(
+        timings,
+        rounds,
+        "counts per state",
+        store.state_counts().await?.len()
+    );
+    time!(
+        timings,
+        rounds,
         "orders and failures per hour, 24 h",
         store.hourly(day_ago).await?.len()
     );
     time!(
+        timings,
+        rounds,
         "p50/p95 handler time per short, 24 h",
         store.run_times(day_ago).await?.len()
     );
     time!(
+        timings,
+        rounds,
         "callback acceptance rate, 24 h",
         store.callback_rate(day_ago).await?.attempts as usize
     );
     time!(
+        timings,
+        rounds,
         "order detail with its timeline",
-        store.detail(&detail_id).await?.map_or(0, |d| d.timeline.len())
+        store
+            .detail(&picked.detail_id)
+            .await?
+            .map_or(0, |d| d.timeline.len())
     );
-    drop(store);
-    // The dashboard's pages through the admin router, as a browser gets them: the queries above
-    // and the HTML.
+    Ok(())
+}
+
+/// Times the dashboard's pages through the admin router, as a browser gets them: the queries
+/// and the HTML.
+async fn pages(
+    config: &StoreConfig,
+    picked: &Picked,
+    rounds: u32,
+    timings: &mut Vec<(String, Duration)>,
+) -> Result<(), TimingError> {
     let app = crate::App::idle(config.clone(), &["echo", "report", "resize"], None).await?;
     let router = app.admin_router();
     // The page at `path`: 1 when it answers 200 with what it lists (an order's row, the chart,
@@ -181,26 +273,44 @@ async fn timed(
                 .any(|mark| text.contains(mark)),
         )
     };
-    time!("page: overview (/)", rendered("/").await);
-    time!("page: orders, newest 50", rendered("/orders").await);
+    time!(timings, rounds, "page: overview (/)", rendered("/").await);
     time!(
-        "page: orders, from the middle (Older link)",
-        rendered(&format!("/orders?after={}", deep.encode())).await
+        timings,
+        rounds,
+        "page: orders, newest 50",
+        rendered("/orders").await
     );
-    time!("page: orders, state = dead", rendered("/orders?state=dead").await);
     time!(
+        timings,
+        rounds,
+        "page: orders, from the middle (Older link)",
+        rendered(&format!("/orders?after={}", picked.deep.encode())).await
+    );
+    time!(
+        timings,
+        rounds,
+        "page: orders, state = dead",
+        rendered("/orders?state=dead").await
+    );
+    time!(
+        timings,
+        rounds,
         "page: orders, state = dead and short = report",
         rendered("/orders?state=dead&short=report").await
     );
     time!(
+        timings,
+        rounds,
         "page: orders, order_id prefix",
-        rendered(&format!("/orders?q={}", &middle[..middle.len() - 2])).await
+        rendered(&format!("/orders?q={}", picked.prefix)).await
     );
     time!(
+        timings,
+        rounds,
         "page: order detail",
-        rendered(&format!("/orders/{detail_id}")).await
+        rendered(&format!("/orders/{}", picked.detail_id)).await
     );
-    Ok(timings)
+    Ok(())
 }
 
 /// Opens the store of `config` and fills it with `count` orders (see [`order_queries`]); the

@@ -109,10 +109,17 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
         })
     };
 
+    // A named constant rather than `const _`, which an `impl` block refuses: on a function in an
+    // `impl` block (without `self`, which this macro cannot tell from a free function), the one
+    // error is then the call above, at the function's name, which is not in scope there.
+    let register = quote::format_ident!("__shorts_register_{}", name);
+
     quote! {
         #item
 
-        const _: () = {
+        #[doc(hidden)]
+        #[allow(dead_code, non_upper_case_globals)]
+        const #register: () = {
             fn __shorts_handler(__shorts_call: #private::Call) -> #private::HandlerFuture {
                 #future
             }

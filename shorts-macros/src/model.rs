@@ -77,7 +77,22 @@ impl<'a> Handler<'a> {
                     receiver,
                     "`#[ai_short]` functions cannot take `self`; write a free function",
                 )),
-                FnArg::Typed(PatType { ty, .. }) => typed.push(&**ty),
+                FnArg::Typed(PatType { ty, .. }) => {
+                    let first = typed.is_empty();
+                    typed.push(&**ty);
+                    if let Type::ImplTrait(impl_trait) = &**ty {
+                        let example = if first { "input: Input" } else { "order: Order" };
+                        errors.push(syn::Error::new(
+                            impl_trait.impl_token.span,
+                            format!(
+                                "`#[ai_short]` functions cannot take `impl Trait` arguments; \
+                                 name the type, e.g. `{example}`"
+                            ),
+                        ));
+                    } else if first && let Some(borrow) = borrowed(ty) {
+                        errors.push(borrow);
+                    }
+                }
             }
         }
         if sig.inputs.is_empty() {
@@ -129,6 +144,50 @@ impl<'a> Handler<'a> {
     }
 }
 
+/// An error at the reference or lifetime that makes an input type borrowed, e.g. `&str` or
+/// `Input<'a>`: the input is built from the webhook body, which it cannot borrow from, so it must
+/// be owned (`DeserializeOwned`). `'static` is accepted here; serde reports what it cannot build.
+fn borrowed(ty: &Type) -> Option<syn::Error> {
+    let owned = "the input of an `#[ai_short]` function must be an owned type, \
+                 e.g. `String` instead of `&str`";
+    match ty {
+        Type::Reference(reference) => Some(syn::Error::new(
+            reference.and_token.span,
+            format!("{owned}; it is read from the webhook body and cannot borrow from it"),
+        )),
+        Type::Path(path) => {
+            if let Some(qself) = &path.qself
+                && let Some(error) = borrowed(&qself.ty)
+            {
+                return Some(error);
+            }
+            path.path.segments.iter().find_map(|segment| {
+                let syn::PathArguments::AngleBracketed(args) = &segment.arguments else {
+                    return None;
+                };
+                args.args.iter().find_map(|arg| match arg {
+                    syn::GenericArgument::Lifetime(lifetime) if lifetime.ident != "static" => {
+                        Some(syn::Error::new(
+                            lifetime.span(),
+                            format!(
+                                "{owned}; write the type without lifetimes, e.g. `Input`, not `Input<'a>`"
+                            ),
+                        ))
+                    }
+                    syn::GenericArgument::Type(ty) => borrowed(ty),
+                    _ => None,
+                })
+            })
+        }
+        Type::Tuple(tuple) => tuple.elems.iter().find_map(borrowed),
+        Type::Array(array) => borrowed(&array.elem),
+        Type::Slice(slice) => borrowed(&slice.elem),
+        Type::Paren(paren) => borrowed(&paren.elem),
+        Type::Group(group) => borrowed(&group.elem),
+        _ => None,
+    }
+}
+
 /// The written-out `T` and `E` of a `...Result<T, E>` return type, to point errors at them.
 fn result_arguments(ty: &Type) -> (Option<&Type>, Option<&Type>) {
     let Type::Path(path) = ty else { return (None, None) };
@@ -165,6 +224,52 @@ mod tests {
         let handler = Handler::from_item(&item).unwrap_or_else(|e| panic!("{e}"));
         assert!(handler.order.is_some());
         assert!(handler.ok_type.is_some() && handler.err_type.is_some());
+    }
+
+    #[test]
+    fn refuses_borrowed_inputs_at_the_borrow() {
+        for item in [
+            parse_quote!(
+                async fn f(input: &str) -> Result<String> {}
+            ),
+            parse_quote!(
+                async fn f(input: Input<'a>) -> Result<String> {}
+            ),
+            parse_quote!(
+                async fn f(input: Vec<Cow<'_, str>>) -> Result<String> {}
+            ),
+            parse_quote!(
+                async fn f(input: (u8, &'static [u8])) -> Result<String> {}
+            ),
+        ] {
+            let found = errors(item);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(found[0].starts_with("the input of an `#[ai_short]` function must be an owned type"));
+        }
+        for item in [
+            parse_quote!(
+                async fn f(input: Cow<'static, str>) -> Result<String> {}
+            ),
+            parse_quote!(
+                async fn f(input: Vec<String>, order: &Order) -> Result<String> {}
+            ),
+        ] {
+            assert_eq!(errors(item), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn refuses_impl_trait_arguments() {
+        let found = errors(parse_quote!(
+            async fn f(input: impl Deserialize, order: impl Sized) -> Result<String> {}
+        ));
+        assert_eq!(
+            found,
+            [
+                "`#[ai_short]` functions cannot take `impl Trait` arguments; name the type, e.g. `input: Input`",
+                "`#[ai_short]` functions cannot take `impl Trait` arguments; name the type, e.g. `order: Order`",
+            ]
+        );
     }
 
     #[test]

@@ -94,8 +94,11 @@ pub use serde_json;
 /// }
 /// ```
 ///
+/// - The function is a free function: not a method, nor an associated function in an `impl`
+///   block (there the compiler reports that it cannot find the function, at its name).
 /// - The first argument is the buyer's input: any `serde::de::DeserializeOwned` type, built from
-///   the webhook's `inputs`. Inputs that do not fit end the order with an `ok: false` callback naming
+///   the webhook's `inputs`. It is an owned type with a name (`String`, not `&str`; `Input`, not
+///   `impl Deserialize`). Inputs that do not fit end the order with an `ok: false` callback naming
 ///   the field.
 /// - The optional second argument is the [`Order`].
 /// - The return type is `Result<T, E>`: `T` is an output ([`String`] for text, [`Html`], [`Json`],

@@ -6,7 +6,7 @@
 //! runs it, since each case asserts what the expansion registered.
 //!
 //! Each `ui/fail` case is checked by `rustc` itself ([`fail`]), against the libraries the suite's
-//! own build made, as a seller's crate would be: nothing is built again, so the 21 cases take a
+//! own build made, as a seller's crate would be: nothing is built again, so the cases take a
 //! couple of seconds instead of a check of the whole dependency tree in a target directory of their
 //! own.
 //!

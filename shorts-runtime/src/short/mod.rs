@@ -213,7 +213,7 @@ pub struct Call {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the input of an `#[ai_short]` function",
     label = "the input must implement `Deserialize`",
-    note = "the buyer's inputs arrive as JSON: add `#[derive(Deserialize)]` to `{Self}`"
+    note = "the buyer's inputs arrive as JSON: add `#[derive(Deserialize)]` to `{Self}`, an owned type (no references or lifetimes)"
 )]
 pub trait ShortInput: DeserializeOwned {}
 

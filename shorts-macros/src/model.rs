@@ -3,15 +3,18 @@
 use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, PatType, ReturnType, Token, Type};
+use syn::{FnArg, ItemFn, PatType, ReturnType, Type};
 
 use crate::args::Errors;
 
 /// A function that can be served as a short. Borrowed from the user's item.
 pub(crate) struct Handler<'a> {
     pub(crate) item: &'a ItemFn,
-    /// The function's `async`, where its future is reported (e.g. when it is not `Send`).
-    pub(crate) asyncness: Token![async],
+    /// The token its future (or, for `blocking`, its call) is reported at when it is not `Send`:
+    /// the function's `async`, or the `fn` of a blocking function.
+    pub(crate) send_span: proc_macro2::Span,
+    /// `#[ai_short(blocking)]`: a plain `fn`, run on the blocking thread pool.
+    pub(crate) blocking: bool,
     /// The buyer's input type (first argument).
     pub(crate) input: &'a Type,
     /// The type of the optional second argument (the order context).
@@ -23,16 +26,24 @@ pub(crate) struct Handler<'a> {
 }
 
 impl<'a> Handler<'a> {
-    /// Checks the signature, reporting every mistake at once.
-    pub(crate) fn from_item(item: &'a ItemFn) -> Result<Self, syn::Error> {
+    /// Checks the signature, reporting every mistake at once. `blocking` is the attribute's
+    /// `blocking` option, when given.
+    pub(crate) fn from_item(item: &'a ItemFn, blocking: Option<&syn::Ident>) -> Result<Self, syn::Error> {
         let sig = &item.sig;
         let mut errors = Errors::default();
 
-        if sig.asyncness.is_none() {
-            errors.push(syn::Error::new(
+        match (sig.asyncness, blocking) {
+            (None, None) => errors.push(syn::Error::new(
                 sig.fn_token.span,
-                "`#[ai_short]` functions must be `async`",
-            ));
+                "`#[ai_short]` functions must be `async`; a function that blocks its thread is \
+                 written as a plain `fn` with `#[ai_short(blocking)]`",
+            )),
+            (Some(asyncness), Some(_)) => errors.push(syn::Error::new(
+                asyncness.span,
+                "`#[ai_short(blocking)]` functions are plain `fn`s, run on the blocking thread pool; \
+                 remove `async`, or remove `blocking` to run on the async runtime",
+            )),
+            _ => {}
         }
         if let Some(constness) = &sig.constness {
             errors.push(syn::Error::new(
@@ -123,12 +134,17 @@ impl<'a> Handler<'a> {
             }
         };
 
-        let handler = match (sig.asyncness, typed.first(), output) {
-            (Some(asyncness), Some(input), Some(output)) => {
+        let send_span = match sig.asyncness {
+            Some(asyncness) => asyncness.span,
+            None => sig.fn_token.span,
+        };
+        let handler = match (typed.first(), output) {
+            (Some(input), Some(output)) => {
                 let (ok_type, err_type) = result_arguments(output);
                 Some(Handler {
                     item,
-                    asyncness,
+                    send_span,
+                    blocking: blocking.is_some(),
                     input,
                     order: typed.get(1).copied(),
                     output,
@@ -210,7 +226,7 @@ mod tests {
     use syn::parse_quote;
 
     fn errors(item: ItemFn) -> Vec<String> {
-        match Handler::from_item(&item) {
+        match Handler::from_item(&item, None) {
             Ok(_) => Vec::new(),
             Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
         }
@@ -221,7 +237,7 @@ mod tests {
         let item: ItemFn = parse_quote!(
             async fn f(input: In, order: Order) -> Result<String, E> {}
         );
-        let handler = Handler::from_item(&item).unwrap_or_else(|e| panic!("{e}"));
+        let handler = Handler::from_item(&item, None).unwrap_or_else(|e| panic!("{e}"));
         assert!(handler.order.is_some());
         assert!(handler.ok_type.is_some() && handler.err_type.is_some());
     }
@@ -256,6 +272,25 @@ mod tests {
         ] {
             assert_eq!(errors(item), Vec::<String>::new());
         }
+    }
+
+    #[test]
+    fn blocking_functions_are_plain_fns() {
+        let blocking: syn::Ident = parse_quote!(blocking);
+        let plain: ItemFn = parse_quote!(
+            fn f(input: In) -> Result<String> {}
+        );
+        let handler = Handler::from_item(&plain, Some(&blocking)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(handler.blocking);
+        let asynchronous: ItemFn = parse_quote!(
+            async fn f(input: In) -> Result<String> {}
+        );
+        let found: Vec<String> = match Handler::from_item(&asynchronous, Some(&blocking)) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        };
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("`#[ai_short(blocking)]` functions are plain `fn`s"));
     }
 
     #[test]

@@ -118,7 +118,54 @@ pub use serde_json;
 /// | `path = "/report"` | the webhook route | `/shorts/<fn name>` |
 /// | `timeout = "10m"` | fail an order that runs longer (`500ms`, `30s`, `1h 30m`, ...) | 15 minutes |
 /// | `concurrency = 4` | orders of this short running at once | 32 |
+/// | `blocking` | the function is a plain `fn` that blocks its thread, run on tokio's blocking thread pool (below) | off |
 /// | `crate = "path"` | where `shorts_runtime` is, when renamed or re-exported | `::shorts_runtime` |
+///
+/// # Functions that block their thread
+///
+/// An `async` short runs on one of the runtime's few worker threads, which serve every order and
+/// the webhook too. A short that blocks its thread there (`std::thread::sleep`, a synchronous
+/// HTTP client, a long computation, blocking file or database calls) holds that worker until it
+/// returns, and its `timeout` cannot stop it: the timeout callback goes out only once the
+/// function gives the thread back. Move such work to tokio's blocking thread pool with
+/// `tokio::task::spawn_blocking`:
+///
+/// ```
+/// use shorts_runtime::prelude::*;
+///
+/// #[derive(Deserialize)]
+/// struct Input { text: String }
+///
+/// fn count_words(text: &str) -> usize {
+///     text.split_whitespace().count() // stands for slow, synchronous work
+/// }
+///
+/// #[ai_short(timeout = "1m")]
+/// async fn words(input: Input) -> Result<String> {
+///     let count = tokio::task::spawn_blocking(move || count_words(&input.text)).await?;
+///     Ok(format!("{count} words"))
+/// }
+/// ```
+///
+/// or write the whole short as a plain `fn` with `blocking`, which does the same:
+///
+/// ```
+/// use shorts_runtime::prelude::*;
+///
+/// #[derive(Deserialize)]
+/// struct Input { text: String }
+///
+/// #[ai_short(blocking, timeout = "1m")]
+/// fn words(input: Input) -> Result<String> {
+///     Ok(format!("{} words", input.text.split_whitespace().count()))
+/// }
+/// ```
+///
+/// A `blocking` short's order still ends at its timeout, with the timeout callback. The thread
+/// cannot be stopped, though: the function runs on, detached, until it returns, and its result is
+/// dropped. Meanwhile it holds one of the blocking pool's threads (512 at most) but no longer one
+/// of the short's `concurrency` slots; when the process exits it is not waited for beyond a
+/// second. A panic in it ends the order as an `async` short's panic does.
 ///
 /// # Equivalent code without `#[ai_short]`
 ///
@@ -159,7 +206,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::short::{
-        Call, FromCall, HandlerFuture, HandlerResult, ShortDef, ShortInput, input, into_error, into_output,
+        Call, FromCall, HandlerFuture, HandlerResult, ShortDef, ShortInput, blocking, input, into_error,
+        into_output,
     };
     pub use inventory;
     pub use std::boxed::Box;

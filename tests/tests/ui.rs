@@ -21,6 +21,7 @@ use std::time::Duration;
 /// Every case of `ui/pass`, with the binary Cargo built from it.
 const PASS: &[(&str, &str)] = &[
     ("basic", env!("CARGO_BIN_EXE_ui-pass-basic")),
+    ("blocking", env!("CARGO_BIN_EXE_ui-pass-blocking")),
     ("crate_option", env!("CARGO_BIN_EXE_ui-pass-crate_option")),
     ("errors", env!("CARGO_BIN_EXE_ui-pass-errors")),
     ("hygiene", env!("CARGO_BIN_EXE_ui-pass-hygiene")),

@@ -130,7 +130,7 @@ pub fn run() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(1, &format!("could not start the tokio runtime: {e}")),
     };
-    match cli.command.unwrap_or(Command::Serve { mock: false }) {
+    let code = match cli.command.unwrap_or(Command::Serve { mock: false }) {
         Command::Serve { mock } => runtime.block_on(serve(mock)),
         Command::List => list(),
         Command::Check => runtime.block_on(check::check()),
@@ -151,8 +151,15 @@ pub fn run() -> ExitCode {
         } => runtime.block_on(local::invoke(&short, input, input_file, &out)),
         #[cfg(not(any(debug_assertions, feature = "testing")))]
         Command::Invoke { .. } => local_only("invoke"),
-    }
+    };
+    // A `blocking` short whose order timed out may still run on a blocking thread, which no one
+    // waits for: the process exits without it after a short wait.
+    runtime.shutdown_timeout(BLOCKING_EXIT_WAIT);
+    code
 }
+
+/// How long the process waits at exit for blocking shorts still running after their timeout.
+const BLOCKING_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The answer of `invoke` and `serve --mock` in a release build, which has no mock platform.
 #[cfg(not(any(debug_assertions, feature = "testing")))]

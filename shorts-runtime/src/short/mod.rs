@@ -317,6 +317,30 @@ impl<T, E> HandlerResult for Result<T, E> {
     }
 }
 
+/// Runs a `#[ai_short(blocking)]` function on tokio's blocking thread pool.
+///
+/// A panic in it panics the calling task again, with the same payload, so that it ends the order
+/// as an `async` short's panic does (the panic hook has already run, on the blocking thread). When
+/// the order's timeout ends the calling task, the function runs on, detached, until it returns.
+#[doc(hidden)]
+pub async fn blocking<F, R>(function: F) -> Result<R, Error>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    match tokio::task::spawn_blocking(function).await {
+        Ok(result) => Ok(result),
+        Err(join) => match join.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only when the runtime shuts down before the function started.
+            Err(_cancelled) => Err(Error::with_kind(
+                ErrorKind::Panic,
+                "the short was cancelled before it finished".to_owned(),
+            )),
+        },
+    }
+}
+
 #[doc(hidden)]
 pub fn into_output<T: IntoOutput>(value: T) -> Result<Output, Error> {
     value.into_output()

@@ -7,7 +7,13 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::wire::platform::{DEFAULT_CALLBACK_URL, DEFAULT_INLINE_LIMIT};
+/// The platform's callback endpoint, [`Config::callback_url`] when `SHORTS_CALLBACK_URL` is not set.
+pub const DEFAULT_CALLBACK_URL: &str = crate::wire::platform::DEFAULT_CALLBACK_URL;
+
+/// The default of [`Config::inline_limit`] (`SHORTS_INLINE_LIMIT`): 4,450,000 bytes, 50 kB under
+/// the platform's documented 4.5 MB limit on a callback's body, so that a body near the limit goes
+/// through direct upload instead of meeting a 413.
+pub const DEFAULT_INLINE_LIMIT: u64 = crate::wire::platform::DEFAULT_INLINE_LIMIT;
 
 /// Why the configuration could not be read. Each message names the variable to fix and never
 /// repeats a secret.
@@ -223,13 +229,14 @@ pub struct Config {
     /// At least one is required to serve.
     pub webhook_auth: Vec<WebhookAuth>,
     /// The platform's callback endpoint (`SHORTS_CALLBACK_URL`). A webhook's `callback_url` is used
-    /// only when its scheme, host and port match this one.
+    /// only when its scheme, host and port match this one. Default [`DEFAULT_CALLBACK_URL`].
     pub callback_url: url::Url,
     /// The platform's prepare endpoint for direct uploads (`SHORTS_PREPARE_URL`). Default: the
     /// callback URL's path followed by `/prepare`.
     pub prepare_url: Option<url::Url>,
     /// Largest callback body sent with files inline (`SHORTS_INLINE_LIMIT`); larger results go
-    /// through direct upload. Default 4,450,000 bytes, just under the platform's 4.5 MB.
+    /// through direct upload. Default [`DEFAULT_INLINE_LIMIT`], 4,450,000 bytes, just under the
+    /// platform's 4.5 MB.
     pub inline_limit: u64,
     /// Where orders are kept (`SHORTS_STORE`). Default `sqlite://shorts.db`.
     pub store: StoreConfig,

@@ -49,7 +49,7 @@ mod malloc;
 mod server;
 mod short;
 mod store;
-pub mod wire;
+mod wire;
 mod worker;
 
 #[cfg(feature = "testing")]
@@ -64,8 +64,9 @@ mod testing;
 pub use app::{App, AppBuilder, BuildError};
 pub use cli::run;
 pub use config::{
-    AcmeConfig, Config, ConfigError, DEFAULT_ADMIN_BIND, DEFAULT_RETRY_SCHEDULE, LETS_ENCRYPT_DIRECTORY,
-    LETS_ENCRYPT_STAGING_DIRECTORY, Secret, StoreConfig, TlsConfig, WebhookAuth,
+    AcmeConfig, Config, ConfigError, DEFAULT_ADMIN_BIND, DEFAULT_CALLBACK_URL, DEFAULT_INLINE_LIMIT,
+    DEFAULT_RETRY_SCHEDULE, LETS_ENCRYPT_DIRECTORY, LETS_ENCRYPT_STAGING_DIRECTORY, Secret, StoreConfig,
+    TlsConfig, WebhookAuth,
 };
 pub use server::{PairError, TlsError};
 pub use short::error::{Error, ErrorKind, IntoError, Result};

@@ -157,7 +157,7 @@ pub use serde_json;
 /// struct Input { text: String }
 ///
 /// #[ai_short(blocking, timeout = "1m")]
-/// fn words(input: Input) -> Result<String> {
+/// fn word_count(input: Input) -> Result<String> {
 ///     Ok(format!("{} words", input.text.split_whitespace().count()))
 /// }
 /// ```

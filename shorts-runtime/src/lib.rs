@@ -73,7 +73,7 @@ pub use short::error::{Error, ErrorKind, IntoError, Result};
 pub use short::inputs::{DateRange, FileInput, FileInputError, Tags};
 pub use short::order::{Order, OrderBuilder};
 pub use short::output::{Csv, File, Html, IntoOutput, Json, Output, Url};
-pub use short::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, FromCall, HandlerResult, Short};
+pub use short::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, FromCall, HandlerResult, Short, ShortBuilder};
 pub use store::{FailedNow, OrderRecord, OrderState, Retried, StoreError, StoreOperation};
 
 /// The `serde_json` this crate uses, for [`Order::payload_json`], [`Json`] and tests' inputs.
@@ -185,7 +185,7 @@ pub use serde_json;
 ///     Ok(File::from_bytes("report.txt", "text/plain", text.into_bytes()))
 /// }
 ///
-/// let short = Short::new("report", report)
+/// let short = Short::builder("report", report)
 ///     .path("/report")
 ///     .timeout(Duration::from_secs(600))
 ///     .concurrency(4);

@@ -705,7 +705,7 @@ fn webhook_urls(report: &mut Report, config: &Config, names: Option<&[String]>) 
     for short in &shorts {
         match base
             .as_ref()
-            .map(|base| base.join(short.route().trim_start_matches('/')))
+            .map(|base| base.join(short.path().trim_start_matches('/')))
         {
             Some(Ok(url)) => report.ok(short.name(), url),
             Some(Err(e)) => report.problem(short.name(), format!("no URL: {e}")),
@@ -713,7 +713,7 @@ fn webhook_urls(report: &mut Report, config: &Config, names: Option<&[String]>) 
                 short.name(),
                 format!(
                     "path {}; the host is unknown until HTTPS is set up (see `certificate`)",
-                    short.route()
+                    short.path()
                 ),
             ),
         }

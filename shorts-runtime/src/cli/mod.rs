@@ -347,14 +347,14 @@ fn list_shorts(shorts: &[Short]) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let width = shorts.iter().map(|s| s.name().len()).max().unwrap_or(0);
-    let route_width = shorts.iter().map(|s| s.route().len()).max().unwrap_or(0);
+    let route_width = shorts.iter().map(|s| s.path().len()).max().unwrap_or(0);
     for short in shorts {
         println!(
             "{:width$}  POST {:route_width$}  timeout {}  concurrency {}  {}",
             short.name(),
-            short.route(),
-            humantime::format_duration(short.timeout_duration()),
-            short.concurrency_limit(),
+            short.path(),
+            humantime::format_duration(short.timeout()),
+            short.concurrency(),
             short.description(),
         );
     }
@@ -498,13 +498,16 @@ mod tests {
     #[test]
     fn list_refuses_two_shorts_at_one_route_as_serve_does() {
         let short = |name: &str| {
-            Short::new(name, |_: Value, _: crate::Order| async {
+            Short::builder(name, |_: Value, _: crate::Order| async {
                 Ok::<_, crate::Error>("ok")
             })
         };
-        assert_eq!(list_shorts(&[short("a"), short("b")]), ExitCode::SUCCESS);
         assert_eq!(
-            list_shorts(&[short("a").path("/x"), short("b").path("/x")]),
+            list_shorts(&[short("a").build(), short("b").build()]),
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            list_shorts(&[short("a").path("/x").build(), short("b").path("/x").build()]),
             ExitCode::from(USAGE)
         );
     }

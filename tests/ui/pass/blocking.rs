@@ -37,8 +37,8 @@ fn main() {
             .find(|short| short.name() == name)
             .unwrap_or_else(|| panic!("`{name}` is not registered"))
     };
-    assert_eq!(find("shout").route(), "/shorts/shout");
+    assert_eq!(find("shout").path(), "/shorts/shout");
     let report = find("report");
-    assert_eq!(report.timeout_duration(), Duration::from_secs(2));
-    assert_eq!(report.concurrency_limit(), 2);
+    assert_eq!(report.timeout(), Duration::from_secs(2));
+    assert_eq!(report.concurrency(), 2);
 }

@@ -13,9 +13,11 @@ pub(crate) struct Args {
     pub(crate) timeout: Option<(LitStr, u64)>,
     pub(crate) concurrency: Option<(LitInt, u32)>,
     pub(crate) krate: Option<syn::Path>,
+    /// `blocking`: the function is a plain `fn`, run on the blocking thread pool.
+    pub(crate) blocking: Option<syn::Ident>,
 }
 
-const OPTIONS: &str = "`path`, `timeout`, `concurrency`, `crate`";
+const OPTIONS: &str = "`path`, `timeout`, `concurrency`, `blocking`, `crate`";
 
 /// Each option written correctly, for error messages; `None` for an unknown option.
 fn example(name: &str) -> Option<&'static str> {
@@ -23,16 +25,32 @@ fn example(name: &str) -> Option<&'static str> {
         "path" => "path = \"/report\"",
         "timeout" => "timeout = \"10m\"",
         "concurrency" => "concurrency = 4",
+        "blocking" => "blocking",
         "crate" => "crate = \"::shorts_runtime\"",
         _ => return None,
     })
 }
 
 /// Parses the options, reporting every mistake at once.
+#[cfg(test)]
 pub(crate) fn parse(tokens: TokenStream) -> Result<Args, syn::Error> {
-    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens)?;
+    let (args, errors) = parse_all(tokens);
+    errors.finish(args)
+}
+
+/// Parses the options: those written correctly, and the mistakes in the others. The function is
+/// checked against the options that parsed, so that a mistake in one option does not also show as
+/// a mistake in the function (e.g. `blocking` beside an unknown option).
+pub(crate) fn parse_all(tokens: TokenStream) -> (Args, Errors) {
     let mut args = Args::default();
     let mut errors = Errors::default();
+    let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens) {
+        Ok(metas) => metas,
+        Err(error) => {
+            errors.push(error);
+            return (args, errors);
+        }
+    };
     for meta in metas {
         let name = meta.path().get_ident().map(ToString::to_string);
         let Some(example) = name.as_deref().and_then(example) else {
@@ -43,6 +61,22 @@ pub(crate) fn parse(tokens: TokenStream) -> Result<Args, syn::Error> {
             ));
             continue;
         };
+        if name.as_deref() == Some("blocking") {
+            let result = match &meta {
+                Meta::Path(path) => match path.get_ident() {
+                    Some(ident) => set(&mut args.blocking, ident.clone(), &meta),
+                    None => Ok(()),
+                },
+                _ => Err(syn::Error::new_spanned(
+                    &meta,
+                    "`blocking` takes no value; write `#[ai_short(blocking)]`",
+                )),
+            };
+            if let Err(error) = result {
+                errors.push(error);
+            }
+            continue;
+        }
         let Meta::NameValue(MetaNameValue { value, .. }) = &meta else {
             errors.push(syn::Error::new_spanned(
                 &meta,
@@ -81,7 +115,7 @@ pub(crate) fn parse(tokens: TokenStream) -> Result<Args, syn::Error> {
             Ok(Err(duplicate)) | Err(duplicate) => errors.push(duplicate),
         }
     }
-    errors.finish(args)
+    (args, errors)
 }
 
 /// Stores an option, refusing a second occurrence.
@@ -220,6 +254,11 @@ impl Errors {
         }
     }
 
+    /// The mistakes, if any.
+    pub(crate) fn into_error(self) -> Option<syn::Error> {
+        self.0
+    }
+
     pub(crate) fn finish<T>(self, value: T) -> Result<T, syn::Error> {
         match self.0 {
             Some(error) => Err(error),
@@ -290,9 +329,11 @@ mod tests {
             path = "/report",
             timeout = "10m",
             concurrency = 4,
+            blocking,
             crate = "::my::shorts"
         ))
         .unwrap_or_else(|e| panic!("{e}"));
+        assert!(args.blocking.is_some());
         assert_eq!(args.path.map(|p| p.value()).as_deref(), Some("/report"));
         assert_eq!(args.timeout.map(|t| t.1), Some(600_000));
         assert_eq!(args.concurrency.map(|c| c.1), Some(4));
@@ -305,6 +346,21 @@ mod tests {
             panic!("expected errors");
         };
         assert_eq!(error.into_iter().count(), 4);
+    }
+
+    #[test]
+    fn blocking_is_a_flag() {
+        let Err(error) = parse(quote!(blocking = true)) else {
+            panic!("expected an error");
+        };
+        assert_eq!(
+            error.to_string(),
+            "`blocking` takes no value; write `#[ai_short(blocking)]`"
+        );
+        let Err(error) = parse(quote!(blocking, blocking)) else {
+            panic!("expected an error");
+        };
+        assert_eq!(error.to_string(), "duplicate `#[ai_short]` option `blocking`");
     }
 
     #[test]

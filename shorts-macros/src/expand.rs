@@ -19,13 +19,13 @@ pub(crate) fn ai_short(args: TokenStream, item: TokenStream) -> TokenStream {
             return quote!(#item #error);
         }
     };
-    let args = args::parse(args);
-    let handler = Handler::from_item(&item);
-    match (args, handler) {
-        (Ok(args), Ok(handler)) => expand(&args, &handler),
-        (args, handler) => {
+    let (args, args_errors) = args::parse_all(args);
+    let handler = Handler::from_item(&item, args.blocking.as_ref());
+    match (args_errors.into_error(), handler) {
+        (None, Ok(handler)) => expand(&args, &handler),
+        (args_error, handler) => {
             let mut errors = TokenStream::new();
-            for error in [args.err(), handler.err()].into_iter().flatten() {
+            for error in [args_error, handler.err()].into_iter().flatten() {
                 errors.extend(error.to_compile_error());
             }
             quote!(#item #errors)
@@ -95,24 +95,42 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
     };
 
     // The future sits on the function's `async`: a future that is not `Send` is reported there,
-    // with the compiler's note pointing at the value held across an `.await`.
-    let future_span = Span::call_site().located_at(handler.asyncness.span);
+    // with the compiler's note pointing at the value held across an `.await`. A blocking
+    // function's call sits on its `fn`: its arguments and result cross to the blocking pool.
+    let future_span = Span::call_site().located_at(handler.send_span);
     let at_future = private_at(&private, future_span);
+    let call = if handler.blocking {
+        quote_spanned! {future_span=>
+            match #at_future::blocking(move || #ident(#(#call_args),*)).await {
+                #at_future::Ok(__shorts_result) => __shorts_result,
+                #at_future::Err(__shorts_error) => return #at_future::Err(__shorts_error),
+            }
+        }
+    } else {
+        quote_spanned!(future_span=> #ident(#(#call_args),*).await)
+    };
     let future = quote_spanned! {future_span=>
         #at_future::Box::pin(async move {
             let __shorts_input = match #input {
                 #at_future::Ok(__shorts_input) => __shorts_input,
                 #at_future::Err(__shorts_error) => return #at_future::Err(__shorts_error),
             };
-            let __shorts_result = #ident(#(#call_args),*).await;
+            let __shorts_result = #call;
             #finish
         })
     };
 
+    // A named constant rather than `const _`, which an `impl` block refuses: on a function in an
+    // `impl` block (without `self`, which this macro cannot tell from a free function), the one
+    // error is then the call above, at the function's name, which is not in scope there.
+    let register = quote::format_ident!("__shorts_register_{}", name);
+
     quote! {
         #item
 
-        const _: () = {
+        #[doc(hidden)]
+        #[allow(dead_code, non_upper_case_globals)]
+        const #register: () = {
             fn __shorts_handler(__shorts_call: #private::Call) -> #private::HandlerFuture {
                 #future
             }

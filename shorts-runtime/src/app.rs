@@ -96,9 +96,10 @@ impl AppBuilder {
         self
     }
 
-    /// Adds a short built by hand.
-    pub fn short(mut self, short: Short) -> Self {
-        self.shorts.push(short);
+    /// Adds a short built by hand: a [`Short`], or a [`ShortBuilder`](crate::ShortBuilder) with its
+    /// options set.
+    pub fn short(mut self, short: impl Into<Short>) -> Self {
+        self.shorts.push(short.into());
         self
     }
 

@@ -7,7 +7,13 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::wire::platform::{DEFAULT_CALLBACK_URL, DEFAULT_INLINE_LIMIT};
+/// The platform's callback endpoint, [`Config::callback_url`] when `SHORTS_CALLBACK_URL` is not set.
+pub const DEFAULT_CALLBACK_URL: &str = crate::wire::platform::DEFAULT_CALLBACK_URL;
+
+/// The default of [`Config::inline_limit`] (`SHORTS_INLINE_LIMIT`): 4,450,000 bytes, 50 kB under
+/// the platform's documented 4.5 MB limit on a callback's body, so that a body near the limit goes
+/// through direct upload instead of meeting a 413.
+pub const DEFAULT_INLINE_LIMIT: u64 = crate::wire::platform::DEFAULT_INLINE_LIMIT;
 
 /// Why the configuration could not be read. Each message names the variable to fix and never
 /// repeats a secret.
@@ -68,8 +74,13 @@ impl WebhookAuth {
     ///
     /// When the name is not a valid header name or the value is empty or not a valid header value.
     pub fn new(name: &str, value: &str) -> Result<Self, ConfigError> {
+        Self::named(name, value, WEBHOOK_AUTH_VARS[0])
+    }
+
+    /// As [`WebhookAuth::new`], naming `var` in its errors.
+    fn named(name: &str, value: &str, var: &'static str) -> Result<Self, ConfigError> {
         let invalid = |reason: &str| ConfigError::Invalid {
-            var: "SHORTS_WEBHOOK_AUTH",
+            var,
             reason: reason.to_owned(),
         };
         let name = HeaderName::from_bytes(name.trim().as_bytes())
@@ -92,13 +103,18 @@ impl WebhookAuth {
     ///
     /// When there is no `:` or either side is invalid.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_var(text, WEBHOOK_AUTH_VARS[0])
+    }
+
+    /// As [`WebhookAuth::parse`], naming `var` in its errors.
+    fn parse_var(text: &str, var: &'static str) -> Result<Self, ConfigError> {
         let (name, value) = text.split_once(':').ok_or_else(|| ConfigError::Invalid {
-            var: "SHORTS_WEBHOOK_AUTH",
+            var,
             reason:
                 "expected `header-name: value`, e.g. `x-api-key: abc123` or `Authorization: Bearer abc123`"
                     .to_owned(),
         })?;
-        Self::new(name, value)
+        Self::named(name, value, var)
     }
 
     /// The header's name.
@@ -114,6 +130,42 @@ impl fmt::Debug for WebhookAuth {
             .field("value", &self.value)
             .finish()
     }
+}
+
+/// The variables that each hold one header every webhook must carry, as `name: value`: the
+/// first, then the numbered ones for a platform configured to send several.
+pub(crate) const WEBHOOK_AUTH_VARS: [&str; 9] = [
+    "SHORTS_WEBHOOK_AUTH",
+    "SHORTS_WEBHOOK_AUTH_2",
+    "SHORTS_WEBHOOK_AUTH_3",
+    "SHORTS_WEBHOOK_AUTH_4",
+    "SHORTS_WEBHOOK_AUTH_5",
+    "SHORTS_WEBHOOK_AUTH_6",
+    "SHORTS_WEBHOOK_AUTH_7",
+    "SHORTS_WEBHOOK_AUTH_8",
+    "SHORTS_WEBHOOK_AUTH_9",
+];
+
+/// The headers of the `SHORTS_WEBHOOK_AUTH*` variables that are set; two for the same header
+/// name are an error, since a request carries one value for it.
+fn webhook_auth_from(get: &impl Fn(&str) -> Option<String>) -> Result<Vec<WebhookAuth>, ConfigError> {
+    let mut headers: Vec<WebhookAuth> = Vec::new();
+    for var in WEBHOOK_AUTH_VARS {
+        let Some(text) = get(var) else { continue };
+        let auth = WebhookAuth::parse_var(&text, var)?;
+        if headers.iter().any(|known| known.name == auth.name) {
+            return Err(ConfigError::Invalid {
+                var,
+                reason: format!(
+                    "the header `{}` is already set by another `SHORTS_WEBHOOK_AUTH` variable; \
+                     each variable names a different header",
+                    auth.name
+                ),
+            });
+        }
+        headers.push(auth);
+    }
+    Ok(headers)
 }
 
 /// Where orders are kept (`SHORTS_STORE`).
@@ -172,17 +224,19 @@ pub struct Config {
     pub bind: SocketAddr,
     /// Value of `x-callback-secret` on every callback (`SHORTS_CALLBACK_SECRET`). Required to serve.
     pub callback_secret: Option<Secret>,
-    /// Headers every webhook must carry (`SHORTS_WEBHOOK_AUTH`, `name: value`). At least one is
-    /// required to serve.
+    /// Headers every webhook must carry, each compared in constant time: `SHORTS_WEBHOOK_AUTH`,
+    /// then `SHORTS_WEBHOOK_AUTH_2` to `SHORTS_WEBHOOK_AUTH_9` for more, one `name: value` in each.
+    /// At least one is required to serve.
     pub webhook_auth: Vec<WebhookAuth>,
     /// The platform's callback endpoint (`SHORTS_CALLBACK_URL`). A webhook's `callback_url` is used
-    /// only when its scheme, host and port match this one.
+    /// only when its scheme, host and port match this one. Default [`DEFAULT_CALLBACK_URL`].
     pub callback_url: url::Url,
     /// The platform's prepare endpoint for direct uploads (`SHORTS_PREPARE_URL`). Default: the
     /// callback URL's path followed by `/prepare`.
     pub prepare_url: Option<url::Url>,
     /// Largest callback body sent with files inline (`SHORTS_INLINE_LIMIT`); larger results go
-    /// through direct upload. Default 4,450,000 bytes, just under the platform's 4.5 MB.
+    /// through direct upload. Default [`DEFAULT_INLINE_LIMIT`], 4,450,000 bytes, just under the
+    /// platform's 4.5 MB.
     pub inline_limit: u64,
     /// Where orders are kept (`SHORTS_STORE`). Default `sqlite://shorts.db`.
     pub store: StoreConfig,
@@ -410,9 +464,7 @@ impl Config {
             })?;
         }
         config.callback_secret = get("SHORTS_CALLBACK_SECRET").map(Secret::new);
-        if let Some(auth) = get("SHORTS_WEBHOOK_AUTH") {
-            config.webhook_auth = vec![WebhookAuth::parse(&auth)?];
-        }
+        config.webhook_auth = webhook_auth_from(&get)?;
         if let Some(url) = get("SHORTS_CALLBACK_URL") {
             config.callback_url = parse_url("SHORTS_CALLBACK_URL", &url)?;
         }
@@ -974,6 +1026,55 @@ mod tests {
             config.alert_target().ok().flatten().map(String::from).as_deref(),
             Some("https://hooks.slack.com/services/T0/B0/tok3n")
         );
+    }
+
+    #[test]
+    fn several_webhook_headers() {
+        let config = from(&[
+            ("SHORTS_CALLBACK_SECRET", "s"),
+            ("SHORTS_WEBHOOK_AUTH", "x-api-key: k1"),
+            ("SHORTS_WEBHOOK_AUTH_2", "Authorization: Bearer t0ken"),
+            ("SHORTS_WEBHOOK_AUTH_4", "x-tenant: acme"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let headers: Vec<(&str, &str)> = config
+            .webhook_auth
+            .iter()
+            .map(|auth| (auth.header_name(), auth.value.expose()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("x-api-key", "k1"),
+                ("authorization", "Bearer t0ken"),
+                ("x-tenant", "acme")
+            ]
+        );
+        assert!(config.check_serving().is_ok());
+
+        // A numbered variable alone is enough to serve.
+        let numbered = from(&[
+            ("SHORTS_CALLBACK_SECRET", "s"),
+            ("SHORTS_WEBHOOK_AUTH_3", "x-api-key: k"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(numbered.webhook_auth.len(), 1);
+        assert!(numbered.check_serving().is_ok());
+
+        let error = |vars: &[(&str, &str)]| from(vars).err().map(|e| e.to_string()).unwrap_or_default();
+        let twice = error(&[
+            ("SHORTS_WEBHOOK_AUTH", "x-api-key: k1"),
+            ("SHORTS_WEBHOOK_AUTH_2", "X-Api-Key: k2"),
+        ]);
+        assert!(twice.starts_with("`SHORTS_WEBHOOK_AUTH_2` is invalid"), "{twice}");
+        assert!(twice.contains("`x-api-key` is already set"), "{twice}");
+        assert!(!twice.contains("k1") && !twice.contains("k2"), "{twice}");
+        let malformed = error(&[("SHORTS_WEBHOOK_AUTH_2", "no-colon-s3cret")]);
+        assert!(
+            malformed.starts_with("`SHORTS_WEBHOOK_AUTH_2` is invalid"),
+            "{malformed}"
+        );
+        assert!(!malformed.contains("s3cret"), "{malformed}");
     }
 
     #[test]

@@ -49,7 +49,7 @@ mod malloc;
 mod server;
 mod short;
 mod store;
-pub mod wire;
+mod wire;
 mod worker;
 
 #[cfg(feature = "testing")]
@@ -64,15 +64,16 @@ mod testing;
 pub use app::{App, AppBuilder, BuildError};
 pub use cli::run;
 pub use config::{
-    AcmeConfig, Config, ConfigError, DEFAULT_ADMIN_BIND, DEFAULT_RETRY_SCHEDULE, LETS_ENCRYPT_DIRECTORY,
-    LETS_ENCRYPT_STAGING_DIRECTORY, Secret, StoreConfig, TlsConfig, WebhookAuth,
+    AcmeConfig, Config, ConfigError, DEFAULT_ADMIN_BIND, DEFAULT_CALLBACK_URL, DEFAULT_INLINE_LIMIT,
+    DEFAULT_RETRY_SCHEDULE, LETS_ENCRYPT_DIRECTORY, LETS_ENCRYPT_STAGING_DIRECTORY, Secret, StoreConfig,
+    TlsConfig, WebhookAuth,
 };
 pub use server::{PairError, TlsError};
 pub use short::error::{Error, ErrorKind, IntoError, Result};
 pub use short::inputs::{DateRange, FileInput, FileInputError, Tags};
 pub use short::order::{Order, OrderBuilder};
 pub use short::output::{Csv, File, Html, IntoOutput, Json, Output, Url};
-pub use short::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, FromCall, HandlerResult, Short};
+pub use short::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, FromCall, HandlerResult, Short, ShortBuilder};
 pub use store::{FailedNow, OrderRecord, OrderState, Retried, StoreError, StoreOperation};
 
 /// The `serde_json` this crate uses, for [`Order::payload_json`], [`Json`] and tests' inputs.
@@ -94,8 +95,11 @@ pub use serde_json;
 /// }
 /// ```
 ///
+/// - The function is a free function: not a method, nor an associated function in an `impl`
+///   block (there the compiler reports that it cannot find the function, at its name).
 /// - The first argument is the buyer's input: any `serde::de::DeserializeOwned` type, built from
-///   the webhook's `inputs`. Inputs that do not fit end the order with an `ok: false` callback naming
+///   the webhook's `inputs`. It is an owned type with a name (`String`, not `&str`; `Input`, not
+///   `impl Deserialize`). Inputs that do not fit end the order with an `ok: false` callback naming
 ///   the field.
 /// - The optional second argument is the [`Order`].
 /// - The return type is `Result<T, E>`: `T` is an output ([`String`] for text, [`Html`], [`Json`],
@@ -115,7 +119,54 @@ pub use serde_json;
 /// | `path = "/report"` | the webhook route | `/shorts/<fn name>` |
 /// | `timeout = "10m"` | fail an order that runs longer (`500ms`, `30s`, `1h 30m`, ...) | 15 minutes |
 /// | `concurrency = 4` | orders of this short running at once | 32 |
+/// | `blocking` | the function is a plain `fn` that blocks its thread, run on tokio's blocking thread pool (below) | off |
 /// | `crate = "path"` | where `shorts_runtime` is, when renamed or re-exported | `::shorts_runtime` |
+///
+/// # Functions that block their thread
+///
+/// An `async` short runs on one of the runtime's few worker threads, which serve every order and
+/// the webhook too. A short that blocks its thread there (`std::thread::sleep`, a synchronous
+/// HTTP client, a long computation, blocking file or database calls) holds that worker until it
+/// returns, and its `timeout` cannot stop it: the timeout callback goes out only once the
+/// function gives the thread back. Move such work to tokio's blocking thread pool with
+/// `tokio::task::spawn_blocking`:
+///
+/// ```
+/// use shorts_runtime::prelude::*;
+///
+/// #[derive(Deserialize)]
+/// struct Input { text: String }
+///
+/// fn count_words(text: &str) -> usize {
+///     text.split_whitespace().count() // stands for slow, synchronous work
+/// }
+///
+/// #[ai_short(timeout = "1m")]
+/// async fn words(input: Input) -> Result<String> {
+///     let count = tokio::task::spawn_blocking(move || count_words(&input.text)).await?;
+///     Ok(format!("{count} words"))
+/// }
+/// ```
+///
+/// or write the whole short as a plain `fn` with `blocking`, which does the same:
+///
+/// ```
+/// use shorts_runtime::prelude::*;
+///
+/// #[derive(Deserialize)]
+/// struct Input { text: String }
+///
+/// #[ai_short(blocking, timeout = "1m")]
+/// fn word_count(input: Input) -> Result<String> {
+///     Ok(format!("{} words", input.text.split_whitespace().count()))
+/// }
+/// ```
+///
+/// A `blocking` short's order still ends at its timeout, with the timeout callback. The thread
+/// cannot be stopped, though: the function runs on, detached, until it returns, and its result is
+/// dropped. Meanwhile it holds one of the blocking pool's threads (512 at most) but no longer one
+/// of the short's `concurrency` slots; when the process exits it is not waited for beyond a
+/// second. A panic in it ends the order as an `async` short's panic does.
 ///
 /// # Equivalent code without `#[ai_short]`
 ///
@@ -134,7 +185,7 @@ pub use serde_json;
 ///     Ok(File::from_bytes("report.txt", "text/plain", text.into_bytes()))
 /// }
 ///
-/// let short = Short::new("report", report)
+/// let short = Short::builder("report", report)
 ///     .path("/report")
 ///     .timeout(Duration::from_secs(600))
 ///     .concurrency(4);
@@ -156,7 +207,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::short::{
-        Call, FromCall, HandlerFuture, HandlerResult, ShortDef, ShortInput, input, into_error, into_output,
+        Call, FromCall, HandlerFuture, HandlerResult, ShortDef, ShortInput, blocking, input, into_error,
+        into_output,
     };
     pub use inventory;
     pub use std::boxed::Box;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::MockPlatform;
-use shorts_runtime::{BuildError, Config, OrderState};
+use shorts_runtime::{BuildError, Config, OrderState, ShortBuilder};
 use shorts_tests::{PATIENCE, Served};
 
 #[derive(Deserialize)]
@@ -26,8 +26,8 @@ async fn second(_input: Input) -> Result<String> {
     Ok("second".into())
 }
 
-fn ok_short(name: &str) -> Short {
-    Short::new(name, |_: Value, _: Order| async { Ok::<_, Error>("ok") })
+fn ok_short(name: &str) -> ShortBuilder {
+    Short::builder(name, |_: Value, _: Order| async { Ok::<_, Error>("ok") })
 }
 
 async fn config() -> (MockPlatform, Config) {
@@ -56,7 +56,7 @@ async fn shorts_of_the_binary_sharing_a_route_are_refused_at_start_up() {
 #[tokio::test]
 async fn hand_built_shorts_are_checked_too() {
     let (_platform, config) = config().await;
-    async fn build(config: &Config, shorts: Vec<Short>) -> Result<App, BuildError> {
+    async fn build(config: &Config, shorts: Vec<ShortBuilder>) -> Result<App, BuildError> {
         let mut builder = App::builder().config(config.clone()).without_registered();
         for short in shorts {
             builder = builder.short(short);
@@ -126,7 +126,7 @@ async fn the_concurrency_limit_holds() {
     // Each run waits for a permit: runs end only when the test lets them.
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let (r, p, g) = (Arc::clone(&running), Arc::clone(&peak), Arc::clone(&gate));
-    let short = Short::new("limited", move |_: Value, _: Order| {
+    let short = Short::builder("limited", move |_: Value, _: Order| {
         let (running, peak, gate) = (Arc::clone(&r), Arc::clone(&p), Arc::clone(&g));
         async move {
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;

@@ -443,7 +443,7 @@ async fn orders_json_prints_one_object_per_order() {
 async fn a_stuck_order_is_failed_now_and_its_failure_delivered() {
     static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
     static STARTED: AtomicUsize = AtomicUsize::new(0);
-    let short = Short::new("slow", |_: Value, _: Order| async {
+    let short = Short::builder("slow", |_: Value, _: Order| async {
         STARTED.fetch_add(1, Ordering::SeqCst);
         let _pass = GATE.acquire().await;
         Ok::<_, Error>("finished")

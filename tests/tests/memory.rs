@@ -58,7 +58,7 @@ async fn webhooks_past_the_pending_bound_are_refused_and_waiting_orders_hold_not
     let (started, mut running) = mpsc::unbounded_channel::<String>();
     let finish = Arc::new(Notify::new());
     let release = Arc::clone(&finish);
-    let short = Short::new("hold", move |input: Value, order: Order| {
+    let short = Short::builder("hold", move |input: Value, order: Order| {
         let (started, finish) = (started.clone(), Arc::clone(&release));
         async move {
             let _ = started.send(order.id().to_owned());

@@ -6,7 +6,7 @@
 //! runs it, since each case asserts what the expansion registered.
 //!
 //! Each `ui/fail` case is checked by `rustc` itself ([`fail`]), against the libraries the suite's
-//! own build made, as a seller's crate would be: nothing is built again, so the 21 cases take a
+//! own build made, as a seller's crate would be: nothing is built again, so the cases take a
 //! couple of seconds instead of a check of the whole dependency tree in a target directory of their
 //! own.
 //!
@@ -21,6 +21,7 @@ use std::time::Duration;
 /// Every case of `ui/pass`, with the binary Cargo built from it.
 const PASS: &[(&str, &str)] = &[
     ("basic", env!("CARGO_BIN_EXE_ui-pass-basic")),
+    ("blocking", env!("CARGO_BIN_EXE_ui-pass-blocking")),
     ("crate_option", env!("CARGO_BIN_EXE_ui-pass-crate_option")),
     ("errors", env!("CARGO_BIN_EXE_ui-pass-errors")),
     ("hygiene", env!("CARGO_BIN_EXE_ui-pass-hygiene")),

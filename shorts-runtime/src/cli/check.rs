@@ -139,12 +139,23 @@ fn configuration(report: &mut Report, config: &Config) {
             "not set: set it to the callback secret shown in the Connect step",
         ),
     }
-    match config.webhook_auth.first() {
-        Some(auth) => report.ok(
+    match config.webhook_auth.as_slice() {
+        [auth] => report.ok(
             "SHORTS_WEBHOOK_AUTH",
             format!("header `{}`, value set", auth.header_name()),
         ),
-        None => report.problem(
+        [_, ..] => {
+            let names: Vec<String> = config
+                .webhook_auth
+                .iter()
+                .map(|auth| format!("`{}`", auth.header_name()))
+                .collect();
+            report.ok(
+                "SHORTS_WEBHOOK_AUTH",
+                format!("headers {}, each value set", names.join(", ")),
+            );
+        }
+        [] => report.problem(
             "SHORTS_WEBHOOK_AUTH",
             "not set: set it to the auth header entered in the Connect step, e.g. `x-api-key: abc123`",
         ),
@@ -694,7 +705,7 @@ fn webhook_urls(report: &mut Report, config: &Config, names: Option<&[String]>) 
     for short in &shorts {
         match base
             .as_ref()
-            .map(|base| base.join(short.route().trim_start_matches('/')))
+            .map(|base| base.join(short.path().trim_start_matches('/')))
         {
             Some(Ok(url)) => report.ok(short.name(), url),
             Some(Err(e)) => report.problem(short.name(), format!("no URL: {e}")),
@@ -702,7 +713,7 @@ fn webhook_urls(report: &mut Report, config: &Config, names: Option<&[String]>) 
                 short.name(),
                 format!(
                     "path {}; the host is unknown until HTTPS is set up (see `certificate`)",
-                    short.route()
+                    short.path()
                 ),
             ),
         }

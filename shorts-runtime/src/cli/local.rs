@@ -266,7 +266,7 @@ async fn invoke_app(platform: &MockPlatform, name: &str) -> Result<(App, String,
             available: names.join(", "),
         });
     };
-    let (route, timeout) = (short.route().to_owned(), short.timeout_duration());
+    let (route, timeout) = (short.path().to_owned(), short.timeout());
     let mut builder = App::builder()
         .config(platform.config())
         .without_registered()

@@ -134,7 +134,7 @@ pub fn run() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(1, &format!("could not start the tokio runtime: {e}")),
     };
-    match cli.command.unwrap_or(Command::Serve { mock: false }) {
+    let code = match cli.command.unwrap_or(Command::Serve { mock: false }) {
         Command::Serve { mock } => runtime.block_on(serve(mock)),
         Command::List => list(),
         Command::Check => runtime.block_on(check::check()),
@@ -156,8 +156,15 @@ pub fn run() -> ExitCode {
         } => runtime.block_on(local::invoke(&short, input, input_file, &out)),
         #[cfg(not(any(debug_assertions, feature = "testing")))]
         Command::Invoke { .. } => local_only("invoke"),
-    }
+    };
+    // A `blocking` short whose order timed out may still run on a blocking thread, which no one
+    // waits for: the process exits without it after a short wait.
+    runtime.shutdown_timeout(BLOCKING_EXIT_WAIT);
+    code
 }
+
+/// How long the process waits at exit for blocking shorts still running after their timeout.
+const BLOCKING_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The answer of `invoke` and `serve --mock` in a release build, which has no mock platform.
 #[cfg(not(any(debug_assertions, feature = "testing")))]
@@ -345,14 +352,14 @@ fn list_shorts(shorts: &[Short]) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let width = shorts.iter().map(|s| s.name().len()).max().unwrap_or(0);
-    let route_width = shorts.iter().map(|s| s.route().len()).max().unwrap_or(0);
+    let route_width = shorts.iter().map(|s| s.path().len()).max().unwrap_or(0);
     for short in shorts {
         println!(
             "{:width$}  POST {:route_width$}  timeout {}  concurrency {}  {}",
             short.name(),
-            short.route(),
-            humantime::format_duration(short.timeout_duration()),
-            short.concurrency_limit(),
+            short.path(),
+            humantime::format_duration(short.timeout()),
+            short.concurrency(),
             short.description(),
         );
     }
@@ -498,13 +505,16 @@ mod tests {
     #[test]
     fn list_refuses_two_shorts_at_one_route_as_serve_does() {
         let short = |name: &str| {
-            Short::new(name, |_: Value, _: crate::Order| async {
+            Short::builder(name, |_: Value, _: crate::Order| async {
                 Ok::<_, crate::Error>("ok")
             })
         };
-        assert_eq!(list_shorts(&[short("a"), short("b")]), ExitCode::SUCCESS);
         assert_eq!(
-            list_shorts(&[short("a").path("/x"), short("b").path("/x")]),
+            list_shorts(&[short("a").build(), short("b").build()]),
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            list_shorts(&[short("a").path("/x").build(), short("b").path("/x").build()]),
             ExitCode::from(USAGE)
         );
     }

@@ -30,8 +30,9 @@ type HandlerFn = Arc<dyn Fn(Call) -> HandlerFuture + Send + Sync>;
 
 /// One short: a name, a route, its limits and its handler.
 ///
-/// `#[ai_short]` builds these for you; build one by hand to register a closure or to choose
-/// options at run time, and pass it to [`AppBuilder::short`](crate::AppBuilder::short).
+/// `#[ai_short]` builds these for you; build one by hand with [`Short::new`] (default options) or
+/// [`Short::builder`] to register a closure or to choose options at run time, and pass it to
+/// [`AppBuilder::short`](crate::AppBuilder::short).
 #[derive(Clone)]
 pub struct Short {
     pub(crate) name: Arc<str>,
@@ -44,7 +45,8 @@ pub struct Short {
 }
 
 impl Short {
-    /// A short named `name`, served at `/shorts/<name>`, running `handler` for every order.
+    /// A short named `name`, served at `/shorts/<name>` with the default timeout and concurrency,
+    /// running `handler` for every order.
     ///
     /// ```
     /// use shorts_runtime::prelude::*;
@@ -55,7 +57,7 @@ impl Short {
     /// let short = Short::new("echo", |input: Input, _order: Order| async move {
     ///     Ok::<_, Error>(input.text)
     /// });
-    /// assert_eq!(short.route(), "/shorts/echo");
+    /// assert_eq!(short.path(), "/shorts/echo");
     /// ```
     pub fn new<I, F, Fut, R>(name: &str, handler: F) -> Self
     where
@@ -111,25 +113,39 @@ impl Short {
         short
     }
 
-    /// Serves the short at `path` instead of `/shorts/<name>`.
-    #[must_use]
-    pub fn path(mut self, path: impl Into<String>) -> Self {
-        self.path = path.into();
-        self
-    }
-
-    /// Fails an order whose handler runs longer than `timeout`.
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Runs at most `n` orders of this short at once; more wait their turn.
-    #[must_use]
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n;
-        self
+    /// A short named `name` running `handler` for every order, with its options to set: the
+    /// same as `#[ai_short]`'s, named alike.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shorts_runtime::prelude::*;
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Input { text: String }
+    ///
+    /// let short = Short::builder("echo", |input: Input, _order: Order| async move {
+    ///     Ok::<_, Error>(input.text)
+    /// })
+    /// .path("/v1/echo")
+    /// .timeout(Duration::from_secs(30))
+    /// .concurrency(4)
+    /// .build();
+    /// assert_eq!(short.path(), "/v1/echo");
+    /// assert_eq!(short.timeout(), Duration::from_secs(30));
+    /// assert_eq!(short.concurrency(), 4);
+    /// ```
+    pub fn builder<I, F, Fut, R>(name: &str, handler: F) -> ShortBuilder
+    where
+        I: DeserializeOwned + Send + 'static,
+        F: Fn(I, Order) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: HandlerResult,
+        R::Ok: IntoOutput,
+        R::Err: IntoError,
+    {
+        ShortBuilder {
+            short: Self::new(name, handler),
+        }
     }
 
     /// The short's name (its function's name).
@@ -137,8 +153,8 @@ impl Short {
         &self.name
     }
 
-    /// The route the webhook is served at.
-    pub fn route(&self) -> &str {
+    /// The route the webhook is served at (`path`).
+    pub fn path(&self) -> &str {
         &self.path
     }
 
@@ -147,13 +163,13 @@ impl Short {
         &self.doc
     }
 
-    /// How long one order may run.
-    pub fn timeout_duration(&self) -> Duration {
+    /// How long one order may run (`timeout`).
+    pub fn timeout(&self) -> Duration {
         self.timeout
     }
 
-    /// How many orders run at once.
-    pub fn concurrency_limit(&self) -> usize {
+    /// How many orders run at once (`concurrency`).
+    pub fn concurrency(&self) -> usize {
         self.concurrency
     }
 
@@ -170,6 +186,46 @@ impl Short {
             Some(location) => format!("`{}` ({location})", self.name),
             None => format!("`{}`", self.name),
         }
+    }
+}
+
+/// A [`Short`] with its options being set: from [`Short::builder`]. Each setter is named as the
+/// getter of [`Short`] that reads it back, and as the `#[ai_short]` option that sets it.
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until it is built or given to `AppBuilder::short`"]
+pub struct ShortBuilder {
+    short: Short,
+}
+
+impl ShortBuilder {
+    /// Serves the short at `path` instead of `/shorts/<name>`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.short.path = path.into();
+        self
+    }
+
+    /// Fails an order whose handler runs longer than `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.short.timeout = timeout;
+        self
+    }
+
+    /// Runs at most `n` orders of this short at once; more wait their turn.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.short.concurrency = n;
+        self
+    }
+
+    /// The short.
+    #[must_use]
+    pub fn build(self) -> Short {
+        self.short
+    }
+}
+
+impl From<ShortBuilder> for Short {
+    fn from(builder: ShortBuilder) -> Self {
+        builder.build()
     }
 }
 
@@ -213,7 +269,7 @@ pub struct Call {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the input of an `#[ai_short]` function",
     label = "the input must implement `Deserialize`",
-    note = "the buyer's inputs arrive as JSON: add `#[derive(Deserialize)]` to `{Self}`"
+    note = "the buyer's inputs arrive as JSON: add `#[derive(Deserialize)]` to `{Self}`, an owned type (no references or lifetimes)"
 )]
 pub trait ShortInput: DeserializeOwned {}
 
@@ -314,6 +370,30 @@ impl<T, E> HandlerResult for Result<T, E> {
 
     fn into_result(self) -> Result<T, E> {
         self
+    }
+}
+
+/// Runs a `#[ai_short(blocking)]` function on tokio's blocking thread pool.
+///
+/// A panic in it panics the calling task again, with the same payload, so that it ends the order
+/// as an `async` short's panic does (the panic hook has already run, on the blocking thread). When
+/// the order's timeout ends the calling task, the function runs on, detached, until it returns.
+#[doc(hidden)]
+pub async fn blocking<F, R>(function: F) -> Result<R, Error>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    match tokio::task::spawn_blocking(function).await {
+        Ok(result) => Ok(result),
+        Err(join) => match join.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only when the runtime shuts down before the function started.
+            Err(_cancelled) => Err(Error::with_kind(
+                ErrorKind::Panic,
+                "the short was cancelled before it finished".to_owned(),
+            )),
+        },
     }
 }
 

@@ -1,5 +1,6 @@
 //! What a store reports when it cannot do what was asked.
 
+use std::error::Error;
 use std::sync::Arc;
 
 /// What the store was asked to do: named by [`StoreError`].
@@ -64,63 +65,107 @@ impl std::fmt::Display for StoreOperation {
 }
 
 /// A store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
+///
+/// The database's own error is the `source` of a variant, and what [`Error::source`] returns: its
+/// type is not part of this crate's API (the database client is a detail of the store).
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum StoreError {
     /// A database statement failed. (The error is shared: SQLite writes concurrent requests with
     /// one statement, and its failure is each of theirs.)
-    #[error("the order store could not {operation}: {source}")]
     Database {
         /// What the store was doing.
         operation: StoreOperation,
         /// What the database reported.
-        #[source]
-        source: Arc<sqlx::Error>,
+        source: Arc<dyn Error + Send + Sync>,
     },
     /// The transaction holding the request could not be committed: nothing of it was stored.
-    #[error("the order store could not commit the transaction to {operation}: {source}")]
     Commit {
         /// What the store was doing.
         operation: StoreOperation,
         /// What the database reported.
-        #[source]
-        source: Arc<sqlx::Error>,
+        source: Arc<dyn Error + Send + Sync>,
     },
     /// Another write in the same transaction (SQLite commits concurrent requests together) failed
     /// in a way that may have ended the transaction: it was rolled back whole, and this request's
     /// writes with it.
-    #[error(
-        "the order store could not {operation}: another write in the same transaction failed, and the transaction was rolled back"
-    )]
     RolledBack {
         /// What the store was doing.
         operation: StoreOperation,
     },
     /// The schema could not be brought up to date.
-    #[error("the order store's schema could not be migrated: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate {
+        /// What migrating met.
+        source: Box<dyn Error + Send + Sync>,
+    },
     /// The database server could not be reached when the store was opened.
-    #[error("could not connect to the order store at {host}:{port}: {source}")]
     Connect {
         /// The host in the store's URL.
         host: String,
         /// The port in the store's URL.
         port: u16,
         /// What connecting met.
-        #[source]
-        source: sqlx::Error,
+        source: Box<dyn Error + Send + Sync>,
     },
     /// The store's writer has stopped (the process is shutting down): nothing more is written.
-    #[error("the order store's writer has stopped")]
     WriterStopped,
     /// The database file could not be created.
-    #[error("could not create the order database {}: {source}", path.display())]
     File {
         /// The file.
         path: std::path::PathBuf,
         /// Why not.
         source: std::io::Error,
     },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Database { operation, source } => {
+                write!(f, "the order store could not {operation}: {source}")
+            }
+            StoreError::Commit { operation, source } => {
+                write!(
+                    f,
+                    "the order store could not commit the transaction to {operation}: {source}"
+                )
+            }
+            StoreError::RolledBack { operation } => write!(
+                f,
+                "the order store could not {operation}: another write in the same transaction failed, and the transaction was rolled back"
+            ),
+            StoreError::Migrate { source } => {
+                write!(f, "the order store's schema could not be migrated: {source}")
+            }
+            StoreError::Connect { host, port, source } => {
+                write!(
+                    f,
+                    "could not connect to the order store at {host}:{port}: {source}"
+                )
+            }
+            StoreError::WriterStopped => f.write_str("the order store's writer has stopped"),
+            StoreError::File { path, source } => {
+                write!(
+                    f,
+                    "could not create the order database {}: {source}",
+                    path.display()
+                )
+            }
+        }
+    }
+}
+
+/// The source is the database's own error, not the `Arc` or `Box` that holds it, so that it can
+/// be downcast.
+impl Error for StoreError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            StoreError::Database { source, .. } | StoreError::Commit { source, .. } => Some(&**source),
+            StoreError::Migrate { source } | StoreError::Connect { source, .. } => Some(&**source),
+            StoreError::File { source, .. } => Some(source),
+            StoreError::RolledBack { .. } | StoreError::WriterStopped => None,
+        }
+    }
 }
 
 impl StoreError {
@@ -139,6 +184,13 @@ impl StoreError {
         move |source| StoreError::Database {
             operation,
             source: Arc::new(source),
+        }
+    }
+
+    /// A schema migration's error.
+    pub(crate) fn migrate(source: sqlx::migrate::MigrateError) -> StoreError {
+        StoreError::Migrate {
+            source: Box::new(source),
         }
     }
 }
@@ -161,11 +213,11 @@ impl Failure {
         match self {
             Failure::Statement(source) => StoreError::Database {
                 operation,
-                source: Arc::clone(source),
+                source: Arc::clone(source) as Arc<dyn Error + Send + Sync>,
             },
             Failure::Commit(source) => StoreError::Commit {
                 operation,
-                source: Arc::clone(source),
+                source: Arc::clone(source) as Arc<dyn Error + Send + Sync>,
             },
             Failure::RolledBack => StoreError::RolledBack { operation },
         }
@@ -191,4 +243,47 @@ pub(crate) async fn doing<T>(
     work: impl Future<Output = Result<T, Failure>>,
 ) -> Result<T, StoreError> {
     work.await.map_err(|failure| failure.error(operation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The database's error stays reachable as the source, and its message in the error's own,
+    /// without its type being named by the variant.
+    #[test]
+    fn the_database_error_is_the_source() {
+        let error = StoreError::database(StoreOperation::Accept)(sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "the order store could not store a new order: {}",
+                sqlx::Error::PoolTimedOut
+            )
+        );
+        let source = Error::source(&error).map(ToString::to_string);
+        assert_eq!(source, Some(sqlx::Error::PoolTimedOut.to_string()));
+        let downcast = Error::source(&error).and_then(|source| source.downcast_ref::<sqlx::Error>());
+        assert!(
+            matches!(downcast, Some(sqlx::Error::PoolTimedOut)),
+            "{downcast:?}"
+        );
+
+        let failure = Failure::commit(sqlx::Error::WorkerCrashed);
+        let commit = failure.error(StoreOperation::Get);
+        assert!(
+            commit
+                .to_string()
+                .starts_with("the order store could not commit the transaction to read an order: ")
+        );
+        assert!(Error::source(&commit).is_some());
+
+        let migrate = StoreError::migrate(sqlx::migrate::MigrateError::VersionMissing(3));
+        assert!(
+            migrate
+                .to_string()
+                .starts_with("the order store's schema could not be migrated: ")
+        );
+        assert!(Error::source(&migrate).is_some());
+    }
 }

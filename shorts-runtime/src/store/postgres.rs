@@ -49,10 +49,10 @@ impl PgStore {
     pub(crate) async fn open(url: &str) -> Result<Self, StoreError> {
         let opening = StoreError::database(StoreOperation::Open);
         let options: PgConnectOptions = url.parse().map_err(opening)?;
-        let unreachable = |source| StoreError::Connect {
+        let unreachable = |source: sqlx::Error| StoreError::Connect {
             host: options.get_host().to_owned(),
             port: options.get_port(),
-            source,
+            source: Box::new(source),
         };
         let first = match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
             Ok(Ok(connection)) => connection,
@@ -66,7 +66,10 @@ impl PgStore {
             .connect_with(options.clone())
             .await
             .map_err(unreachable)?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(StoreError::migrate)?;
         // A short wait for a connection: when the database is unreachable the heartbeat fails
         // soon and tries again at its next beat, instead of backing off for seconds.
         let beats = PgPoolOptions::new()

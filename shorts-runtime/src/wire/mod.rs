@@ -6,6 +6,6 @@
 #[cfg(test)]
 pub(crate) mod arbitrary;
 pub(crate) mod callback;
-pub mod platform;
+pub(crate) mod platform;
 pub(crate) mod polling;
 pub(crate) mod webhook;

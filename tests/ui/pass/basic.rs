@@ -31,6 +31,6 @@ async fn main() {
     let shorts = Short::registered();
     assert_eq!(shorts.len(), 1);
     assert_eq!(shorts[0].name(), "echo");
-    assert_eq!(shorts[0].route(), "/shorts/echo");
+    assert_eq!(shorts[0].path(), "/shorts/echo");
     assert_eq!(shorts[0].description(), "Echo the buyer's text back.");
 }

@@ -48,19 +48,19 @@ async fn main() {
     };
 
     let report = find("report");
-    assert_eq!(report.route(), "/v1/report");
-    assert_eq!(report.timeout_duration(), Duration::from_secs(90 * 60));
-    assert_eq!(report.concurrency_limit(), 4);
+    assert_eq!(report.path(), "/v1/report");
+    assert_eq!(report.timeout(), Duration::from_secs(90 * 60));
+    assert_eq!(report.concurrency(), 4);
 
     let quick = find("quick");
-    assert_eq!(quick.route(), "/shorts/quick");
-    assert_eq!(quick.timeout_duration(), Duration::from_millis(500));
-    assert_eq!(quick.concurrency_limit(), shorts_runtime::DEFAULT_CONCURRENCY);
+    assert_eq!(quick.path(), "/shorts/quick");
+    assert_eq!(quick.timeout(), Duration::from_millis(500));
+    assert_eq!(quick.concurrency(), shorts_runtime::DEFAULT_CONCURRENCY);
 
     let root = find("root");
-    assert_eq!(root.route(), "/");
-    assert_eq!(root.concurrency_limit(), 1);
-    assert_eq!(root.timeout_duration(), shorts_runtime::DEFAULT_TIMEOUT);
+    assert_eq!(root.path(), "/");
+    assert_eq!(root.concurrency(), 1);
+    assert_eq!(root.timeout(), shorts_runtime::DEFAULT_TIMEOUT);
 
-    assert_eq!(find("loop").route(), "/shorts/loop");
+    assert_eq!(find("loop").path(), "/shorts/loop");
 }

@@ -175,7 +175,7 @@ async fn a_dead_order_is_retried_and_a_stuck_one_failed_from_the_dashboard() {
         // One order of `slow` at a time, each running until the gate opens: the second waits.
         let gate = Arc::new(Semaphore::new(0));
         let started = Arc::new(AtomicUsize::new(0));
-        let slow = Short::new("slow", {
+        let slow = Short::builder("slow", {
             let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
             move |_: Value, _: Order| {
                 let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
@@ -186,7 +186,8 @@ async fn a_dead_order_is_retried_and_a_stuck_one_failed_from_the_dashboard() {
                 }
             }
         })
-        .concurrency(1);
+        .concurrency(1)
+        .build();
         let served = Served::start_with(
             |config| config.admin_token = Some(Secret::new(TOKEN)),
             |builder| builder.without_registered().short(echo).short(slow),

@@ -2,6 +2,8 @@
 //! and errors end the order as an `async` short's do.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -13,10 +15,20 @@ struct Input {
     text: String,
 }
 
-/// Blocks its thread for 3 s, three times its timeout.
+/// Released by the test once the timeout callback came; `sleeps` waits for it (60 s at most).
+static RELEASE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+/// Set when `sleeps` stops blocking.
+static WOKE: AtomicBool = AtomicBool::new(false);
+
+/// Blocks its thread until the test releases it: far past its timeout.
 #[ai_short(blocking, timeout = "1s")]
 fn sleeps(input: Input) -> Result<String> {
-    std::thread::sleep(Duration::from_secs(3));
+    let (released, wake) = &RELEASE;
+    let guard = released.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard = wake
+        .wait_timeout_while(guard, Duration::from_secs(60), |released| !*released)
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    WOKE.store(true, Ordering::SeqCst);
     Ok(input.text)
 }
 
@@ -60,10 +72,18 @@ async fn a_blocking_short_times_out_at_its_deadline() {
         took >= Duration::from_secs(1),
         "the callback came after {took:?}, before the timeout"
     );
+    // The thread still blocks: the callback came at the deadline, not when the thread was done.
     assert!(
-        took < Duration::from_millis(2500),
+        !WOKE.load(Ordering::SeqCst),
+        "the callback came after the short's thread stopped blocking ({took:?})"
+    );
+    assert!(
+        took < Duration::from_secs(30),
         "the callback came after {took:?}, not at the 1 s timeout"
     );
+    let (released, wake) = &RELEASE;
+    *released.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+    wake.notify_all();
     served.stop().await;
 }
 

@@ -15,6 +15,7 @@
 //! --all-features -E 'binary(ui)'` and read the diff.
 
 use std::collections::BTreeSet;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -141,13 +142,14 @@ impl Libraries {
     /// feature set, Cargo builds them first.
     fn of_the_test_build() -> Self {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let output = std::process::Command::new(&cargo)
+        let mut cargo_command = std::process::Command::new(&cargo);
+        cargo_command
             .args(["test", "--no-run", "--workspace", "--all-features", "--offline"])
             .args(["--message-format=json", "--quiet"])
-            .current_dir(workspace())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cargo does not start: {e}"));
+            .current_dir(workspace());
+        let output = output_within(&mut cargo_command, CARGO_LIMIT).unwrap_or_else(|e| {
+            panic!("cargo test --no-run: {e} (is another Cargo holding the target directory?)")
+        });
         assert!(
             output.status.success(),
             "cargo test --no-run: {}\n{}",
@@ -227,12 +229,8 @@ fn check_case(
             rustc.arg("-L").arg(format!("dependency={}", deps.display()));
         }
     }
-    let output = rustc
-        .arg(&source)
-        .current_dir(workspace())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("rustc does not start: {e}"))?;
+    rustc.arg(&source).current_dir(workspace());
+    let output = output_within(&mut rustc, RUSTC_LIMIT).map_err(|e| format!("rustc: {e}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if output.status.success() {
         return Err(format!("compiles, but must not:\n{stderr}"));
@@ -282,7 +280,7 @@ fn normalize(stderr: &str) -> String {
             line = line.replace(&format!("{cargo_home}/registry/src/"), "$CARGO/");
         }
         line = rust_source(&line);
-        if let Some(at) = line.find("--> ") {
+        if let Some(at) = line.find("--> ").filter(|&at| line[..at].trim().is_empty()) {
             let location = &line[at + 4..];
             elsewhere = !location.starts_with("ui/");
             if elsewhere {
@@ -304,7 +302,7 @@ fn normalize(stderr: &str) -> String {
                 _ => elsewhere = false,
             }
         }
-        if let Some(start) = line.find("and ")
+        if let Some(start) = line.rfind("and ")
             && let Some(count) = line[start + 4..].strip_suffix(" others")
             && count.chars().all(|c| c.is_ascii_digit())
         {
@@ -365,8 +363,8 @@ fn regutter(diagnostic: &[String]) -> Vec<String> {
     diagnostic
         .iter()
         .map(|line| match numbered(line) {
-            _ if line[..width.min(line.len())].trim().is_empty()
-                && line[width.min(line.len())..].starts_with("--> ") =>
+            _ if line.get(..width).is_some_and(|gutter| gutter.trim().is_empty())
+                && line.get(width..).is_some_and(|rest| rest.starts_with("--> ")) =>
             {
                 format!("{:needed$}{}", "", &line[width..])
             }
@@ -389,6 +387,57 @@ fn rust_source(line: &str) -> String {
         }
     }
     line.to_owned()
+}
+
+/// Longest Cargo may take to name the test build's libraries (nothing to build, normally).
+const CARGO_LIMIT: Duration = Duration::from_secs(300);
+/// Longest one case's check may take.
+const RUSTC_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `command` to its end, with its output, or kills it after `limit`.
+fn output_within(
+    command: &mut std::process::Command,
+    limit: Duration,
+) -> Result<std::process::Output, String> {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("does not start: {e}"))?;
+    // Read both pipes while it runs, so that it never blocks on a full one.
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < limit => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("still runs after {limit:?}"));
+            }
+            Err(e) => return Err(format!("cannot be waited for: {e}")),
+        }
+    };
+    let join = |reader: std::thread::JoinHandle<Vec<u8>>| reader.join().unwrap_or_default();
+    Ok(std::process::Output {
+        status,
+        stdout: join(stdout),
+        stderr: join(stderr),
+    })
 }
 
 /// The workspace's root folder.

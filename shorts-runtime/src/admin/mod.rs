@@ -31,7 +31,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::header::{
-    ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE, WWW_AUTHENTICATE,
+    ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST, LOCATION, SET_COOKIE, WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use subtle::ConstantTimeEq;
@@ -246,6 +246,19 @@ async fn guard(State(admin): State<Arc<Admin>>, request: Request, next: Next) ->
     let Some(access) = admin.access(request.headers()) else {
         return refuse(request.headers());
     };
+    // Without a token the listener is on loopback, and must answer only requests made for a
+    // loopback name: a web page whose own name the attacker points at 127.0.0.1 (DNS rebinding)
+    // would otherwise read the pages and act with their CSRF token.
+    if matches!(access.via, Via::Open) && !loopback_host(request.headers()) {
+        warn!(
+            path = request.uri().path(),
+            "admin request refused: not addressed to localhost, 127.0.0.1 or [::1]"
+        );
+        return text(
+            StatusCode::FORBIDDEN,
+            "without SHORTS_ADMIN_TOKEN the admin listener answers only requests for localhost, 127.0.0.1 or [::1]",
+        );
+    }
     let mut request = request;
     if !matches!(*request.method(), Method::GET | Method::HEAD)
         && let Some(expected) = access.csrf.clone()
@@ -268,6 +281,24 @@ async fn guard(State(admin): State<Arc<Admin>>, request: Request, next: Next) ->
     }
     request.extensions_mut().insert(access);
     next.run(request).await
+}
+
+/// Whether the request names a loopback host (`localhost`, `127.0.0.1` or `[::1]`, with any
+/// port), or names none.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next() == Some("::1"),
+        None => {
+            let name = host.split(':').next().unwrap_or(host);
+            name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1"
+        }
+    }
 }
 
 /// A browser (it accepts HTML) is sent to the login form; another client is answered 401.

@@ -139,7 +139,7 @@ pub(super) async fn retry(
     info!(
         target: "shorts::admin",
         action = "retry",
-        order_id = %id,
+        order_id = %id.escape_debug(),
         result = done,
         who = access.via().as_str(),
         "admin action"
@@ -232,10 +232,10 @@ pub(super) async fn fail(
     info!(
         target: "shorts::admin",
         action = "fail",
-        order_id = %id,
+        order_id = %id.escape_debug(),
         result = done,
         who = access.via().as_str(),
-        buyer_message = message,
+        buyer_message = %message.escape_debug(),
         "admin action"
     );
     back_to(&id, done)

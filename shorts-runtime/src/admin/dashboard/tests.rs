@@ -741,3 +741,44 @@ async fn the_list_shows_the_fields_of_orders_json() {
         assert!(cell.contains(&shown), "{field}: {shown} not in {cell}");
     }
 }
+
+/// Without a token, only requests for a loopback name are answered: a page on another name that
+/// resolves to 127.0.0.1 (DNS rebinding) can neither read the dashboard nor act.
+#[tokio::test]
+async fn without_a_token_only_loopback_names_are_answered() {
+    let app = App::idle(StoreConfig::Memory, &["echo"], None)
+        .await
+        .expect("app");
+    let router = app.admin_router();
+    let with_host = |method: &str, host: &str| {
+        Request::builder()
+            .method(method)
+            .uri("/orders")
+            .header("host", host)
+            .body(Body::empty())
+            .expect("request")
+    };
+    for host in [
+        "localhost:9090",
+        "LOCALHOST",
+        "127.0.0.1:9090",
+        "127.0.0.1",
+        "[::1]:9090",
+    ] {
+        let (status, _, body) = send(&router, with_host("GET", host)).await;
+        assert_eq!(status, StatusCode::OK, "{host}: {body}");
+    }
+    for host in [
+        "evil.example",
+        "evil.example:9090",
+        "127.0.0.1.evil.example",
+        "[::2]:9090",
+        "localhost.evil",
+    ] {
+        let (status, _, body) = send(&router, with_host("GET", host)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{host}: {body}");
+        assert!(body.contains("SHORTS_ADMIN_TOKEN"), "{body}");
+        let (status, _, _) = send(&router, with_host("POST", host)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{host}");
+    }
+}

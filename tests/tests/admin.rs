@@ -144,6 +144,16 @@ async fn metrics_count_a_scripted_set_of_orders() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
+    // Another method on a webhook route is that short's answer; the health check is no short's.
+    let get = client()
+        .get(served.url("/shorts/echo"))
+        .header("x-api-key", shorts_runtime::testing::MockPlatform::WEBHOOK_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 405);
+    let health = client().get(served.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
 
     let metrics = scrape(admin, Some(TOKEN)).await;
     let value = |sample: &str| {
@@ -160,7 +170,10 @@ async fn metrics_count_a_scripted_set_of_orders() {
         (r#"shorts_webhooks_total{short="panics",status="200"}"#, 1.0),
         (r#"shorts_webhooks_total{short="slow",status="200"}"#, 1.0),
         (r#"shorts_webhooks_total{short="file",status="200"}"#, 1.0),
+        (r#"shorts_webhooks_total{short="echo",status="405"}"#, 1.0),
+        (r#"shorts_webhooks_total{short="echo",status="404"}"#, 0.0),
         (r#"shorts_webhooks_total{short="",status="404"}"#, 1.0),
+        (r#"shorts_webhooks_total{short="",status="200"}"#, 0.0),
         (r#"shorts_orders_finished_total{short="echo",outcome="ok"}"#, 2.0),
         (
             r#"shorts_orders_finished_total{short="echo",outcome="bad_input"}"#,

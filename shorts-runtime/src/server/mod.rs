@@ -59,67 +59,42 @@ pub(crate) fn router(intake: &Arc<Intake>) -> Router {
         };
         let status_path = format!("{}/status/{{order_id}}", lane.short.path.trim_end_matches('/'));
         // Every method goes through the auth check first (another method is then answered 405).
-        let auth = middleware::from_fn_with_state(Arc::clone(intake), authenticate);
-        let mut route = post(webhook).with_state(state.clone()).layer(auth.clone());
-        if lane.metrics.is_some() {
-            // Outside the auth check, so that its 401s count.
-            route = route.layer(middleware::from_fn_with_state(Arc::clone(lane), count_answer));
-        }
+        // The webhook route's answers are counted there, its 401s included: no layer of its own.
+        let auth = |counted| {
+            middleware::from_fn_with_state(
+                Auth {
+                    intake: Arc::clone(intake),
+                    counted,
+                },
+                authenticate,
+            )
+        };
+        let counted = lane.metrics.is_some().then(|| Arc::clone(lane));
         shorts = shorts
-            .route(&lane.short.path, route)
-            .route(&status_path, get(status).with_state(state).layer(auth));
+            .route(
+                &lane.short.path,
+                post(webhook).with_state(state.clone()).layer(auth(counted)),
+            )
+            .route(&status_path, get(status).with_state(state).layer(auth(None)));
     }
     let router = Router::new().route("/healthz", get(healthz)).merge(shorts);
     match &intake.metrics {
-        Some(metrics) => router.layer(middleware::from_fn_with_state(
-            Unrouted {
-                metrics: Arc::clone(metrics),
-                intake: Arc::clone(intake),
-            },
+        // A layer on a router without routes wraps its fallback alone, and merging keeps the
+        // fallback of the router merged in when neither was set: only requests to no route go
+        // through the counting.
+        Some(metrics) => router.merge(Router::new().layer(middleware::from_fn_with_state(
+            Arc::clone(metrics),
             count_unrouted,
-        )),
+        ))),
         None => router,
     }
 }
 
-/// Counts the answers of a short's webhook route.
-async fn count_answer(State(lane): State<Arc<Lane>>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    if let Some(metrics) = &lane.metrics {
-        metrics.webhooks.answered(response.status());
-    }
-    response
-}
-
-#[derive(Clone)]
-struct Unrouted {
-    metrics: Arc<Metrics>,
-    intake: Arc<Intake>,
-}
-
 /// Counts the answers to requests for no route (`404` with `short=""`).
-async fn count_unrouted(State(unrouted): State<Unrouted>, request: Request, next: Next) -> Response {
-    // A clone of the URI shares its bytes: nothing is allocated.
-    let uri = request.uri().clone();
+async fn count_unrouted(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    if response.status() == StatusCode::NOT_FOUND && !is_route(&unrouted.intake, uri.path()) {
-        unrouted.metrics.unrouted().answered(response.status());
-    }
+    metrics.unrouted().answered(response.status());
     response
-}
-
-/// Whether `path` is one of the router's routes: a short's webhook or status route, or the health
-/// check (a status route answers 404 for an order it does not know).
-fn is_route(intake: &Intake, path: &str) -> bool {
-    path == "/healthz"
-        || intake.lanes.iter().any(|lane| {
-            let route = lane.short.path.trim_end_matches('/');
-            path == lane.short.path
-                || path
-                    .strip_prefix(route)
-                    .and_then(|rest| rest.strip_prefix("/status/"))
-                    .is_some_and(|id| !id.is_empty() && !id.contains('/'))
-        })
 }
 
 /// Polling mode: where an order is, with its result once there is one. Same auth as the webhook.
@@ -146,8 +121,9 @@ async fn healthz() -> Response {
 
 /// Every configured header must be present with exactly the configured value, compared in
 /// constant time. A failure stores nothing and runs nothing.
-async fn authenticate(State(intake): State<Arc<Intake>>, request: Request, next: Next) -> Response {
-    if authorized(&intake.config.webhook_auth, request.headers()) {
+/// With `counted`, the answer (the check's own included) is counted for that short.
+async fn authenticate(State(auth): State<Auth>, request: Request, next: Next) -> Response {
+    let response = if authorized(&auth.intake.config.webhook_auth, request.headers()) {
         next.run(request).await
     } else {
         warn!(
@@ -159,7 +135,19 @@ async fn authenticate(State(intake): State<Arc<Intake>>, request: Request, next:
             "missing or invalid authentication header",
             None,
         )
+    };
+    if let Some(metrics) = auth.counted.as_ref().and_then(|lane| lane.metrics.as_ref()) {
+        metrics.webhooks.answered(response.status());
     }
+    response
+}
+
+/// The state of the auth check of a route.
+#[derive(Clone)]
+struct Auth {
+    intake: Arc<Intake>,
+    /// The short whose answers are counted on this route, when they are.
+    counted: Option<Arc<Lane>>,
 }
 
 fn authorized(expected: &[crate::config::WebhookAuth], headers: &HeaderMap) -> bool {

@@ -407,6 +407,10 @@ impl App {
     /// Serves on `listener` until `shutdown` completes; then stops accepting, lets open requests
     /// finish, and waits up to the configured grace period for running orders.
     ///
+    /// A `#[ai_short(blocking)]` function still running past its timeout keeps its thread; a
+    /// tokio runtime waits for such threads when it is dropped. [`crate::run`] waits a second at
+    /// most; an application with its own runtime chooses with `Runtime::shutdown_timeout`.
+    ///
     /// # Errors
     ///
     /// Only when the listener's address cannot be read.
@@ -439,6 +443,8 @@ impl App {
     ///
     /// Call it after your own server has stopped accepting requests, or at least before it does.
     /// It stops the engine of every clone of this `App`; calling it again returns at once.
+    /// A `#[ai_short(blocking)]` function past its timeout keeps its thread after this returns:
+    /// see [`App::serve`].
     ///
     /// ```no_run
     /// # async fn nest(app: shorts_runtime::App) -> std::io::Result<()> {

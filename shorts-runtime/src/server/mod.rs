@@ -155,7 +155,7 @@ fn authorized(expected: &[crate::config::WebhookAuth], headers: &HeaderMap) -> b
         && expected.iter().all(|auth| {
             headers
                 .get(&auth.name)
-                .is_some_and(|value| bool::from(value.as_bytes().ct_eq(auth.value.expose().as_bytes())))
+                .is_some_and(|value| same_secret(value.as_bytes(), auth.value.expose().as_bytes()))
         })
 }
 
@@ -390,8 +390,30 @@ fn json(status: StatusCode, body: String) -> Response {
     response
 }
 
+/// Whether `given` is `expected`, in time that depends on neither: their SHA-256 digests are
+/// compared in constant time, so not even a difference in length ends the comparison early.
+pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::{Digest as _, Sha256};
+    bool::from(
+        Sha256::digest(given)
+            .as_slice()
+            .ct_eq(Sha256::digest(expected).as_slice()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn same_secret_compares_whole_values() {
+        assert!(super::same_secret(b"a-long-secret-value", b"a-long-secret-value"));
+        assert!(!super::same_secret(
+            b"a-long-secret-valuE",
+            b"a-long-secret-value"
+        ));
+        assert!(!super::same_secret(b"a-long-secret", b"a-long-secret-value"));
+        assert!(!super::same_secret(b"", b"a-long-secret-value"));
+    }
+
     use super::*;
     use crate::config::WebhookAuth;
 

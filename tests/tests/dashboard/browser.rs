@@ -253,26 +253,33 @@ impl Browser {
             .await
             .unwrap_or_else(|e| panic!("could not click `{css}`: {e}"));
         let started = Instant::now();
+        // What the driver last answered while the page changed, for the message if it never does.
+        let mut last = String::new();
         loop {
-            // The old page's root goes stale once the next page replaces it.
+            // The old page's root goes stale once the next page replaces it; while the new page
+            // loads, the driver may answer other errors (no context to run in yet): asked again.
             let gone = match before.tag_name().await {
                 Ok(_) => false,
                 Err(e) if e.is_stale_element_reference() => true,
-                Err(e) => panic!("watching the page after clicking `{css}`: {e}"),
+                Err(e) => {
+                    last = e.to_string();
+                    false
+                }
             };
             if gone {
-                let state = self
+                match self
                     .client
                     .execute("return document.readyState;", Vec::new())
                     .await
-                    .expect("the page's state");
-                if state == "complete" {
-                    return;
+                {
+                    Ok(state) if state == "complete" => return,
+                    Ok(state) => last = format!("document.readyState {state}"),
+                    Err(e) => last = e.to_string(),
                 }
             }
             assert!(
                 started.elapsed() < WAIT,
-                "clicking `{css}` on {} led to no new page within {WAIT:?}",
+                "clicking `{css}` on {} led to no new page within {WAIT:?} (last: {last})",
                 self.path().await
             );
             tokio::time::sleep(Duration::from_millis(20)).await;

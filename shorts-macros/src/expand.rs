@@ -69,6 +69,15 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
     let input = quote_spanned! {input_span=>
         #at_input::input::<#input_ty>(&__shorts_call)
     };
+    // The form is read through the same type, at the same span: a type that does not fit is
+    // reported once, at the input.
+    let form = quote_spanned! {input_span=>
+        fn __shorts_form() -> #at_input::Form {
+            #[allow(unused_imports)]
+            use #at_input::{ViaNothing as _, ViaSchema as _, ViaSerde as _};
+            (&&#at_input::Probe::<#input_ty>::new()).form()()
+        }
+    };
     let mut call_args = vec![quote!(__shorts_input)];
     if let Some(order_ty) = handler.order {
         let order_span = at(order_ty);
@@ -135,6 +144,8 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
                 #future
             }
 
+            #form
+
             #private::inventory::submit! {
                 #private::ShortDef {
                     name: #name,
@@ -143,6 +154,7 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
                     timeout_ms: #timeout,
                     concurrency: #concurrency,
                     handler: __shorts_handler,
+                    form: __shorts_form,
                     module: #private::module_path!(),
                     file: #private::file!(),
                     line: #private::line!(),

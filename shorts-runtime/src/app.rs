@@ -129,6 +129,12 @@ impl AppBuilder {
     /// cannot be opened.
     pub async fn build(self) -> Result<App, BuildError> {
         let app = self.assemble().await?;
+        // An input the platform's form cannot send loses every order of its short at run time.
+        for lane in &app.intake.lanes {
+            for problem in (lane.short.form)().problems() {
+                tracing::warn!(short = %lane.short.name, "input {problem} (see the `form` command)");
+            }
+        }
         app.intake.engine.start();
         Ok(app)
     }

@@ -206,6 +206,7 @@ pub mod prelude {
 /// What `#[ai_short]` expansions name. Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::short::form::{Form, FormFn, Probe, ViaNothing, ViaSchema, ViaSerde};
     pub use crate::short::{
         Call, FromCall, HandlerFuture, HandlerResult, ShortDef, ShortInput, blocking, input, into_error,
         into_output,

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// How long a test waits for a callback that should come.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Waits until `ready()` holds, checking every 10 ms for at most [`PATIENCE`]; panics with `what`
 /// when it never does.

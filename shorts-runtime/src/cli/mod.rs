@@ -57,6 +57,16 @@ enum Command {
     /// List the shorts in this binary, their routes and options.
     #[command(alias = "shorts")]
     List,
+    /// Print the buyer's form each short's input type expects: each key, its platform input type,
+    /// whether it is required, and its label; exits with 1 when a key or type cannot work on the
+    /// platform.
+    Form {
+        /// Only this short.
+        short: Option<String>,
+        /// One JSON object per short and line, for tools.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the orders in the store (`SHORTS_STORE`), newest first.
     Orders {
         /// Only orders in this state: received, delivering, paused, delivered or dead.
@@ -100,6 +110,9 @@ enum Command {
 /// - `invoke <short> --input <json>` (or `--input-file <file>`): run one order in-process against a
 ///   built-in mock of the platform, print the callback and write returned files to `--out`;
 /// - `list`: the shorts in this binary, their routes and options;
+/// - `form [<short>] [--json]`: the buyer's form each short's input type expects (each key, its
+///   platform input type, whether it is required, its label); exits with 1 when a key breaks the
+///   platform's rules or a field's type is none of the platform's input types;
 /// - `orders [--state <state>] [--short <short>] [--id <prefix>] [--limit <n>] [--after <cursor>]
 ///   [--json]`: the orders in the store (`SHORTS_STORE`), newest first; `--json` prints one JSON
 ///   object per line, with the fields of the dashboard's list;
@@ -137,6 +150,7 @@ pub fn run() -> ExitCode {
     let code = match cli.command.unwrap_or(Command::Serve { mock: false }) {
         Command::Serve { mock } => runtime.block_on(serve(mock)),
         Command::List => list(),
+        Command::Form { short, json } => form(&Short::registered(), short.as_deref(), json),
         Command::Check => runtime.block_on(check::check()),
         Command::Orders {
             state,
@@ -367,6 +381,54 @@ fn list_shorts(shorts: &[Short]) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(USAGE, &e.to_string()),
     }
+}
+
+/// Prints the form of each short, or of `only`; see [`Command::Form`].
+fn form(shorts: &[Short], only: Option<&str>, json: bool) -> ExitCode {
+    let chosen: Vec<&Short> = shorts
+        .iter()
+        .filter(|s| only.is_none_or(|name| s.name() == name))
+        .collect();
+    if let (Some(name), true) = (only, chosen.is_empty()) {
+        return fail(USAGE, &format!("no short named `{name}`; `list` shows them"));
+    }
+    if chosen.is_empty() {
+        println!("no shorts: annotate an `async fn` with `#[ai_short]`");
+        return ExitCode::SUCCESS;
+    }
+    let mut problems = 0;
+    let mut out = std::io::stdout().lock();
+    for short in chosen {
+        let form = (short.form)();
+        let found: Vec<String> = form.problems().collect();
+        problems += found.len();
+        let written = if json {
+            let line = serde_json::json!({
+                "short": short.name(),
+                "path": short.path(),
+                "inputs": form.inputs,
+                "problems": found,
+            });
+            writeln!(out, "{line}")
+        } else {
+            let mut text = format!("{}  POST {}\n{form}", short.name(), short.path());
+            for problem in &found {
+                text.push_str(&format!("  error: {problem}\n"));
+            }
+            writeln!(out, "{text}")
+        };
+        if written.is_err() {
+            return ExitCode::from(1);
+        }
+    }
+    drop(out);
+    if problems > 0 {
+        return fail(
+            1,
+            &format!("{problems} input(s) the platform's form cannot send as this type reads them (above)"),
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 async fn open_store() -> Result<AnyStore, ExitCode> {

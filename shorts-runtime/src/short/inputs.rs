@@ -248,6 +248,10 @@ impl<'de> Deserialize<'de> for Tags {
                 f.write_str("a comma-separated string or an array of strings")
             }
 
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, deserializer: D) -> Result<Tags, D::Error> {
+                deserializer.deserialize_any(self)
+            }
+
             fn visit_str<E: de::Error>(self, value: &str) -> Result<Tags, E> {
                 let mut tags = Vec::new();
                 for tag in value.split(',') {
@@ -273,7 +277,9 @@ impl<'de> Deserialize<'de> for Tags {
             }
         }
 
-        deserializer.deserialize_any(TagsVisitor)
+        // Asked for as a newtype named `Tags`, which JSON passes through, so that `form` can
+        // tell a `tags` input from any other.
+        deserializer.deserialize_newtype_struct("Tags", TagsVisitor)
     }
 }
 

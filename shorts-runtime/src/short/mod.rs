@@ -1,6 +1,7 @@
 //! Shorts: registration, the handler's calling convention, and the types a handler uses.
 
 pub(crate) mod error;
+pub(crate) mod form;
 pub(crate) mod inputs;
 pub(crate) mod order;
 pub(crate) mod output;
@@ -42,6 +43,8 @@ pub struct Short {
     pub(crate) concurrency: usize,
     pub(crate) handler: HandlerFn,
     pub(crate) location: Option<String>,
+    /// Reads the form its input type expects (`form`).
+    pub(crate) form: form::FormFn,
 }
 
 impl Short {
@@ -69,7 +72,7 @@ impl Short {
         R::Err: IntoError,
     {
         let handler = Arc::new(handler);
-        Self::from_handler(
+        let mut short = Self::from_handler(
             name,
             Arc::new(move |call: Call| -> HandlerFuture {
                 let handler = Arc::clone(&handler);
@@ -81,7 +84,9 @@ impl Short {
                     }
                 })
             }),
-        )
+        );
+        short.form = form::of::<I>;
+        short
     }
 
     fn from_handler(name: &str, handler: HandlerFn) -> Self {
@@ -93,6 +98,7 @@ impl Short {
             concurrency: DEFAULT_CONCURRENCY,
             handler,
             location: None,
+            form: || form::Form::default(),
         }
     }
 
@@ -110,6 +116,7 @@ impl Short {
             short.concurrency = n as usize;
         }
         short.location = Some(format!("{}:{}", def.file, def.line));
+        short.form = def.form;
         short
     }
 
@@ -249,6 +256,7 @@ pub struct ShortDef {
     pub timeout_ms: Option<u64>,
     pub concurrency: Option<u32>,
     pub handler: fn(Call) -> HandlerFuture,
+    pub form: form::FormFn,
     pub module: &'static str,
     pub file: &'static str,
     pub line: u32,

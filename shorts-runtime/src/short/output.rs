@@ -68,8 +68,40 @@ pub struct Json<T>(pub T);
 pub struct Csv(pub String);
 
 /// The address of a hosted result (`output_type: "url"`).
+///
+/// It is also the field type of a `url` input: the buyer's URL as the platform sent it (the
+/// platform checks its form), and `form` then names the input `url`, not `text`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url(pub String);
+
+impl<'de> serde::Deserialize<'de> for Url {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UrlVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for UrlVisitor {
+            type Value = Url;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a URL")
+            }
+
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<Url, D::Error> {
+                <String as serde::Deserialize>::deserialize(deserializer).map(Url)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Url, E> {
+                Ok(Url(value.to_owned()))
+            }
+        }
+
+        // Asked for as a newtype named `Url`, which JSON passes through, so that `form` can tell
+        // a `url` input from a `text` one.
+        deserializer.deserialize_newtype_struct("Url", UrlVisitor)
+    }
+}
 
 /// A file returned to the buyer: bytes in memory, or a file on disk read only when it is sent.
 ///

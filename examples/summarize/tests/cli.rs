@@ -1,0 +1,205 @@
+//! The built binary's `invoke`, configured from its own environment, against a scripted model API
+//! on 127.0.0.1: the callback it prints, the files it writes, and no API key in anything it prints.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
+
+mod stub;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shorts_runtime::FileInput;
+use stub::{KEY, MODEL, Reply, Stub};
+
+/// The longest an `invoke` may run.
+const RUN_WAIT: Duration = Duration::from_secs(60);
+
+struct Run {
+    code: Option<i32>,
+    callback: Value,
+    /// Standard output and standard error, together.
+    printed: String,
+}
+
+/// Runs `invoke summarize` with `inputs`, an environment of `env` only (and `PATH`), and files
+/// written to `out`.
+async fn invoke(inputs: &Value, env: &[(&str, &str)], out: &Path) -> Run {
+    let dir = scratch("io");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_summarize-short"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        // Every log line, to show that none carries the key.
+        .env("RUST_LOG", "debug")
+        .args(["invoke", "summarize", "--input", &inputs.to_string(), "--out"])
+        .arg(out)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("the binary runs");
+    // Waited for without blocking the runtime, which serves the stub meanwhile.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > RUN_WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("invoke ran longer than {RUN_WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let callback = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    Run {
+        code: status.code(),
+        callback,
+        printed: format!("{stdout}\n{stderr}"),
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("summarize-short-{name}-{}-{n}", std::process::id()))
+}
+
+fn inputs() -> Value {
+    json!({
+        "document": [FileInput::new("minutes.txt", "text/plain", b"Bob will send the Q3 report, 12 pages, by Monday.")],
+        "tone": "formal",
+    })
+}
+
+#[tokio::test]
+async fn invoke_writes_the_report_and_the_csv() {
+    let answer = json!({
+        "summary": "Bob sends the <Q3> report by Monday.",
+        "items": [{ "name": "Q3 report", "detail": "12 pages, due Monday" }],
+    });
+    let stub = Stub::always(Reply::answer(&answer)).await;
+    let out = scratch("out");
+    let base_url = stub.base_url();
+    let env = [
+        ("OPENAI_API_KEY", KEY),
+        ("OPENAI_BASE_URL", base_url.as_str()),
+        ("OPENAI_MODEL", MODEL),
+    ];
+    let run = invoke(&inputs(), &env, &out).await;
+    assert_eq!(run.code, Some(0), "{}", run.printed);
+    assert_eq!(run.callback["ok"], true);
+    assert_eq!(run.callback["output_type"], "file");
+    let files: Vec<(&str, &str)> = run.callback["files"]
+        .as_array()
+        .map(|files| {
+            files
+                .iter()
+                .map(|f| {
+                    (
+                        f["filename"].as_str().unwrap_or_default(),
+                        f["mime_type"].as_str().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(files, [("report.html", "text/html"), ("items.csv", "text/csv")]);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("<p>Bob sends the &lt;Q3&gt; report by Monday.</p>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<tr><td>Q3 report</td><td>12 pages, due Monday</td></tr>"),
+        "{html}"
+    );
+    assert!(html.contains("Tone: formal"), "{html}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("items.csv")).unwrap(),
+        "name,detail\r\nQ3 report,\"12 pages, due Monday\"\r\n"
+    );
+    assert!(!run.printed.contains(KEY), "{}", run.printed);
+
+    let seen = stub.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    assert_eq!(seen[0].body["model"], MODEL);
+    assert!(
+        seen[0].body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("a formal, professional tone")
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[tokio::test]
+async fn a_missing_key_fails_the_order_and_says_which_variable_to_set() {
+    let stub = Stub::always(Reply::answer(&json!({ "summary": "s" }))).await;
+    let base_url = stub.base_url();
+    let out = scratch("nokey");
+    let run = invoke(&inputs(), &[("OPENAI_BASE_URL", base_url.as_str())], &out).await;
+    assert_eq!(run.code, Some(1), "{}", run.printed);
+    assert_eq!(run.callback["ok"], false);
+    assert_eq!(
+        run.callback["error"],
+        "the model API key is not configured: the seller must set OPENAI_API_KEY in the short's environment"
+    );
+    assert!(stub.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_key_is_reported_and_never_printed() {
+    let message = format!("Incorrect API key provided: {KEY}.");
+    let stub = Stub::always(Reply::error(401, &message)).await;
+    let base_url = stub.base_url();
+    let out = scratch("refused");
+    let env = [("OPENAI_API_KEY", KEY), ("OPENAI_BASE_URL", base_url.as_str())];
+    let run = invoke(&inputs(), &env, &out).await;
+    assert_eq!(run.code, Some(1), "{}", run.printed);
+    assert_eq!(
+        run.callback["error"],
+        "the model API refused the request (401 Unauthorized) (check OPENAI_API_KEY): Incorrect API key provided: <redacted>."
+    );
+    assert!(!run.printed.contains(KEY), "{}", run.printed);
+    assert_eq!(stub.seen()[0].body["model"], "gpt-4o-mini", "the default model");
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried_on_the_configured_schedule() {
+    let stub = Stub::always(Reply::rate_limited(None)).await;
+    let base_url = stub.base_url();
+    let out = scratch("limited");
+    let env = [
+        ("OPENAI_API_KEY", KEY),
+        ("OPENAI_BASE_URL", base_url.as_str()),
+        ("SUMMARIZE_RETRY_BASE_MS", "10"),
+    ];
+    let run = invoke(&inputs(), &env, &out).await;
+    assert_eq!(run.code, Some(1), "{}", run.printed);
+    assert_eq!(
+        run.callback["error"],
+        "the model API is rate limiting requests (429 Too Many Requests, 4 attempts): try again in a few minutes"
+    );
+    // Each retry is logged.
+    assert_eq!(
+        run.printed.matches("the model API failed; retrying").count(),
+        3,
+        "{}",
+        run.printed
+    );
+    assert!(!run.printed.contains(KEY), "{}", run.printed);
+    assert_eq!(stub.seen().len(), 4);
+}

@@ -19,11 +19,11 @@ pub use report::{Item, Summary, csv_cell, escape_html, render_csv, render_html};
 /// of current models with room for the answer.
 pub const MAX_FILE_BYTES: usize = 200 * 1024;
 
-/// What the buyer fills in.
-#[derive(Deserialize)]
+/// What the buyer fills in. `form` prints it as the platform's form, with each field's doc comment
+/// as its label (from `JsonSchema`).
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct SummarizeInput {
     /// Text or CSV file to summarize
-    #[serde(default)]
     pub document: Vec<FileInput>,
     /// Tone of the summary
     #[serde(default)]
@@ -31,7 +31,7 @@ pub struct SummarizeInput {
 }
 
 /// The tone of the summary: a `select` input whose options are `neutral`, `friendly` and `formal`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Tone {
     /// Plain and factual.

@@ -431,8 +431,9 @@ async fn an_unreachable_api_is_reported_with_its_address_only() {
 async fn input_errors_are_clear_and_reach_no_api() {
     let stub = Stub::always(Reply::answer(&good_answer())).await;
     let cases = [
-        (json!({ "tone": "formal" }), "no file was uploaded: upload a text or CSV file to summarize".to_owned()),
-        (json!({ "document": null }), "no file was uploaded: upload a text or CSV file to summarize".to_owned()),
+        (json!({ "tone": "formal" }), "invalid input: missing field `document`".to_owned()),
+        (json!({ "document": null }), "invalid input: missing field `document`".to_owned()),
+        (json!({ "document": [] }), "no file was uploaded: upload a text or CSV file to summarize".to_owned()),
         (
             json!({ "document": [FileInput::new("a.txt", "text/plain", b"a"), FileInput::new("b.txt", "text/plain", b"b")] }),
             "2 files were uploaded: upload a single text or CSV file".to_owned(),

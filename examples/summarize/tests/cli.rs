@@ -203,3 +203,49 @@ async fn rate_limits_are_retried_on_the_configured_schedule() {
     assert!(!run.printed.contains(KEY), "{}", run.printed);
     assert_eq!(stub.seen().len(), 4);
 }
+
+/// Runs the binary with `args` and no environment but `PATH`: its exit code and standard output.
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_summarize-short"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn form_prints_the_inputs_the_platform_form_needs() {
+    let (code, text) = run(&["form"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        text,
+        "summarize  POST /shorts/summarize\n\
+         \x20 key       type                                 required  label\n\
+         \x20 document  file_*                               yes       Text or CSV file to summarize\n\
+         \x20 tone      select: neutral | friendly | formal  no        Tone of the summary\n\n"
+    );
+    let (code, json) = run(&["form", "summarize", "--json"]);
+    assert_eq!(code, Some(0), "{json}");
+    let form: Value = serde_json::from_str(json.trim()).expect("one JSON line");
+    assert_eq!(
+        form,
+        json!({
+            "short": "summarize",
+            "path": "/shorts/summarize",
+            "inputs": [
+                { "key": "document", "type": "file_*", "required": true, "label": "Text or CSV file to summarize" },
+                { "key": "tone", "type": "select", "required": false, "label": "Tone of the summary",
+                  "options": ["neutral", "friendly", "formal"] },
+            ],
+            "problems": [],
+        })
+    );
+    let (code, _) = run(&["form", "nope"]);
+    assert_eq!(code, Some(2), "an unknown short is a usage error");
+}

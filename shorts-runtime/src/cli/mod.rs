@@ -580,4 +580,30 @@ mod tests {
             ExitCode::from(USAGE)
         );
     }
+
+    #[test]
+    fn form_fails_on_an_input_the_platform_cannot_send() {
+        #[derive(serde::Deserialize)]
+        struct Good {
+            #[allow(dead_code)]
+            topic: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Bad {
+            #[allow(dead_code)]
+            #[serde(rename = "Topic")]
+            topic: String,
+        }
+        let good = Short::new("good", |_: Good, _: crate::Order| async {
+            Ok::<_, crate::Error>("ok")
+        });
+        let bad = Short::new("bad", |_: Bad, _: crate::Order| async {
+            Ok::<_, crate::Error>("ok")
+        });
+        assert_eq!(form(&[good.clone()], None, false), ExitCode::SUCCESS);
+        assert_eq!(form(&[good.clone()], None, true), ExitCode::SUCCESS);
+        assert_eq!(form(&[good.clone(), bad.clone()], None, false), ExitCode::from(1));
+        assert_eq!(form(&[good.clone(), bad], Some("good"), false), ExitCode::SUCCESS);
+        assert_eq!(form(&[good], Some("nope"), false), ExitCode::from(USAGE));
+    }
 }

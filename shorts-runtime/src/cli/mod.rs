@@ -600,8 +600,8 @@ mod tests {
         let bad = Short::new("bad", |_: Bad, _: crate::Order| async {
             Ok::<_, crate::Error>("ok")
         });
-        assert_eq!(form(&[good.clone()], None, false), ExitCode::SUCCESS);
-        assert_eq!(form(&[good.clone()], None, true), ExitCode::SUCCESS);
+        assert_eq!(form(std::slice::from_ref(&good), None, false), ExitCode::SUCCESS);
+        assert_eq!(form(std::slice::from_ref(&good), None, true), ExitCode::SUCCESS);
         assert_eq!(form(&[good.clone(), bad.clone()], None, false), ExitCode::from(1));
         assert_eq!(form(&[good.clone(), bad], Some("good"), false), ExitCode::SUCCESS);
         assert_eq!(form(&[good], Some("nope"), false), ExitCode::from(USAGE));

@@ -354,6 +354,7 @@ mod with_schema {
     }
 
     #[test]
+    #[allow(clippy::needless_borrow, reason = "the expansion's call, whose borrows choose the form")]
     fn without_json_schema_the_expansion_falls_back_to_deserialize() {
         #[allow(unused_imports)]
         use super::super::{ViaSchema as _, ViaSerde as _};

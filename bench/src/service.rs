@@ -160,8 +160,48 @@ struct Settings {
     in_flight: usize,
 }
 
-pub(crate) async fn run(quick: bool) -> ExitCode {
-    let settings = if quick {
+/// The cost of metrics alone: the intake of shorts (memory) with metrics on and off, then their
+/// server CPU per order at a fixed rate (`shorts-bench metrics`), the rows `service` prints too.
+pub(crate) async fn metrics(quick: bool) -> ExitCode {
+    let settings = settings(quick);
+    let dir = std::env::temp_dir().join(format!("shorts-bench-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let client = load::client();
+    println!("machine: {}", machine());
+    let mut retired = Vec::new();
+    let mut rates = Vec::new();
+    for kind in [Kind::ShortsMemory, Kind::ShortsMemoryNoMetrics] {
+        let platform = MockPlatform::start().await.expect("mock");
+        let contender = start(kind, &platform, &dir).await;
+        let (rate, run) = max_rate(&client, &contender, &platform, &settings, quick).await;
+        println!(
+            "intake {:<42} {rate:>7.0} webhooks/s (p99 {:.1} ms)",
+            contender.name,
+            run.p(0.99)
+        );
+        rates.push(rate);
+        drop(contender);
+        retired.push(platform);
+    }
+    println!();
+    println!("| figure | shorts (memory) | | ratio | | | target |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| intake, metrics on / off | {:.0} / {:.0} | | {:.2}x | | | >= 0.97x |",
+        rates[0],
+        rates[1],
+        rates[0] / rates[1]
+    );
+    println!(
+        "{}",
+        metrics_cost(&client, &dir, &settings, quick, &mut retired).await
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    ExitCode::SUCCESS
+}
+
+fn settings(quick: bool) -> Settings {
+    if quick {
         Settings {
             trial: Duration::from_millis(300),
             trials: 1,
@@ -177,7 +217,11 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
             rounds: 3,
             in_flight: 10_000,
         }
-    };
+    }
+}
+
+pub(crate) async fn run(quick: bool) -> ExitCode {
+    let settings = settings(quick);
     ensure_baselines();
     let dir = std::env::temp_dir().join(format!("shorts-bench-service-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

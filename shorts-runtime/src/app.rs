@@ -131,8 +131,13 @@ impl AppBuilder {
         let app = self.assemble().await?;
         // An input the platform's form cannot send loses every order of its short at run time.
         for lane in &app.intake.lanes {
-            for problem in (lane.short.form)().problems() {
-                tracing::warn!(short = %lane.short.name, "input {problem} (see the `form` command)");
+            match lane.short.read_form() {
+                Ok(form) => {
+                    for problem in form.problems() {
+                        tracing::warn!(short = %lane.short.name, "form: {problem} (see the `form` command)");
+                    }
+                }
+                Err(error) => tracing::warn!(short = %lane.short.name, "{error}"),
             }
         }
         app.intake.engine.start();

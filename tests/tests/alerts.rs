@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::{Value, json};
 use shorts_runtime::prelude::*;
-use shorts_runtime::testing::MockPlatform;
+use shorts_runtime::testing::{Endpoint, Fault, MockPlatform};
 use shorts_runtime::{OrderState, Secret};
 use shorts_tests::{PATIENCE, Served};
 use tokio::sync::Notify;
@@ -24,6 +24,15 @@ struct Input {
 #[ai_short]
 async fn echo(input: Input) -> Result<String> {
     Ok(input.text)
+}
+
+/// A file of 2,000 bytes: uploaded when the inline limit is below it.
+#[ai_short]
+async fn document(input: Input) -> Result<File> {
+    Ok(File::new(
+        "doc.txt",
+        input.text.repeat(2_000 / input.text.len().max(1)),
+    ))
 }
 
 /// A local alert receiver: keeps every body it is sent.
@@ -119,6 +128,37 @@ async fn a_dead_letter_and_a_pause_are_alerted() {
     // Paused, not lost: the next attempt is delivered.
     served.delivered("o-paused").await;
     assert_eq!(receiver.wait_for(2).await.len(), 2);
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_upload_secret_pauses_delivery_and_is_alerted() {
+    let (receiver, url) = Receiver::start().await;
+    let served = Served::start_with(
+        |c| {
+            c.alert_url = Some(Secret::new(url));
+            c.inline_limit = 1_000;
+        },
+        |b| b,
+    )
+    .await;
+    served.platform.inject(Endpoint::Prepare, 1, Fault::Status(401));
+    assert_eq!(
+        served
+            .order("/shorts/document", "o-upload", json!({"text": "ab"}))
+            .await,
+        200
+    );
+    let alerts = receiver.wait_for(1).await;
+    assert_eq!(alerts[0]["event"], "paused", "{alerts:?}");
+    assert_eq!(alerts[0]["order_id"], "o-upload", "{alerts:?}");
+    assert_eq!(alerts[0]["short"], "document", "{alerts:?}");
+    assert_eq!(alerts[0], json!(null), "{alerts:?}");
+    // Paused, not lost: the next attempt prepares the upload again and delivers.
+    let record = served.delivered("o-upload").await;
+    assert_eq!(record.state, OrderState::Delivered);
+    assert_eq!(served.platform.attempts_at(Endpoint::Prepare).len(), 2);
+    assert_eq!(receiver.wait_for(1).await.len(), 1);
     served.stop().await;
 }
 

@@ -399,21 +399,31 @@ fn form(shorts: &[Short], only: Option<&str>, json: bool) -> ExitCode {
     let mut problems = 0;
     let mut out = std::io::stdout().lock();
     for short in chosen {
-        let form = (short.form)();
-        let found: Vec<String> = form.problems().collect();
-        problems += found.len();
+        let form = match short.read_form() {
+            Ok(form) => form,
+            Err(error) => {
+                eprintln!("error: {error}");
+                problems += 1;
+                continue;
+            }
+        };
+        problems += form.problems().count();
         let written = if json {
             let line = serde_json::json!({
                 "short": short.name(),
                 "path": short.path(),
                 "inputs": form.inputs,
-                "problems": found,
+                "problems": form.problems,
+                "notes": form.notes,
             });
             writeln!(out, "{line}")
         } else {
             let mut text = format!("{}  POST {}\n{form}", short.name(), short.path());
-            for problem in &found {
+            for problem in form.problems() {
                 text.push_str(&format!("  error: {problem}\n"));
+            }
+            for note in form.notes() {
+                text.push_str(&format!("  note: {note}\n"));
             }
             writeln!(out, "{text}")
         };

@@ -187,6 +187,17 @@ impl Short {
         shorts
     }
 
+    /// The form its input type expects; an error when reading it panicked (a `Deserialize`
+    /// implementation of the seller's that does not expect the stand-in values).
+    pub(crate) fn read_form(&self) -> Result<form::Form, String> {
+        std::panic::catch_unwind(self.form).map_err(|_| {
+            format!(
+                "the form of {} could not be read: its input type's `Deserialize` panicked on a stand-in value",
+                self.origin()
+            )
+        })
+    }
+
     /// Where the short was declared, for error messages.
     pub(crate) fn origin(&self) -> String {
         match &self.location {
@@ -480,5 +491,41 @@ mod tests {
             error,
             "invalid input `shout`: invalid type: string \"yes\", expected a boolean"
         );
+    }
+
+    #[test]
+    fn tags_and_urls_are_read_from_text_and_from_inputs_with_nulls() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        struct Links {
+            keywords: crate::Tags,
+            site: crate::Url,
+            more: Option<crate::Tags>,
+        }
+        let expected = Links {
+            keywords: crate::Tags(vec!["seo".to_owned(), "ads".to_owned()]),
+            site: crate::Url("https://example.com/a".to_owned()),
+            more: Some(crate::Tags(vec!["x".to_owned()])),
+        };
+        // Without `null` the inputs are read from their text; with one, from a `Value`.
+        for inputs in [
+            r#"{"keywords": "seo, ads", "site": "https://example.com/a", "more": ["x"]}"#,
+            r#"{"keywords": ["seo", "ads"], "site": "https://example.com/a", "more": "x", "note": null}"#,
+        ] {
+            let read = input::<Links>(&call(inputs));
+            assert_eq!(read.ok().as_ref(), Some(&expected), "{inputs}");
+        }
+        let error = input::<Links>(&call(r#"{"keywords": 3, "site": "https://example.com/a"}"#))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            error,
+            "invalid input `keywords`: invalid type: integer `3`, expected a comma-separated string or an array of strings"
+        );
+        let error = input::<Links>(&call(r#"{"keywords": "a", "site": null, "more": null}"#))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(error, "invalid input: missing field `site`");
     }
 }

@@ -16,7 +16,7 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use self::trace::{Shape, Traced};
+use self::trace::{Shape, TEXTS, Traced};
 
 /// A platform input type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,6 +90,9 @@ pub(crate) struct FormInput {
     /// What the platform or this type makes of the input that loses orders.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) problems: Vec<String>,
+    /// What `form` cannot tell of the input, though orders work.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) notes: Vec<String>,
 }
 
 /// The form an input type expects.
@@ -100,6 +103,9 @@ pub struct Form {
     /// Problems of the type as a whole (it is not a struct with named fields).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) problems: Vec<String>,
+    /// What `form` cannot tell of the type as a whole (it reads any object).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) notes: Vec<String>,
 }
 
 impl Form {
@@ -114,6 +120,15 @@ impl Form {
                     .iter()
                     .map(move |p| format!("`{}`: {p}", input.key))
             }))
+    }
+
+    /// Every note, each naming its key.
+    pub(crate) fn notes(&self) -> impl Iterator<Item = String> + '_ {
+        self.notes.iter().cloned().chain(
+            self.inputs
+                .iter()
+                .flat_map(|input| input.notes.iter().map(move |n| format!("`{}`: {n}", input.key))),
+        )
     }
 }
 
@@ -197,11 +212,23 @@ fn from_trace(traced: Traced) -> Form {
     let fields = match traced {
         Traced::Fields(fields) => fields,
         Traced::NotAStruct(what) => {
+            // A type that reads any object works, though it tells nothing of the form.
+            let reads_objects = what.starts_with("a map") || what.starts_with("any JSON");
+            let text = format!("the input type is {what}, not a struct with named fields");
             return Form {
                 inputs: Vec::new(),
-                problems: vec![format!(
-                    "the input type is {what}, not a struct with named fields: the platform sends an object with one key per input"
-                )],
+                problems: if reads_objects {
+                    Vec::new()
+                } else {
+                    vec![format!(
+                        "{text}: the platform sends an object with one key per input"
+                    )]
+                },
+                notes: if reads_objects {
+                    vec![format!("{text}: the keys it reads cannot be listed")]
+                } else {
+                    Vec::new()
+                },
             };
         }
     };
@@ -212,70 +239,112 @@ fn from_trace(traced: Traced) -> Form {
                 Shape::Option(inner) => *inner,
                 shape => shape,
             };
-            let (input_type, options, problem) = input_type(&shape);
+            let read = input_type(&shape);
+            let input_type = match (read.input_type, TEXTS.get(field.standin)) {
+                (Some(InputType::Text), Some(&"2000-01-01")) => Some(InputType::Date),
+                (Some(InputType::Text), Some(&"https://example.com/")) => Some(InputType::Url),
+                (input_type, _) => input_type,
+            };
+            let (problems, notes) = match read.issue {
+                Issue::None => (Vec::new(), Vec::new()),
+                Issue::Problem(text) => (vec![text], Vec::new()),
+                Issue::Note(text) => (Vec::new(), vec![text]),
+            };
             FormInput {
                 key: field.key.to_owned(),
                 input_type,
                 required: field.required,
                 label: None,
-                options,
-                problems: problem.into_iter().collect(),
+                options: read.options,
+                problems,
+                notes,
             }
         })
         .collect();
     Form {
         inputs,
         problems: Vec::new(),
+        notes: Vec::new(),
     }
 }
 
+/// What a field's shape reads as.
+struct Read {
+    input_type: Option<InputType>,
+    options: Vec<String>,
+    issue: Issue,
+}
+
+/// What `form` says of a field beside its type.
+enum Issue {
+    None,
+    /// The platform's form cannot send what the type reads: orders fail.
+    Problem(String),
+    /// The type reads more than one input type sends, so `form` cannot name one; orders work.
+    Note(String),
+}
+
 /// The platform input type a field's shape reads, its options, or why it reads none.
-fn input_type(shape: &Shape) -> (Option<InputType>, Vec<String>, Option<String>) {
-    let options = |variants: &[&str]| variants.iter().map(|v| (*v).to_owned()).collect();
+fn input_type(shape: &Shape) -> Read {
+    let read = |input_type| Read {
+        input_type: Some(input_type),
+        options: Vec::new(),
+        issue: Issue::None,
+    };
+    let select = |input_type, variants: &[&str]| Read {
+        input_type: Some(input_type),
+        options: variants.iter().map(|v| (*v).to_owned()).collect(),
+        issue: Issue::None,
+    };
+    let problem = |text: String| Read {
+        input_type: None,
+        options: Vec::new(),
+        issue: Issue::Problem(text),
+    };
     match shape {
-        Shape::Str => (Some(InputType::Text), Vec::new(), None),
-        Shape::Number => (Some(InputType::Number), Vec::new(), None),
-        Shape::Bool => (Some(InputType::Boolean), Vec::new(), None),
-        Shape::Struct("DateRange") => (Some(InputType::DateRange), Vec::new(), None),
-        Shape::Newtype("Tags", _) => (Some(InputType::Tags), Vec::new(), None),
-        Shape::Newtype("Url", _) => (Some(InputType::Url), Vec::new(), None),
-        Shape::Struct("FileInput") => (
-            Some(InputType::File),
-            Vec::new(),
-            Some("a file input arrives as an array, even for one file: make the field a `Vec<FileInput>`".to_owned()),
-        ),
+        Shape::Str => read(InputType::Text),
+        Shape::Number => read(InputType::Number),
+        Shape::Bool => read(InputType::Boolean),
+        Shape::Struct("DateRange") => read(InputType::DateRange),
+        Shape::Newtype("Tags", _) => read(InputType::Tags),
+        Shape::Newtype("Url", _) => read(InputType::Url),
+        Shape::Struct("FileInput") => Read {
+            issue: Issue::Problem(
+                "a file input arrives as an array, even for one file: make the field a `Vec<FileInput>`".to_owned(),
+            ),
+            ..read(InputType::File)
+        },
         Shape::Enum {
             variants,
             unit_only: true,
             ..
-        } => (Some(InputType::Select), options(variants), None),
-        Shape::Enum { .. } => (
-            None,
-            Vec::new(),
-            Some("an enum whose variants carry data is no platform input type; a `select` is an enum of unit variants".to_owned()),
+        } => select(InputType::Select, variants),
+        Shape::Enum { .. } => problem(
+            "an enum whose variants carry data is no platform input type; a `select` is an enum of unit variants"
+                .to_owned(),
         ),
         Shape::Seq(element) => match &**element {
-            Shape::Struct("FileInput") => (Some(InputType::File), Vec::new(), None),
-            Shape::Str => (Some(InputType::Multiselect), Vec::new(), None),
+            Shape::Struct("FileInput") => read(InputType::File),
+            Shape::Str => read(InputType::Multiselect),
             Shape::Enum {
                 variants,
                 unit_only: true,
                 ..
-            } => (Some(InputType::Multiselect), options(variants), None),
-            _ => (
-                None,
-                Vec::new(),
-                Some("a list of these is no platform input type (a `multiselect` is a list of strings or of unit variants, a file input a `Vec<FileInput>`)".to_owned()),
+            } => select(InputType::Multiselect, variants),
+            _ => problem(
+                "a list of these is no platform input type (a `multiselect` is a list of strings or of unit variants, a file input a `Vec<FileInput>`)".to_owned(),
             ),
         },
-        Shape::Newtype(_, inner) => input_type(inner),
-        Shape::Option(inner) => input_type(inner),
-        Shape::Struct(name) => (
-            None,
-            Vec::new(),
-            Some(format!("`{name}` is an object, which no platform input type sends (but `date_range`, read as a `DateRange`)")),
-        ),
-        Shape::Other(what) => (None, Vec::new(), Some(format!("{what} is no platform input type"))),
+        Shape::Newtype(_, inner) | Shape::Option(inner) => input_type(inner),
+        Shape::Struct(name) => problem(format!(
+            "`{name}` is an object, which no platform input type sends (but `date_range`, read as a `DateRange`)"
+        )),
+        Shape::Other(what) if what.starts_with("any JSON") => Read {
+            input_type: None,
+            options: Vec::new(),
+            issue: Issue::Note(format!("reads {what}, so its input type cannot be told")),
+        },
+        Shape::Other(what) => problem(format!("{what} is no platform input type")),
     }
 }
 

@@ -18,6 +18,14 @@ pub(super) fn label<T: JsonSchema>(form: &mut Form) {
             continue;
         };
         input.label = first_paragraph(property.get("title").or_else(|| property.get("description")));
+        // Serde's list of variants holds their aliases and a `#[serde(other)]` catch-all too;
+        // the schema's `enum` holds the names a buyer picks from.
+        if matches!(input.input_type, Some(InputType::Select | InputType::Multiselect)) {
+            let choices = property.get("items").unwrap_or(property);
+            if let Some(options) = enum_values(&schema, choices) {
+                input.options = options;
+            }
+        }
         if let Some(named) = property
             .get("x-input-type")
             .and_then(Value::as_str)
@@ -32,6 +40,19 @@ pub(super) fn label<T: JsonSchema>(form: &mut Form) {
             }
         }
     }
+}
+
+/// The string values of `schema`'s `enum`, following a `$ref` into the root's `$defs`.
+fn enum_values(root: &schemars::Schema, schema: &Value) -> Option<Vec<String>> {
+    let resolved = match schema.get("$ref").and_then(Value::as_str) {
+        Some(reference) => {
+            let name = reference.strip_prefix("#/$defs/")?;
+            root.get("$defs")?.get(name)?
+        }
+        None => schema,
+    };
+    let values = resolved.get("enum")?.as_array()?;
+    values.iter().map(|v| v.as_str().map(str::to_owned)).collect()
 }
 
 /// A doc comment's first paragraph on one line.

@@ -213,7 +213,7 @@ fn shapes_no_input_type_sends_are_problems_naming_the_key() {
         ]
     );
     let problems: Vec<String> = form.problems().collect();
-    assert_eq!(problems.len(), 6, "{problems:?}");
+    assert_eq!(problems.len(), 5, "{problems:?}");
     assert!(problems[0].contains("`Vec<FileInput>`"), "{problems:?}");
     assert!(problems[1].contains("variants carry data"), "{problems:?}");
     assert!(
@@ -221,15 +221,21 @@ fn shapes_no_input_type_sends_are_problems_naming_the_key() {
         "a data variant after a unit one: {problems:?}"
     );
     assert!(problems[3].contains("`Inner` is an object"), "{problems:?}");
-    assert!(problems[4].contains("any JSON value"), "{problems:?}");
-    assert!(problems[5].contains("a list of these"), "{problems:?}");
+    assert!(problems[4].contains("a list of these"), "{problems:?}");
+    // A field that reads any JSON value works: a note, not a problem.
+    let notes: Vec<String> = form.notes().collect();
+    assert_eq!(
+        notes,
+        ["`any`: reads any JSON value, so its input type cannot be told"]
+    );
     // Each field is still found, and required, though some refuse their stand-in values.
     assert!(form.inputs.iter().all(|i| i.required));
 }
 
 #[test]
 fn a_type_that_is_not_a_struct_has_no_form_and_says_why() {
-    for form in [of::<serde_json::Value>(), of::<Vec<String>>(), of::<String>()] {
+    // The platform sends an object: a sequence or a single value never reads it.
+    for form in [of::<Vec<String>>(), of::<String>()] {
         assert!(form.inputs.is_empty());
         let problems: Vec<String> = form.problems().collect();
         assert_eq!(problems.len(), 1, "{problems:?}");
@@ -238,8 +244,20 @@ fn a_type_that_is_not_a_struct_has_no_form_and_says_why() {
             "{problems:?}"
         );
     }
-    let map = of::<std::collections::HashMap<String, String>>();
-    assert!(map.problems[0].contains("a map"), "{:?}", map.problems);
+    // Any object reads as a `Value` or a map: orders work, the keys cannot be listed.
+    for form in [
+        of::<serde_json::Value>(),
+        of::<std::collections::HashMap<String, String>>(),
+    ] {
+        assert!(form.inputs.is_empty());
+        assert_eq!(form.problems().count(), 0, "{:?}", form.problems);
+        assert_eq!(form.notes.len(), 1, "{:?}", form.notes);
+        assert!(
+            form.notes[0].contains("the keys it reads cannot be listed"),
+            "{:?}",
+            form.notes
+        );
+    }
 }
 
 #[allow(dead_code)]
@@ -254,7 +272,8 @@ struct Flattened {
 fn a_flattened_struct_is_reported_not_guessed() {
     let form = of::<Flattened>();
     assert!(form.inputs.is_empty());
-    assert!(form.problems[0].contains("flatten"), "{:?}", form.problems);
+    assert_eq!(form.problems().count(), 0);
+    assert!(form.notes[0].contains("flatten"), "{:?}", form.notes);
 }
 
 #[test]
@@ -292,7 +311,10 @@ mod with_schema {
     #[serde(rename_all = "lowercase")]
     enum Mood {
         Calm,
+        #[serde(alias = "noisy")]
         Loud,
+        #[serde(other)]
+        Unknown,
     }
 
     #[allow(dead_code)]
@@ -349,12 +371,20 @@ mod with_schema {
                 ("period", Some("date_range"), None),
             ]
         );
-        assert_eq!(form.inputs[1].options, ["calm", "loud"]);
+        // Without the alias serde lists among the variants.
+        assert_eq!(form.inputs[1].options, ["calm", "loud", "unknown"]);
+        assert_eq!(
+            of::<Labelled>().inputs[1].options,
+            ["calm", "loud", "noisy", "unknown"]
+        );
         assert!(!form.inputs[5].required);
     }
 
     #[test]
-    #[allow(clippy::needless_borrow, reason = "the expansion's call, whose borrows choose the form")]
+    #[allow(
+        clippy::needless_borrow,
+        reason = "the expansion's call, whose borrows choose the form"
+    )]
     fn without_json_schema_the_expansion_falls_back_to_deserialize() {
         #[allow(unused_imports)]
         use super::super::{ViaSchema as _, ViaSerde as _};
@@ -366,4 +396,142 @@ mod with_schema {
         );
         assert_eq!(without, of::<Aliased>());
     }
+}
+
+#[allow(dead_code)]
+#[derive(Deserialize)]
+struct Node {
+    text: String,
+    replies: Vec<Node>,
+    parent: Option<Box<Node>>,
+}
+
+#[allow(dead_code)]
+#[derive(Deserialize)]
+struct Thread {
+    title: String,
+    root: Option<Node>,
+}
+
+#[test]
+fn a_recursive_type_is_traced_to_a_bounded_depth() {
+    let form = of::<Thread>();
+    let types: Vec<(&str, Option<&str>, bool)> = form
+        .inputs
+        .iter()
+        .map(|i| (i.key.as_str(), i.input_type.map(InputType::as_str), i.required))
+        .collect();
+    assert_eq!(types, [("title", Some("text"), true), ("root", None, false)]);
+    assert_eq!(form.problems().count(), 1);
+}
+
+/// A date the way a validating type reads one: `YYYY-MM-DD` or an error.
+#[derive(Debug)]
+struct Day(#[allow(dead_code)] String);
+
+impl<'de> Deserialize<'de> for Day {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let shaped = text.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+        if text.len() == 10 && shaped {
+            Ok(Day(text))
+        } else {
+            Err(serde::de::Error::custom("not a date"))
+        }
+    }
+}
+
+#[allow(dead_code)]
+#[derive(Deserialize)]
+struct Picky {
+    count: std::num::NonZeroU32,
+    #[serde(alias = "when")]
+    day: Day,
+    ip: std::net::IpAddr,
+    #[serde(default)]
+    limit: u32,
+    period: Option<DateRange>,
+    #[serde(alias = "tags")]
+    keywords: Option<Tags>,
+}
+
+#[test]
+fn fields_that_refuse_an_empty_stand_in_are_offered_others() {
+    assert_eq!(
+        rows(&of::<Picky>()),
+        [
+            ("count", Some("number"), true, vec![]),
+            ("day", Some("date"), true, vec![]),
+            ("ip", Some("text"), true, vec![]),
+            ("limit", Some("number"), false, vec![]),
+            ("period", Some("date_range"), false, vec![]),
+            ("keywords", Some("tags"), false, vec![]),
+        ]
+    );
+}
+
+#[allow(dead_code)]
+#[derive(Deserialize)]
+struct Wrapped(Aliased);
+
+#[allow(dead_code)]
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct AllDefault {
+    topic: String,
+    count: u32,
+}
+
+impl Default for AllDefault {
+    fn default() -> Self {
+        AllDefault {
+            topic: "x".to_owned(),
+            count: 1,
+        }
+    }
+}
+
+#[test]
+fn a_newtype_reads_as_what_it_wraps_and_a_default_container_requires_nothing() {
+    assert_eq!(of::<Wrapped>(), of::<Aliased>());
+    assert_eq!(
+        rows(&of::<AllDefault>()),
+        [
+            ("topic", Some("text"), false, vec![]),
+            ("count", Some("number"), false, vec![])
+        ]
+    );
+}
+
+/// A type whose `Deserialize` does not expect a stand-in value.
+struct Fragile;
+
+impl<'de> Deserialize<'de> for Fragile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        assert!(!text.is_empty(), "a seller's code that trusts its input");
+        Ok(Fragile)
+    }
+}
+
+#[allow(dead_code)]
+#[derive(Deserialize)]
+struct FragileInput {
+    value: Fragile,
+}
+
+#[test]
+fn a_panic_while_reading_the_form_is_an_error_not_a_crash() {
+    let short = crate::Short::new("fragile", |_: FragileInput, _: crate::Order| async {
+        Ok::<_, crate::Error>("ok")
+    });
+    let error = short.read_form().err().unwrap_or_default();
+    assert!(error.contains("could not be read"), "{error}");
+    assert!(error.contains("`fragile`"), "{error}");
 }

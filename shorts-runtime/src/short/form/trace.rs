@@ -55,7 +55,24 @@ pub(super) struct TracedField {
     pub(super) key: &'static str,
     pub(super) shape: Shape,
     pub(super) required: bool,
+    /// The stand-in text the field accepted: [`TEXTS`]`[standin]`.
+    pub(super) standin: usize,
 }
+
+/// The stand-in texts a field is offered, in turn, until it accepts one: a field that refuses
+/// an empty text may be a date, a URL, an id or an address. (Numbers are offered 0, then 1.)
+pub(super) const TEXTS: [&str; 6] = [
+    "",
+    "a",
+    "2000-01-01",
+    "https://example.com/",
+    "00000000-0000-0000-0000-000000000000",
+    "127.0.0.1",
+];
+
+/// How deep values are traced: past it an option is `None`, a sequence and a struct empty, so
+/// that a recursive type ends.
+const MAX_DEPTH: usize = 8;
 
 /// Passes a trace runs at most per alias, and per enum's variants.
 const MAX_PASSES: usize = 256;
@@ -72,6 +89,27 @@ pub(super) fn trace<T: DeserializeOwned>() -> Traced {
         if let Err(TraceError::Duplicate(key)) = result {
             let alias = state.alias_of::<T>(key);
             state.aliases.borrow_mut().insert(alias);
+        } else if result.is_err() {
+            // A field that refused its stand-in is offered the next one, and left out once it
+            // refused them all.
+            let newly: Vec<&'static str> = {
+                let omitted = state.omitted.borrow();
+                state
+                    .refused
+                    .borrow()
+                    .iter()
+                    .filter(|k| !omitted.contains(*k))
+                    .copied()
+                    .collect()
+            };
+            for key in newly {
+                let mut standins = state.standins.borrow_mut();
+                let next = standins.get(key).map_or(1, |n| n + 1);
+                if next < TEXTS.len() {
+                    standins.insert(key, next);
+                    state.refused.borrow_mut().remove(key);
+                }
+            }
         }
         let omitted: BTreeSet<&'static str> = state
             .aliases
@@ -79,7 +117,9 @@ pub(super) fn trace<T: DeserializeOwned>() -> Traced {
             .union(&state.refused.borrow())
             .copied()
             .collect();
-        if result.is_ok() || omitted == *state.omitted.borrow() {
+        let offered = state.standins.borrow().clone();
+        let same = omitted == *state.omitted.borrow() && offered == state.offered.replace(offered.clone());
+        if result.is_ok() || same {
             break;
         }
         *state.omitted.borrow_mut() = omitted;
@@ -123,7 +163,13 @@ pub(super) fn trace<T: DeserializeOwned>() -> Traced {
             let required = state
                 .required::<T>(key)
                 .unwrap_or(!matches!(shape, Shape::Option(_)));
-            Some(TracedField { key, shape, required })
+            let standin = state.standins.borrow().get(key).copied().unwrap_or(0);
+            Some(TracedField {
+                key,
+                shape,
+                required,
+                standin,
+            })
         })
         .collect();
     Traced::Fields(fields)
@@ -149,6 +195,10 @@ struct State {
     omitted: RefCell<BTreeSet<&'static str>>,
     /// The top-level key handed out last.
     last_key: Cell<&'static str>,
+    /// The stand-in each top-level field is offered ([`TEXTS`]' index; 0 when absent).
+    standins: RefCell<BTreeMap<&'static str, usize>>,
+    /// The stand-ins of the pass before.
+    offered: RefCell<BTreeMap<&'static str, usize>>,
     /// Every enum met, by name, with its variants.
     enums: RefCell<BTreeMap<&'static str, &'static [&'static str]>>,
     /// Enums with a variant that carries data.
@@ -277,6 +327,10 @@ enum Slot<'s> {
 pub(super) struct Tracer<'s> {
     state: &'s State,
     slot: Slot<'s>,
+    /// The top-level field this value is in, whose stand-in it answers with.
+    field: Option<&'static str>,
+    /// Values this one is inside of.
+    depth: usize,
 }
 
 impl<'s> Tracer<'s> {
@@ -284,7 +338,30 @@ impl<'s> Tracer<'s> {
         Tracer {
             state,
             slot: Slot::Top,
+            field: None,
+            depth: 0,
         }
+    }
+
+    /// The index in [`TEXTS`] of the stand-in this value answers with.
+    fn standin(&self) -> usize {
+        self.field
+            .and_then(|key| self.state.standins.borrow().get(key).copied())
+            .unwrap_or(0)
+    }
+
+    fn text(&self) -> &'static str {
+        TEXTS.get(self.standin()).copied().unwrap_or_default()
+    }
+
+    /// 0 (`false`), or 1 once the field refused 0.
+    fn number(&self) -> bool {
+        self.standin() > 0
+    }
+
+    /// Whether values this deep are only stand-ins, not traced further.
+    fn too_deep(&self) -> bool {
+        self.depth >= MAX_DEPTH
     }
 
     fn record(&self, shape: Shape) {
@@ -321,6 +398,8 @@ impl<'s> Tracer<'s> {
         let result = read(Tracer {
             state: self.state,
             slot: Slot::Inner(&cell),
+            field: self.field,
+            depth: self.depth + 1,
         });
         let shape = cell.into_inner().unwrap_or(Shape::Other("nothing"));
         self.record(wrap(shape));
@@ -329,11 +408,11 @@ impl<'s> Tracer<'s> {
 }
 
 macro_rules! numbers {
-    ($($method:ident => $visit:ident($value:expr)),* $(,)?) => {
+    ($($method:ident => $visit:ident($value:ty)),* $(,)?) => {
         $(
             fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
                 self.record(Shape::Number);
-                visitor.$visit($value)
+                visitor.$visit(<$value>::from(self.number()))
             }
         )*
     };
@@ -353,18 +432,18 @@ impl<'de> Deserializer<'de> for Tracer<'_> {
     }
 
     numbers! {
-        deserialize_i8 => visit_i8(0),
-        deserialize_i16 => visit_i16(0),
-        deserialize_i32 => visit_i32(0),
-        deserialize_i64 => visit_i64(0),
-        deserialize_i128 => visit_i128(0),
-        deserialize_u8 => visit_u8(0),
-        deserialize_u16 => visit_u16(0),
-        deserialize_u32 => visit_u32(0),
-        deserialize_u64 => visit_u64(0),
-        deserialize_u128 => visit_u128(0),
-        deserialize_f32 => visit_f32(0.0),
-        deserialize_f64 => visit_f64(0.0),
+        deserialize_i8 => visit_i8(i8),
+        deserialize_i16 => visit_i16(i16),
+        deserialize_i32 => visit_i32(i32),
+        deserialize_i64 => visit_i64(i64),
+        deserialize_i128 => visit_i128(i128),
+        deserialize_u8 => visit_u8(u8),
+        deserialize_u16 => visit_u16(u16),
+        deserialize_u32 => visit_u32(u32),
+        deserialize_u64 => visit_u64(u64),
+        deserialize_u128 => visit_u128(u128),
+        deserialize_f32 => visit_f32(f32),
+        deserialize_f64 => visit_f64(f64),
     }
 
     fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
@@ -374,12 +453,12 @@ impl<'de> Deserializer<'de> for Tracer<'_> {
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
         self.record(Shape::Str);
-        visitor.visit_str("")
+        visitor.visit_str(self.text())
     }
 
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
         self.record(Shape::Str);
-        visitor.visit_string(String::new())
+        visitor.visit_string(self.text().to_owned())
     }
 
     fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
@@ -393,6 +472,10 @@ impl<'de> Deserializer<'de> for Tracer<'_> {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
+        if self.too_deep() {
+            self.record(Shape::Option(Box::new(Shape::Other("a value nested too deep"))));
+            return visitor.visit_none();
+        }
         self.inner(
             |shape| Shape::Option(Box::new(shape)),
             |inner| visitor.visit_some(inner),
@@ -418,6 +501,10 @@ impl<'de> Deserializer<'de> for Tracer<'_> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, TraceError> {
+        if matches!(self.slot, Slot::Top) {
+            // A newtype around the input type reads as what it wraps.
+            return visitor.visit_newtype_struct(self);
+        }
         self.inner(
             |shape| Shape::Newtype(name, Box::new(shape)),
             |inner| visitor.visit_newtype_struct(inner),
@@ -425,6 +512,10 @@ impl<'de> Deserializer<'de> for Tracer<'_> {
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
+        if self.too_deep() {
+            self.record(Shape::Seq(Box::new(Shape::Other("a value nested too deep"))));
+            return visitor.visit_seq(OneElement { tracer: None });
+        }
         self.inner(
             |shape| Shape::Seq(Box::new(shape)),
             |inner| visitor.visit_seq(OneElement { tracer: Some(inner) }),
@@ -452,6 +543,7 @@ impl<'de> Deserializer<'de> for Tracer<'_> {
             state: None,
             keys: &[],
             at: 0,
+            depth: self.depth + 1,
         })
     }
 
@@ -469,6 +561,7 @@ impl<'de> Deserializer<'de> for Tracer<'_> {
         // The structs of shorts' own input types get their keys without aliases; any other
         // struct inside a field gets all its keys (a duplicate there only refuses that field).
         let keys: &'static [&'static str] = match name {
+            _ if self.too_deep() => &[],
             "DateRange" if !top => &["start", "end"],
             _ => fields,
         };
@@ -476,6 +569,7 @@ impl<'de> Deserializer<'de> for Tracer<'_> {
             state: top.then_some(self.state),
             keys,
             at: 0,
+            depth: self.depth + 1,
         })
     }
 
@@ -504,7 +598,7 @@ impl<'de> Deserializer<'de> for Tracer<'_> {
 
     fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
         self.record(Shape::Str);
-        visitor.visit_str("")
+        visitor.visit_str(self.text())
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
@@ -538,6 +632,8 @@ struct Fields<'s> {
     state: Option<&'s State>,
     keys: &'static [&'static str],
     at: usize,
+    /// The depth of the values.
+    depth: usize,
 }
 
 impl<'de> MapAccess<'de> for Fields<'_> {
@@ -570,6 +666,8 @@ impl<'de> MapAccess<'de> for Fields<'_> {
                 let result = seed.deserialize(Tracer {
                     state,
                     slot: Slot::Field(key),
+                    field: Some(key),
+                    depth: self.depth,
                 });
                 match result {
                     Ok(value) => Ok(value),
@@ -594,6 +692,8 @@ impl<'de> MapAccess<'de> for Fields<'_> {
                 seed.deserialize(Tracer {
                     state: &state,
                     slot: Slot::Inner(&cell),
+                    field: None,
+                    depth: self.depth,
                 })
             }
         }

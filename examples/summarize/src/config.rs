@@ -15,6 +15,8 @@ const MODEL_VAR: &str = "OPENAI_MODEL";
 const TIMEOUT_VAR: &str = "SUMMARIZE_TIMEOUT_SECS";
 /// First delay between retries, in milliseconds.
 const RETRY_BASE_VAR: &str = "SUMMARIZE_RETRY_BASE_MS";
+/// Seconds all the requests of one order, retries and waits included, may take.
+const DEADLINE_VAR: &str = "SUMMARIZE_DEADLINE_SECS";
 
 /// OpenAI's API.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -38,13 +40,19 @@ pub struct Config {
     /// A request that takes longer fails the order; it is not retried.
     pub timeout: Duration,
     /// The first delay before a retry after a 429, a 5xx or a network error, doubled at each
-    /// retry (`SUMMARIZE_RETRY_BASE_MS`, default 500 ms). A 429's `Retry-After` (in seconds) is
-    /// honoured instead.
+    /// retry (`SUMMARIZE_RETRY_BASE_MS`, default 500 ms). The `Retry-After` (in seconds) of a
+    /// 429 or a 5xx is honoured instead.
     pub retry_base: Duration,
-    /// The longest wait between two attempts, whatever `Retry-After` asks (default 20 s).
+    /// The longest wait between two attempts (default 20 s): the doubling delay is cut to it, and
+    /// an API whose `Retry-After` asks for longer is not retried.
     pub max_retry_wait: Duration,
     /// Requests made at most for one order, the first included (default 4).
     pub max_attempts: u32,
+    /// Time all the requests of one order may take, retries and waits included
+    /// (`SUMMARIZE_DEADLINE_SECS`, default 240 s, under the short's 5 min timeout). A retry is
+    /// only made when its wait and a whole [`Config::timeout`] fit before it; the first request's
+    /// timeout is cut to it.
+    pub deadline: Duration,
 }
 
 impl Config {
@@ -58,6 +66,7 @@ impl Config {
             retry_base: Duration::from_millis(500),
             max_retry_wait: Duration::from_secs(20),
             max_attempts: 4,
+            deadline: Duration::from_secs(240),
         }
     }
 
@@ -118,6 +127,12 @@ impl Config {
                 }
             };
         }
+        if let Some(secs) = set(DEADLINE_VAR) {
+            config.deadline = match secs.parse::<u64>() {
+                Ok(secs) if secs > 0 => Duration::from_secs(secs),
+                _ => return Err(Error::msg(format!("{DEADLINE_VAR} must be a number of seconds"))),
+            };
+        }
         config.origin()?;
         Ok(config)
     }
@@ -167,6 +182,7 @@ impl fmt::Debug for Config {
             .field("retry_base", &self.retry_base)
             .field("max_retry_wait", &self.max_retry_wait)
             .field("max_attempts", &self.max_attempts)
+            .field("deadline", &self.deadline)
             .finish()
     }
 }

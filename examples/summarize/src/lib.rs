@@ -81,7 +81,7 @@ pub async fn summarize(config: &Config, input: SummarizeInput) -> Result<Vec<Fil
     let document = read_document(input.document)?;
     let messages = prompt(&document, input.tone);
     let content = api::complete(config, messages).await?;
-    let summary = Summary::parse(&content)?;
+    let summary = Summary::parse_redacted(&content, |text| config.redact(text))?;
     let report = render_html(&document.name, input.tone, &summary);
     let items = render_csv(&summary.items);
     Ok(vec![

@@ -15,8 +15,9 @@
 //! files: `report.html` (the summary and a table of the items) and `items.csv`.
 //!
 //! A 429 or a 5xx from the API is retried a few times (after `Retry-After` when the API sends
-//! one); every other failure, a missing `OPENAI_API_KEY` included, ends the order with an
-//! `ok: false` callback that says what went wrong, never with the key in it.
+//! one), within a deadline under the short's timeout (`SUMMARIZE_DEADLINE_SECS`, default 240 s);
+//! every other failure, a missing `OPENAI_API_KEY` included, ends the order with an `ok: false`
+//! callback that says what went wrong, never with the key in it.
 
 use shorts_runtime::prelude::*;
 use summarize_short::{Config, SummarizeInput};

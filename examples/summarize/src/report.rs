@@ -37,8 +37,18 @@ impl Summary {
     ///
     /// When the answer holds no JSON object with a `summary` string.
     pub fn parse(answer: &str) -> Result<Self> {
+        Self::parse_redacted(answer, str::to_owned)
+    }
+
+    /// As [`Summary::parse`], with the start of the answer an error quotes passed whole through
+    /// `redact` before it is cut short.
+    ///
+    /// # Errors
+    ///
+    /// As [`Summary::parse`].
+    pub fn parse_redacted(answer: &str, redact: impl Fn(&str) -> String) -> Result<Self> {
         let expected = r#"the model's answer is not the expected JSON ({"summary": "...", "items": [...]})"#;
-        let began = || began(answer);
+        let began = || began(&redact(answer));
         let json = match (answer.find('{'), answer.rfind('}')) {
             (Some(start), Some(end)) if start < end => &answer[start..=end],
             _ => return Err(Error::msg(format!("{expected}: it began {}", began()))),
@@ -247,6 +257,20 @@ mod tests {
             message(r#"{"summary": "x", "items": 3}"#).is_some_and(|m| m.contains("`items` is not a list"))
         );
         assert!(message("{not json}").is_some_and(|m| m.contains("key must be a string")));
+    }
+
+    #[test]
+    fn a_quoted_answer_is_redacted_before_it_is_cut() {
+        let key = "sk-unit-KEY-0123456789";
+        let redact = |text: &str| text.replace(key, "<redacted>");
+        // The key straddles the 80th character: cut first, its start would show.
+        let answer = format!("{} {key} and more", "z".repeat(75));
+        let message = Summary::parse_redacted(&answer, redact)
+            .err()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        assert!(message.ends_with(" <red…\""), "{message}");
+        assert!(!message.contains("sk-"), "{message}");
     }
 
     #[test]

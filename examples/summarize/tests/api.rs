@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use shorts_runtime::testing::{Callback, FileContents, MockPlatform};
 use shorts_runtime::{App, FileInput, Order, Short};
-use stub::{KEY, MODEL, Reply, Stub};
+use stub::{KEY, MODEL, Reply, Stub, assert_no_part_of_the_key};
 use summarize_short::{Config, SummarizeInput, summarize};
 
 /// The longest any order here may take to reach its callback.
@@ -36,6 +36,8 @@ fn notes(text: &str) -> Value {
 struct Outcome {
     callback: Callback,
     files: Vec<(String, Vec<u8>)>,
+    /// From the webhook sent to the callback received.
+    elapsed: Duration,
 }
 
 /// Runs one order with `inputs` through a server built on `config`, and returns its callback.
@@ -62,6 +64,7 @@ async fn order(config: Config, inputs: Value) -> Outcome {
     }));
     let order_id = "550e8400-e29b-41d4-a716-446655440000";
     let body = platform.webhook_body(order_id, inputs);
+    let started = Instant::now();
     let status = platform
         .send_webhook(&format!("http://{addr}/shorts/summarize"), &body)
         .await
@@ -71,6 +74,7 @@ async fn order(config: Config, inputs: Value) -> Outcome {
         .wait_for(order_id, CALLBACK_WAIT)
         .await
         .expect("a callback within the wait");
+    let elapsed = started.elapsed();
     assert!(
         !callback.body.to_string().contains(KEY),
         "the key is in the callback: {}",
@@ -87,7 +91,11 @@ async fn order(config: Config, inputs: Value) -> Outcome {
     }
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-    Outcome { callback, files }
+    Outcome {
+        callback,
+        files,
+        elapsed,
+    }
 }
 
 /// The `error` of a failure callback.
@@ -238,31 +246,182 @@ async fn a_429_without_retry_after_backs_off_exponentially() {
         Reply::answer(&good_answer()),
     )
     .await;
-    let outcome = order(config(&stub), notes("text")).await;
+    let config = Config {
+        retry_base: Duration::from_millis(300),
+        ..config(&stub)
+    };
+    let outcome = order(config, notes("text")).await;
     assert!(outcome.callback.ok(), "{}", outcome.callback.body);
     let seen = stub.seen();
     assert_eq!(seen.len(), 3);
-    // 20 ms, then 40 ms.
-    assert!(seen[1].at - seen[0].at >= Duration::from_millis(20));
-    assert!(seen[2].at - seen[1].at >= Duration::from_millis(40));
+    // 300 ms, then 600 ms: each at least that, and not much more (a loaded machine is slow).
+    let (first, second) = (seen[1].at - seen[0].at, seen[2].at - seen[1].at);
+    assert!(
+        first >= Duration::from_millis(300) && first < Duration::from_millis(300 + 1500),
+        "first wait {first:?}"
+    );
+    assert!(
+        second >= Duration::from_millis(600) && second < Duration::from_millis(600 + 1500),
+        "second wait {second:?}"
+    );
 }
 
 #[tokio::test]
-async fn a_retry_after_is_capped() {
+async fn a_backoff_is_capped_at_the_longest_wait() {
+    let stub = Stub::start(
+        vec![Reply::rate_limited(None), Reply::rate_limited(None)],
+        Reply::answer(&good_answer()),
+    )
+    .await;
+    let config = Config {
+        retry_base: Duration::from_secs(60),
+        max_retry_wait: Duration::from_millis(100),
+        ..config(&stub)
+    };
+    let outcome = order(config, notes("text")).await;
+    assert!(outcome.callback.ok(), "{}", outcome.callback.body);
+    let seen = stub.seen();
+    assert_eq!(seen.len(), 3);
+    for pair in seen.windows(2) {
+        let waited = pair[1].at - pair[0].at;
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_secs(2),
+            "waited {waited:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_the_longest_wait_is_not_waited_for() {
     let stub = Stub::start(
         vec![Reply::rate_limited(Some(3600))],
         Reply::answer(&good_answer()),
     )
     .await;
+    let outcome = order(config(&stub), notes("text")).await;
+    assert_eq!(
+        error(&outcome),
+        "the model API is rate limiting requests (429 Too Many Requests) and asks to wait 3600 s, \
+         longer than the 3 s an order waits: try again later"
+    );
+    assert!(outcome.elapsed < Duration::from_secs(5), "{:?}", outcome.elapsed);
+    assert_eq!(stub.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn a_503_is_retried_after_its_retry_after() {
+    let stub = Stub::start(
+        vec![Reply::error(503, "overloaded").with_header("retry-after", "1")],
+        Reply::answer(&good_answer()),
+    )
+    .await;
+    let outcome = order(config(&stub), notes("text")).await;
+    assert!(outcome.callback.ok(), "{}", outcome.callback.body);
+    let seen = stub.seen();
+    assert_eq!(seen.len(), 2);
+    let waited = seen[1].at - seen[0].at;
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_secs(3),
+        "waited {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_503_asking_for_too_long_a_wait_is_reported() {
+    let stub = Stub::start(
+        vec![Reply::error(503, "down for maintenance").with_header("retry-after", "600")],
+        Reply::answer(&good_answer()),
+    )
+    .await;
+    let outcome = order(config(&stub), notes("text")).await;
+    assert_eq!(
+        error(&outcome),
+        "the model API is unavailable (503 Service Unavailable) and asks to wait 600 s, longer \
+         than the 3 s an order waits: try again later: down for maintenance"
+    );
+    assert_eq!(stub.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn no_retry_is_made_that_would_end_after_the_deadline() {
+    // Each 429 takes 1 s; a retry needs its wait and a whole 2 s timeout, which 2.5 s cannot hold.
+    let stub = Stub::always(Reply::slow(Duration::from_secs(1), Reply::rate_limited(None))).await;
     let config = Config {
-        max_retry_wait: Duration::from_millis(200),
+        timeout: Duration::from_secs(2),
+        deadline: Duration::from_millis(2500),
+        max_attempts: 10,
         ..config(&stub)
     };
-    let started = Instant::now();
     let outcome = order(config, notes("text")).await;
-    assert!(outcome.callback.ok(), "{}", outcome.callback.body);
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        error(&outcome),
+        "the model API did not answer in time: it was still rate limiting requests when the 2.5 s \
+         allowed ran out (429 Too Many Requests, 1 attempt): try again in a few minutes"
+    );
+    assert_eq!(stub.seen().len(), 1);
+    assert!(
+        outcome.elapsed < Duration::from_millis(2500),
+        "{:?}",
+        outcome.elapsed
+    );
+}
+
+#[tokio::test]
+async fn retries_go_on_while_they_fit_before_the_deadline() {
+    // Quick 500s: retries fit until the 10th attempt, so the attempts run out first.
+    let stub = Stub::always(Reply::error(500, "oops")).await;
+    let quick = Config {
+        timeout: Duration::from_secs(1),
+        deadline: Duration::from_secs(20),
+        max_attempts: 10,
+        retry_base: Duration::from_millis(1),
+        max_retry_wait: Duration::from_millis(1),
+        ..config(&stub)
+    };
+    let outcome = order(quick, notes("text")).await;
+    assert_eq!(
+        error(&outcome),
+        "the model API failed (500 Internal Server Error, 10 attempts): oops"
+    );
+    // A retry must leave a whole 1 s timeout before a 1.6 s deadline: one fits after the 500
+    // that came at 0.4 s, none after the one at 0.8 s.
+    let stub = Stub::always(Reply::slow(Duration::from_millis(400), Reply::error(500, "oops"))).await;
+    let cut = Config {
+        timeout: Duration::from_secs(1),
+        deadline: Duration::from_millis(1600),
+        max_attempts: 10,
+        retry_base: Duration::from_millis(1),
+        ..config(&stub)
+    };
+    let outcome = order(cut, notes("text")).await;
+    assert_eq!(
+        error(&outcome),
+        "the model API did not answer in time: it was still failing when the 1.6 s allowed ran \
+         out (500 Internal Server Error, 2 attempts): oops"
+    );
     assert_eq!(stub.seen().len(), 2);
+    assert!(
+        outcome.elapsed < Duration::from_millis(1600),
+        "{:?}",
+        outcome.elapsed
+    );
+}
+
+#[tokio::test]
+async fn the_first_request_is_cut_to_the_deadline() {
+    let stub = Stub::always(Reply::slow(
+        Duration::from_secs(20),
+        Reply::answer(&good_answer()),
+    ))
+    .await;
+    let config = Config {
+        deadline: Duration::from_millis(500),
+        ..config(&stub)
+    };
+    let outcome = order(config, notes("text")).await;
+    assert_eq!(error(&outcome), "the model API did not answer within 0.5 s");
+    assert!(outcome.elapsed < Duration::from_secs(5), "{:?}", outcome.elapsed);
+    assert_eq!(stub.seen().len(), 1);
 }
 
 #[tokio::test]
@@ -393,27 +552,23 @@ async fn a_slow_api_times_out_without_a_retry() {
         timeout: Duration::from_millis(500),
         ..config(&stub)
     };
-    let started = Instant::now();
     let outcome = order(config, notes("text")).await;
     assert_eq!(error(&outcome), "the model API did not answer within 0.5 s");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(outcome.elapsed < Duration::from_secs(5), "{:?}", outcome.elapsed);
     assert_eq!(stub.seen().len(), 1);
 }
 
 #[tokio::test]
 async fn an_unreachable_api_is_reported_with_its_address_only() {
-    // A port that was free a moment ago: connections are refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
+    // A port held bound, but not listening, for the whole test: connections are refused, and no
+    // other test can take it meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
     let config = Config {
-        base_url: format!("http://127.0.0.1:{port}/v1?token=abc"),
+        base_url: format!("http://user:secret@127.0.0.1:{port}/v1?token=abc"),
         max_attempts: 2,
+        retry_base: Duration::from_millis(20),
         ..Config::new(KEY)
     };
     let outcome = order(config, notes("text")).await;
@@ -425,6 +580,68 @@ async fn an_unreachable_api_is_reported_with_its_address_only() {
         "{error}"
     );
     assert!(!error.contains("token=abc"), "{error}");
+    assert!(!error.contains("secret"), "{error}");
+    assert!(error.to_lowercase().contains("refused"), "{error}");
+    drop(socket);
+}
+
+#[tokio::test]
+async fn a_2xx_that_is_not_json_never_quotes_the_key() {
+    // The key straddles the 200th character quoted: cut before it is redacted, its start shows.
+    let body = format!("{} {KEY} and more", "y".repeat(190));
+    let stub = Stub::always(Reply::text(200, &body)).await;
+    let outcome = order(config(&stub), notes("text")).await;
+    let message = error(&outcome);
+    assert!(
+        message.starts_with("the model API's answer is not JSON: it began yyy"),
+        "{message}"
+    );
+    assert_no_part_of_the_key(message);
+    let stub = Stub::always(Reply::text(200, &format!("echo: {KEY}"))).await;
+    let outcome = order(config(&stub), notes("text")).await;
+    assert_eq!(
+        error(&outcome),
+        "the model API's answer is not JSON: it began echo: <redacted>"
+    );
+}
+
+#[tokio::test]
+async fn a_5xx_never_quotes_the_key() {
+    let body = format!("{} {KEY} and more", "y".repeat(295));
+    let stub = Stub::always(Reply::text(500, &body)).await;
+    let outcome = order(config(&stub), notes("text")).await;
+    let error = error(&outcome);
+    assert!(
+        error.starts_with("the model API failed (500 Internal Server Error, 4 attempts): yyy"),
+        "{error}"
+    );
+    assert_no_part_of_the_key(error);
+}
+
+#[tokio::test]
+async fn a_refusal_and_an_answer_that_is_not_json_never_quote_the_key() {
+    // The key straddles the 80th character quoted.
+    let answer = format!("{} {KEY} and more", "z".repeat(65));
+    let stub = Stub::always(Reply::content(&answer)).await;
+    let outcome = order(config(&stub), notes("text")).await;
+    let message = error(&outcome);
+    assert!(
+        message.starts_with("the model's answer is not the expected JSON"),
+        "{message}"
+    );
+    assert_no_part_of_the_key(message);
+
+    let refusal = json!({
+        "choices": [{ "message": { "content": null, "refusal": format!("{} {KEY}", "x".repeat(290)) } }]
+    });
+    let stub = Stub::always(Reply::json(200, &refusal)).await;
+    let outcome = order(config(&stub), notes("text")).await;
+    let message = error(&outcome);
+    assert!(
+        message.starts_with("the model declined to summarize the file: xxx"),
+        "{message}"
+    );
+    assert_no_part_of_the_key(message);
 }
 
 #[tokio::test]
@@ -514,12 +731,15 @@ fn the_configuration_comes_from_the_environment() {
         ("OPENAI_MODEL", "llama3.2"),
         ("SUMMARIZE_TIMEOUT_SECS", "120"),
         ("SUMMARIZE_RETRY_BASE_MS", "10"),
+        ("SUMMARIZE_DEADLINE_SECS", "90"),
     ]))
     .unwrap();
     assert_eq!(set.endpoint(), "http://localhost:11434/v1/chat/completions");
     assert_eq!(set.model, "llama3.2");
     assert_eq!(set.timeout, Duration::from_secs(120));
     assert_eq!(set.retry_base, Duration::from_millis(10));
+    assert_eq!(set.deadline, Duration::from_secs(90));
+    assert_eq!(defaults.deadline, Duration::from_secs(240));
     let debug = format!("{set:?}");
     assert!(!debug.contains(KEY), "{debug}");
     assert!(debug.contains("<redacted>"), "{debug}");
@@ -536,6 +756,10 @@ fn the_configuration_comes_from_the_environment() {
     assert_eq!(
         message(&[("OPENAI_API_KEY", "k"), ("SUMMARIZE_TIMEOUT_SECS", "soon")]).as_deref(),
         Some("SUMMARIZE_TIMEOUT_SECS must be a number of seconds")
+    );
+    assert_eq!(
+        message(&[("OPENAI_API_KEY", "k"), ("SUMMARIZE_DEADLINE_SECS", "0")]).as_deref(),
+        Some("SUMMARIZE_DEADLINE_SECS must be a number of seconds")
     );
     assert_eq!(
         message(&[("OPENAI_API_KEY", "two words")]).as_deref(),

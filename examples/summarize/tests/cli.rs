@@ -25,9 +25,9 @@ struct Run {
 /// Runs `invoke summarize` with `inputs`, an environment of `env` only (and `PATH`), and files
 /// written to `out`.
 async fn invoke(inputs: &Value, env: &[(&str, &str)], out: &Path) -> Run {
-    let dir = scratch("io");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
+    let dir = Scratch::new("io");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let (stdout_path, stderr_path) = (dir.0.join("stdout"), dir.0.join("stderr"));
     let mut command = Command::new(env!("CARGO_BIN_EXE_summarize-short"));
     command
         .env_clear()
@@ -58,7 +58,7 @@ async fn invoke(inputs: &Value, env: &[(&str, &str)], out: &Path) -> Run {
     };
     let stdout = std::fs::read_to_string(&stdout_path).unwrap();
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     let callback = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
     Run {
         code: status.code(),
@@ -67,10 +67,22 @@ async fn invoke(inputs: &Value, env: &[(&str, &str)], out: &Path) -> Run {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("summarize-short-{name}-{}-{n}", std::process::id()))
+/// A directory of its own under the temporary directory, removed when dropped (a failing test
+/// included).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(std::env::temp_dir().join(format!("summarize-short-{name}-{}-{n}", std::process::id())))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn inputs() -> Value {
@@ -87,14 +99,14 @@ async fn invoke_writes_the_report_and_the_csv() {
         "items": [{ "name": "Q3 report", "detail": "12 pages, due Monday" }],
     });
     let stub = Stub::always(Reply::answer(&answer)).await;
-    let out = scratch("out");
+    let out = Scratch::new("out");
     let base_url = stub.base_url();
     let env = [
         ("OPENAI_API_KEY", KEY),
         ("OPENAI_BASE_URL", base_url.as_str()),
         ("OPENAI_MODEL", MODEL),
     ];
-    let run = invoke(&inputs(), &env, &out).await;
+    let run = invoke(&inputs(), &env, &out.0).await;
     assert_eq!(run.code, Some(0), "{}", run.printed);
     assert_eq!(run.callback["ok"], true);
     assert_eq!(run.callback["output_type"], "file");
@@ -113,7 +125,7 @@ async fn invoke_writes_the_report_and_the_csv() {
         })
         .unwrap_or_default();
     assert_eq!(files, [("report.html", "text/html"), ("items.csv", "text/csv")]);
-    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let html = std::fs::read_to_string(out.0.join("report.html")).unwrap();
     assert!(
         html.contains("<p>Bob sends the &lt;Q3&gt; report by Monday.</p>"),
         "{html}"
@@ -124,7 +136,7 @@ async fn invoke_writes_the_report_and_the_csv() {
     );
     assert!(html.contains("Tone: formal"), "{html}");
     assert_eq!(
-        std::fs::read_to_string(out.join("items.csv")).unwrap(),
+        std::fs::read_to_string(out.0.join("items.csv")).unwrap(),
         "name,detail\r\nQ3 report,\"12 pages, due Monday\"\r\n"
     );
     assert!(!run.printed.contains(KEY), "{}", run.printed);
@@ -142,15 +154,17 @@ async fn invoke_writes_the_report_and_the_csv() {
             .unwrap()
             .contains("a formal, professional tone")
     );
-    let _ = std::fs::remove_dir_all(&out);
+    drop(out);
+    // The files are written, then removed with the scratch directory.
 }
 
 #[tokio::test]
 async fn a_missing_key_fails_the_order_and_says_which_variable_to_set() {
     let stub = Stub::always(Reply::answer(&json!({ "summary": "s" }))).await;
     let base_url = stub.base_url();
-    let out = scratch("nokey");
-    let run = invoke(&inputs(), &[("OPENAI_BASE_URL", base_url.as_str())], &out).await;
+    let out = Scratch::new("nokey");
+    let out_path = out.0.clone();
+    let run = invoke(&inputs(), &[("OPENAI_BASE_URL", base_url.as_str())], &out.0).await;
     assert_eq!(run.code, Some(1), "{}", run.printed);
     assert_eq!(run.callback["ok"], false);
     assert_eq!(
@@ -158,6 +172,11 @@ async fn a_missing_key_fails_the_order_and_says_which_variable_to_set() {
         "the model API key is not configured: the seller must set OPENAI_API_KEY in the short's environment"
     );
     assert!(stub.seen().is_empty());
+    drop(out);
+    assert!(
+        !std::fs::exists(&out_path).unwrap_or(true),
+        "the scratch directory is removed"
+    );
 }
 
 #[tokio::test]
@@ -165,9 +184,9 @@ async fn a_refused_key_is_reported_and_never_printed() {
     let message = format!("Incorrect API key provided: {KEY}.");
     let stub = Stub::always(Reply::error(401, &message)).await;
     let base_url = stub.base_url();
-    let out = scratch("refused");
+    let out = Scratch::new("refused");
     let env = [("OPENAI_API_KEY", KEY), ("OPENAI_BASE_URL", base_url.as_str())];
-    let run = invoke(&inputs(), &env, &out).await;
+    let run = invoke(&inputs(), &env, &out.0).await;
     assert_eq!(run.code, Some(1), "{}", run.printed);
     assert_eq!(
         run.callback["error"],
@@ -181,42 +200,74 @@ async fn a_refused_key_is_reported_and_never_printed() {
 async fn rate_limits_are_retried_on_the_configured_schedule() {
     let stub = Stub::always(Reply::rate_limited(None)).await;
     let base_url = stub.base_url();
-    let out = scratch("limited");
+    let out = Scratch::new("limited");
     let env = [
         ("OPENAI_API_KEY", KEY),
         ("OPENAI_BASE_URL", base_url.as_str()),
         ("SUMMARIZE_RETRY_BASE_MS", "10"),
     ];
-    let run = invoke(&inputs(), &env, &out).await;
+    let run = invoke(&inputs(), &env, &out.0).await;
     assert_eq!(run.code, Some(1), "{}", run.printed);
     assert_eq!(
         run.callback["error"],
         "the model API is rate limiting requests (429 Too Many Requests, 4 attempts): try again in a few minutes"
     );
-    // Each retry is logged.
+    // Each retry is logged, with its wait: 10 ms, doubled at each.
     assert_eq!(
         run.printed.matches("the model API failed; retrying").count(),
         3,
         "{}",
         run.printed
     );
+    for wait in ["10ms", "20ms", "40ms"] {
+        assert_eq!(
+            run.printed.matches(&format!("retry_in={wait}")).count(),
+            1,
+            "{}",
+            run.printed
+        );
+    }
     assert!(!run.printed.contains(KEY), "{}", run.printed);
-    assert_eq!(stub.seen().len(), 4);
+    let seen = stub.seen();
+    assert_eq!(seen.len(), 4);
+    // And kept: each wait at least the one logged, and not much more (a loaded machine is slow).
+    for (pair, wait) in seen.windows(2).zip([10, 20, 40]) {
+        let waited = pair[1].at - pair[0].at;
+        assert!(
+            waited >= Duration::from_millis(wait) && waited < Duration::from_millis(wait + 2000),
+            "waited {waited:?} for {wait} ms"
+        );
+    }
 }
 
 /// Runs the binary with `args` and no environment but `PATH`: its exit code and standard output.
+/// It is killed, and the test fails, past [`RUN_WAIT`].
 fn run(args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_summarize-short"))
+    let dir = Scratch::new("run");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let stdout_path = dir.0.join("stdout");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_summarize-short"))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
         .expect("the binary runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > RUN_WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} ran longer than {RUN_WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code(), std::fs::read_to_string(&stdout_path).unwrap())
 }
 
 #[test]

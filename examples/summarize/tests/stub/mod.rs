@@ -17,6 +17,14 @@ use serde_json::{Value, json};
 
 /// A fake key, easy to search for in every output.
 pub(crate) const KEY: &str = "sk-test-FAKEKEY-0123456789abcdef";
+
+/// Panics when `text` holds any 8 characters of [`KEY`] in a row: a key cut short leaks too.
+pub(crate) fn assert_no_part_of_the_key(text: &str) {
+    for part in KEY.as_bytes().windows(8) {
+        let part = std::str::from_utf8(part).expect("the key is ASCII");
+        assert!(!text.contains(part), "`{part}` of the key is in: {text}");
+    }
+}
 /// The model the tests ask for.
 pub(crate) const MODEL: &str = "stub-model-1";
 
@@ -87,6 +95,14 @@ impl Reply {
             body: body.to_owned(),
             headers: vec![("content-type", "text/plain".to_owned())],
         }
+    }
+
+    /// This answer with one more header.
+    pub(crate) fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        if let Self::Raw { headers, .. } = &mut self {
+            headers.push((name, value.to_owned()));
+        }
+        self
     }
 
     /// This answer after `delay`.

@@ -169,6 +169,11 @@ impl AppBuilder {
         let delivery = Delivery::new(&config, secret, self.progress)
             .map_err(BuildError::Client)?
             .with_metrics(metrics.clone());
+        let alerts = match config.alert_target()? {
+            Some(url) => Alerts::start(url, delivery.client(), secrets(&config), Settings::default()),
+            None => Alerts::default(),
+        };
+        let delivery = delivery.with_alerts(alerts.clone());
         let lanes: Vec<Arc<Lane>> = shorts
             .into_iter()
             .map(|short| Arc::new(Lane::new(short, metrics.as_deref())))
@@ -182,10 +187,6 @@ impl AppBuilder {
             dead_retention: config.dead_retention,
         };
         let pending = Pending::new(config.max_pending_bytes as u64);
-        let alerts = match config.alert_target()? {
-            Some(url) => Alerts::start(url, delivery.client(), secrets(&config), Settings::default()),
-            None => Alerts::default(),
-        };
         let engine = Engine::new(store, delivery, &lanes, timing, pending, metrics.clone(), alerts);
         let intake = Arc::new(Intake {
             config,

@@ -150,10 +150,18 @@ async fn a_refused_upload_secret_pauses_delivery_and_is_alerted() {
         200
     );
     let alerts = receiver.wait_for(1).await;
-    assert_eq!(alerts[0]["event"], "paused", "{alerts:?}");
-    assert_eq!(alerts[0]["order_id"], "o-upload", "{alerts:?}");
-    assert_eq!(alerts[0]["short"], "document", "{alerts:?}");
-    assert_eq!(alerts[0], json!(null), "{alerts:?}");
+    assert_eq!(
+        alerts[0],
+        json!({
+            "text": "shorts: callbacks are paused: the platform refused the callback secret (401) \
+                     for order o-upload of short document; check SHORTS_CALLBACK_SECRET",
+            "event": "paused",
+            "short": "document",
+            "order_id": "o-upload",
+            "error": "the platform refused the callback secret (401)",
+            "folded": 0,
+        })
+    );
     // Paused, not lost: the next attempt prepares the upload again and delivers.
     let record = served.delivered("o-upload").await;
     assert_eq!(record.state, OrderState::Delivered);

@@ -96,6 +96,8 @@ pub(crate) struct Delivery {
     progress: Option<Progress>,
     /// Counts the bytes uploaded, when metrics are on.
     metrics: crate::admin::metrics::MaybeMetrics,
+    /// Told when the platform refuses the secret of an upload's prepare request.
+    alerts: crate::admin::alerts::Alerts,
 }
 
 /// The slowest transfer rate a request is given time for, on top of the configured timeout.
@@ -123,12 +125,19 @@ impl Delivery {
             request_timeout: config.callback_timeout,
             progress,
             metrics: None,
+            alerts: crate::admin::alerts::Alerts::default(),
         })
     }
 
     /// Records the bytes of direct uploads in `metrics`.
     pub(crate) fn with_metrics(mut self, metrics: crate::admin::metrics::MaybeMetrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Alerts `alerts` when an upload's prepare request is refused the secret (401).
+    pub(crate) fn with_alerts(mut self, alerts: crate::admin::alerts::Alerts) -> Self {
+        self.alerts = alerts;
         self
     }
 
@@ -188,11 +197,12 @@ impl Delivery {
         &self,
         target: &Url,
         order_id: &str,
+        short: &str,
         result: Result<Output, Error>,
     ) -> Rendered {
         let (output_type, field, value) = match result {
             Err(e) => return Rendered::failure(order_id, e.message()),
-            Ok(Output::Files(files)) => return self.render_files(target, order_id, files).await,
+            Ok(Output::Files(files)) => return self.render_files(target, order_id, short, files).await,
             Ok(Output::Text(text)) => ("text", "result_text", text),
             Ok(Output::Html(html)) => ("html", "result_text", html),
             Ok(Output::Json(json)) => ("json", "result_text", json),
@@ -207,7 +217,7 @@ impl Delivery {
 
     /// The callback for files: inline when they fit the inline limit (uploaded if the platform
     /// then refuses the body as too large), uploaded otherwise.
-    async fn render_files(&self, target: &Url, order_id: &str, files: Vec<File>) -> Rendered {
+    async fn render_files(&self, target: &Url, order_id: &str, short: &str, files: Vec<File>) -> Rendered {
         let mut sized = Vec::with_capacity(files.len());
         for file in files {
             match file.size().await {
@@ -230,15 +240,21 @@ impl Delivery {
             limit = self.inline_limit,
             "the files do not fit in a callback; uploading them"
         );
-        self.upload_files(target, order_id, &sized).await
+        self.upload_files(target, order_id, short, &sized).await
     }
 
     /// The callback listing `files` by `object_key` after uploading them, or a failure saying why.
-    async fn upload_files(&self, target: &Url, order_id: &str, files: &[(File, u64)]) -> Rendered {
+    async fn upload_files(
+        &self,
+        target: &Url,
+        order_id: &str,
+        short: &str,
+        files: &[(File, u64)],
+    ) -> Rendered {
         let prepare_url = self.prepare_url(target);
         let mut uploaded = Vec::with_capacity(files.len());
         for (file, size) in files {
-            match self.upload(&prepare_url, order_id, file, *size).await {
+            match self.upload(&prepare_url, order_id, short, file, *size).await {
                 Ok(file) => uploaded.push(file),
                 Err(error) => return failed(order_id, &error),
             }
@@ -253,13 +269,14 @@ impl Delivery {
         &self,
         target: &Url,
         order_id: &str,
+        short: &str,
         callback: Rendered,
         retried: usize,
     ) -> Delivered {
         match self.post(target, callback.body()).await {
             Attempt::Done(Posted::Accepted { status }) => Delivered::Accepted { status },
             Attempt::Done(Posted::Rejected { status, detail }) => Delivered::Refused { status, detail },
-            Attempt::Done(Posted::TooLarge) => self.too_large(target, order_id, callback).await,
+            Attempt::Done(Posted::TooLarge) => self.too_large(target, order_id, short, callback).await,
             Attempt::Retry {
                 reason,
                 after,
@@ -275,11 +292,11 @@ impl Delivery {
     }
 
     /// What replaces a callback the platform refused as too large.
-    async fn too_large(&self, target: &Url, order_id: &str, callback: Rendered) -> Delivered {
+    async fn too_large(&self, target: &Url, order_id: &str, short: &str, callback: Rendered) -> Delivered {
         match callback.into_fallback() {
             Fallback::Upload(files) => {
                 warn!("the platform refused the callback as too large (413); uploading its files instead");
-                Delivered::Replaced(self.upload_files(target, order_id, &files).await)
+                Delivered::Replaced(self.upload_files(target, order_id, short, &files).await)
             }
             Fallback::Fail => Delivered::Replaced(Rendered::failure(order_id, TOO_LARGE_MESSAGE)),
             Fallback::GiveUp => {
@@ -397,7 +414,7 @@ mod tests {
             panic!("client");
         };
         let target = delivery.target(None);
-        let body = delivery.render(&target, "o", Err(Error::from(error))).await;
+        let body = delivery.render(&target, "o", "s", Err(Error::from(error))).await;
         let body: serde_json::Value = serde_json::from_slice(body.body()).expect("json");
         let sent = body["error"].as_str().unwrap_or_default();
         assert!(

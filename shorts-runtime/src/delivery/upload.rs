@@ -86,13 +86,14 @@ impl Delivery {
         &self,
         prepare_url: &Url,
         order_id: &str,
+        short: &str,
         file: &File,
         size: u64,
     ) -> Result<UploadedFile, DeliveryError> {
         let name = || file.name().to_owned();
         let mut fresh_urls = 0;
         loop {
-            let slot = self.prepare(prepare_url, order_id, file, size).await?;
+            let slot = self.prepare(prepare_url, order_id, short, file, size).await?;
             if let Some(max) = slot.max_bytes
                 && size > max
             {
@@ -131,6 +132,7 @@ impl Delivery {
         &self,
         url: &Url,
         order_id: &str,
+        short: &str,
         file: &File,
         size: u64,
     ) -> Result<Slot, DeliveryError> {
@@ -157,7 +159,12 @@ impl Delivery {
                     .body(body.clone());
                 // The whole answer is needed: signed URLs can be long.
                 exchange(request, PREPARE_ANSWER_LIMIT, "platform", |answer| {
-                    self.prepared(name, answer)
+                    let prepared = self.prepared(name, answer);
+                    if matches!(prepared, Attempt::Unauthorized) {
+                        // Delivery waits, as a refused callback does: the operator is told.
+                        self.alerts.paused(order_id, short);
+                    }
+                    prepared
                 })
             })
             .await;
@@ -454,6 +461,7 @@ mod tests {
             .render(
                 &target,
                 "o-http",
+                "s",
                 Ok(crate::short::output::Output::Files(vec![file])),
             )
             .await;

@@ -32,6 +32,7 @@ impl Engine {
                 .deliver(
                     target,
                     &claimed.id,
+                    &claimed.short,
                     callback,
                     usize::try_from(claimed.steps).unwrap_or(0),
                 )

@@ -82,7 +82,12 @@ impl Engine {
                 causes => warn!(kind = ?e.kind(), error = e.message(), causes, "order failed"),
             },
         }
-        Some((self.delivery.render(target, &claimed.id, result).await, run))
+        Some((
+            self.delivery
+                .render(target, &claimed.id, &claimed.short, result)
+                .await,
+            run,
+        ))
     }
 
     /// Runs the short once a slot of its concurrency limit is free, after committing the start of

@@ -277,6 +277,18 @@ async fn a_stuck_order_is_failed_with_the_typed_message() {
     let operator = Operator::login(admin).await;
     let received = operator.page("/orders?state=received&short=gated").await;
     assert_eq!(rows(&received), ["o-stuck", "o-busy"]);
+    // The one running says so; the one waiting for a slot does not.
+    let running: Vec<&str> = received
+        .split("<tr data-order=\"")
+        .skip(1)
+        .filter(|row| {
+            row.split('>')
+                .next()
+                .is_some_and(|tag| tag.contains("data-running"))
+        })
+        .filter_map(|row| row.split('"').next())
+        .collect();
+    assert_eq!(running, ["o-busy"], "{received}");
     let detail = operator.page("/orders/o-stuck").await;
     assert_eq!(state(&detail), "received");
     assert!(

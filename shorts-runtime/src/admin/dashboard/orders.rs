@@ -199,10 +199,16 @@ fn table(orders: &[OrderSummary]) -> Markup {
             }
             tbody {
                 @for order in orders {
-                    tr data-order=(order.id) data-state=(order.state.as_str()) {
+                    @let running = running(order);
+                    tr data-order=(order.id) data-state=(order.state.as_str()) data-running[running] {
                         td data-field="id" { a href=(order_path(&order.id)) { code { (order.id) } } }
                         td data-field="short" { (order.short) }
-                        td data-field="state" { (state_badge(order.state)) }
+                        td data-field="state" {
+                            (state_badge(order.state))
+                            @if running {
+                                " " span.muted title="A run started and has not ended: the short is running (or the process ended while it ran, and the order runs again)." { "running" }
+                            }
+                        }
                         td data-field="received_at" { (time(order.received_at)) }
                         td.num data-field="runs" { (order.runs) }
                         td data-field="last_error" { (last_error(order)) }
@@ -211,6 +217,12 @@ fn table(orders: &[OrderSummary]) -> Markup {
             }
         }
     }
+}
+
+/// Whether a run of a received order started and has not ended: it is running (or was, when
+/// its process ended; it then runs again). A received order waiting for a slot has no run.
+fn running(order: &OrderSummary) -> bool {
+    order.state == OrderState::Received && order.runs > 0
 }
 
 /// The order's last error, cut short; on a delivered order it is history, and says so.

@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, PatType, ReturnType, Type};
+use syn::{FnArg, ItemFn, PatType, ReturnType, Signature, Type};
 
 use crate::args::Errors;
 
@@ -32,107 +32,9 @@ impl<'a> Handler<'a> {
         let sig = &item.sig;
         let mut errors = Errors::default();
 
-        match (sig.asyncness, blocking) {
-            (None, None) => errors.push(syn::Error::new(
-                sig.fn_token.span,
-                "`#[ai_short]` functions must be `async`; a function that blocks its thread is \
-                 written as a plain `fn` with `#[ai_short(blocking)]`",
-            )),
-            (Some(asyncness), Some(_)) => errors.push(syn::Error::new(
-                asyncness.span,
-                "`#[ai_short(blocking)]` functions are plain `fn`s, run on the blocking thread pool; \
-                 remove `async`, or remove `blocking` to run on the async runtime",
-            )),
-            _ => {}
-        }
-        if let Some(constness) = &sig.constness {
-            errors.push(syn::Error::new(
-                constness.span,
-                "`#[ai_short]` functions cannot be `const`",
-            ));
-        }
-        if let Some(unsafety) = &sig.unsafety {
-            errors.push(syn::Error::new(
-                unsafety.span,
-                "`#[ai_short]` functions cannot be `unsafe`",
-            ));
-        }
-        if let Some(abi) = &sig.abi {
-            errors.push(syn::Error::new_spanned(
-                abi,
-                "`#[ai_short]` functions cannot have an ABI",
-            ));
-        }
-        if !sig.generics.params.is_empty() {
-            errors.push(syn::Error::new_spanned(
-                &sig.generics,
-                "`#[ai_short]` functions cannot be generic; name the input type, e.g. `input: Input`",
-            ));
-        } else if let Some(where_clause) = &sig.generics.where_clause {
-            errors.push(syn::Error::new_spanned(
-                where_clause,
-                "`#[ai_short]` functions cannot have a `where` clause",
-            ));
-        }
-        if let Some(variadic) = &sig.variadic {
-            errors.push(syn::Error::new_spanned(
-                variadic,
-                "`#[ai_short]` functions cannot be variadic",
-            ));
-        }
-
-        let mut typed = Vec::new();
-        for arg in &sig.inputs {
-            match arg {
-                FnArg::Receiver(receiver) => errors.push(syn::Error::new_spanned(
-                    receiver,
-                    "`#[ai_short]` functions cannot take `self`; write a free function",
-                )),
-                FnArg::Typed(PatType { ty, .. }) => {
-                    let first = typed.is_empty();
-                    typed.push(&**ty);
-                    if let Type::ImplTrait(impl_trait) = &**ty {
-                        let example = if first { "input: Input" } else { "order: Order" };
-                        errors.push(syn::Error::new(
-                            impl_trait.impl_token.span,
-                            format!(
-                                "`#[ai_short]` functions cannot take `impl Trait` arguments; \
-                                 name the type, e.g. `{example}`"
-                            ),
-                        ));
-                    } else if first && let Some(borrow) = borrowed(ty) {
-                        errors.push(borrow);
-                    }
-                }
-            }
-        }
-        if sig.inputs.is_empty() {
-            errors.push(syn::Error::new(
-                sig.paren_token.span.join(),
-                "`#[ai_short]` functions take the buyer's input as their first argument, e.g. `input: Input`",
-            ));
-        }
-        if sig.inputs.len() > 2 {
-            let mut extra = TokenStream::new();
-            for arg in sig.inputs.iter().skip(2) {
-                arg.to_tokens(&mut extra);
-            }
-            errors.push(syn::Error::new_spanned(
-                extra,
-                "`#[ai_short]` functions take at most two arguments: the input and an `Order`",
-            ));
-        }
-
-        let output = match &sig.output {
-            ReturnType::Type(_, ty) => Some(&**ty),
-            ReturnType::Default => {
-                errors.push(syn::Error::new(
-                    sig.ident.span(),
-                    "`#[ai_short]` functions must return `Result<T, E>`, e.g. `-> Result<String>`",
-                ));
-                None
-            }
-        };
+        check_qualifiers(sig, blocking, &mut errors);
+        let typed = arguments(sig, &mut errors);
+        let output = return_type(sig, &mut errors);
 
         let send_span = match sig.asyncness {
             Some(asyncness) => asyncness.span,
@@ -157,6 +59,120 @@ impl<'a> Handler<'a> {
         errors.finish(handler).and_then(|handler| {
             handler.ok_or_else(|| syn::Error::new(sig.span(), "invalid `#[ai_short]` function"))
         })
+    }
+}
+
+/// Checks what may precede the function's name: `async` (or `blocking` without it), and no
+/// `const`, `unsafe`, ABI, generics, `where` clause or variadic.
+fn check_qualifiers(sig: &Signature, blocking: Option<&syn::Ident>, errors: &mut Errors) {
+    match (sig.asyncness, blocking) {
+        (None, None) => errors.push(syn::Error::new(
+            sig.fn_token.span,
+            "`#[ai_short]` functions must be `async`; a function that blocks its thread is \
+             written as a plain `fn` with `#[ai_short(blocking)]`",
+        )),
+        (Some(asyncness), Some(_)) => errors.push(syn::Error::new(
+            asyncness.span,
+            "`#[ai_short(blocking)]` functions are plain `fn`s, run on the blocking thread pool; \
+             remove `async`, or remove `blocking` to run on the async runtime",
+        )),
+        _ => {}
+    }
+    if let Some(constness) = &sig.constness {
+        errors.push(syn::Error::new(
+            constness.span,
+            "`#[ai_short]` functions cannot be `const`",
+        ));
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        errors.push(syn::Error::new(
+            unsafety.span,
+            "`#[ai_short]` functions cannot be `unsafe`",
+        ));
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(syn::Error::new_spanned(
+            abi,
+            "`#[ai_short]` functions cannot have an ABI",
+        ));
+    }
+    if !sig.generics.params.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            "`#[ai_short]` functions cannot be generic; name the input type, e.g. `input: Input`",
+        ));
+    } else if let Some(where_clause) = &sig.generics.where_clause {
+        errors.push(syn::Error::new_spanned(
+            where_clause,
+            "`#[ai_short]` functions cannot have a `where` clause",
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(syn::Error::new_spanned(
+            variadic,
+            "`#[ai_short]` functions cannot be variadic",
+        ));
+    }
+}
+
+/// The types of the function's arguments (the input, then an optional `Order`), with an error
+/// for `self`, `impl Trait`, a borrowed input, none or more than two.
+fn arguments<'a>(sig: &'a Signature, errors: &mut Errors) -> Vec<&'a Type> {
+    let mut typed = Vec::new();
+    for arg in &sig.inputs {
+        match arg {
+            FnArg::Receiver(receiver) => errors.push(syn::Error::new_spanned(
+                receiver,
+                "`#[ai_short]` functions cannot take `self`; write a free function",
+            )),
+            FnArg::Typed(PatType { ty, .. }) => {
+                let first = typed.is_empty();
+                typed.push(&**ty);
+                if let Type::ImplTrait(impl_trait) = &**ty {
+                    let example = if first { "input: Input" } else { "order: Order" };
+                    errors.push(syn::Error::new(
+                        impl_trait.impl_token.span,
+                        format!(
+                            "`#[ai_short]` functions cannot take `impl Trait` arguments; \
+                             name the type, e.g. `{example}`"
+                        ),
+                    ));
+                } else if first && let Some(borrow) = borrowed(ty) {
+                    errors.push(borrow);
+                }
+            }
+        }
+    }
+    if sig.inputs.is_empty() {
+        errors.push(syn::Error::new(
+            sig.paren_token.span.join(),
+            "`#[ai_short]` functions take the buyer's input as their first argument, e.g. `input: Input`",
+        ));
+    }
+    if sig.inputs.len() > 2 {
+        let mut extra = TokenStream::new();
+        for arg in sig.inputs.iter().skip(2) {
+            arg.to_tokens(&mut extra);
+        }
+        errors.push(syn::Error::new_spanned(
+            extra,
+            "`#[ai_short]` functions take at most two arguments: the input and an `Order`",
+        ));
+    }
+    typed
+}
+
+/// The function's return type, or an error when it has none.
+fn return_type<'a>(sig: &'a Signature, errors: &mut Errors) -> Option<&'a Type> {
+    match &sig.output {
+        ReturnType::Type(_, ty) => Some(&**ty),
+        ReturnType::Default => {
+            errors.push(syn::Error::new(
+                sig.ident.span(),
+                "`#[ai_short]` functions must return `Result<T, E>`, e.g. `-> Result<String>`",
+            ));
+            None
+        }
     }
 }
 

@@ -79,6 +79,9 @@ pub(super) async fn with_mock_platform(mut config: Config) -> Result<(Config, Mo
     // A trial: unless a store is chosen, keep orders in memory so that a resent test order runs.
     if std::env::var_os("SHORTS_STORE").is_none() {
         config.store = StoreConfig::Memory;
+        tracing::info!(
+            "orders are kept in memory for this trial; SHORTS_STORE=sqlite://shorts.db keeps them for `orders` and restarts"
+        );
     }
     // The handler runs for anyone who knows the well-known key: listen on this machine only,
     // unless an address is chosen (`PORT` chooses only the port).

@@ -394,11 +394,8 @@ fn json(status: StatusCode, body: String) -> Response {
 /// compared in constant time, so not even a difference in length ends the comparison early.
 pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     use sha2::{Digest as _, Sha256};
-    bool::from(
-        Sha256::digest(given)
-            .as_slice()
-            .ct_eq(Sha256::digest(expected).as_slice()),
-    )
+    let (given, expected) = (Sha256::digest(given), Sha256::digest(expected));
+    bool::from(given[..].ct_eq(&expected[..]))
 }
 
 #[cfg(test)]

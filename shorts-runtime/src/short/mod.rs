@@ -189,13 +189,8 @@ impl Short {
 
     /// The form its input type expects; an error when reading it panicked (a `Deserialize`
     /// implementation of the seller's that does not expect the stand-in values).
-    pub(crate) fn read_form(&self) -> Result<form::Form, String> {
-        std::panic::catch_unwind(self.form).map_err(|_| {
-            format!(
-                "the form of {} could not be read: its input type's `Deserialize` panicked on a stand-in value",
-                self.origin()
-            )
-        })
+    pub(crate) fn read_form(&self) -> Result<form::Form, form::Unreadable> {
+        std::panic::catch_unwind(self.form).map_err(|_| form::Unreadable { short: self.origin() })
     }
 
     /// Where the short was declared, for error messages.

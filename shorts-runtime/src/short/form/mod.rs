@@ -132,6 +132,14 @@ impl Form {
     }
 }
 
+/// Why a short's form could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the form of {short} could not be read: its input type's `Deserialize` panicked on a stand-in value")]
+pub(crate) struct Unreadable {
+    /// The short, as [`Short::origin`](crate::Short) names it.
+    pub(crate) short: String,
+}
+
 /// How a short's form is read: a plain function, so that `ShortDef` can hold it.
 pub type FormFn = fn() -> Form;
 

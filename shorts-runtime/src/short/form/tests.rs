@@ -531,7 +531,7 @@ fn a_panic_while_reading_the_form_is_an_error_not_a_crash() {
     let short = crate::Short::new("fragile", |_: FragileInput, _: crate::Order| async {
         Ok::<_, crate::Error>("ok")
     });
-    let error = short.read_form().err().unwrap_or_default();
+    let error = short.read_form().err().map(|e| e.to_string()).unwrap_or_default();
     assert!(error.contains("could not be read"), "{error}");
     assert!(error.contains("`fragile`"), "{error}");
 }

@@ -295,6 +295,7 @@ fn form_prints_the_inputs_the_platform_form_needs() {
                   "options": ["neutral", "friendly", "formal"] },
             ],
             "problems": [],
+            "notes": [],
         })
     );
     let (code, _) = run(&["form", "nope"]);

@@ -171,17 +171,7 @@ pub(crate) async fn metrics(quick: bool) -> ExitCode {
     let mut retired = Vec::new();
     let mut rates = Vec::new();
     for kind in [Kind::ShortsMemory, Kind::ShortsMemoryNoMetrics] {
-        let platform = MockPlatform::start().await.expect("mock");
-        let contender = start(kind, &platform, &dir).await;
-        let (rate, run) = max_rate(&client, &contender, &platform, &settings, quick).await;
-        println!(
-            "intake {:<42} {rate:>7.0} webhooks/s (p99 {:.1} ms)",
-            contender.name,
-            run.p(0.99)
-        );
-        rates.push(rate);
-        drop(contender);
-        retired.push(platform);
+        rates.push(intake_of(kind, &client, &dir, &settings, quick, &mut retired).await);
     }
     println!();
     println!("| figure | shorts (memory) | | ratio | | | target |");
@@ -250,18 +240,10 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
         Kind::B1,
         Kind::B0,
     ] {
-        // A fresh platform each time: its record of callbacks grows with every run.
-        let platform = MockPlatform::start().await.expect("mock");
-        let contender = start(kind, &platform, &dir).await;
-        let (rate, run) = max_rate(&client, &contender, &platform, &settings, quick).await;
-        println!(
-            "intake {:<42} {rate:>7.0} webhooks/s (p99 {:.1} ms)",
-            contender.name,
-            run.p(0.99)
-        );
-        intake.push((kind, rate));
-        drop(contender);
-        retired.push(platform);
+        intake.push((
+            kind,
+            intake_of(kind, &client, &dir, &settings, quick, &mut retired).await,
+        ));
     }
     let rate_of = |kind| intake.iter().find(|(k, _)| *k == kind).map_or(0.0, |(_, r)| *r);
     let b1 = rate_of(Kind::B1);
@@ -476,6 +458,29 @@ pub(crate) async fn probe(args: &[String]) -> ExitCode {
     drop(contender);
     let _ = std::fs::remove_dir_all(&dir);
     ExitCode::SUCCESS
+}
+
+/// The highest intake rate of `kind`, printed; against a fresh platform, since its record of
+/// callbacks grows with every run (kept in `retired`, see `run`).
+async fn intake_of(
+    kind: Kind,
+    client: &reqwest::Client,
+    dir: &Path,
+    settings: &Settings,
+    quick: bool,
+    retired: &mut Vec<MockPlatform>,
+) -> f64 {
+    let platform = MockPlatform::start().await.expect("mock");
+    let contender = start(kind, &platform, dir).await;
+    let (rate, run) = max_rate(client, &contender, &platform, settings, quick).await;
+    println!(
+        "intake {:<42} {rate:>7.0} webhooks/s (p99 {:.1} ms)",
+        contender.name,
+        run.p(0.99)
+    );
+    drop(contender);
+    retired.push(platform);
+    rate
 }
 
 /// The cost of recording metrics: shorts (memory) with metrics on (the default) and off, taking

@@ -42,20 +42,7 @@ async fn invoke(inputs: &Value, env: &[(&str, &str)], out: &Path) -> Run {
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut child = command.spawn().expect("the binary runs");
-    // Waited for without blocking the runtime, which serves the stub meanwhile.
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > RUN_WAIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("invoke ran longer than {RUN_WAIT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = wait(command.spawn().expect("the binary runs"), "invoke").await;
     let stdout = std::fs::read_to_string(&stdout_path).unwrap();
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
     drop(dir);
@@ -242,11 +229,28 @@ async fn rate_limits_are_retried_on_the_configured_schedule() {
 
 /// Runs the binary with `args` and no environment but `PATH`: its exit code and standard output.
 /// It is killed, and the test fails, past [`RUN_WAIT`].
-fn run(args: &[&str]) -> (Option<i32>, String) {
+/// The exit status of `child`, waited for without blocking the runtime (which may serve the stub
+/// meanwhile); killed, and the test failed, past [`RUN_WAIT`].
+async fn wait(mut child: std::process::Child, what: &str) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > RUN_WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} ran longer than {RUN_WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn run(args: &[&str]) -> (Option<i32>, String) {
     let dir = Scratch::new("run");
     std::fs::create_dir_all(&dir.0).unwrap();
     let stdout_path = dir.0.join("stdout");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_summarize-short"))
+    let child = Command::new(env!("CARGO_BIN_EXE_summarize-short"))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .args(args)
@@ -255,24 +259,13 @@ fn run(args: &[&str]) -> (Option<i32>, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("the binary runs");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > RUN_WAIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{args:?} ran longer than {RUN_WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait(child, &format!("{args:?}")).await;
     (status.code(), std::fs::read_to_string(&stdout_path).unwrap())
 }
 
-#[test]
-fn form_prints_the_inputs_the_platform_form_needs() {
-    let (code, text) = run(&["form"]);
+#[tokio::test]
+async fn form_prints_the_inputs_the_platform_form_needs() {
+    let (code, text) = run(&["form"]).await;
     assert_eq!(code, Some(0), "{text}");
     assert_eq!(
         text,
@@ -281,7 +274,7 @@ fn form_prints_the_inputs_the_platform_form_needs() {
          \x20 document  file_*                               yes       Text or CSV file to summarize\n\
          \x20 tone      select: neutral | friendly | formal  no        Tone of the summary\n\n"
     );
-    let (code, json) = run(&["form", "summarize", "--json"]);
+    let (code, json) = run(&["form", "summarize", "--json"]).await;
     assert_eq!(code, Some(0), "{json}");
     let form: Value = serde_json::from_str(json.trim()).expect("one JSON line");
     assert_eq!(
@@ -298,6 +291,6 @@ fn form_prints_the_inputs_the_platform_form_needs() {
             "notes": [],
         })
     );
-    let (code, _) = run(&["form", "nope"]);
+    let (code, _) = run(&["form", "nope"]).await;
     assert_eq!(code, Some(2), "an unknown short is a usage error");
 }

@@ -9,6 +9,7 @@
 mod error;
 pub(crate) mod history;
 mod memory;
+mod migrations;
 mod postgres;
 mod sql;
 mod sqlite;

@@ -66,7 +66,7 @@ impl PgStore {
             .connect_with(options.clone())
             .await
             .map_err(unreachable)?;
-        sqlx::migrate!("./migrations/postgres")
+        super::migrations::postgres()
             .run(&pool)
             .await
             .map_err(StoreError::migrate)?;

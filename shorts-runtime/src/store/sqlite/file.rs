@@ -16,7 +16,7 @@ pub(super) async fn connect(path: &Path) -> Result<SqliteConnection, StoreError>
     let mut connection = SqliteConnection::connect_with(&options(path)?)
         .await
         .map_err(StoreError::database(StoreOperation::Open))?;
-    sqlx::migrate!("./migrations/sqlite")
+    crate::store::migrations::sqlite()
         .run(&mut connection)
         .await
         .map_err(StoreError::migrate)?;

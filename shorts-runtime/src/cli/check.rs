@@ -132,6 +132,14 @@ fn configuration(report: &mut Report, config: &Config) {
         "PORT"
     };
     report.ok(bind_var, shown(bind_var, config.bind));
+    connection(report, config);
+    limits(report, config);
+    tls(report, config);
+    operating(report, config);
+}
+
+/// The settings that connect the server to the platform: secrets, auth headers, URLs.
+fn connection(report: &mut Report, config: &Config) {
     match &config.callback_secret {
         Some(_) => report.ok("SHORTS_CALLBACK_SECRET", "set"),
         None => report.problem(
@@ -173,6 +181,10 @@ fn configuration(report: &mut Report, config: &Config) {
             None => report.ok(var, "the callback URL followed by `/prepare` (default)"),
         }
     }
+}
+
+/// The store, and the limits and times of orders and connections.
+fn limits(report: &mut Report, config: &Config) {
     report.ok("SHORTS_STORE", shown("SHORTS_STORE", store_name(&config.store)));
     for (var, value) in [
         ("SHORTS_INLINE_LIMIT", config.inline_limit),
@@ -197,6 +209,10 @@ fn configuration(report: &mut Report, config: &Config) {
             "three quarters of the open-file limit, at most 10000 (default)",
         ),
     }
+}
+
+/// How the listener serves HTTPS, and the public URL.
+fn tls(report: &mut Report, config: &Config) {
     match &config.tls {
         TlsConfig::None => report.ok("SHORTS_TLS_CERT", "not set: the listener serves plain HTTP"),
         TlsConfig::Files { cert, key } => {
@@ -226,7 +242,6 @@ fn configuration(report: &mut Report, config: &Config) {
         Some(url) => report.ok("SHORTS_PUBLIC_URL", url),
         None => report.ok("SHORTS_PUBLIC_URL", "not set"),
     }
-    operating(report, config);
 }
 
 /// The settings for operating the server: admin listener, logs, alerts, allocator.

@@ -80,11 +80,24 @@ const MAX_PASSES: usize = 256;
 /// Traces `T`: see the module's documentation.
 pub(super) fn trace<T: DeserializeOwned>() -> Traced {
     let state = State::default();
-    // The first passes give the keys and the shape of every field. A field whose stand-in value
-    // the type refuses ends the pass there: it is left out of the next one, until a pass ends
-    // with no new refusal. A key the type reads as another's alias makes it refuse a duplicate:
-    // the alias is left out of every later pass.
-    let mut result = T::deserialize(Tracer::top(&state));
+    let ended = shape_passes::<T>(&state);
+    let top = *state.top.borrow();
+    let keys = match top {
+        Some(Top::Struct(keys)) => keys,
+        Some(Top::Other(what)) => return Traced::NotAStruct(what),
+        None if ended => return Traced::NotAStruct("a type that reads nothing"),
+        None => return Traced::NotAStruct("a type whose shape could not be read"),
+    };
+    variant_passes::<T>(&state);
+    Traced::Fields(fields::<T>(&state, keys))
+}
+
+/// The first passes, which give the keys and the shape of every field; whether the last one built
+/// a value. A field whose stand-in value the type refuses ends the pass there: it is left out of
+/// the next one, until a pass ends with no new refusal. A key the type reads as another's alias
+/// makes it refuse a duplicate: the alias is left out of every later pass.
+fn shape_passes<T: DeserializeOwned>(state: &State) -> bool {
+    let mut result = T::deserialize(Tracer::top(state));
     for _ in 0..MAX_PASSES {
         if let Err(TraceError::Duplicate(key)) = result {
             let alias = state.alias_of::<T>(key);
@@ -123,21 +136,14 @@ pub(super) fn trace<T: DeserializeOwned>() -> Traced {
             break;
         }
         *state.omitted.borrow_mut() = omitted;
-        result = T::deserialize(Tracer::top(&state));
+        result = T::deserialize(Tracer::top(state));
     }
-    let top = *state.top.borrow();
-    let keys = match top {
-        Some(Top::Struct(keys)) => keys,
-        Some(Top::Other(what)) => return Traced::NotAStruct(what),
-        None => {
-            return Traced::NotAStruct(match result {
-                Ok(_) => "a type that reads nothing",
-                Err(_) => "a type whose shape could not be read",
-            });
-        }
-    };
-    // A variant that carries data is only seen when it is the one chosen: one more pass per
-    // variant of every enum met, each choosing that variant.
+    result.is_ok()
+}
+
+/// A variant that carries data is only seen when it is the one chosen: one more pass per variant
+/// of every enum met, each choosing that variant. The refusals of the shape passes are kept.
+fn variant_passes<T: DeserializeOwned>(state: &State) {
     let refused = state.refused.borrow().clone();
     let enums: Vec<(&'static str, usize)> = state
         .enums
@@ -148,14 +154,17 @@ pub(super) fn trace<T: DeserializeOwned>() -> Traced {
     for (name, count) in enums {
         for chosen in 1..count.min(MAX_PASSES) {
             state.choose.borrow_mut().insert(name, chosen);
-            let _ = T::deserialize(Tracer::top(&state));
+            let _ = T::deserialize(Tracer::top(state));
         }
         state.choose.borrow_mut().remove(name);
     }
     *state.refused.borrow_mut() = refused;
+}
+
+/// The traced fields of the top struct, in the order of `keys`, aliases left out.
+fn fields<T: DeserializeOwned>(state: &State, keys: &[&'static str]) -> Vec<TracedField> {
     let aliases = state.aliases.borrow().clone();
-    let fields = keys
-        .iter()
+    keys.iter()
         .filter(|key| !aliases.contains(*key))
         .filter_map(|&key| {
             let shape = state.shapes.borrow().get(key).cloned()?;
@@ -171,8 +180,7 @@ pub(super) fn trace<T: DeserializeOwned>() -> Traced {
                 standin,
             })
         })
-        .collect();
-    Traced::Fields(fields)
+        .collect()
 }
 
 #[derive(Clone, Copy)]

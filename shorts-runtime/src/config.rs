@@ -168,6 +168,11 @@ fn webhook_auth_from(get: &impl Fn(&str) -> Option<String>) -> Result<Vec<Webhoo
     Ok(headers)
 }
 
+/// Why a `postgres://` store cannot be used by a build without the `postgres` feature, and how
+/// to turn it on.
+pub(crate) const POSTGRES_NOT_BUILT: &str = "this build has no PostgreSQL support: turn on \
+    shorts-runtime's `postgres` feature (`features = [\"postgres\"]` on its line in Cargo.toml)";
+
 /// Where orders are kept (`SHORTS_STORE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -176,7 +181,9 @@ pub enum StoreConfig {
     Memory,
     /// `sqlite://PATH`: an embedded database file, the default (`sqlite://shorts.db`).
     Sqlite(std::path::PathBuf),
-    /// `postgres://...`: a PostgreSQL database, shared by several instances.
+    /// `postgres://...`: a PostgreSQL database, shared by several instances. Needs the crate's
+    /// `postgres` feature: without it, [`StoreConfig::parse`] refuses the URL and a store
+    /// opened from this variant fails with [`StoreError::PostgresNotBuilt`](crate::StoreError::PostgresNotBuilt).
     Postgres(Secret),
 }
 
@@ -207,6 +214,9 @@ impl StoreConfig {
             return Ok(StoreConfig::Sqlite(path.into()));
         }
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            if !cfg!(feature = "postgres") {
+                return Err(invalid(POSTGRES_NOT_BUILT));
+            }
             return Ok(StoreConfig::Postgres(Secret::new(text)));
         }
         Err(invalid(
@@ -983,9 +993,14 @@ mod tests {
             StoreConfig::parse("sqlite:o.db").ok(),
             Some(StoreConfig::Sqlite("o.db".into()))
         );
-        let pg = StoreConfig::parse("postgres://u:pw@h/db").ok();
-        assert!(matches!(pg, Some(StoreConfig::Postgres(url)) if url.expose() == "postgres://u:pw@h/db"));
-        assert!(!format!("{:?}", StoreConfig::parse("postgres://u:pw@h/db")).contains("pw"));
+        let pg = StoreConfig::parse("postgres://u:pw@h/db");
+        assert!(!format!("{pg:?}").contains("pw"));
+        if cfg!(feature = "postgres") {
+            assert!(matches!(pg, Ok(StoreConfig::Postgres(url)) if url.expose() == "postgres://u:pw@h/db"));
+        } else {
+            let error = pg.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains("`postgres` feature"), "{error}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The README's steps for a new crate, followed literally: `cargo new`, the `Cargo.toml` lines of the
 //! path variant (pointed at this checkout), the code at the top of the README as `src/main.rs`, then
-//! `invoke`, whose printed callback must hold the shouted text.
+//! `invoke`, whose printed callback must hold the shouted text; then `check` with a PostgreSQL
+//! store, which the default build refuses, naming the feature that adds it.
 //!
 //! The crate is built offline with this workspace's `Cargo.lock` (so nothing new is resolved) into
 //! this workspace's target directory (so the dependencies already built are reused; cargo does not
@@ -238,4 +239,26 @@ fn a_new_crate_made_as_the_readme_says_builds_and_runs() {
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
     assert_eq!(callback["ok"], true, "{callback}");
     assert_eq!(callback["result_text"], "HELLO", "{callback}");
+
+    // The crate's default build has no PostgreSQL support: `check` refuses a `postgres://` store
+    // and says how to turn the feature on.
+    let check = Command::new(&bin)
+        .arg("check")
+        .current_dir(&krate)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SHORTS_STORE", "postgres://shorts@127.0.0.1:5432/orders")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("the built binary runs");
+    let status = wait(check, INVOKE_TIMEOUT, "check");
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("SHORTS_STORE") && stdout.contains("`postgres` feature"),
+        "{stdout}\n{stderr}"
+    );
 }

@@ -766,6 +766,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "postgres")]
     #[test]
     fn a_postgres_password_is_not_shown() {
         let store = StoreConfig::parse("postgres://user:hunter2@db.example.com:5433/orders?sslmode=require");

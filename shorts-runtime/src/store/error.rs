@@ -109,6 +109,8 @@ pub enum StoreError {
     },
     /// The store's writer has stopped (the process is shutting down): nothing more is written.
     WriterStopped,
+    /// A PostgreSQL store was asked of a build without the crate's `postgres` feature.
+    PostgresNotBuilt,
     /// The database file could not be created.
     File {
         /// The file.
@@ -144,6 +146,7 @@ impl std::fmt::Display for StoreError {
                 )
             }
             StoreError::WriterStopped => f.write_str("the order store's writer has stopped"),
+            StoreError::PostgresNotBuilt => f.write_str(crate::config::POSTGRES_NOT_BUILT),
             StoreError::File { path, source } => {
                 write!(
                     f,
@@ -163,7 +166,7 @@ impl Error for StoreError {
             StoreError::Database { source, .. } | StoreError::Commit { source, .. } => Some(&**source),
             StoreError::Migrate { source } | StoreError::Connect { source, .. } => Some(&**source),
             StoreError::File { source, .. } => Some(source),
-            StoreError::RolledBack { .. } | StoreError::WriterStopped => None,
+            StoreError::RolledBack { .. } | StoreError::WriterStopped | StoreError::PostgresNotBuilt => None,
         }
     }
 }

@@ -10,6 +10,7 @@ mod error;
 pub(crate) mod history;
 mod memory;
 mod migrations;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod sql;
 mod sqlite;
@@ -22,6 +23,7 @@ pub(crate) use history::{
 };
 
 pub(crate) use memory::MemoryStore;
+#[cfg(feature = "postgres")]
 pub(crate) use postgres::PgStore;
 pub(crate) use sqlite::SqliteStore;
 
@@ -401,6 +403,7 @@ pub(crate) trait Store: Send + Sync + 'static {
 pub(crate) enum AnyStore {
     Memory(MemoryStore),
     Sqlite(SqliteStore),
+    #[cfg(feature = "postgres")]
     Postgres(PgStore),
 }
 
@@ -411,6 +414,7 @@ macro_rules! dispatch {
         match $self {
             AnyStore::Memory($store) => $call.await,
             AnyStore::Sqlite($store) => $call.await,
+            #[cfg(feature = "postgres")]
             AnyStore::Postgres($store) => Box::pin($call).await,
         }
     };
@@ -425,6 +429,7 @@ impl AnyStore {
         match self {
             AnyStore::Memory(_) => 1,
             AnyStore::Sqlite(_) => 4,
+            #[cfg(feature = "postgres")]
             AnyStore::Postgres(_) => 2,
         }
     }
@@ -435,7 +440,10 @@ impl AnyStore {
         Ok(match config {
             StoreConfig::Memory => AnyStore::Memory(MemoryStore::default()),
             StoreConfig::Sqlite(path) => AnyStore::Sqlite(SqliteStore::open(path).await?),
+            #[cfg(feature = "postgres")]
             StoreConfig::Postgres(url) => AnyStore::Postgres(PgStore::open(url.expose()).await?),
+            #[cfg(not(feature = "postgres"))]
+            StoreConfig::Postgres(_) => return Err(StoreError::PostgresNotBuilt),
         })
     }
 }
@@ -633,10 +641,12 @@ mod tests {
         crate::store::suite::cases!(super::InSqlite);
     }
 
+    #[cfg(feature = "postgres")]
     mod postgres {
         crate::store::suite::cases!(crate::store::postgres::tests::InSchema);
     }
 
+    #[cfg(feature = "postgres")]
     #[tokio::test]
     async fn an_unreachable_postgres_is_named_with_the_error_met() {
         // A port nothing listens on: bound, then closed.

@@ -59,6 +59,7 @@ macro_rules! claim {
 }
 
 /// `claim!` for PostgreSQL: instances claiming at once skip each other's rows.
+#[cfg(feature = "postgres")]
 pub(super) const CLAIM_POSTGRES: &str = claim!("seq", " FOR UPDATE SKIP LOCKED");
 
 /// `claim!` for SQLite, whose one writer claims alone.
@@ -121,6 +122,7 @@ pub(super) use {replacing_body, select_records, settle_set, upsert_result};
 
 /// A new order, unless its `order_id` is known: $1 id, $2 short, $3 callback URL, $4 runs, $5
 /// owner, $6 lease end, $7 now, $8 and $9 where its `job_token` sits (see [`token_columns`]).
+#[cfg(feature = "postgres")]
 pub(super) const INSERT_ORDER: &str =
     "INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at,
                                 token_at, token_len)
@@ -142,6 +144,7 @@ pub(super) fn token_columns(span: Option<&std::ops::Range<usize>>) -> (Option<i6
 
 /// The webhook body of a new order, and the start of its first run when it was accepted with one:
 /// $1 id, $2 body, $3 now, $4 whether it started.
+#[cfg(feature = "postgres")]
 pub(super) const INSERT_PAYLOAD: &str =
     "WITH h AS (INSERT INTO shorts_history (order_id, kind, number, at) SELECT $1, 'run', 1, $3 WHERE $4)
      INSERT INTO shorts_payloads (order_id, payload) VALUES ($1, $2)";
@@ -159,6 +162,7 @@ pub(super) const START_RUN_SQLITE: &str = "INSERT INTO shorts_history (order_id,
          (SELECT p.payload FROM shorts_payloads p WHERE p.order_id = shorts_orders.order_id) AS payload";
 
 /// [`START_RUN_SQLITE`] for PostgreSQL, as one statement.
+#[cfg(feature = "postgres")]
 pub(super) const START_RUN_POSTGRES: &str = "WITH s AS (
          UPDATE shorts_orders SET runs = runs + 1 WHERE order_id = $1 AND fence = $2 RETURNING order_id, runs),
      h AS (INSERT INTO shorts_history (order_id, kind, number, at) SELECT order_id, 'run', runs, $3 FROM s)
@@ -187,6 +191,7 @@ where
 /// produced the body ended: $1 id, $2 fence, $3 now, $4 the run's outcome (NULL for a body that
 /// is no run's), $5 its error, $6 its number. Orders without a token cost one look-up of their
 /// own row.
+#[cfg(feature = "postgres")]
 pub(super) const MARK_RESULT: &str = "WITH erased AS (
          UPDATE shorts_payloads p
          SET payload = overlay(p.payload placing convert_to('null', 'UTF8')
@@ -207,6 +212,7 @@ pub(super) const MARK_RESULT: &str = "WITH erased AS (
 /// $1 state, $2 next attempt, $3 steps, $4 POSTs, $5 error, $6 id, $7 fence; the attempts' $8
 /// numbers, $9 times, $10 results, $11 statuses, $12 errors; $13 the last attempt number deleted.
 /// Returns a row when the fence was current.
+#[cfg(feature = "postgres")]
 pub(super) const SETTLE: &str = concat!(
     "WITH s AS (",
     settle_set!("$1", "$2", "$3", "$4", "$5"),
@@ -411,6 +417,7 @@ pub(super) const FAIL_NOW_CHECK_SQLITE: &str = fail_now_check!();
 pub(super) type FailNowRow = (String, bool, bool, Option<i64>, Option<i64>);
 
 /// Locks the row until the transaction ends: no claim takes it meanwhile.
+#[cfg(feature = "postgres")]
 pub(super) const FAIL_NOW_CHECK_POSTGRES: &str = concat!(fail_now_check!(), " FOR UPDATE");
 
 /// Moves an order failed by hand to delivery, due now ($2), taking its lease back: $1 id.

@@ -40,9 +40,20 @@ pub(crate) async fn order_queries(
     count: u32,
     rounds: u32,
 ) -> Result<Vec<(String, Duration)>, TimingError> {
-    let StoreConfig::Postgres(url) = config else {
-        return timed(config, count, rounds).await;
-    };
+    match config {
+        #[cfg(feature = "postgres")]
+        StoreConfig::Postgres(url) => in_schema(url, count, rounds).await,
+        _ => timed(config, count, rounds).await,
+    }
+}
+
+/// [`order_queries`] on the PostgreSQL database at `url`, in a schema made for it and dropped.
+#[cfg(feature = "postgres")]
+async fn in_schema(
+    url: &crate::config::Secret,
+    count: u32,
+    rounds: u32,
+) -> Result<Vec<(String, Duration)>, TimingError> {
     let opening = StoreError::database(StoreOperation::Open);
     let admin = sqlx::PgPool::connect(url.expose()).await.map_err(opening)?;
     let schema = format!("shorts_bench_{}", uuid::Uuid::new_v4().simple());
@@ -340,6 +351,9 @@ async fn filled(config: &StoreConfig, count: u32) -> Result<(AnyStore, i64), Sto
                 .await
                 .map_err(StoreError::database(StoreOperation::Open))?;
         }
+        #[cfg(not(feature = "postgres"))]
+        StoreConfig::Postgres(_) => return Err(StoreError::PostgresNotBuilt),
+        #[cfg(feature = "postgres")]
         StoreConfig::Postgres(url) => {
             let pool = sqlx::PgPool::connect(url.expose()).await.map_err(filling)?;
             sqlx::raw_sql(sqlx::AssertSqlSafe(fill_sql(
@@ -436,6 +450,7 @@ mod tests {
     }
 
     /// PostgreSQL computes each short's percentiles as the memory store does (nearest rank).
+    #[cfg(feature = "postgres")]
     #[tokio::test]
     async fn postgres_percentiles_are_nearest_ranks() {
         use crate::store::postgres::tests::InSchema;

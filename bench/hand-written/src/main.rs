@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use bytes::Bytes;
 use serde::Deserialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::Notify;
@@ -96,6 +96,12 @@ async fn open(path: &str) -> sqlx::SqlitePool {
     .execute(&pool)
     .await
     .expect("schema");
+    // The deliverer polls for received orders: an index of those alone keeps the poll from
+    // scanning the delivered rows, which grow with every order.
+    sqlx::query("CREATE INDEX IF NOT EXISTS orders_received ON orders (order_id) WHERE state = 'received'")
+        .execute(&pool)
+        .await
+        .expect("schema");
     pool
 }
 

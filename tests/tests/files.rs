@@ -54,6 +54,24 @@ async fn files(input: Sizes) -> Result<Vec<File>> {
     Ok(out)
 }
 
+#[derive(Deserialize)]
+struct Long {
+    kind: String,
+    bytes: usize,
+}
+
+/// A result of `bytes` bytes of `a` (as a JSON string for `json`) of the output type `kind`.
+#[ai_short]
+async fn long(input: Long) -> Result<Output> {
+    let text = "a".repeat(input.bytes);
+    Ok(match input.kind.as_str() {
+        "html" => Output::Html(text),
+        "json" => Output::Json(format!("\"{}\"", &text[2..])),
+        "csv" => Output::Csv(text),
+        _ => Output::Text(text),
+    })
+}
+
 /// Starts a server on `platform` whose inline limit is `inline_limit` (the default when `None`).
 async fn serve(platform: MockPlatform, inline_limit: Option<u64>) -> Served {
     Served::start_on(
@@ -416,4 +434,99 @@ async fn the_mock_storage_refuses_chunked_and_unsigned_uploads() {
         .expect("put");
     assert_eq!(signed.status(), 200);
     assert_eq!(platform.objects()[0].sha256, sha256(b"data"));
+}
+
+/// Orders a `long` result of `kind` and `bytes`, and returns its callback.
+async fn order_long(served: &Served, order_id: &str, kind: &str, bytes: usize) -> Value {
+    let inputs = json!({"kind": kind, "bytes": bytes});
+    assert_eq!(served.order("/shorts/long", order_id, inputs).await, 200);
+    served.callback(order_id).await
+}
+
+/// Checks that `callback` lists one uploaded object named `name` of type `mime`, holding `text`.
+fn assert_text_uploaded(callback: &Value, objects: &[StoredObject], (name, mime): (&str, &str), text: &str) {
+    assert_eq!(callback["ok"], true, "{callback}");
+    assert_eq!(callback["output_type"], "file", "{callback}");
+    let entries = callback["files"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "{callback}");
+    let filename = entries[0]["filename"].as_str().unwrap_or_default();
+    assert!(
+        filename.ends_with(name) && filename.len() > name.len(),
+        "{filename}"
+    );
+    assert_eq!(entries[0]["mime_type"], mime);
+    let key = entries[0]["object_key"].as_str().unwrap_or_default();
+    let object = objects
+        .iter()
+        .find(|o| o.object_key == key)
+        .unwrap_or_else(|| panic!("no object {key}"));
+    assert_eq!(object.size, text.len() as u64);
+    assert_eq!(object.content_type, mime);
+    assert_eq!(object.sha256, sha256(text.as_bytes()), "the text byte for byte");
+}
+
+#[tokio::test]
+async fn a_text_result_at_the_inline_limit_goes_inline_and_one_byte_over_is_uploaded() {
+    let text = "a".repeat(30_000);
+    // The size of the text callback, measured at the platform.
+    let measured = serve(MockPlatform::start().await.expect("mock"), None).await;
+    let callback = order_long(&measured, "o-text", "text", 30_000).await;
+    assert_eq!(callback["result_text"], text.as_str());
+    let size = measured.platform.callbacks()[0].size as u64;
+
+    // A limit of exactly that size: inline, the same body.
+    let at_limit = serve(MockPlatform::start().await.expect("mock"), Some(size)).await;
+    let callback = order_long(&at_limit, "o-text", "text", 30_000).await;
+    assert_eq!(callback["output_type"], "text");
+    assert_eq!(callback["result_text"], text.as_str());
+    assert_eq!(at_limit.platform.callbacks()[0].size as u64, size);
+    assert!(at_limit.platform.objects().is_empty());
+
+    // One byte less: the text is uploaded as `result.txt`.
+    let over = serve(MockPlatform::start().await.expect("mock"), Some(size - 1)).await;
+    let callback = order_long(&over, "o-text", "text", 30_000).await;
+    assert_text_uploaded(
+        &callback,
+        &over.platform.objects(),
+        ("result.txt", "text/plain"),
+        &text,
+    );
+    over.stop().await;
+}
+
+#[tokio::test]
+async fn html_json_and_csv_results_too_large_are_uploaded_as_their_files() {
+    let served = serve(MockPlatform::start().await.expect("mock"), Some(1_000)).await;
+    let text = "a".repeat(2_000);
+    let json = format!("\"{}\"", &text[2..]);
+    for (kind, file, result) in [
+        ("html", ("result.html", "text/html"), &text),
+        ("json", ("result.json", "application/json"), &json),
+        ("csv", ("result.csv", "text/csv"), &text),
+    ] {
+        let callback = order_long(&served, &format!("o-{kind}"), kind, 2_000).await;
+        assert_text_uploaded(&callback, &served.platform.objects(), file, result);
+    }
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn a_413_on_a_text_callback_uploads_the_text() {
+    let platform = MockPlatform::builder()
+        .body_limit(50_000)
+        .start()
+        .await
+        .expect("mock");
+    let served = serve(platform, None).await;
+    let callback = order_long(&served, "o-413-text", "text", 60_000).await;
+    let text = "a".repeat(60_000);
+    assert_text_uploaded(
+        &callback,
+        &served.platform.objects(),
+        ("result.txt", "text/plain"),
+        &text,
+    );
+    let statuses: Vec<_> = served.platform.attempts().iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [Some(413), Some(200)]);
+    served.stop().await;
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use sha2::Digest as _;
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::{self, MockPlatform};
 use shorts_tests::{PATIENCE, Served};
@@ -408,6 +409,62 @@ async fn queued_and_reclaimed_orders_stay_within_the_pending_bound() {
         started.elapsed().as_secs_f64()
     );
     check_peak("reclaim", &server);
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A text result too large for a callback, 50 MB, is uploaded as `result.txt` from the memory it
+/// is already in: the server's peak grows by the text and a margin, not by a second copy of it
+/// (an escaped callback body or a JSON value of it would double the growth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50_mb_text_result_is_uploaded_without_a_copy() {
+    const TEXT: usize = 50_000_000;
+    const TEXT_MARGIN: usize = 16 * MIB;
+    let platform = MockPlatform::start().await.expect("mock");
+    let dir = temp_dir("long-text");
+    let server = Server::start(&env(&platform, &dir.join("orders.db"), CAP, 0)).await;
+    let url = format!("http://127.0.0.1:{}/shorts/long_text", server.port);
+    let webhook = platform.webhook_body("o-50mb", json!({ "bytes": TEXT }));
+    let response = post(
+        &reqwest::Client::new(),
+        &url,
+        webhook.to_string().into_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let callback = platform
+        .wait_for("o-50mb", Duration::from_secs(120))
+        .await
+        .expect("the callback");
+    assert_eq!(callback.body["ok"], true, "{}", callback.body);
+    assert_eq!(callback.body["output_type"], "file", "{}", callback.body);
+    let entry = &callback.body["files"][0];
+    assert!(
+        entry["filename"]
+            .as_str()
+            .is_some_and(|name| name.ends_with("result.txt")),
+        "{entry}"
+    );
+    assert_eq!(entry["mime_type"], "text/plain", "{entry}");
+    let objects = platform.objects();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0].size, TEXT as u64);
+    assert_eq!(objects[0].content_type, "text/plain");
+    let text = "a".repeat(TEXT);
+    let digest: String = sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(objects[0].sha256, digest, "the text byte for byte");
+    let grown = (server.peak_kib().saturating_sub(server.idle_kib)) * KIB;
+    println!("50 MB text: peak {} MiB above idle", grown / MIB);
+    assert!(
+        grown < TEXT + TEXT_MARGIN,
+        "the server's peak grew by {} MiB for a text of {} MiB",
+        grown / MIB,
+        TEXT / MIB
+    );
     server.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -209,10 +209,29 @@ impl Delivery {
             Ok(Output::Csv(csv)) => ("csv", "result_text", csv),
             Ok(Output::Url(url)) => ("url", "result_url", url),
         };
-        Rendered::new(
-            callback::content(order_id, output_type, field, &value),
-            Fallback::Fail,
-        )
+        let Some((name, mime)) = callback::text_file(output_type) else {
+            return Rendered::new(
+                callback::content(order_id, output_type, field, &value),
+                Fallback::Fail,
+            );
+        };
+        // A text too large to send inline is uploaded as a file of its type, as files are; one
+        // that fits is uploaded so if the platform refuses its callback as too large.
+        let inline = callback::content_len(order_id, output_type, field, &value);
+        if inline > self.inline_limit {
+            info!(
+                bytes = inline,
+                limit = self.inline_limit,
+                "the result does not fit in a callback; uploading it as {name}"
+            );
+            let size = value.len() as u64;
+            let file = File::from_bytes(name, mime, value);
+            return self.upload_files(target, order_id, short, &[(file, size)]).await;
+        }
+        let body = callback::content(order_id, output_type, field, &value);
+        let size = value.len() as u64;
+        let file = File::from_bytes(name, mime, value);
+        Rendered::new(body, Fallback::Upload(vec![(file, size)]))
     }
 
     /// The callback for files: inline when they fit the inline limit (uploaded if the platform

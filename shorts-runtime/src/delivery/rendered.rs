@@ -18,7 +18,8 @@ pub(crate) struct Rendered {
 
 /// What replaces a callback body the platform refused as too large.
 pub(super) enum Fallback {
-    /// Upload the files the body carries inline (with their sizes), and list them instead.
+    /// Upload the files the body carries inline, or its text result as a file (with their sizes),
+    /// and list them instead.
     Upload(Vec<(File, u64)>),
     /// Send a failure saying that the result is too large.
     Fail,
@@ -84,15 +85,22 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_failure_has_nothing_smaller_and_content_falls_back_to_a_failure() {
+    fn a_stored_failure_has_nothing_smaller_a_url_falls_back_to_a_failure_and_a_text_to_its_file() {
         assert!(matches!(
             fallback_of_stored(&callback::failure("o", "boom")),
             Fallback::GiveUp
         ));
         assert!(matches!(
-            fallback_of_stored(&callback::content("o", "text", "result_text", "hi")),
+            fallback_of_stored(&callback::content("o", "url", "result_url", "https://x.test/")),
             Fallback::Fail
         ));
+        let Fallback::Upload(files) =
+            fallback_of_stored(&callback::content("o", "text", "result_text", "hi"))
+        else {
+            panic!("a stored text is uploaded as a file");
+        };
+        assert_eq!(files.len(), 1);
+        assert_eq!((files[0].0.name(), files[0].1), ("result.txt", 2));
     }
 
     #[test]

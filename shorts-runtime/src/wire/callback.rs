@@ -13,10 +13,71 @@ use crate::short::output::File;
 /// The body of a success callback with inline content: `result_text` or `result_url`.
 /// (Files are streamed: see `delivery::body`.)
 pub(crate) fn content(order_id: &str, output_type: &str, field: &str, value: &str) -> Vec<u8> {
-    let mut body = envelope(true, order_id);
-    body.insert("output_type".into(), output_type.into());
-    body.insert(field.into(), value.into());
-    to_vec(&body)
+    let content = Content {
+        order_id,
+        output_type,
+        field,
+        value,
+    };
+    // A map of strings and a boolean always serializes.
+    serde_json::to_vec(&content).unwrap_or_default()
+}
+
+/// The length of [`content`]'s body, counted without making it.
+pub(crate) fn content_len(order_id: &str, output_type: &str, field: &str, value: &str) -> u64 {
+    /// Counts what is written to it.
+    struct Counter(u64);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let content = Content {
+        order_id,
+        output_type,
+        field,
+        value,
+    };
+    let mut counter = Counter(0);
+    // As in `content`: it always serializes.
+    let _ = serde_json::to_writer(&mut counter, &content);
+    counter.0
+}
+
+/// A success callback with inline content, borrowed from the result.
+struct Content<'a> {
+    order_id: &'a str,
+    output_type: &'a str,
+    field: &'a str,
+    value: &'a str,
+}
+
+impl serde::Serialize for Content<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("ok", &true)?;
+        map.serialize_entry("order_id", self.order_id)?;
+        map.serialize_entry("output_type", self.output_type)?;
+        map.serialize_entry(self.field, self.value)?;
+        map.end()
+    }
+}
+
+/// The name and MIME type of the file a text result of `output_type` is uploaded as when its
+/// callback is too large to send; `None` for an output type that is not sent as `result_text`.
+pub(crate) fn text_file(output_type: &str) -> Option<(&'static str, &'static str)> {
+    match output_type {
+        "text" => Some(("result.txt", "text/plain")),
+        "html" => Some(("result.html", "text/html")),
+        "json" => Some(("result.json", "application/json")),
+        "csv" => Some(("result.csv", "text/csv")),
+        _ => None,
+    }
 }
 
 /// A file delivered by direct upload.
@@ -46,10 +107,19 @@ pub(crate) fn uploaded(order_id: &str, files: &[UploadedFile]) -> Vec<u8> {
     to_vec(&body)
 }
 
-/// The files a callback body carries inline (`file_base64`), decoded, with their sizes; `None`
-/// when it carries none or one does not decode.
+/// The files a callback body carries inline (`file_base64`), decoded, with their sizes, or its
+/// text result as the file [`text_file`] names; `None` when it carries neither or a file does not
+/// decode.
 pub(crate) fn inline_files(body: &[u8]) -> Option<Vec<(File, u64)>> {
     let body: Value = serde_json::from_slice(body).ok()?;
+    let output_type = body.get("output_type").and_then(Value::as_str);
+    if let (Some((name, mime)), Some(text)) = (
+        output_type.and_then(text_file),
+        body.get("result_text").and_then(Value::as_str),
+    ) {
+        let size = text.len() as u64;
+        return Some(vec![(File::from_bytes(name, mime, text.to_owned()), size)]);
+    }
     let entries: Vec<&Value> = match body.get("files").and_then(Value::as_array) {
         Some(files) => files.iter().collect(),
         None => vec![&body],
@@ -205,6 +275,40 @@ mod tests {
     }
 
     #[test]
+    fn the_content_length_is_counted_exactly() {
+        for value in ["", "hi", "quote \" and \\ and \n", "é ✓ 🚀", "\u{1}\u{1f}"] {
+            for (output_type, field) in [("text", "result_text"), ("url", "result_url")] {
+                assert_eq!(
+                    content_len("o-\"1", output_type, field, value),
+                    content("o-\"1", output_type, field, value).len() as u64,
+                    "{value:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_stored_text_result_is_the_file_of_its_type() {
+        for (output_type, name, mime) in [
+            ("text", "result.txt", "text/plain"),
+            ("html", "result.html", "text/html"),
+            ("json", "result.json", "application/json"),
+            ("csv", "result.csv", "text/csv"),
+        ] {
+            let body = content("o1", output_type, "result_text", "a,b\n");
+            let files = inline_files(&body).unwrap_or_default();
+            assert_eq!(files.len(), 1, "{output_type}");
+            let (file, size) = &files[0];
+            assert_eq!(
+                (file.name(), file.mime(), *size),
+                (name, mime, 4),
+                "{output_type}"
+            );
+        }
+        assert!(inline_files(&content("o1", "url", "result_url", "https://x.test/")).is_none());
+    }
+
+    #[test]
     fn uploaded_files_are_listed_by_object_key() {
         let file = UploadedFile {
             filename: "20241109-ab12cd-final-video.mp4".into(),
@@ -231,7 +335,7 @@ mod tests {
         );
         let two = br#"{"files":[{"filename":"a","file_base64":"aGk="},{"filename":"b","file_base64":""}]}"#;
         assert_eq!(inline_files(two).map(|f| f.len()), Some(2));
-        assert!(inline_files(br#"{"ok":true,"output_type":"text","result_text":"x"}"#).is_none());
+        assert!(inline_files(br#"{"ok":true,"output_type":"url","result_url":"https://x.test/"}"#).is_none());
         assert!(inline_files(br#"{"files":[{"object_key":"k"}]}"#).is_none());
     }
 

@@ -18,7 +18,7 @@ pub(crate) const CALLBACK_BODY_LIMIT: usize = 4_500_000;
 /// edge that counts a little more than our body (a wrapper, a re-encoding), so a body near the
 /// limit goes through direct upload instead of meeting a 413. It still lets a 3.3 MB file (the
 /// largest the docs expect inline) go inline: its body is about 4,400,200 bytes.
-pub(crate) const DEFAULT_INLINE_LIMIT: u64 = 4_450_000;
+pub(crate) const DEFAULT_INLINE_LIMIT: u64 = CALLBACK_BODY_LIMIT as u64 - 50_000;
 
 /// Appended to the callback URL's path to reach the prepare endpoint of direct upload. *Inferred*:
 /// the docs show the path `/api/orders/callback/prepare` but not its host (`docs/protocol.md` §5.1).

@@ -26,7 +26,10 @@ pub enum BuildError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// There is no short to serve.
-    #[error("no shorts to serve: annotate an `async fn` with `#[ai_short]`")]
+    #[error(
+        "no shorts to serve: annotate an `async fn` with `#[ai_short]` (a test in `tests/` sees only \
+         the shorts of a library, not those of a binary's `main.rs`)"
+    )]
     NoShorts,
     /// Two shorts share a route.
     #[error("two shorts are served at `{path}`: {first} and {second}; give one a different `path`")]

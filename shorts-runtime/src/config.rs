@@ -244,8 +244,8 @@ pub struct Config {
     /// The platform's prepare endpoint for direct uploads (`SHORTS_PREPARE_URL`). Default: the
     /// callback URL's path followed by `/prepare`.
     pub prepare_url: Option<url::Url>,
-    /// Largest callback body sent with files inline (`SHORTS_INLINE_LIMIT`); larger results go
-    /// through direct upload. Default [`DEFAULT_INLINE_LIMIT`], 4,450,000 bytes, just under the
+    /// Largest callback body sent with files or a text inline (`SHORTS_INLINE_LIMIT`); larger
+    /// results go through direct upload. Default [`DEFAULT_INLINE_LIMIT`], 4,450,000 bytes, just under the
     /// platform's 4.5 MB.
     pub inline_limit: u64,
     /// Where orders are kept (`SHORTS_STORE`). Default `sqlite://shorts.db`.

@@ -171,14 +171,16 @@ async fn a_wrong_secret_is_retried_and_never_accepted() {
     assert!(served.platform.callbacks().is_empty());
 }
 
+/// A result that cannot be uploaded instead (a URL: a text is uploaded as a file, see
+/// `files.rs`) and meets a 413 ends in a failure saying so.
 #[tokio::test]
-async fn a_413_sends_a_failure_instead() {
+async fn a_413_on_a_url_sends_a_failure_instead() {
     #[derive(Deserialize)]
     struct Big {
         size: usize,
     }
     let short = Short::new("big", |input: Big, _: Order| async move {
-        Ok::<_, Error>("x".repeat(input.size))
+        Ok::<_, Error>(Url(format!("https://example.com/{}", "x".repeat(input.size))))
     });
     let platform = MockPlatform::builder()
         .body_limit(10_000)

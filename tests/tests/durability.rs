@@ -12,11 +12,21 @@ use shorts_runtime::testing::MockPlatform;
 use shorts_runtime::{FailedNow, OrderState, Retried, StoreConfig};
 use shorts_tests::{PATIENCE, Served};
 
-fn database(name: &str) -> PathBuf {
+/// A database file in a fresh folder of its own, and the folder, removed when dropped.
+fn database(name: &str) -> (PathBuf, Removed) {
     let dir = std::env::temp_dir().join(format!("shorts-durability-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join("orders.db")
+    (dir.join("orders.db"), Removed(dir))
+}
+
+/// A folder removed when dropped, at the end of a test, passed or failed.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A server on `platform` keeping its orders in the SQLite file `db`.
@@ -44,7 +54,7 @@ async fn a_result_not_yet_delivered_is_delivered_by_the_next_start() {
             Ok::<_, Error>(format!("result for {}", order.id()))
         })
     };
-    let db = database("undelivered");
+    let (db, _dir) = database("undelivered");
     let platform = MockPlatform::start().await.expect("mock");
     // The first callback hangs at the platform while the server stops.
     platform.delay_next(1, Duration::from_secs(8));
@@ -98,7 +108,7 @@ async fn a_shutdown_releases_running_orders_to_the_next_start() {
             Ok::<_, Error>("finished")
         })
     };
-    let db = database("release");
+    let (db, _dir) = database("release");
     let platform = MockPlatform::start().await.expect("mock");
     let mut first = serve_on(platform, &db, short(), Duration::from_millis(200)).await;
     assert_eq!(first.order("/shorts/slow", "o-release", json!({})).await, 200);
@@ -252,7 +262,7 @@ async fn the_job_token_is_erased_once_the_result_is_stored() {
         let token = order.job_token().unwrap_or("none").to_owned();
         Ok::<_, Error>(format!("{token} {}", payload["job_token"]))
     });
-    let db = database("token");
+    let (db, _dir) = database("token");
     let platform = MockPlatform::start().await.expect("mock");
     let served = serve_on(platform, &db, short, Duration::from_secs(5)).await;
     let mut body = served
@@ -299,7 +309,6 @@ async fn the_job_token_is_erased_once_the_result_is_stored() {
         expected
     );
     served.stop().await;
-    let _ = std::fs::remove_dir_all(db.parent().expect("dir"));
 }
 
 /// Runs the `orders` command of the test binary on the SQLite store `db` with `args`; its output.
@@ -334,7 +343,7 @@ fn json_lines(text: &str) -> Vec<Value> {
 #[tokio::test]
 async fn orders_json_prints_one_object_per_order() {
     let echo = Short::new("echo", |_: Value, _: Order| async { Ok::<_, Error>("hello") });
-    let db = database("orders-json");
+    let (db, _dir) = database("orders-json");
     let served = serve_on(
         MockPlatform::start().await.expect("mock"),
         &db,

@@ -482,6 +482,9 @@ async fn a_text_result_at_the_inline_limit_goes_inline_and_one_byte_over_is_uplo
     assert_eq!(at_limit.platform.callbacks()[0].size as u64, size);
     assert!(at_limit.platform.objects().is_empty());
 
+    measured.stop().await;
+    at_limit.stop().await;
+
     // One byte less: the text is uploaded as `result.txt`.
     let over = serve(MockPlatform::start().await.expect("mock"), Some(size - 1)).await;
     let callback = order_long(&over, "o-text", "text", 30_000).await;

@@ -1,7 +1,7 @@
 //! Delivering results: one shared client renders an order's result into a callback ([`Rendered`]:
-//! inline content, inline files, or files uploaded first) and sends it. The worker asks
+//! inline content, inline files, or files or a text uploaded first) and sends it. The worker asks
 //! [`Delivery::deliver`] to send a callback once and acts on the [`Delivered`] outcome; a 413 is
-//! handled here, from the rendered files. Callbacks and uploads retry by one [`RetryPolicy`]; every
+//! handled here, from the rendered files or the text. Callbacks and uploads retry by one [`RetryPolicy`]; every
 //! request goes through one exchange ([`exchange`]), and what cannot be delivered is a
 //! [`DeliveryError`], the message of the `ok: false` callback.
 
@@ -88,7 +88,7 @@ pub(crate) struct Delivery {
     prepare_url: Option<Url>,
     /// When callbacks and uploads are tried again.
     retry: RetryPolicy,
-    /// The largest callback body sent with files inline.
+    /// The largest callback body sent with files or a text inline.
     inline_limit: u64,
     /// The time a request is given, before the time its body takes.
     request_timeout: Duration,
@@ -216,7 +216,8 @@ impl Delivery {
             );
         };
         // A text too large to send inline is uploaded as a file of its type, as files are; one
-        // that fits is uploaded so if the platform refuses its callback as too large.
+        // that fits is too if the platform refuses its callback as too large, read back from the
+        // body then (holding it beside the body until the answer would double every callback).
         let inline = callback::content_len(order_id, output_type, field, &value);
         if inline > self.inline_limit {
             info!(
@@ -228,10 +229,7 @@ impl Delivery {
             let file = File::from_bytes(name, mime, value);
             return self.upload_files(target, order_id, short, &[(file, size)]).await;
         }
-        let body = callback::content(order_id, output_type, field, &value);
-        let size = value.len() as u64;
-        let file = File::from_bytes(name, mime, value);
-        Rendered::new(body, Fallback::Upload(vec![(file, size)]))
+        Rendered::read_back(callback::content(order_id, output_type, field, &value))
     }
 
     /// The callback for files: inline when they fit the inline limit (uploaded if the platform

@@ -12,7 +12,7 @@ pub(super) const TOO_LARGE_MESSAGE: &str = "the result is larger than the platfo
 /// A callback body ready to send, with its fallback for a 413.
 pub(crate) struct Rendered {
     body: Bytes,
-    /// `None` for a body read back from the store: a 413 reads it from the body.
+    /// `None` for a body read back from the store or a text result: a 413 reads it from the body.
     fallback: Option<Fallback>,
 }
 
@@ -43,7 +43,16 @@ impl Rendered {
 
     /// A body read back from the store, rendered before this process started.
     pub(crate) fn stored(body: Bytes) -> Self {
-        Self { body, fallback: None }
+        Self::read_back(body)
+    }
+
+    /// A body whose fallback is read from the body itself if a 413 needs it: a stored body, or a
+    /// text result, which is then not held twice while its callback is sent.
+    pub(super) fn read_back(body: impl Into<Bytes>) -> Self {
+        Self {
+            body: body.into(),
+            fallback: None,
+        }
     }
 
     /// The body to store and send.
@@ -51,8 +60,8 @@ impl Rendered {
         &self.body
     }
 
-    /// The fallback, once a 413 needs it. A stored body's is read from the body: the files it
-    /// carries inline, else a failure unless it is one already.
+    /// The fallback, once a 413 needs it. A read-back body's is read from the body: the files it
+    /// carries inline or its text as a file, else a failure unless it is one already.
     pub(super) fn into_fallback(self) -> Fallback {
         if let Some(fallback) = self.fallback {
             return fallback;

@@ -12,8 +12,17 @@ use std::borrow::Cow;
 use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
-/// The migrations of a folder under `migrations/`, each named `<version>_<name>.sql`.
+/// The migrations of a folder under `migrations/`, each named `<version>_<name>.sql`. Both
+/// stores have the same list.
 macro_rules! migrations {
+    ($folder:literal) => {
+        migrations!($folder:
+            20261127000001 "orders",
+            20261202000001 "attempts",
+            20261202000002 "job_token",
+            20261203000001 "history",
+        )
+    };
     ($folder:literal: $($version:literal $name:literal),+ $(,)?) => {
         Migrator::with_migrations(vec![$(
             migration(
@@ -29,23 +38,13 @@ macro_rules! migrations {
 
 /// The migrations of the SQLite store.
 pub(crate) fn sqlite() -> Migrator {
-    migrations!("sqlite":
-        20261127000001 "orders",
-        20261202000001 "attempts",
-        20261202000002 "job_token",
-        20261203000001 "history",
-    )
+    migrations!("sqlite")
 }
 
 /// The migrations of the PostgreSQL store.
 #[cfg(feature = "postgres")]
 pub(crate) fn postgres() -> Migrator {
-    migrations!("postgres":
-        20261127000001 "orders",
-        20261202000001 "attempts",
-        20261202000002 "job_token",
-        20261203000001 "history",
-    )
+    migrations!("postgres")
 }
 
 /// One migration, described as `sqlx` describes a file: the name with `_` read as a space.

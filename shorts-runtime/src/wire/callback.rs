@@ -111,14 +111,16 @@ pub(crate) fn uploaded(order_id: &str, files: &[UploadedFile]) -> Vec<u8> {
 /// text result as the file [`text_file`] names; `None` when it carries neither or a file does not
 /// decode.
 pub(crate) fn inline_files(body: &[u8]) -> Option<Vec<(File, u64)>> {
-    let body: Value = serde_json::from_slice(body).ok()?;
-    let output_type = body.get("output_type").and_then(Value::as_str);
-    if let (Some((name, mime)), Some(text)) = (
-        output_type.and_then(text_file),
-        body.get("result_text").and_then(Value::as_str),
-    ) {
+    let mut body: Value = serde_json::from_slice(body).ok()?;
+    let text_file = body
+        .get("output_type")
+        .and_then(Value::as_str)
+        .and_then(text_file);
+    if let (Some((name, mime)), Some(Value::String(text))) =
+        (text_file, body.get_mut("result_text").map(Value::take))
+    {
         let size = text.len() as u64;
-        return Some(vec![(File::from_bytes(name, mime, text.to_owned()), size)]);
+        return Some(vec![(File::from_bytes(name, mime, text), size)]);
     }
     let entries: Vec<&Value> = match body.get("files").and_then(Value::as_array) {
         Some(files) => files.iter().collect(),

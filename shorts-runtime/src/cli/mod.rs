@@ -193,10 +193,15 @@ fn local_only(command: &str) -> ExitCode {
     )
 }
 
+/// What is logged when `RUST_LOG` is not set: `info`, but PostgreSQL's notices only from `warn`
+/// (at each start the migrations' `CREATE TABLE IF NOT EXISTS` draws a notice that the table
+/// exists, which says nothing to an operator).
+const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
+
 /// Installs the subscriber writing to standard error in `format`, filtered by `RUST_LOG`.
 fn init_tracing(format: crate::logs::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -532,5 +537,17 @@ mod tests {
             list_shorts(&[short("a").path("/x").build(), short("b").path("/x").build()]),
             ExitCode::from(USAGE)
         );
+    }
+
+    #[test]
+    fn the_default_log_filter_is_read_whole() {
+        let filter = tracing_subscriber::EnvFilter::try_new(DEFAULT_LOG_FILTER)
+            .unwrap_or_else(|e| panic!("{DEFAULT_LOG_FILTER}: {e}"));
+        // Read back, the directives are the same (in the filter's own order).
+        let read: std::collections::BTreeSet<String> =
+            filter.to_string().split(',').map(str::to_owned).collect();
+        let written: std::collections::BTreeSet<String> =
+            DEFAULT_LOG_FILTER.split(',').map(str::to_owned).collect();
+        assert_eq!(read, written);
     }
 }

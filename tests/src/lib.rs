@@ -17,6 +17,11 @@ use tokio::task::JoinHandle;
 /// How long a test waits for a callback that should come.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// The status the mock platform answered to each callback attempt, in order (`None`: none sent).
+pub fn statuses(platform: &MockPlatform) -> Vec<Option<u16>> {
+    platform.attempts().iter().map(|a| a.status).collect()
+}
+
 /// Waits until `ready()` holds, checking every 10 ms for at most [`PATIENCE`]; panics with `what`
 /// when it never does.
 pub async fn until(what: &str, mut ready: impl FnMut() -> bool) {

@@ -7,7 +7,7 @@ use serde_json::json;
 use shorts_runtime::OrderState;
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::MockPlatform;
-use shorts_tests::{PATIENCE, Served};
+use shorts_tests::{PATIENCE, Served, statuses};
 
 #[derive(Deserialize)]
 struct Input {
@@ -28,10 +28,6 @@ async fn deliver(served: &Served, order_id: &str) -> serde_json::Value {
         200
     );
     served.callback(order_id).await
-}
-
-fn statuses(platform: &MockPlatform) -> Vec<Option<u16>> {
-    platform.attempts().iter().map(|a| a.status).collect()
 }
 
 #[tokio::test]

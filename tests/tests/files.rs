@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::{Endpoint, Fault, MockPlatform, StoredObject};
-use shorts_tests::Served;
+use shorts_tests::{Served, statuses};
 
 /// Deterministic contents of `size` bytes, different for each `seed`.
 fn contents(seed: u64, size: u64) -> Vec<u8> {
@@ -84,6 +84,17 @@ async fn serve(platform: MockPlatform, inline_limit: Option<u64>) -> Served {
         |builder| builder,
     )
     .await
+}
+
+/// Starts a server, with the default inline limit, on a platform whose callback endpoint refuses
+/// bodies over `limit` bytes with 413.
+async fn serve_behind_body_limit(limit: usize) -> Served {
+    let platform = MockPlatform::builder()
+        .body_limit(limit)
+        .start()
+        .await
+        .expect("mock");
+    serve(platform, None).await
 }
 
 async fn order(served: &Served, order_id: &str, sizes: &[u64], on_disk: bool) -> Value {
@@ -337,16 +348,10 @@ async fn a_file_over_max_bytes_fails_before_uploading() {
 
 #[tokio::test]
 async fn a_413_on_inline_files_switches_to_direct_upload() {
-    let platform = MockPlatform::builder()
-        .body_limit(50_000)
-        .start()
-        .await
-        .expect("mock");
-    let served = serve(platform, None).await;
+    let served = serve_behind_body_limit(50_000).await;
     let callback = order(&served, "o-413", &[60_000], false).await;
     assert_uploaded(&callback, &served.platform.objects(), &[60_000]);
-    let statuses: Vec<_> = served.platform.attempts().iter().map(|a| a.status).collect();
-    assert_eq!(statuses, [Some(413), Some(200)]);
+    assert_eq!(statuses(&served.platform), [Some(413), Some(200)]);
     served.stop().await;
 }
 
@@ -515,12 +520,7 @@ async fn html_json_and_csv_results_too_large_are_uploaded_as_their_files() {
 
 #[tokio::test]
 async fn a_413_on_a_text_callback_uploads_the_text() {
-    let platform = MockPlatform::builder()
-        .body_limit(50_000)
-        .start()
-        .await
-        .expect("mock");
-    let served = serve(platform, None).await;
+    let served = serve_behind_body_limit(50_000).await;
     let callback = order_long(&served, "o-413-text", "text", 60_000).await;
     let text = "a".repeat(60_000);
     assert_text_uploaded(
@@ -529,7 +529,6 @@ async fn a_413_on_a_text_callback_uploads_the_text() {
         ("result.txt", "text/plain"),
         &text,
     );
-    let statuses: Vec<_> = served.platform.attempts().iter().map(|a| a.status).collect();
-    assert_eq!(statuses, [Some(413), Some(200)]);
+    assert_eq!(statuses(&served.platform), [Some(413), Some(200)]);
     served.stop().await;
 }

@@ -119,6 +119,34 @@ fn workspace_profiles() -> String {
     profiles
 }
 
+/// Runs the built binary `bin` in `krate` with `args` and only `PATH` and `env` set, at most
+/// [`INVOKE_TIMEOUT`]; its exit status, standard output and standard error (written to `out` and
+/// `log`).
+fn run_built(
+    bin: &Path,
+    krate: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    out: &Path,
+    log: &Path,
+) -> (ExitStatus, String, String) {
+    let child = Command::new(bin)
+        .args(args)
+        .current_dir(krate)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("the built binary runs");
+    let status = wait(child, INVOKE_TIMEOUT, args[0]);
+    let stdout = std::fs::read_to_string(out).unwrap_or_default();
+    let stderr = std::fs::read_to_string(log).unwrap_or_default();
+    (status, stdout, stderr)
+}
+
 #[test]
 fn a_new_crate_made_as_the_readme_says_builds_and_runs() {
     let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
@@ -220,20 +248,13 @@ fn a_new_crate_made_as_the_readme_says_builds_and_runs() {
     eprintln!("built {CRATE} in {:.1?}", started.elapsed());
 
     let bin = target.join("debug").join(CRATE);
-    let out = root.0.join("invoke.out");
-    let invoke = Command::new(&bin)
-        .args(["invoke", "echo", "--input", r#"{"text": "hello", "shout": true}"#])
-        .current_dir(&krate)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("the built binary runs");
-    let status = wait(invoke, INVOKE_TIMEOUT, "invoke");
-    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let out = root.0.join("run.out");
+    let run = |args: &[&str], env: &[(&str, &str)]| run_built(&bin, &krate, args, env, &out, &log);
+
+    let (status, stdout, stderr) = run(
+        &["invoke", "echo", "--input", r#"{"text": "hello", "shout": true}"#],
+        &[],
+    );
     assert_eq!(status.code(), Some(0), "{stdout}\n{stderr}");
     let callback: serde_json::Value =
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
@@ -242,20 +263,8 @@ fn a_new_crate_made_as_the_readme_says_builds_and_runs() {
 
     // The crate's default build has no PostgreSQL support: `check` refuses a `postgres://` store
     // and says how to turn the feature on.
-    let check = Command::new(&bin)
-        .arg("check")
-        .current_dir(&krate)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("SHORTS_STORE", "postgres://shorts@127.0.0.1:5432/orders")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("the built binary runs");
-    let status = wait(check, INVOKE_TIMEOUT, "check");
-    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let store = ("SHORTS_STORE", "postgres://shorts@127.0.0.1:5432/orders");
+    let (status, stdout, stderr) = run(&["check"], &[store]);
     assert_eq!(status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(
         stdout.contains("SHORTS_STORE") && stdout.contains("`postgres` feature"),

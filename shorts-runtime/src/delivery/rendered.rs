@@ -41,14 +41,9 @@ impl Rendered {
         Self::new(callback::failure(order_id, message), Fallback::GiveUp)
     }
 
-    /// A body read back from the store, rendered before this process started.
-    pub(crate) fn stored(body: Bytes) -> Self {
-        Self::read_back(body)
-    }
-
     /// A body whose fallback is read from the body itself if a 413 needs it: a stored body, or a
     /// text result, which is then not held twice while its callback is sent.
-    pub(super) fn read_back(body: impl Into<Bytes>) -> Self {
+    pub(crate) fn read_back(body: impl Into<Bytes>) -> Self {
         Self {
             body: body.into(),
             fallback: None,
@@ -79,7 +74,7 @@ mod tests {
     use super::*;
 
     fn fallback_of_stored(body: &[u8]) -> Fallback {
-        Rendered::stored(Bytes::copy_from_slice(body)).into_fallback()
+        Rendered::read_back(Bytes::copy_from_slice(body)).into_fallback()
     }
 
     #[test]

@@ -36,13 +36,13 @@ pub(crate) fn content_len(order_id: &str, output_type: &str, field: &str, value:
             Ok(())
         }
     }
+    let mut counter = Counter(0);
     let content = Content {
         order_id,
         output_type,
         field,
         value,
     };
-    let mut counter = Counter(0);
     // As in `content`: it always serializes.
     let _ = serde_json::to_writer(&mut counter, &content);
     counter.0

@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn a_replacement_is_sent_before_anything_is_recorded() {
-        let replacement = Rendered::stored(bytes::Bytes::from_static(b"{}"));
+        let replacement = Rendered::read_back(bytes::Bytes::from_static(b"{}"));
         let settled = settlement(Delivered::Replaced(replacement), 0, 1);
         assert!(settled.is_err_and(|callback| callback.body().as_ref() == b"{}"));
     }

@@ -246,7 +246,7 @@ impl Engine {
         let mut lease = Lease::new(&self, &claimed);
         let target = Url::parse(&claimed.callback_url).unwrap_or_else(|_| self.delivery.target(None));
         let callback = match &claimed.result {
-            Some(body) => Rendered::stored(body.clone()),
+            Some(body) => Rendered::read_back(body.clone()),
             None => match self.run_and_store(&claimed, &target, start).await {
                 Some(callback) => callback,
                 None => return,

@@ -186,6 +186,9 @@ pub(super) fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
 /// known (or twice in the group) is a duplicate. An order is never stored without its body: the
 /// caller runs both or neither.
 pub(super) fn push_accepts(query: &mut QueryBuilder<Sqlite>, accepts: &[Accepting], now: i64) {
+    if let [accepting] = accepts {
+        return push_accept(query, accepting, now);
+    }
     query.push(
         "; INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at,
                                      token_at, token_len) ",
@@ -218,8 +221,59 @@ pub(super) fn push_accepts(query: &mut QueryBuilder<Sqlite>, accepts: &[Acceptin
             .push_bind(accepting.order.payload.as_ref());
     });
     query.push(" ON CONFLICT (order_id) DO NOTHING");
-    // The first run of the orders accepted with one: the orders just inserted (a known order was
-    // received earlier, and has its runs' rows already).
+    push_first_runs(query, accepts, now);
+}
+
+/// [`push_accepts`] of one order, by single-row statements: no `RETURNING`, which SQLite buffers
+/// in a temporary table of its own for each statement (a lone order is the usual group below a
+/// few hundred orders a second).
+fn push_accept(query: &mut QueryBuilder<Sqlite>, accepting: &Accepting, now: i64) {
+    let Accepting {
+        order, owner, lease, ..
+    } = accepting;
+    let (token_at, token_len) = token_columns(order.job_token.as_ref());
+    query.push(
+        "; INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at,
+                                     token_at, token_len) VALUES (",
+    );
+    query
+        .separated(", ")
+        .push_bind(&order.id)
+        .push_bind(&order.short)
+        .push_bind(&order.callback_url)
+        .push_bind("received")
+        .push_bind(i32::from(order.started))
+        .push_bind(1_i64)
+        .push_bind(owner)
+        .push_bind(now + ms(*lease))
+        .push_bind(now)
+        .push_bind(token_at)
+        .push_bind(token_len);
+    query.push(") ON CONFLICT (order_id) DO NOTHING; ");
+    push_report_change(query, ACCEPTED, &order.id);
+    query.push("; INSERT INTO shorts_payloads (order_id, payload) VALUES (");
+    query
+        .push_bind(&order.id)
+        .push(", ")
+        .push_bind(order.payload.as_ref())
+        .push(") ON CONFLICT (order_id) DO NOTHING");
+    push_first_runs(query, std::slice::from_ref(accepting), now);
+}
+
+/// Reports `id` as `kind` when the statement before changed a row (a single-row statement's
+/// `RETURNING`).
+fn push_report_change(query: &mut QueryBuilder<Sqlite>, kind: i64, id: &str) {
+    query
+        .push("SELECT ")
+        .push(kind)
+        .push(", ")
+        .push_bind(id.to_owned())
+        .push(" WHERE changes() = 1");
+}
+
+/// The first run of the orders accepted with one: the orders just inserted (a known order was
+/// received earlier, and has its runs' rows already).
+fn push_first_runs(query: &mut QueryBuilder<Sqlite>, accepts: &[Accepting], now: i64) {
     let started: Vec<&str> = accepts
         .iter()
         .filter(|accepting| accepting.order.started)
@@ -247,6 +301,9 @@ pub(super) fn push_accepts(query: &mut QueryBuilder<Sqlite>, accepts: &[Acceptin
 /// same orders: the move keeps the fence), and records how the runs that produced them ended (at
 /// `now`). Orders without a token cost one look-up of their row.
 pub(super) fn push_saves(query: &mut QueryBuilder<Sqlite>, saves: &[Saving], now: i64) {
+    if let [saving] = saves {
+        return push_save(query, saving, now);
+    }
     let runs: Vec<&Saving> = saves.iter().filter(|saving| saving.run.is_some()).collect();
     if !runs.is_empty() {
         query.push("; UPDATE shorts_history SET ended_at = ");
@@ -302,17 +359,87 @@ pub(super) fn push_saves(query: &mut QueryBuilder<Sqlite>, saves: &[Saving], now
         .push(", shorts_orders.order_id");
     // A statement per body: a multi-row `SELECT ... FROM (VALUES ...)` would copy every body into
     // a temporary table first.
-    for Saving { id, fence, body, .. } in saves {
-        query.push("; INSERT INTO shorts_results (order_id, body) SELECT ");
-        query.push_bind(id).push(", ").push_bind(body.as_ref());
-        query.push(" FROM shorts_orders WHERE order_id = ");
-        query.push_bind(id).push(" AND fence = ").push_bind(fence);
-        query.push(replacing_body!());
+    saves.iter().for_each(|saving| push_body(query, saving));
+}
+
+/// Stores a callback body if the fence is current.
+fn push_body(query: &mut QueryBuilder<Sqlite>, Saving { id, fence, body, .. }: &Saving) {
+    query.push("; INSERT INTO shorts_results (order_id, body) SELECT ");
+    query.push_bind(id).push(", ").push_bind(body.as_ref());
+    query.push(" FROM shorts_orders WHERE order_id = ");
+    query.push_bind(id).push(" AND fence = ").push_bind(fence);
+    query.push(replacing_body!());
+}
+
+/// [`push_saves`] of one body, by single-row statements: no `UPDATE ... FROM` or `RETURNING`,
+/// each of which SQLite runs through a temporary table of its own.
+fn push_save(query: &mut QueryBuilder<Sqlite>, saving: &Saving, now: i64) {
+    let Saving { id, fence, run, .. } = saving;
+    if let Some(run) = run {
+        query.push("; UPDATE shorts_history SET ended_at = ");
+        query
+            .push_bind(now)
+            .push(", outcome = ")
+            .push_bind(run.outcome.as_str())
+            .push(", detail = ")
+            .push_bind(run.error.clone());
+        query.push(" WHERE order_id = ").push_bind(id);
+        query.push(" AND kind = 'run' AND number = ").push_bind(run.run);
+        query.push(" AND ended_at IS NULL");
+        push_fence_holds(query, id, *fence);
     }
+    query.push(
+        "; UPDATE shorts_payloads
+         SET payload = CAST(substr(payload, 1, (SELECT token_at FROM shorts_orders WHERE order_id = ",
+    );
+    query.push_bind(id).push(
+        ")) || 'null'
+                            || substr(payload, (SELECT token_at + token_len + 1 FROM shorts_orders WHERE order_id = ",
+    );
+    query
+        .push_bind(id)
+        .push(")) AS BLOB) WHERE order_id = ")
+        .push_bind(id);
+    query
+        .push(" AND EXISTS (SELECT 1 FROM shorts_orders o WHERE o.order_id = ")
+        .push_bind(id);
+    query
+        .push(" AND o.fence = ")
+        .push_bind(fence)
+        .push(" AND o.token_at IS NOT NULL)");
+    query.push(
+        "; UPDATE shorts_orders SET state = 'delivering', next_at = NULL, token_at = NULL, token_len = NULL,
+                                   outcome = COALESCE(",
+    );
+    query.push_bind(run.as_ref().map(|r| r.outcome.as_str()));
+    query.push(", outcome) WHERE order_id = ").push_bind(id);
+    query.push(" AND fence = ").push_bind(fence).push("; ");
+    push_report_change(query, SAVED, id);
+    push_body(query, saving);
+}
+
+/// `AND` the order `id` is held under `fence`.
+fn push_fence_holds(query: &mut QueryBuilder<Sqlite>, id: &str, fence: i64) {
+    query.push(" AND EXISTS (SELECT 1 FROM shorts_orders o WHERE o.order_id = ");
+    query
+        .push_bind(id.to_owned())
+        .push(" AND o.fence = ")
+        .push_bind(fence)
+        .push(")");
 }
 
 /// Records delivery outcomes, each under its fence, reporting each order settled.
 pub(super) fn push_settles(query: &mut QueryBuilder<Sqlite>, settles: &[Settling]) {
+    if let [settling] = settles {
+        push_settle(query, settling);
+    } else {
+        push_settle_rows(query, settles);
+    }
+    push_old_attempts(query, settles);
+}
+
+/// Records the outcomes and POSTs of several orders, by multi-row statements.
+fn push_settle_rows(query: &mut QueryBuilder<Sqlite>, settles: &[Settling]) {
     query.push(concat!(
         "; ",
         settle_set!("v.column3", "v.column4", "v.column5", "v.column6", "v.column7"),
@@ -363,6 +490,56 @@ pub(super) fn push_settles(query: &mut QueryBuilder<Sqlite>, settles: &[Settling
             .push_bind(attempt.error.as_deref());
     });
     query.push(") AS v JOIN shorts_orders o ON o.order_id = v.column1 AND o.fence = v.column2");
+}
+
+/// Records one order's outcome and POSTs by single-row statements: no `UPDATE ... FROM` or
+/// `RETURNING`, each of which SQLite runs through a temporary table of its own.
+fn push_settle(query: &mut QueryBuilder<Sqlite>, settling: &Settling) {
+    let Settling {
+        id,
+        fence,
+        values,
+        attempts,
+        ..
+    } = settling;
+    // The columns `settle_set!` sets, each bound in place.
+    query
+        .push("; UPDATE shorts_orders SET state = ")
+        .push_bind(values.state);
+    query.push(", next_at = ").push_bind(values.next_at);
+    query.push(", steps = COALESCE(").push_bind(values.steps);
+    query
+        .push(", steps), attempts = attempts + ")
+        .push_bind(values.posts);
+    query
+        .push(", last_error = COALESCE(")
+        .push_bind(values.error.clone());
+    query.push(", last_error), owner = NULL WHERE order_id = ");
+    query
+        .push_bind(id)
+        .push(" AND fence = ")
+        .push_bind(fence)
+        .push("; ");
+    push_report_change(query, SETTLED, id);
+    for attempt in attempts {
+        query.push(
+            "; INSERT INTO shorts_history (order_id, kind, number, at, outcome, status, detail)
+             SELECT order_id, 'callback', ",
+        );
+        let mut values = query.separated(", ");
+        values
+            .push_bind(attempt.number)
+            .push_bind(attempt.at)
+            .push_bind(attempt.result.as_str())
+            .push_bind(attempt.status.map(i32::from))
+            .push_bind(attempt.error.clone());
+        query.push(" FROM shorts_orders WHERE order_id = ").push_bind(id);
+        query.push(" AND fence = ").push_bind(fence);
+    }
+}
+
+/// Deletes the attempts beyond the last `KEPT_ATTEMPTS` of each order settled.
+fn push_old_attempts(query: &mut QueryBuilder<Sqlite>, settles: &[Settling]) {
     let old: Vec<(&str, i32)> = settles
         .iter()
         .filter_map(|settling| {

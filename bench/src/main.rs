@@ -4,6 +4,7 @@
 //! cargo run --release -p shorts-bench -- all              # the figures of BENCHMARKS.md
 //! cargo run --release -p shorts-bench -- all --quick      # a smoke run (tests/smoke.rs)
 //! cargo run --release -p shorts-bench -- build            # clean build times (slow)
+//! cargo run --release -p shorts-bench -- callgrind [--orders N]   # instructions per lone order
 //! cargo run --release -p shorts-bench -- metrics          # intake and CPU per order, metrics on / off
 //! cargo run --release -p shorts-bench -- orders [--count N] [--postgres URL]
 //!                                                     # the operator's queries and dashboard pages
@@ -21,6 +22,7 @@
 
 mod baseline;
 mod build;
+mod callgrind;
 mod files;
 mod https;
 mod load;
@@ -90,12 +92,13 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        Some("callgrind") => runtime().block_on(callgrind::run(&args[1..])),
         Some("probe") => runtime().block_on(service::probe(&args[1..])),
         Some("metrics") => runtime().block_on(service::metrics(args.iter().any(|a| a == "--quick"))),
         Some("orders") => runtime().block_on(orders(&args[1..])),
         _ => {
             eprintln!(
-                "usage: shorts-bench all | service | files [--quick] [--prebuilt] | build | metrics [--quick] | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS] | orders [--count N] [--rounds N] [--postgres URL]"
+                "usage: shorts-bench all | service | files [--quick] [--prebuilt] | build | callgrind [--orders N] | metrics [--quick] | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS] | orders [--count N] [--rounds N] [--postgres URL]"
             );
             ExitCode::from(2)
         }

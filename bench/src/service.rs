@@ -29,7 +29,7 @@ impl Drop for Contender {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     ShortsSqlite,
     ShortsMemory,
     /// shorts (memory) with the admin listener off, and with it the recording of metrics.
@@ -39,7 +39,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::ShortsSqlite => "shorts (SQLite)",
             Kind::ShortsMemory => "shorts (memory)",
@@ -56,7 +56,24 @@ async fn start(kind: Kind, platform: &MockPlatform, dir: &Path) -> Contender {
         "{}-{port}.db",
         kind.name().split(' ').next().unwrap_or("db")
     ));
-    let mut command = match kind {
+    let mut command = command(kind, platform, port, &db);
+    settle_disk();
+    let child = command
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not start {}: {e}", kind.name()));
+    wait_listening(port, kind.name()).await;
+    Contender {
+        name: kind.name(),
+        child,
+        url: format!("http://127.0.0.1:{port}/shorts/echo"),
+        db,
+    }
+}
+
+/// The command that starts a contender on `port`, with its database (if it has one) at `db`.
+pub(crate) fn command(kind: Kind, platform: &MockPlatform, port: u16, db: &Path) -> Command {
+    match kind {
         Kind::ShortsSqlite => serve(platform, port, &format!("sqlite://{}", db.display())),
         Kind::ShortsMemory => serve(platform, port, "memory"),
         Kind::ShortsMemoryNoMetrics => {
@@ -68,7 +85,7 @@ async fn start(kind: Kind, platform: &MockPlatform, dir: &Path) -> Contender {
             let own = std::env::current_exe().expect("own path");
             let mut command = Command::new(own.with_file_name("hand-written-short"));
             if kind == Kind::B1 {
-                command.arg("b1").arg(&db);
+                command.arg("b1").arg(db);
             } else {
                 command.arg("b0");
             }
@@ -81,18 +98,6 @@ async fn start(kind: Kind, platform: &MockPlatform, dir: &Path) -> Contender {
                 .stdout(Stdio::null());
             command
         }
-    };
-    settle_disk();
-    let child = command
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("could not start {}: {e}", kind.name()));
-    wait_listening(port, kind.name()).await;
-    Contender {
-        name: kind.name(),
-        child,
-        url: format!("http://127.0.0.1:{port}/shorts/echo"),
-        db,
     }
 }
 
@@ -799,7 +804,7 @@ pub(crate) static PREBUILT: std::sync::atomic::AtomicBool = std::sync::atomic::A
 
 /// Builds the baselines' binary next to this one, in the same profile (a no-op when it is up to
 /// date), unless it is [`PREBUILT`].
-fn ensure_baselines() {
+pub(crate) fn ensure_baselines() {
     if PREBUILT.load(std::sync::atomic::Ordering::Relaxed) {
         return;
     }

@@ -14,39 +14,69 @@ use shorts_runtime::testing::MockPlatform;
 use crate::free_port;
 use crate::service::{self, Kind};
 
-/// Orders before the counters are zeroed: connections open, caches and the database warm.
-const WARM_UP: usize = 30;
-
-/// `shorts-bench callgrind [--orders N]`: instructions per lone order for shorts (SQLite), shorts
-/// (memory), B1 and B0, with where those of shorts go.
+/// `shorts-bench callgrind [--orders N] [--only NAME] [--keep]`: instructions per lone order for
+/// shorts (SQLite), shorts (memory), B1 and B0, with where they go; `--only` measures the
+/// contenders whose name holds NAME, `--keep` keeps the dumps.
 pub(crate) async fn run(args: &[String]) -> ExitCode {
-    let orders = args
-        .iter()
-        .position(|a| a == "--orders")
-        .and_then(|i| args.get(i + 1))
-        .map_or(200, |n| n.parse().expect("--orders N"));
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+    };
+    let batch = Batch {
+        orders: value("--orders").map_or(200, |n| n.parse().expect("--orders N")),
+        warm_up: 30,
+    };
+    measure_all(batch, value("--only"), args.iter().any(|a| a == "--keep")).await;
+    ExitCode::SUCCESS
+}
+
+/// The callgrind table of `shorts-bench all`: 200 orders, or a few with `--quick` (a debug build
+/// under callgrind takes seconds per order).
+pub(crate) async fn in_all(quick: bool) {
+    let batch = if quick {
+        Batch {
+            orders: 3,
+            warm_up: 2,
+        }
+    } else {
+        Batch {
+            orders: 200,
+            warm_up: 30,
+        }
+    };
+    measure_all(batch, None, false).await;
+}
+
+/// How many lone orders each contender takes.
+#[derive(Clone, Copy)]
+struct Batch {
+    /// Counted.
+    orders: usize,
+    /// Before the counters are zeroed: connections open, caches and the database warm.
+    warm_up: usize,
+}
+
+async fn measure_all(batch: Batch, only: Option<&str>, keep: bool) {
+    let Batch { orders, warm_up } = batch;
     let dir = std::env::temp_dir().join(format!("shorts-bench-callgrind-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     service::ensure_baselines();
     println!("machine: {}", crate::machine());
     println!(
-        "callgrind: {orders} lone orders per contender (each webhook sent after the previous callback arrived), after {WARM_UP} to warm up"
+        "callgrind: {orders} lone orders per contender (each webhook sent after the previous callback arrived), after {warm_up} to warm up"
     );
     println!();
     println!("| contender | instructions per order | of which: idle background over the same time |");
     println!("| --- | --- | --- |");
     let mut profiles = Vec::new();
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str);
     let kinds = [Kind::ShortsSqlite, Kind::ShortsMemory, Kind::B1, Kind::B0];
     for kind in kinds
         .into_iter()
         .filter(|k| only.is_none_or(|o| k.name().to_lowercase().contains(o)))
     {
-        let measured = measure(kind, orders, &dir).await;
+        let measured = measure(kind, batch, &dir).await;
         println!(
             "| {} | {} | {} |",
             kind.name(),
@@ -65,13 +95,12 @@ pub(crate) async fn run(args: &[String]) -> ExitCode {
             println!("  {:>12}  {component}", thousands(instructions / orders as u64));
         }
     }
-    if args.iter().any(|a| a == "--keep") {
+    if keep {
         println!();
         println!("dumps kept in {}", dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    ExitCode::SUCCESS
 }
 
 /// What one contender measured.
@@ -84,7 +113,8 @@ struct Measured {
     dump: PathBuf,
 }
 
-async fn measure(kind: Kind, orders: usize, dir: &Path) -> Measured {
+async fn measure(kind: Kind, batch: Batch, dir: &Path) -> Measured {
+    let Batch { orders, warm_up } = batch;
     let platform = MockPlatform::start().await.expect("mock platform");
     let port = free_port();
     let db = dir.join(format!(
@@ -115,7 +145,7 @@ async fn measure(kind: Kind, orders: usize, dir: &Path) -> Measured {
     let url = format!("http://127.0.0.1:{port}/shorts/echo");
     let body = service::body(&platform);
     let prefix = format!("c{port}");
-    lone_orders(&client, &url, &platform, &body, &format!("{prefix}w"), WARM_UP).await;
+    lone_orders(&client, &url, &platform, &body, &format!("{prefix}w"), warm_up).await;
     control(pid, "-z");
     let started = Instant::now();
     lone_orders(&client, &url, &platform, &body, &prefix, orders).await;

@@ -86,6 +86,10 @@ fn main() -> ExitCode {
                     service::run(quick).await;
                     println!();
                 }
+                if command == "all" {
+                    callgrind::in_all(quick).await;
+                    println!();
+                }
                 if matches!(command, "files" | "all") {
                     files::run(quick).await;
                 }

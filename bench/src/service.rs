@@ -332,7 +332,7 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
     // machine decides nothing.
     let rate = (b1 * 0.5).max(10.0);
     let mut contenders = Vec::new();
-    for kind in [Kind::ShortsSqlite, Kind::B1, Kind::B0] {
+    for kind in [Kind::ShortsSqlite, Kind::B1, Kind::B0, Kind::ShortsMemory] {
         let platform = MockPlatform::start().await.expect("mock");
         let contender = start(kind, &platform, &dir).await;
         contenders.push((platform, contender, Vec::new()));
@@ -365,8 +365,8 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
         drop(contender);
         retired.push(platform);
     }
-    let [shorts, b1_run, b0_run] = &medians[..] else {
-        unreachable!("three contenders")
+    let [shorts, b1_run, b0_run, memory_run] = &medians[..] else {
+        unreachable!("four contenders")
     };
     println!(
         "| end to end p50 / p99 ms at {rate:.0}/s (webhook sent -> callback received; median of {} runs) | {:.1} / {:.1} | {:.1} / {:.1} | {:.3}x (p99) | {:.1} / {:.1} | | p99 <= 1.25x B1 |",
@@ -388,12 +388,19 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
         )
     };
     println!(
-        "| server CPU per order, µs, in those runs | {} | {} | {:.2}x | {} | {:.2}x | |",
+        "| server CPU per order, µs, in those runs | {} | {} | {:.2}x | {} | {:.2}x | <= 2x B0 |",
         cpu(shorts),
         cpu(b1_run),
         shorts.cpu.cpu() / b1_run.cpu.cpu(),
         cpu(b0_run),
         shorts.cpu.cpu() / b0_run.cpu.cpu()
+    );
+    println!(
+        "| the same, shorts (memory): end to end p50 / p99 ms; server CPU per order, µs | {:.1} / {:.1}; {} | | | | {:.2}x (CPU) | <= 1.3x B0 |",
+        memory_run.p50,
+        memory_run.p99,
+        cpu(memory_run),
+        memory_run.cpu.cpu() / b0_run.cpu.cpu()
     );
 
     // Memory.
@@ -448,16 +455,18 @@ pub(crate) async fn probe(args: &[String]) -> ExitCode {
     let run = warm_fixed(&client, &contender, &platform, rate, duration).await;
     let orders = u32::try_from(run.ok.max(1)).unwrap_or(u32::MAX);
     let cpu = match (run.samples_of_cpu.first(), run.samples_of_cpu.last()) {
-        (Some(first), Some(last)) => last.server.per(&first.server, orders).cpu(),
-        _ => 0.0,
+        (Some(first), Some(last)) => last.server.per(&first.server, orders),
+        _ => proc::Usage::default(),
     };
     println!(
-        "{} at {rate:.0}/s: p50 {:.1} ms, p99 {:.1} ms, {:.2} % errors, server CPU {:.0} µs per order",
+        "{} at {rate:.0}/s: p50 {:.1} ms, p99 {:.1} ms, {:.2} % errors, server CPU {:.0} µs per order (user {:.0}, system {:.0})",
         contender.name,
         run.p(0.5),
         run.p(0.99),
         run.error_share() * 100.0,
-        cpu * 1e6
+        cpu.cpu() * 1e6,
+        cpu.user * 1e6,
+        cpu.system * 1e6
     );
     println!("{}", timeline(&contender, rate, &run));
     drop(contender);

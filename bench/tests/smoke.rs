@@ -25,6 +25,7 @@ async fn every_benchmark_runs_to_its_end() {
     for header in [
         "| figure | shorts (SQLite) | B1 | ratio | B0 | ratio | target |",
         "| figure | shorts | baseline | ratio | target |",
+        "| contender | instructions per order | of which: idle background over the same time |",
     ] {
         assert!(stdout.contains(header), "no table {header:?} in:\n{stdout}");
     }

@@ -1,5 +1,6 @@
 //! Crash harness: the real binary under load, killed with SIGKILL at random moments, with a flaky
-//! platform. Every order answered 2xx must end with a callback the platform accepted.
+//! platform. Every order answered 2xx must end with a callback the platform accepted; every
+//! callback of an order carries the same result (an eighth of them over 64 KiB).
 //!
 //! `SHORTS_CRASH_ORDERS` (default 2000) and `SHORTS_CRASH_KILLS` (default 20) set the size.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
@@ -108,7 +109,11 @@ async fn run_harness(
     for n in 0..orders {
         let permit = Arc::clone(&permits).acquire_owned().await.expect("permit");
         let order_id = format!("order-{n:05}");
-        let body = platform.webhook_body(&order_id, json!({"sleep_ms": fastrand::u64(0..20)}));
+        // Every eighth answer is a 100 KB text: its callback body goes to a spool file (SQLite),
+        // and a callback sent again after a kill must be read back from it byte for byte.
+        let pad = if n % 8 == 0 { 100_000 } else { 0 };
+        let inputs = json!({"sleep_ms": fastrand::u64(0..20), "pad": pad});
+        let body = platform.webhook_body(&order_id, inputs);
         let (client, acked, ports) = (client.clone(), Arc::clone(&acked), ports.clone());
         senders.push(tokio::spawn(async move {
             let _permit = permit;

@@ -111,6 +111,14 @@ pub enum StoreError {
     WriterStopped,
     /// A PostgreSQL store was asked of a build without the crate's `postgres` feature.
     PostgresNotBuilt,
+    /// A callback body could not be written to its file beside the database (see the SQLite
+    /// store's spool): nothing of the result was stored.
+    Spool {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
     /// The database file could not be created.
     File {
         /// The file.
@@ -154,6 +162,13 @@ impl std::fmt::Display for StoreError {
                     path.display()
                 )
             }
+            StoreError::Spool { path, source } => {
+                write!(
+                    f,
+                    "the order store could not write a result to its file {}: {source}",
+                    path.display()
+                )
+            }
         }
     }
 }
@@ -165,7 +180,7 @@ impl Error for StoreError {
         match self {
             StoreError::Database { source, .. } | StoreError::Commit { source, .. } => Some(&**source),
             StoreError::Migrate { source } | StoreError::Connect { source, .. } => Some(&**source),
-            StoreError::File { source, .. } => Some(source),
+            StoreError::File { source, .. } | StoreError::Spool { source, .. } => Some(source),
             StoreError::RolledBack { .. } | StoreError::WriterStopped | StoreError::PostgresNotBuilt => None,
         }
     }

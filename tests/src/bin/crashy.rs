@@ -13,10 +13,14 @@ struct Work {
     sleep_ms: u64,
     #[serde(default)]
     abort: bool,
+    /// Bytes added to the answer: a callback body over 64 KiB, which the SQLite store keeps in a
+    /// file of its own.
+    #[serde(default)]
+    pad: usize,
 }
 
-/// Records the run, logs, sleeps, and answers with the process that ran it; `abort` ends the
-/// process.
+/// Records the run, logs, sleeps, and answers with the process that ran it (and `pad` bytes);
+/// `abort` ends the process.
 #[ai_short]
 async fn work(input: Work, order: Order) -> Result<String> {
     if let Some(path) = std::env::var_os("CRASHY_RUNS") {
@@ -29,7 +33,12 @@ async fn work(input: Work, order: Order) -> Result<String> {
     }
     tracing::info!(sleep_ms = input.sleep_ms, "working on the order");
     tokio::time::sleep(Duration::from_millis(input.sleep_ms)).await;
-    Ok(format!("{} done by process {}", order.id(), std::process::id()))
+    let padding = "x".repeat(input.pad.min(1 << 20));
+    Ok(format!(
+        "{} done by process {}{padding}",
+        order.id(),
+        std::process::id()
+    ))
 }
 
 fn main() -> ExitCode {

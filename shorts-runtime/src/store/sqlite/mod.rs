@@ -7,12 +7,14 @@
 //! - [`writer`] commits them in groups, and recovers from a failing statement;
 //! - [`batch`] writes a group's accepts, callback bodies and settles with multi-row statements;
 //! - [`statements`] runs every other request;
-//! - [`checkpoint`] copies the WAL into the database beside the writer.
+//! - [`checkpoint`] copies the WAL into the database beside the writer;
+//! - [`spool`] keeps callback bodies over 64 KiB in files of their own beside it.
 
 mod batch;
 mod checkpoint;
 mod file;
 mod requests;
+mod spool;
 mod statements;
 mod writer;
 
@@ -25,6 +27,7 @@ use bytes::Bytes;
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{Connection as _, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, watch};
+use tracing::{error, warn};
 
 use super::error::{Failure, doing};
 use super::history::{self, RUN_TIMES_LIMIT};
@@ -38,11 +41,14 @@ use super::{
     StoreOperation,
 };
 use requests::{Accepting, Op, Reply, Saving};
+use spool::Spool;
 use statements::{history_row, summary};
 use writer::MAX_GROUP;
 
 pub(crate) struct SqliteStore {
     ops: mpsc::Sender<Op>,
+    /// Where callback bodies over 64 KiB are written.
+    spool: Arc<Spool>,
     /// Connections of their own for an operator's reads (lists, counts, timelines): in WAL mode
     /// they read beside the writer, never waiting behind its groups nor delaying them.
     reads: SqlitePool,
@@ -72,7 +78,9 @@ impl SqliteStore {
             .connect_lazy_with(file::options(path)?.read_only(true));
         let (ops, receiver) = mpsc::channel(4 * MAX_GROUP);
         tokio::spawn(writer::writer(connection, receiver, commits, finish));
-        Ok(Self { ops, reads })
+        let spool = Spool::beside(path)?;
+        sweep(&spool, &reads).await?;
+        Ok(Self { ops, spool, reads })
     }
 
     /// Sends the request `op` makes to the writer and waits for its answer.
@@ -110,13 +118,30 @@ impl Store for SqliteStore {
 
     async fn claim(&self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<Claimed>, StoreError> {
         let owner = owner.to_owned();
-        self.ask(StoreOperation::Claim, |reply| Op::Claim {
-            owner,
-            lease,
-            limit,
-            reply,
-        })
-        .await
+        let mut claims = self
+            .ask(StoreOperation::Claim, |reply| Op::Claim {
+                owner,
+                lease,
+                limit,
+                reply,
+            })
+            .await?;
+        for claimed in &mut claims {
+            let Some(stored) = claimed.result.take() else {
+                continue;
+            };
+            self.spool.note(&claimed.id, &stored);
+            match self.spool.read(stored).await {
+                Ok(body) => claimed.result = Some(body),
+                // Never sent: the order runs again, as if its result had not been stored.
+                Err(e) => error!(
+                    order_id = %claimed.id,
+                    error = %e,
+                    "a stored result is damaged; the order will run again"
+                ),
+            }
+        }
+        Ok(claims)
     }
 
     async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
@@ -146,17 +171,26 @@ impl Store for SqliteStore {
         body: Bytes,
         run: Option<RunEnd>,
     ) -> Result<bool, StoreError> {
-        let id = id.to_owned();
-        self.ask(StoreOperation::SaveResult, |reply| {
-            Op::SaveResult(Saving {
-                id,
-                fence,
-                body,
-                run,
-                reply,
+        let marker = self.spool.write(id, &body).await?;
+        let spooled = marker.is_some();
+        let body = marker.unwrap_or(body);
+        let order = id.to_owned();
+        let saved = self
+            .ask(StoreOperation::SaveResult, |reply| {
+                Op::SaveResult(Saving {
+                    id: order,
+                    fence,
+                    body,
+                    run,
+                    reply,
+                })
             })
-        })
-        .await
+            .await;
+        // A file no stored marker names, or one an inline body replaced.
+        if !spooled || !matches!(saved, Ok(true)) {
+            self.spool.remove(id).await;
+        }
+        saved
     }
 
     async fn settle(
@@ -166,15 +200,22 @@ impl Store for SqliteStore {
         settle: Settle,
         attempts: Vec<CallbackAttempt>,
     ) -> Result<bool, StoreError> {
-        let id = id.to_owned();
-        self.ask(StoreOperation::Settle, |reply| Op::Settle {
-            id,
-            fence,
-            settle,
-            attempts,
-            reply,
-        })
-        .await
+        let delivered = settle == Settle::Delivered;
+        let order = id.to_owned();
+        let settled = self
+            .ask(StoreOperation::Settle, |reply| Op::Settle {
+                id: order,
+                fence,
+                settle,
+                attempts,
+                reply,
+            })
+            .await;
+        // The platform has the body: its file goes (a dead order keeps it, to be retried).
+        if delivered && matches!(settled, Ok(true)) {
+            self.spool.remove(id).await;
+        }
+        settled
     }
 
     async fn release(&self, owner: &str, interrupted: &[String]) -> Result<u64, StoreError> {
@@ -190,12 +231,26 @@ impl Store for SqliteStore {
 
     async fn get(&self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
         let id = id.to_owned();
-        self.ask(StoreOperation::Get, |reply| Op::Get { id, reply }).await
+        let record = self
+            .ask(StoreOperation::Get, |reply| Op::Get { id, reply })
+            .await?;
+        Ok(match record {
+            Some(mut record) => {
+                record.result = self.spool.show(record.result.take()).await;
+                Some(record)
+            }
+            None => None,
+        })
     }
 
     async fn list(&self, state: Option<OrderState>, limit: u32) -> Result<Vec<OrderRecord>, StoreError> {
-        self.ask(StoreOperation::List, |reply| Op::List { state, limit, reply })
-            .await
+        let mut records = self
+            .ask(StoreOperation::List, |reply| Op::List { state, limit, reply })
+            .await?;
+        for record in &mut records {
+            record.result = self.spool.show(record.result.take()).await;
+        }
+        Ok(records)
     }
 
     async fn retry(&self, id: &str) -> Result<bool, StoreError> {
@@ -312,6 +367,7 @@ impl Store for SqliteStore {
                 .fetch_one(&mut *transaction)
                 .await?;
             transaction.commit().await.map_err(Failure::commit)?;
+            let result = self.spool.show(result.map(Bytes::from)).await;
             Ok::<_, Failure>(Some(OrderDetail {
                 timeline: history::timeline(summary.received_at, rows),
                 inputs: payload.as_deref().and_then(history::describe_inputs),
@@ -323,14 +379,198 @@ impl Store for SqliteStore {
     }
 
     async fn fail_now(&self, id: &str, message: &str, body: Bytes) -> Result<FailedNow, StoreError> {
-        let id = id.to_owned();
+        let order = id.to_owned();
         let message = message.to_owned();
-        self.ask(StoreOperation::FailNow, |reply| Op::FailNow {
-            id,
-            message,
-            body,
-            reply,
-        })
+        let failed = self
+            .ask(StoreOperation::FailNow, |reply| Op::FailNow {
+                id: order,
+                message,
+                body,
+                reply,
+            })
+            .await;
+        // The failure replaced the stored body.
+        if matches!(failed, Ok(FailedNow::Failing)) {
+            self.spool.remove(id).await;
+        }
+        failed
+    }
+}
+
+/// Deletes the spooled files that no order's stored body names (written before a crash that kept
+/// the result from committing, or left by one after a delivery), and notes the others.
+async fn sweep(spool: &Arc<Spool>, reads: &SqlitePool) -> Result<(), StoreError> {
+    for (id, path) in spool.files() {
+        let row: Option<(String, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT o.state, r.body FROM shorts_orders o
+             LEFT JOIN shorts_results r ON r.order_id = o.order_id WHERE o.order_id = $1",
+        )
+        .bind(&id)
+        .fetch_optional(reads)
         .await
+        .map_err(StoreError::database(StoreOperation::Open))?;
+        match row {
+            Some((state, Some(body)))
+                if state != OrderState::Delivered.as_str() && Spool::names(&body, &path) =>
+            {
+                spool.note(&id, &body);
+            }
+            _ => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    warn!(error = %e, path = %path.display(), "could not delete a result file no order needs");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::store::suite::order;
+
+    const LONG: Duration = Duration::from_secs(600);
+
+    /// The files in the spool beside `db`.
+    fn spooled(db: &Path) -> Vec<PathBuf> {
+        let dir = PathBuf::from(format!("{}.spool", db.display()));
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("the spool")
+            .flatten()
+            .map(|entry| entry.path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    async fn stored_body(store: &SqliteStore, id: &str) -> Vec<u8> {
+        sqlx::query_scalar("SELECT body FROM shorts_results WHERE order_id = $1")
+            .bind(id)
+            .fetch_one(&store.reads)
+            .await
+            .expect("stored body")
+    }
+
+    /// A body over 64 KiB goes to a file beside the database, with only a marker in the
+    /// database; it is read back whole, deleted once delivered, and never sent when damaged.
+    #[tokio::test]
+    async fn long_bodies_are_spooled_beside_the_database() {
+        let dir = std::env::temp_dir().join(format!("shorts-spooled-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let db = dir.join("orders.db");
+        let store = SqliteStore::open(&db).await.expect("open");
+        let long = Bytes::from(vec![b'x'; 200_000]);
+        for id in ["s1", "s2", "s3"] {
+            let claimed = store
+                .accept(order(id), "one", LONG)
+                .await
+                .expect("accept")
+                .expect("new");
+            assert!(
+                store
+                    .save_result(id, claimed.fence, long.clone(), None)
+                    .await
+                    .expect("save")
+            );
+            assert!(
+                stored_body(&store, id).await.len() < 100,
+                "a marker in the database"
+            );
+            // Released without a settle: the next claim reads the body back.
+            store.release_order(id, claimed.fence).await.expect("release");
+        }
+        let files = spooled(&db);
+        assert_eq!(files.len(), 3);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = |path: &Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+            assert_eq!(mode(&PathBuf::from(format!("{}.spool", db.display()))), 0o700);
+            assert_eq!(mode(&files[0]), 0o600);
+        }
+        // s2's file loses a byte; s3's is gone.
+        std::fs::write(&files[1], &long[1..]).expect("damage");
+        std::fs::remove_file(&files[2]).expect("remove");
+        let mut claims = store.claim("two", LONG, 10).await.expect("claim");
+        claims.sort_by(|a, b| a.id.cmp(&b.id));
+        let results: Vec<(&str, Option<usize>)> = claims
+            .iter()
+            .map(|c| (c.id.as_str(), c.result.as_ref().map(Bytes::len)))
+            .collect();
+        // Only the intact body is sent; the others run again.
+        assert_eq!(results, [("s1", Some(200_000)), ("s2", None), ("s3", None)]);
+        assert_eq!(claims[0].result.as_ref(), Some(&long));
+        assert!(
+            store
+                .settle("s1", claims[0].fence, Settle::Delivered, Vec::new())
+                .await
+                .expect("settle")
+        );
+        assert_eq!(spooled(&db), files[1..2], "the delivered body's file is deleted");
+        // s2 ran again and its new result is short: it replaces the damaged file.
+        assert!(
+            store
+                .save_result("s2", claims[1].fence, Bytes::from_static(b"{\"ok\":true}"), None)
+                .await
+                .expect("save")
+        );
+        assert!(spooled(&db).is_empty());
+        assert_eq!(
+            store.get("s2").await.expect("get").expect("record").result,
+            Some(Bytes::from_static(b"{\"ok\":true}"))
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// At open, a file no stored body names is deleted (its result never committed, or its order
+    /// was delivered), and one that is named is kept and delivered.
+    #[tokio::test]
+    async fn files_no_order_needs_are_deleted_at_open() {
+        let dir = std::env::temp_dir().join(format!("shorts-sweep-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let db = dir.join("orders.db");
+        let store = SqliteStore::open(&db).await.expect("open");
+        let long = Bytes::from(vec![b'y'; 100_000]);
+        let lease = Duration::from_millis(1);
+        let claimed = store
+            .accept(order("kept"), "one", lease)
+            .await
+            .expect("accept")
+            .expect("new");
+        assert!(
+            store
+                .save_result("kept", claimed.fence, long.clone(), None)
+                .await
+                .expect("save")
+        );
+        drop(store);
+        let spool = PathBuf::from(format!("{}.spool", db.display()));
+        // A file for an order whose result never committed, and one for no order at all.
+        let orphans = [spool.join("6e6f2d726573756c74"), spool.join("616263")];
+        for orphan in &orphans {
+            std::fs::write(orphan, b"left behind").expect("orphan");
+        }
+        let reopened = SqliteStore::open(&db).await.expect("reopen");
+        let kept = spooled(&db);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(orphans.iter().all(|orphan| !orphan.exists()));
+        // The first store's lease (1 ms) has run out.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let claimed = reopened.claim("two", LONG, 10).await.expect("claim").pop();
+        let claimed = claimed.expect("claimed");
+        assert_eq!(claimed.result.as_ref(), Some(&long));
+        assert!(
+            reopened
+                .settle("kept", claimed.fence, Settle::Delivered, Vec::new())
+                .await
+                .expect("settle")
+        );
+        assert!(spooled(&db).is_empty(), "noted at open, deleted once delivered");
+        drop(reopened);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -21,6 +21,7 @@ macro_rules! migrations {
             20261202000001 "attempts",
             20261202000002 "job_token",
             20261203000001 "history",
+            20261204000001 "uncompressed_bodies",
         )
     };
     ($folder:literal: $($version:literal $name:literal),+ $(,)?) => {

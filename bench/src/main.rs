@@ -197,6 +197,47 @@ impl Drop for Server {
     }
 }
 
+/// A schema of its own in the PostgreSQL database at `SHORTS_BENCH_POSTGRES_URL` (by default the
+/// test suite's, `postgres://postgres@127.0.0.1:5432/test`), dropped with its tables when this is
+/// dropped. Made with `psql`.
+pub(crate) struct PgSchema {
+    admin: String,
+    name: String,
+    /// The store URL that works in the schema.
+    pub(crate) url: String,
+}
+
+impl PgSchema {
+    pub(crate) fn create() -> Self {
+        let admin = std::env::var("SHORTS_BENCH_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let name = format!("shorts_bench_{}_{}", std::process::id(), fastrand::u32(..));
+        psql(&admin, &format!("CREATE SCHEMA {name}"));
+        let separator = if admin.contains('?') { '&' } else { '?' };
+        let url = format!("{admin}{separator}options=-c%20search_path%3D{name}");
+        Self { admin, name, url }
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        psql(&self.admin, &format!("DROP SCHEMA {} CASCADE", self.name));
+    }
+}
+
+/// Runs one SQL command with `psql` on the database at `url`.
+fn psql(url: &str, sql: &str) {
+    let output = Command::new("psql")
+        .args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql (the PostgreSQL client) runs");
+    assert!(
+        output.status.success(),
+        "psql {sql:?} failed (is PostgreSQL at SHORTS_BENCH_POSTGRES_URL?): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Deletes an SQLite database and its `-wal` and `-shm` files, if they exist.
 pub(crate) fn remove_database(db: &std::path::Path) {
     for suffix in ["", "-wal", "-shm"] {

@@ -35,6 +35,38 @@ impl Usage {
         })
     }
 
+    /// The sum over every process named `name` (its `/proc/PID/comm`), as they are now: the
+    /// PostgreSQL server's processes, say. A process that ended since an earlier reading takes its
+    /// time with it, so this is for processes that stay (a connection pool's backends).
+    pub(crate) fn of_all(name: &str) -> Usage {
+        let mut sum = Usage::default();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return sum;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let named =
+                std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|comm| comm.trim() == name);
+            if let Some(usage) = named.then(|| Usage::of(pid)).flatten() {
+                sum.user += usage.user;
+                sum.system += usage.system;
+                sum.faults += usage.faults;
+            }
+        }
+        sum
+    }
+
+    /// This and `other` together.
+    pub(crate) fn plus(&self, other: &Usage) -> Usage {
+        Usage {
+            user: self.user + other.user,
+            system: self.system + other.system,
+            faults: self.faults + other.faults,
+        }
+    }
+
     pub(crate) fn cpu(&self) -> f64 {
         self.user + self.system
     }

@@ -197,8 +197,8 @@ impl Drop for Server {
     }
 }
 
-/// A schema of its own in the PostgreSQL database at `SHORTS_BENCH_POSTGRES_URL` (by default the
-/// test suite's, `postgres://postgres@127.0.0.1:5432/test`), dropped with its tables when this is
+/// A schema of its own in the PostgreSQL database the test suite uses (`SHORTS_TEST_POSTGRES_URL`,
+/// by default `postgres://postgres@127.0.0.1:5432/test`), dropped with its tables when this is
 /// dropped. Made with `psql`.
 pub(crate) struct PgSchema {
     admin: String,
@@ -209,7 +209,7 @@ pub(crate) struct PgSchema {
 
 impl PgSchema {
     pub(crate) fn create() -> Self {
-        let admin = std::env::var("SHORTS_BENCH_POSTGRES_URL")
+        let admin = std::env::var("SHORTS_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
         let name = format!("shorts_bench_{}_{}", std::process::id(), fastrand::u32(..));
         psql(&admin, &format!("CREATE SCHEMA {name}"));
@@ -233,7 +233,7 @@ fn psql(url: &str, sql: &str) {
         .expect("psql (the PostgreSQL client) runs");
     assert!(
         output.status.success(),
-        "psql {sql:?} failed (is PostgreSQL at SHORTS_BENCH_POSTGRES_URL?): {}",
+        "psql {sql:?} failed (is PostgreSQL at SHORTS_TEST_POSTGRES_URL?): {}",
         String::from_utf8_lossy(&output.stderr)
     );
 }

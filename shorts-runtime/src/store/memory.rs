@@ -402,15 +402,17 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn purge(&self, before: i64) -> Result<u64, StoreError> {
+    async fn purge(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
         let mut guard = self.rows();
-        let old: Vec<String> = guard
+        let mut old: Vec<(i64, String)> = guard
             .rows
             .values()
             .filter(|row| row.record.state == OrderState::Delivered && row.received_at < before)
-            .map(|row| row.record.id.clone())
+            .map(|row| (row.received_at, row.record.id.clone()))
             .collect();
-        for id in &old {
+        old.sort_unstable();
+        old.truncate(limit as usize);
+        for (_, id) in &old {
             guard.rows.remove(id);
         }
         Ok(old.len() as u64)

@@ -352,9 +352,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// the retry schedule (its attempts stay counted); `false` when there is no such order.
     fn retry(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Deletes delivered orders received before `before` (ms since the Unix epoch), with their
-    /// bodies; returns how many. Dead orders stay for an operator to see.
-    fn purge(&self, before: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Deletes up to `limit` delivered orders received before `before` (ms since the Unix epoch),
+    /// oldest first, with their bodies; returns how many. Dead orders stay for an operator to see.
+    /// A purge goes in batches so that no transaction holds the store for long.
+    fn purge(&self, before: i64, limit: u32) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Deletes the webhook bodies of dead orders received before `before` (ms since the Unix
     /// epoch); returns how many. Their records and callback bodies stay, for an operator to see and
@@ -510,8 +511,8 @@ impl Store for AnyStore {
         dispatch!(self, s => s.retry(id))
     }
 
-    async fn purge(&self, before: i64) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.purge(before))
+    async fn purge(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.purge(before, limit))
     }
 
     async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {

@@ -12,11 +12,12 @@ use super::error::{Failure, doing};
 use super::history::{self, KEPT_ATTEMPTS, RUN_TIMES_LIMIT};
 use super::sql::{
     BODIES_OF, CALLBACK_RATE, CLAIM_POSTGRES, FAIL_NOW, FAIL_NOW_CHECK_POSTGRES, HEARTBEAT, HISTORY_OF,
-    HOURLY, INSERT_OPERATOR_FAILURE, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_DEAD_PAYLOADS,
-    PURGE_HISTORY, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY, RUN_TIMES,
-    SELECT_PAYLOAD, SETTLE, START_RUN_POSTGRES, STATE_COUNTS, UPDATE_PAYLOAD, drop_delivered_bodies,
-    fail_now_refusal, hour_counts, mappers, orders_page, replacing_body, run_times, select_records, settled,
-    started, state_counts, token_columns, token_span, upsert_result,
+    HOURLY, INSERT_OPERATOR_FAILURE, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_BOUND,
+    PURGE_DEAD_PAYLOADS, PURGE_HISTORY, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER,
+    RETRY, RUN_TIMES, SELECT_PAYLOAD, SETTLE, START_RUN_POSTGRES, STATE_COUNTS, UPDATE_PAYLOAD,
+    drop_delivered_bodies, fail_now_refusal, hour_counts, mappers, orders_page, purge_bound, purge_offset,
+    replacing_body, run_times, select_records, settled, started, state_counts, token_columns, token_span,
+    upsert_result,
 };
 use super::{
     CallbackAttempt, CallbackRate, Claimed, FailedNow, HourCount, NewOrder, OrderDetail, OrderFilter,
@@ -354,23 +355,27 @@ impl Store for PgStore {
         .await
     }
 
-    async fn purge(&self, before: i64) -> Result<u64, StoreError> {
+    async fn purge(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
         doing(StoreOperation::Purge, async {
             let mut transaction = self.pool.begin().await?;
-            sqlx::query(PURGE_HISTORY)
+            let found = sqlx::query_as(PURGE_BOUND)
                 .bind(before)
-                .execute(&mut *transaction)
+                .bind(purge_offset(limit))
+                .fetch_optional(&mut *transaction)
                 .await?;
-            sqlx::query(PURGE_PAYLOADS)
-                .bind(before)
-                .execute(&mut *transaction)
-                .await?;
-            sqlx::query(PURGE_RESULTS)
-                .bind(before)
-                .execute(&mut *transaction)
-                .await?;
+            let (at, id) = purge_bound(found);
+            for statement in [PURGE_HISTORY, PURGE_PAYLOADS, PURGE_RESULTS] {
+                sqlx::query(statement)
+                    .bind(before)
+                    .bind(at)
+                    .bind(&id)
+                    .execute(&mut *transaction)
+                    .await?;
+            }
             let done = sqlx::query(PURGE_ORDERS)
                 .bind(before)
+                .bind(at)
+                .bind(&id)
                 .execute(&mut *transaction)
                 .await?;
             transaction.commit().await.map_err(Failure::commit)?;

@@ -270,16 +270,41 @@ pub(super) const RELEASE_ORDER: &str =
 /// Releases an owner's leases: $1 owner.
 pub(super) const RELEASE: &str = "UPDATE shorts_orders SET owner = NULL WHERE owner = $1";
 
-/// Deletes the bodies and history of delivered orders received before $1, then (`PURGE_ORDERS`)
-/// the orders.
-pub(super) const PURGE_HISTORY: &str = "DELETE FROM shorts_history WHERE order_id IN
-     (SELECT order_id FROM shorts_orders WHERE state = 'delivered' AND received_at < $1)";
-pub(super) const PURGE_PAYLOADS: &str = "DELETE FROM shorts_payloads WHERE order_id IN
-     (SELECT order_id FROM shorts_orders WHERE state = 'delivered' AND received_at < $1)";
-pub(super) const PURGE_RESULTS: &str = "DELETE FROM shorts_results WHERE order_id IN
-     (SELECT order_id FROM shorts_orders WHERE state = 'delivered' AND received_at < $1)";
+/// The `(received_at, order_id)` of the delivered order received before $1 that ends a batch of
+/// $2 + 1 such orders, oldest first (none when fewer are left): the bound of the `PURGE_*`
+/// statements, which delete one batch at a time (see [`Store::purge`](super::Store::purge)).
+pub(super) const PURGE_BOUND: &str = "SELECT received_at, order_id FROM shorts_orders
+     WHERE state = 'delivered' AND received_at < $1 ORDER BY received_at, order_id LIMIT 1 OFFSET $2";
+
+/// The delivered orders received before $1 up to the bound `($2, $3)` that `PURGE_BOUND` found.
+macro_rules! purged {
+    () => {
+        "SELECT order_id FROM shorts_orders
+         WHERE state = 'delivered' AND received_at < $1 AND (received_at, order_id) <= ($2, $3)"
+    };
+}
+
+/// Deletes the bodies and history of a batch of delivered orders (see `purged!`), then
+/// (`PURGE_ORDERS`) the orders.
+pub(super) const PURGE_HISTORY: &str =
+    concat!("DELETE FROM shorts_history WHERE order_id IN (", purged!(), ")");
+pub(super) const PURGE_PAYLOADS: &str =
+    concat!("DELETE FROM shorts_payloads WHERE order_id IN (", purged!(), ")");
+pub(super) const PURGE_RESULTS: &str =
+    concat!("DELETE FROM shorts_results WHERE order_id IN (", purged!(), ")");
 pub(super) const PURGE_ORDERS: &str =
-    "DELETE FROM shorts_orders WHERE state = 'delivered' AND received_at < $1";
+    concat!("DELETE FROM shorts_orders WHERE order_id IN (", purged!(), ")");
+
+/// The bound of a purge's batch of `limit` orders: the last order's `(received_at, order_id)`,
+/// or one past every order when fewer are left.
+pub(super) fn purge_bound(found: Option<(i64, String)>) -> (i64, String) {
+    found.unwrap_or((i64::MAX, String::new()))
+}
+
+/// `PURGE_BOUND`'s offset for a batch of `limit` orders.
+pub(super) fn purge_offset(limit: u32) -> i64 {
+    i64::from(limit.max(1)) - 1
+}
 
 /// Deletes the webhook bodies of dead orders received before $1.
 pub(super) const PURGE_DEAD_PAYLOADS: &str = "DELETE FROM shorts_payloads WHERE order_id IN

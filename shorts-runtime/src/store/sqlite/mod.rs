@@ -259,8 +259,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn purge(&self, before: i64) -> Result<u64, StoreError> {
-        self.ask(StoreOperation::Purge, |reply| Op::Purge { before, reply })
+    async fn purge(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+        self.ask(StoreOperation::Purge, |reply| Op::Purge { before, limit, reply })
             .await
     }
 

@@ -59,6 +59,7 @@ pub(super) enum Op {
     },
     Purge {
         before: i64,
+        limit: u32,
         reply: Reply<u64>,
     },
     PurgeDead {

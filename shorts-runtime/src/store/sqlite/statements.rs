@@ -10,11 +10,11 @@ use tracing::warn;
 
 use super::writer::may_end_transaction;
 use crate::store::sql::{
-    CLAIM_SQLITE, FAIL_NOW, FAIL_NOW_CHECK_SQLITE, HEARTBEAT, INSERT_OPERATOR_FAILURE, PURGE_DEAD_PAYLOADS,
-    PURGE_HISTORY, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER, RETRY,
-    SELECT_PAYLOAD, SELECT_PAYLOAD_LENGTH_AND_RESULT, START_RUN_SQLITE, UPDATE_PAYLOAD,
-    drop_delivered_bodies, fail_now_refusal, mappers, replacing_body, select_records, started, token_span,
-    upsert_result,
+    CLAIM_SQLITE, FAIL_NOW, FAIL_NOW_CHECK_SQLITE, HEARTBEAT, INSERT_OPERATOR_FAILURE, PURGE_BOUND,
+    PURGE_DEAD_PAYLOADS, PURGE_HISTORY, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER,
+    RETRY, SELECT_PAYLOAD, SELECT_PAYLOAD_LENGTH_AND_RESULT, START_RUN_SQLITE, UPDATE_PAYLOAD,
+    drop_delivered_bodies, fail_now_refusal, mappers, purge_bound, purge_offset, replacing_body,
+    select_records, started, token_span, upsert_result,
 };
 use crate::store::{Claimed, FailedNow, OrderRecord, OrderState, Started, ms, now_ms};
 
@@ -98,15 +98,34 @@ pub(super) async fn drop_bodies(c: &mut SqliteConnection, ids: &[&str]) -> bool 
 }
 
 /// Deletes delivered orders received before `before`, whole or not at all.
-pub(super) async fn purge(c: &mut SqliteConnection, before: i64) -> Result<u64, sqlx::Error> {
-    atomic(c, async |c: &mut SqliteConnection| purge_now(c, before).await).await
+pub(super) async fn purge(c: &mut SqliteConnection, before: i64, limit: u32) -> Result<u64, sqlx::Error> {
+    atomic(c, async |c: &mut SqliteConnection| {
+        purge_now(c, before, limit).await
+    })
+    .await
 }
 
-async fn purge_now(c: &mut SqliteConnection, before: i64) -> Result<u64, sqlx::Error> {
-    sqlx::query(PURGE_HISTORY).bind(before).execute(&mut *c).await?;
-    sqlx::query(PURGE_PAYLOADS).bind(before).execute(&mut *c).await?;
-    sqlx::query(PURGE_RESULTS).bind(before).execute(&mut *c).await?;
-    let done = sqlx::query(PURGE_ORDERS).bind(before).execute(&mut *c).await?;
+async fn purge_now(c: &mut SqliteConnection, before: i64, limit: u32) -> Result<u64, sqlx::Error> {
+    let found = sqlx::query_as(PURGE_BOUND)
+        .bind(before)
+        .bind(purge_offset(limit))
+        .fetch_optional(&mut *c)
+        .await?;
+    let (at, id) = purge_bound(found);
+    for statement in [PURGE_HISTORY, PURGE_PAYLOADS, PURGE_RESULTS] {
+        sqlx::query(statement)
+            .bind(before)
+            .bind(at)
+            .bind(&id)
+            .execute(&mut *c)
+            .await?;
+    }
+    let done = sqlx::query(PURGE_ORDERS)
+        .bind(before)
+        .bind(at)
+        .bind(&id)
+        .execute(&mut *c)
+        .await?;
     Ok(done.rows_affected())
 }
 

@@ -231,7 +231,7 @@ async fn run(c: &mut SqliteConnection, op: Op) -> (Answer, bool) {
         } => answered(reply, release(c, &owner, &interrupted).await),
         Op::Get { id, reply } => answered(reply, get(c, &id).await),
         Op::List { state, limit, reply } => answered(reply, list(c, state, limit).await),
-        Op::Purge { before, reply } => answered(reply, purge(c, before).await),
+        Op::Purge { before, limit, reply } => answered(reply, purge(c, before, limit).await),
         Op::PurgeDead { before, reply } => answered(reply, purge_dead(c, before).await),
         Op::ReleaseOrder { id, fence, reply } => answered(reply, release_order(c, &id, fence).await),
         Op::Retry { id, reply } => answered(reply, retry(c, &id).await),

@@ -9,6 +9,10 @@
 //! cargo run --release -p shorts-bench -- orders [--count N] [--postgres URL]
 //!                                                     # the operator's queries and dashboard pages
 //!                                                     # on 100,000 orders
+//! cargo run --release -p shorts-bench -- scaling [--quick]
+//!                                                     # how cost grows: intake with 1,000,000
+//!                                                     # orders stored, their purge under load,
+//!                                                     # PostgreSQL with 1 and 3 instances
 //! ```
 //!
 //! The framework side runs as a child process of this binary (`serve`, through
@@ -27,6 +31,7 @@ mod files;
 mod https;
 mod load;
 mod proc;
+mod scaling;
 mod service;
 
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -76,7 +81,7 @@ fn main() -> ExitCode {
         Some("__bare-put") => baseline::bare_put(&args[1..]),
         Some("__bare-inline") => baseline::bare_inline(&args[1..]),
         Some("build") => build::run(),
-        Some(command @ ("files" | "service" | "all")) => {
+        Some(command @ ("files" | "service" | "scaling" | "all")) => {
             let quick = args.iter().any(|a| a == "--quick");
             if args.iter().any(|a| a == "--prebuilt") {
                 service::PREBUILT.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -89,6 +94,12 @@ fn main() -> ExitCode {
                 if matches!(command, "files" | "all") {
                     files::run(quick).await;
                 }
+                if matches!(command, "scaling" | "all") {
+                    if command == "all" {
+                        println!();
+                    }
+                    scaling::run(quick).await;
+                }
                 ExitCode::SUCCESS
             })
         }
@@ -98,7 +109,7 @@ fn main() -> ExitCode {
         Some("orders") => runtime().block_on(orders(&args[1..])),
         _ => {
             eprintln!(
-                "usage: shorts-bench all | service | files [--quick] [--prebuilt] | build | callgrind [--orders N] | metrics [--quick] | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS] | orders [--count N] [--rounds N] [--postgres URL]"
+                "usage: shorts-bench all | service | files | scaling [--quick] [--prebuilt] | build | callgrind [--orders N] | metrics [--quick] | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS] | orders [--count N] [--rounds N] [--postgres URL]"
             );
             ExitCode::from(2)
         }

@@ -7,11 +7,13 @@
 //! - [`writer`] commits them in groups, and recovers from a failing statement;
 //! - [`batch`] writes a group's accepts, callback bodies and settles with multi-row statements;
 //! - [`statements`] runs every other request;
-//! - [`checkpoint`] copies the WAL into the database beside the writer.
+//! - [`checkpoint`] copies the WAL into the database beside the writer;
+//! - [`plans`] shows how SQLite plans the writer's statements on a given database.
 
 mod batch;
 mod checkpoint;
 mod file;
+mod plans;
 mod requests;
 mod statements;
 mod writer;
@@ -37,6 +39,7 @@ use super::{
     OrderPage, OrderRecord, OrderState, PageCursor, RunEnd, RunTimes, Settle, Started, Store, StoreError,
     StoreOperation,
 };
+pub(crate) use plans::query_plans;
 use requests::{Accepting, Op, Reply, Saving};
 use statements::{history_row, summary};
 use writer::MAX_GROUP;

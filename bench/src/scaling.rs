@@ -138,6 +138,12 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
         quiet.p(1.0),
         run.p(0.99) / quiet.p(0.99).max(1e-3)
     ));
+    if !purge.log.is_empty() {
+        after_table.push(format!(
+            "the purging server's warnings and errors:\n  {}",
+            purge.log.join("\n  ")
+        ));
+    }
     after_table.push(format!(
         "worst webhook latency (ms) in each second of the run during the purge (the purge starts 1 s after the server listens, about when the run starts): {}",
         run.timeline(Duration::from_secs(1))
@@ -352,6 +358,37 @@ struct Purge {
     waited: Duration,
     /// The load sent meanwhile.
     run: Run,
+    /// The server's warnings and errors meanwhile, shortened.
+    log: Vec<String>,
+}
+
+/// A line of the server's log, without its SQL text: time, level, message, and the statement's
+/// summary, rows and time when it is a slow statement's warning.
+fn log_line(line: &str) -> String {
+    let field = |name: &str| {
+        line.find(&format!(" {name}="))
+            .map(|at| {
+                let rest = &line[at + name.len() + 2..];
+                let end = if rest.starts_with('"') {
+                    rest[1..].find('"').map_or(rest.len(), |e| e + 2)
+                } else {
+                    rest.find(' ').unwrap_or(rest.len())
+                };
+                format!("{name}={}", &rest[..end])
+            })
+            .unwrap_or_default()
+    };
+    if line.contains("slow statement") {
+        let time = line.split_whitespace().next().unwrap_or("");
+        format!(
+            "{time} slow statement {} {} {}",
+            field("summary"),
+            field("rows_affected"),
+            field("elapsed")
+        )
+    } else {
+        shortened(line)
+    }
 }
 
 /// Starts the server on the prefilled `db` with `SHORTS_RETENTION=1s` (its first purge runs 1 s
@@ -373,8 +410,18 @@ async fn purge_under_load(
     };
     let port = free_port();
     let mut command = service::command(Kind::ShortsSqlite, platform, port, db);
-    command.env("SHORTS_RETENTION", "1s");
-    let server = Contender::spawn("shorts (SQLite, purging)", command, port, db.to_owned()).await;
+    // Its warnings (each statement slower than 1 s) and errors, for what the purge did.
+    command.env("SHORTS_RETENTION", "1s").env("RUST_LOG", "warn");
+    let log_path = db.with_extension("log");
+    let log = std::fs::File::create(&log_path).expect("the server's log");
+    let server = Contender::spawn_with_log(
+        "shorts (SQLite, purging)",
+        command,
+        port,
+        db.to_owned(),
+        log.into(),
+    )
+    .await;
     let listening = Instant::now();
     let first_purge = listening + Duration::from_secs(1);
     // Its connections open before the purge starts.
@@ -426,10 +473,13 @@ async fn purge_under_load(
     let gone = poll.await.expect("the poll ends");
     service::drain(platform, before + run.ok as usize).await;
     drop(server);
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&log_path);
     Purge {
         took: gone.map(|at| at.saturating_duration_since(first_purge)),
         waited: listening.elapsed(),
         run,
+        log: log.lines().map(log_line).collect(),
     }
 }
 

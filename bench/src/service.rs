@@ -25,10 +25,21 @@ pub(crate) struct Contender {
 impl Contender {
     /// Spawns `command`, a server listening on `port` once started, whose orders go to
     /// `/shorts/echo`; its database file `db` (if it has one) is deleted when it stops.
-    pub(crate) async fn spawn(name: &'static str, mut command: Command, port: u16, db: PathBuf) -> Self {
+    pub(crate) async fn spawn(name: &'static str, command: Command, port: u16, db: PathBuf) -> Self {
+        Self::spawn_with_log(name, command, port, db, Stdio::null()).await
+    }
+
+    /// [`Contender::spawn`], its standard error (its log) going to `log`.
+    pub(crate) async fn spawn_with_log(
+        name: &'static str,
+        mut command: Command,
+        port: u16,
+        db: PathBuf,
+        log: Stdio,
+    ) -> Self {
         settle_disk();
         let child = command
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("could not start {name}: {e}"));
         wait_listening(port, name).await;

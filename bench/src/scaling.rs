@@ -369,8 +369,8 @@ fn log_line(line: &str) -> String {
         line.find(&format!(" {name}="))
             .map(|at| {
                 let rest = &line[at + name.len() + 2..];
-                let end = if rest.starts_with('"') {
-                    rest[1..].find('"').map_or(rest.len(), |e| e + 2)
+                let end = if let Some(quoted) = rest.strip_prefix('"') {
+                    quoted.find('"').map_or(rest.len(), |e| e + 2)
                 } else {
                     rest.find(' ').unwrap_or(rest.len())
                 };

@@ -56,25 +56,34 @@ pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
 }
 
-/// Sends `rate` webhooks a second for `duration` to `url`; `body(order_id)` makes each body.
+/// Sends `rate` webhooks a second for `duration`, spread over `urls` round-robin (one URL, or
+/// instances sharing one store), stopping early (sending no more) once `stop`, when given, is
+/// cancelled; `body(order_id)` makes each body.
 pub(crate) async fn open_loop(
     client: &reqwest::Client,
-    url: &str,
+    urls: &[&str],
     prefix: &str,
     rate: f64,
     duration: Duration,
+    stop: Option<&tokio_util::sync::CancellationToken>,
     body: impl Fn(&str) -> String,
 ) -> Run {
-    let count = (rate * duration.as_secs_f64()).round() as u64;
+    assert!(!urls.is_empty(), "a URL to send to");
+    let mut count = (rate * duration.as_secs_f64()).round() as u64;
     let start = Instant::now() + Duration::from_millis(20);
     let (results, mut received) = tokio::sync::mpsc::unbounded_channel();
-    let url: Arc<str> = Arc::from(url);
+    let urls: Vec<Arc<str>> = urls.iter().map(|url| Arc::from(*url)).collect();
     for i in 0..count {
         let intended = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(intended).await;
+        if stop.is_some_and(tokio_util::sync::CancellationToken::is_cancelled) {
+            count = i;
+            break;
+        }
         let order_id = format!("{prefix}-{i}");
+        let url = &urls[(i % urls.len() as u64) as usize];
         let request = client
-            .post(&*url)
+            .post(&**url)
             .header("content-type", "application/json")
             .header("x-api-key", shorts_runtime::testing::MockPlatform::WEBHOOK_KEY)
             .body(body(&order_id));

@@ -9,6 +9,10 @@
 //! cargo run --release -p shorts-bench -- orders [--count N] [--postgres URL]
 //!                                                     # the operator's queries and dashboard pages
 //!                                                     # on 100,000 orders
+//! cargo run --release -p shorts-bench -- scaling [--quick]
+//!                                                     # how cost grows: intake with 1,000,000
+//!                                                     # orders stored, their purge under load,
+//!                                                     # PostgreSQL with 1 and 3 instances
 //! ```
 //!
 //! The framework side runs as a child process of this binary (`serve`, through
@@ -27,6 +31,7 @@ mod files;
 mod https;
 mod load;
 mod proc;
+mod scaling;
 mod service;
 
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -76,7 +81,7 @@ fn main() -> ExitCode {
         Some("__bare-put") => baseline::bare_put(&args[1..]),
         Some("__bare-inline") => baseline::bare_inline(&args[1..]),
         Some("build") => build::run(),
-        Some(command @ ("files" | "service" | "all")) => {
+        Some(command @ ("files" | "service" | "scaling" | "all")) => {
             let quick = args.iter().any(|a| a == "--quick");
             if args.iter().any(|a| a == "--prebuilt") {
                 service::PREBUILT.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -93,6 +98,12 @@ fn main() -> ExitCode {
                 if matches!(command, "files" | "all") {
                     files::run(quick).await;
                 }
+                if matches!(command, "scaling" | "all") {
+                    if command == "all" {
+                        println!();
+                    }
+                    scaling::run(quick).await;
+                }
                 ExitCode::SUCCESS
             })
         }
@@ -102,7 +113,7 @@ fn main() -> ExitCode {
         Some("orders") => runtime().block_on(orders(&args[1..])),
         _ => {
             eprintln!(
-                "usage: shorts-bench all | service | files [--quick] [--prebuilt] | build | callgrind [--orders N] | metrics [--quick] | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS] | orders [--count N] [--rounds N] [--postgres URL]"
+                "usage: shorts-bench all | service | files | scaling [--quick] [--prebuilt] | build | callgrind [--orders N] | metrics [--quick] | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS] | orders [--count N] [--rounds N] [--postgres URL]"
             );
             ExitCode::from(2)
         }
@@ -208,34 +219,38 @@ pub(crate) struct PgSchema {
 }
 
 impl PgSchema {
-    pub(crate) fn create() -> Self {
+    /// A new schema; why not, when PostgreSQL cannot be reached.
+    pub(crate) fn create() -> Result<Self, String> {
         let admin = std::env::var("SHORTS_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
         let name = format!("shorts_bench_{}_{}", std::process::id(), fastrand::u32(..));
-        psql(&admin, &format!("CREATE SCHEMA {name}"));
+        psql(&admin, &format!("CREATE SCHEMA {name}"))?;
         let separator = if admin.contains('?') { '&' } else { '?' };
         let url = format!("{admin}{separator}options=-c%20search_path%3D{name}");
-        Self { admin, name, url }
+        Ok(Self { admin, name, url })
     }
 }
 
 impl Drop for PgSchema {
     fn drop(&mut self) {
-        psql(&self.admin, &format!("DROP SCHEMA {} CASCADE", self.name));
+        let _ = psql(&self.admin, &format!("DROP SCHEMA {} CASCADE", self.name));
     }
 }
 
 /// Runs one SQL command with `psql` on the database at `url`.
-fn psql(url: &str, sql: &str) {
+fn psql(url: &str, sql: &str) -> Result<(), String> {
     let output = Command::new("psql")
         .args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .output()
-        .expect("psql (the PostgreSQL client) runs");
-    assert!(
-        output.status.success(),
-        "psql {sql:?} failed (is PostgreSQL at SHORTS_TEST_POSTGRES_URL?): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .map_err(|e| format!("psql (the PostgreSQL client) did not run: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "psql {sql:?} failed (is PostgreSQL at SHORTS_TEST_POSTGRES_URL?): {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
 }
 
 /// Deletes an SQLite database and its `-wal` and `-shm` files, if they exist.

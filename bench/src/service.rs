@@ -12,12 +12,52 @@ use crate::load::{self, Run};
 use crate::{Server, free_port, machine, proc, remove_database, serve, settle_disk, wait_listening};
 
 /// A server under test, as a child process.
-struct Contender {
-    name: &'static str,
-    child: Child,
+pub(crate) struct Contender {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
     url: String,
     /// Its database, deleted when it stops.
     db: PathBuf,
+    /// More instances of it on the same store: the load is spread over all of them, round-robin.
+    pub(crate) others: Vec<Contender>,
+}
+
+impl Contender {
+    /// Spawns `command`, a server listening on `port` once started, whose orders go to
+    /// `/shorts/echo`; its database file `db` (if it has one) is deleted when it stops.
+    pub(crate) async fn spawn(name: &'static str, command: Command, port: u16, db: PathBuf) -> Self {
+        Self::spawn_with_log(name, command, port, db, Stdio::null()).await
+    }
+
+    /// [`Contender::spawn`], its standard error (its log) going to `log`.
+    pub(crate) async fn spawn_with_log(
+        name: &'static str,
+        mut command: Command,
+        port: u16,
+        db: PathBuf,
+        log: Stdio,
+    ) -> Self {
+        settle_disk();
+        let child = command
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {name}: {e}"));
+        wait_listening(port, name).await;
+        Contender {
+            name,
+            child,
+            url: format!("http://127.0.0.1:{port}/shorts/echo"),
+            db,
+            others: Vec::new(),
+        }
+    }
+
+    /// Where its webhooks go, its own instance's first.
+    fn urls(&self) -> Vec<&str> {
+        std::iter::once(self.url.as_str())
+            .chain(self.others.iter().map(|other| other.url.as_str()))
+            .collect()
+    }
 }
 
 impl Drop for Contender {
@@ -56,19 +96,7 @@ async fn start(kind: Kind, platform: &MockPlatform, dir: &Path) -> Contender {
         "{}-{port}.db",
         kind.name().split(' ').next().unwrap_or("db")
     ));
-    let mut command = command(kind, platform, port, &db);
-    settle_disk();
-    let child = command
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("could not start {}: {e}", kind.name()));
-    wait_listening(port, kind.name()).await;
-    Contender {
-        name: kind.name(),
-        child,
-        url: format!("http://127.0.0.1:{port}/shorts/echo"),
-        db,
-    }
+    Contender::spawn(kind.name(), command(kind, platform, port, &db), port, db).await
 }
 
 /// The command that starts a contender on `port`, with its database (if it has one) at `db`.
@@ -132,6 +160,7 @@ async fn start_shorts(
         child,
         url: format!("{scheme}://localhost:{port}/shorts/echo"),
         db,
+        others: Vec::new(),
     };
     (contender, port)
 }
@@ -151,18 +180,18 @@ pub(crate) fn body(platform: &MockPlatform) -> impl Fn(&str) -> String + use<> {
 }
 
 /// Waits (bounded) until the platform holds `count` callbacks, so runs do not overlap.
-async fn drain(platform: &MockPlatform, count: usize) {
+pub(crate) async fn drain(platform: &MockPlatform, count: usize) {
     let _ = platform.wait_for_count(count, Duration::from_secs(60)).await;
 }
 
-struct Settings {
-    trial: Duration,
+pub(crate) struct Settings {
+    pub(crate) trial: Duration,
     /// Trials per intake step: the majority decides.
-    trials: usize,
-    fixed: Duration,
+    pub(crate) trials: usize,
+    pub(crate) fixed: Duration,
     /// End-to-end runs per contender.
-    rounds: usize,
-    in_flight: usize,
+    pub(crate) rounds: usize,
+    pub(crate) in_flight: usize,
 }
 
 /// The cost of metrics alone: the intake of shorts (memory) with metrics on and off, then their
@@ -195,7 +224,7 @@ pub(crate) async fn metrics(quick: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn settings(quick: bool) -> Settings {
+pub(crate) fn settings(quick: bool) -> Settings {
     if quick {
         Settings {
             trial: Duration::from_millis(300),
@@ -541,7 +570,7 @@ async fn metrics_cost(
 }
 
 /// Doubles the rate until a step is not sustained, then bisects.
-async fn max_rate(
+pub(crate) async fn max_rate(
     client: &reqwest::Client,
     contender: &Contender,
     platform: &MockPlatform,
@@ -647,7 +676,7 @@ fn median(figures: impl Iterator<Item = f64>) -> f64 {
 
 /// A fixed-rate run after a warm-up of a tenth of its length at the same rate (connections open,
 /// database file created, caches warm).
-async fn warm_fixed(
+pub(crate) async fn warm_fixed(
     client: &reqwest::Client,
     contender: &Contender,
     platform: &MockPlatform,
@@ -715,7 +744,7 @@ fn timeline(contender: &Contender, rate: f64, run: &Run) -> String {
     lines.join("\n")
 }
 
-async fn fixed(
+pub(crate) async fn fixed(
     client: &reqwest::Client,
     contender: &Contender,
     platform: &MockPlatform,
@@ -724,14 +753,23 @@ async fn fixed(
 ) -> Run {
     let prefix = format!("o{}", fastrand::u64(..));
     let before = platform.callback_count();
-    let run = load::open_loop(client, &contender.url, &prefix, rate, duration, body(platform)).await;
+    let run = load::open_loop(
+        client,
+        &contender.urls(),
+        &prefix,
+        rate,
+        duration,
+        None,
+        body(platform),
+    )
+    .await;
     // Let the callbacks of this run arrive before the next starts.
     drain(platform, before + run.ok as usize).await;
     run
 }
 
 /// p50 and p99 of webhook-sent (intended) to callback-received, in ms.
-fn end_to_end(platform: &MockPlatform, run: &Run) -> (f64, f64) {
+pub(crate) fn end_to_end(platform: &MockPlatform, run: &Run) -> (f64, f64) {
     let mut histogram = load::histogram();
     for callback in platform.callbacks() {
         if let Some(intended) = run.intended.get(callback.order_id()) {

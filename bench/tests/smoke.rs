@@ -21,11 +21,13 @@ async fn every_benchmark_runs_to_its_end() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{}\n{stdout}\n{stderr}", output.status);
-    // The service table (shorts against B1 and B0) and the files table (shorts against a bare upload).
+    // The service table (shorts against B1 and B0), the files table (shorts against a bare upload)
+    // and the scaling table (orders stored, their purge, PostgreSQL instances).
     for header in [
         "| figure | shorts (SQLite) | B1 | ratio | B0 | ratio | target |",
         "| figure | shorts | baseline | ratio | target |",
         "| contender | instructions per order | of which: idle background over the same time |",
+        "| scaling figure | measured | compared with | ratio | target |",
     ] {
         assert!(stdout.contains(header), "no table {header:?} in:\n{stdout}");
     }

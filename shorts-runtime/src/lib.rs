@@ -235,6 +235,19 @@ pub mod __bench {
     ) -> Result<Vec<(String, std::time::Duration)>, Box<dyn std::error::Error + Send + Sync>> {
         Ok(crate::store::timing::order_queries(config, count, rounds).await?)
     }
+
+    /// Each statement the SQLite store's writer runs for a lone order, a poll, a run's start, a
+    /// lease's renewal and the purge, with its `EXPLAIN QUERY PLAN` lines on the database at
+    /// `path` (which the store has created).
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be opened or a statement cannot be planned.
+    pub async fn sqlite_query_plans(
+        path: &std::path::Path,
+    ) -> Result<Vec<(String, Vec<String>)>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(crate::store::sqlite_query_plans(path).await?)
+    }
 }
 
 /// Entry points for the fuzz targets in `fuzz/`. Not public API.

@@ -25,7 +25,7 @@ pub(crate) use history::{
 pub(crate) use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub(crate) use postgres::PgStore;
-pub(crate) use sqlite::SqliteStore;
+pub(crate) use sqlite::{SqliteStore, query_plans as sqlite_query_plans};
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

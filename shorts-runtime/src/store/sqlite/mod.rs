@@ -8,11 +8,13 @@
 //! - [`batch`] writes a group's accepts, callback bodies and settles with multi-row statements;
 //! - [`statements`] runs every other request;
 //! - [`checkpoint`] copies the WAL into the database beside the writer;
-//! - [`spool`] keeps callback bodies over 64 KiB in files of their own beside it.
+//! - [`spool`] keeps callback bodies over 64 KiB in files of their own beside it;
+//! - [`plans`] shows how SQLite plans the writer's statements on a given database.
 
 mod batch;
 mod checkpoint;
 mod file;
+mod plans;
 mod requests;
 mod spool;
 mod statements;
@@ -40,6 +42,7 @@ use super::{
     OrderPage, OrderRecord, OrderState, PageCursor, RunEnd, RunTimes, Settle, Started, Store, StoreError,
     StoreOperation,
 };
+pub(crate) use plans::query_plans;
 use requests::{Accepting, Op, Reply, Saving};
 use spool::Spool;
 use statements::{history_row, summary};

@@ -112,7 +112,7 @@ async fn run_harness(
         // Every eighth answer is a 100 KB text: its callback body goes to a spool file (SQLite),
         // and a callback sent again after a kill must be read back from it byte for byte.
         let pad = if n % 8 == 0 { 100_000 } else { 0 };
-        let inputs = json!({"sleep_ms": fastrand::u64(0..20), "pad": pad});
+        let inputs = json!({"sleep_ms": fastrand::u64(0..20), "answer_bytes": pad});
         let body = platform.webhook_body(&order_id, inputs);
         let (client, acked, ports) = (client.clone(), Arc::clone(&acked), ports.clone());
         senders.push(tokio::spawn(async move {

@@ -16,10 +16,10 @@ struct Work {
     /// Bytes added to the answer: a callback body over 64 KiB, which the SQLite store keeps in a
     /// file of its own.
     #[serde(default)]
-    pad: usize,
+    answer_bytes: usize,
 }
 
-/// Records the run, logs, sleeps, and answers with the process that ran it (and `pad` bytes);
+/// Records the run, logs, sleeps, and answers with the process that ran it (and `answer_bytes` more);
 /// `abort` ends the process.
 #[ai_short]
 async fn work(input: Work, order: Order) -> Result<String> {
@@ -33,7 +33,7 @@ async fn work(input: Work, order: Order) -> Result<String> {
     }
     tracing::info!(sleep_ms = input.sleep_ms, "working on the order");
     tokio::time::sleep(Duration::from_millis(input.sleep_ms)).await;
-    let padding = "x".repeat(input.pad.min(1 << 20));
+    let padding = "x".repeat(input.answer_bytes.min(1 << 20));
     Ok(format!(
         "{} done by process {}{padding}",
         order.id(),

@@ -13,11 +13,10 @@ use super::history::{self, KEPT_ATTEMPTS, RUN_TIMES_LIMIT};
 use super::sql::{
     BODIES_OF, CALLBACK_RATE, CLAIM_POSTGRES, FAIL_NOW, FAIL_NOW_CHECK_POSTGRES, HEARTBEAT, HISTORY_OF,
     HOURLY, INSERT_OPERATOR_FAILURE, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_BOUND,
-    PURGE_DEAD_PAYLOADS, PURGE_HISTORY, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS, RELEASE, RELEASE_ORDER,
-    RETRY, RUN_TIMES, SELECT_PAYLOAD, SETTLE, START_RUN_POSTGRES, STATE_COUNTS, UPDATE_PAYLOAD,
-    drop_delivered_bodies, fail_now_refusal, hour_counts, mappers, orders_page, purge_bound, purge_offset,
-    replacing_body, run_times, select_records, settled, started, state_counts, token_columns, token_span,
-    upsert_result,
+    PURGE_DEAD_PAYLOADS, RELEASE, RELEASE_ORDER, RETRY, RUN_TIMES, SELECT_PAYLOAD, SETTLE,
+    START_RUN_POSTGRES, STATE_COUNTS, UPDATE_PAYLOAD, drop_delivered_bodies, fail_now_refusal, hour_counts,
+    mappers, orders_page, purge_offset, purge_statements, replacing_body, run_times, select_records, settled,
+    started, state_counts, token_columns, token_span, upsert_result,
 };
 use super::{
     CallbackAttempt, CallbackRate, Claimed, FailedNow, HourCount, NewOrder, OrderDetail, OrderFilter,
@@ -358,28 +357,22 @@ impl Store for PgStore {
     async fn purge(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
         doing(StoreOperation::Purge, async {
             let mut transaction = self.pool.begin().await?;
-            let found = sqlx::query_as(PURGE_BOUND)
+            let found: Option<(i64, String)> = sqlx::query_as(PURGE_BOUND)
                 .bind(before)
                 .bind(purge_offset(limit))
                 .fetch_optional(&mut *transaction)
                 .await?;
-            let (at, id) = purge_bound(found);
-            for statement in [PURGE_HISTORY, PURGE_PAYLOADS, PURGE_RESULTS] {
-                sqlx::query(statement)
-                    .bind(before)
-                    .bind(at)
-                    .bind(&id)
-                    .execute(&mut *transaction)
-                    .await?;
+            let mut deleted = 0;
+            for statement in purge_statements(found.is_some()) {
+                let query = match &found {
+                    Some((at, id)) => sqlx::query(statement).bind(*at).bind(id),
+                    None => sqlx::query(statement).bind(before),
+                };
+                deleted = query.execute(&mut *transaction).await?.rows_affected();
             }
-            let done = sqlx::query(PURGE_ORDERS)
-                .bind(before)
-                .bind(at)
-                .bind(&id)
-                .execute(&mut *transaction)
-                .await?;
             transaction.commit().await.map_err(Failure::commit)?;
-            Ok::<_, Failure>(done.rows_affected())
+            // The last statement's count: the orders'.
+            Ok::<_, Failure>(deleted)
         })
         .await
     }

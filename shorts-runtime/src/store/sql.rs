@@ -276,29 +276,36 @@ pub(super) const RELEASE: &str = "UPDATE shorts_orders SET owner = NULL WHERE ow
 pub(super) const PURGE_BOUND: &str = "SELECT received_at, order_id FROM shorts_orders
      WHERE state = 'delivered' AND received_at < $1 ORDER BY received_at, order_id LIMIT 1 OFFSET $2";
 
-/// The delivered orders received before $1 up to the bound `($2, $3)` that `PURGE_BOUND` found.
-macro_rules! purged {
-    () => {
-        "SELECT order_id FROM shorts_orders
-         WHERE state = 'delivered' AND received_at < $1 AND (received_at, order_id) <= ($2, $3)"
+/// Deletes a batch of delivered orders: their history, webhook bodies and callback bodies, then the
+/// orders (the last statement, whose count is the batch's). `PURGE_UP_TO` deletes those up to the
+/// bound `($1, $2)` that `PURGE_BOUND` found; its plain `received_at <= $1` bounds the range of the
+/// `(state, received_at, order_id)` index that is read (the row value alone does not, and a batch
+/// would then read every older order). `PURGE_BEFORE` deletes the rest, fewer than a batch, received
+/// before $1.
+macro_rules! purge {
+    ($orders:literal) => {
+        [
+            concat!("DELETE FROM shorts_history WHERE order_id IN (", $orders, ")"),
+            concat!("DELETE FROM shorts_payloads WHERE order_id IN (", $orders, ")"),
+            concat!("DELETE FROM shorts_results WHERE order_id IN (", $orders, ")"),
+            concat!("DELETE FROM shorts_orders WHERE order_id IN (", $orders, ")"),
+        ]
     };
 }
 
-/// Deletes the bodies and history of a batch of delivered orders (see `purged!`), then
-/// (`PURGE_ORDERS`) the orders.
-pub(super) const PURGE_HISTORY: &str =
-    concat!("DELETE FROM shorts_history WHERE order_id IN (", purged!(), ")");
-pub(super) const PURGE_PAYLOADS: &str =
-    concat!("DELETE FROM shorts_payloads WHERE order_id IN (", purged!(), ")");
-pub(super) const PURGE_RESULTS: &str =
-    concat!("DELETE FROM shorts_results WHERE order_id IN (", purged!(), ")");
-pub(super) const PURGE_ORDERS: &str =
-    concat!("DELETE FROM shorts_orders WHERE order_id IN (", purged!(), ")");
+/// See `purge!`: $1 and $2 the bound's `received_at` and `order_id`.
+pub(super) const PURGE_UP_TO: [&str; 4] = purge!(
+    "SELECT order_id FROM shorts_orders WHERE state = 'delivered'
+     AND received_at <= $1 AND (received_at, order_id) <= ($1, $2)"
+);
 
-/// The bound of a purge's batch of `limit` orders: the last order's `(received_at, order_id)`,
-/// or one past every order when fewer are left.
-pub(super) fn purge_bound(found: Option<(i64, String)>) -> (i64, String) {
-    found.unwrap_or((i64::MAX, String::new()))
+/// See `purge!`: $1 the time before which delivered orders are deleted.
+pub(super) const PURGE_BEFORE: [&str; 4] =
+    purge!("SELECT order_id FROM shorts_orders WHERE state = 'delivered' AND received_at < $1");
+
+/// The statements that delete a batch: up to the bound `PURGE_BOUND` `found`, or the rest.
+pub(super) fn purge_statements(found: bool) -> [&'static str; 4] {
+    if found { PURGE_UP_TO } else { PURGE_BEFORE }
 }
 
 /// `PURGE_BOUND`'s offset for a batch of `limit` orders.

@@ -13,8 +13,8 @@ use super::file;
 use super::requests::{Accepting, Op, Reply, Saving};
 use crate::store::history::{AttemptResult, CallbackAttempt, RunEnd, RunOutcome};
 use crate::store::sql::{
-    CLAIM_SQLITE, HEARTBEAT, PURGE_BOUND, PURGE_HISTORY, PURGE_ORDERS, PURGE_PAYLOADS, PURGE_RESULTS,
-    SELECT_PAYLOAD_LENGTH_AND_RESULT, START_RUN_SQLITE,
+    CLAIM_SQLITE, HEARTBEAT, PURGE_BEFORE, PURGE_BOUND, PURGE_UP_TO, SELECT_PAYLOAD_LENGTH_AND_RESULT,
+    START_RUN_SQLITE,
 };
 use crate::store::{NewOrder, Settle, StoreError, StoreOperation, now_ms};
 
@@ -105,11 +105,11 @@ fn statements() -> Vec<String> {
         START_RUN_SQLITE,
         HEARTBEAT,
         PURGE_BOUND,
-        PURGE_HISTORY,
-        PURGE_PAYLOADS,
-        PURGE_RESULTS,
-        PURGE_ORDERS,
-    ] {
+    ]
+    .into_iter()
+    .chain(PURGE_UP_TO)
+    .chain(PURGE_BEFORE)
+    {
         statements.extend(constant.split(';').map(squeezed));
     }
     statements.retain(|statement| !statement.is_empty());

@@ -188,6 +188,7 @@ impl AppBuilder {
             poll: config.poll_interval,
             retention: config.retention,
             dead_retention: config.dead_retention,
+            max_held: config.max_held,
         };
         let pending = Pending::new(config.max_pending_bytes as u64);
         let engine = Engine::new(store, delivery, &lanes, timing, pending, metrics.clone(), alerts);

@@ -285,6 +285,11 @@ pub struct Config {
     /// flight, it is closed at once. `None`: three quarters of the open-file limit when serving
     /// starts, at most 10,000.
     pub max_connections: Option<usize>,
+    /// The most orders this instance holds at once (`SHORTS_MAX_HELD`): running, delivering, or
+    /// waiting in this process for a slot of their short. Past it, a new order that finds no free
+    /// slot is committed without an owner and waits in the store, to be claimed, oldest first, by
+    /// the first instance with room. Default 4096.
+    pub max_held: usize,
     /// Time allowed for a client to send the body (`SHORTS_BODY_TIMEOUT`). Default 60 s.
     pub body_read_timeout: Duration,
     /// Time allowed for one callback request (`SHORTS_CALLBACK_TIMEOUT`). Default 30 s.
@@ -406,6 +411,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: None,
+            max_held: 4096,
             body_read_timeout: Duration::from_secs(60),
             callback_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
@@ -507,6 +513,16 @@ impl Config {
                     }
                 })?);
         }
+        if let Some(max) = get("SHORTS_MAX_HELD") {
+            config.max_held =
+                max.parse::<usize>()
+                    .ok()
+                    .filter(|max| *max > 0)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        var: "SHORTS_MAX_HELD",
+                        reason: format!("{max:?} is not a number of orders, at least 1"),
+                    })?;
+        }
         config.tls = tls_from(&get)?;
         if let Some(url) = get("SHORTS_PUBLIC_URL") {
             config.public_url = Some(parse_public_url(&url)?);
@@ -567,6 +583,9 @@ impl Config {
         }
         if self.max_connections == Some(0) {
             return Err(out_of_range("SHORTS_MAX_CONNECTIONS", "it must be at least 1"));
+        }
+        if self.max_held == 0 {
+            return Err(out_of_range("SHORTS_MAX_HELD", "it must be at least 1"));
         }
         let mut read = self.clone();
         let durations = DURATIONS.map(|(var, field)| (var, *field(&mut read)));
@@ -1017,6 +1036,7 @@ mod tests {
             ("SHORTS_DEAD_RETENTION", "7days"),
             ("SHORTS_IDLE_TIMEOUT", "90s"),
             ("SHORTS_MAX_CONNECTIONS", "4"),
+            ("SHORTS_MAX_HELD", "100"),
             ("SHORTS_ALERT_URL", "https://hooks.slack.com/services/T0/B0/tok3n"),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -1033,6 +1053,7 @@ mod tests {
         assert_eq!(config.dead_retention, Duration::from_secs(7 * 86_400));
         assert_eq!(config.idle_timeout, Duration::from_secs(90));
         assert_eq!(config.max_connections, Some(4));
+        assert_eq!(config.max_held, 100);
         assert!(config.check_serving().is_ok());
         assert!(!format!("{config:?}").contains("s3cret"));
         assert!(!format!("{config:?}").contains("t0ken"));
@@ -1166,6 +1187,8 @@ mod tests {
             ("SHORTS_MAX_CONNECTIONS", "0"),
             ("SHORTS_MAX_CONNECTIONS", "many"),
             ("SHORTS_MAX_CONNECTIONS", "-1"),
+            ("SHORTS_MAX_HELD", "0"),
+            ("SHORTS_MAX_HELD", "lots"),
             ("SHORTS_PUBLIC_URL", "http://shorts.example.com"),
             ("SHORTS_PUBLIC_URL", "https://shorts.example.com/?a=b"),
             ("SHORTS_PUBLIC_URL", "https://user:pw@shorts.example.com"),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shorts_runtime::prelude::*;
 use shorts_runtime::testing::MockPlatform;
-use shorts_runtime::{BuildError, Config, OrderState, ShortBuilder};
-use shorts_tests::{PATIENCE, Served};
+use shorts_runtime::{BuildError, Config, OrderState, ShortBuilder, StoreConfig};
+use shorts_tests::{PATIENCE, Served, TempDir};
 
 #[derive(Deserialize)]
 struct Input {}
@@ -172,6 +172,70 @@ async fn the_concurrency_limit_holds() {
         .expect("six callbacks");
     assert!(callbacks.iter().all(|c| c.ok()));
     assert_eq!(peak.load(Ordering::SeqCst), 2);
+    served.stop().await;
+}
+
+/// Past `SHORTS_MAX_HELD`, a new order that finds no free slot is committed leased to nobody: the
+/// instance's leases (and the heartbeat renewing them) stay bounded however long the backlog, and
+/// the orders waiting in the store run, oldest first, as room frees.
+#[tokio::test]
+async fn an_instance_holds_no_more_orders_than_its_bound() {
+    let dir = TempDir::new("held");
+    let db = dir.path("shorts.db");
+    let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (r, g) = (Arc::clone(&ran), Arc::clone(&gate));
+    let short = Short::builder("one", move |input: Value, _: Order| {
+        let (ran, gate) = (Arc::clone(&r), Arc::clone(&g));
+        async move {
+            ran.lock().unwrap().push(input["n"].as_u64().unwrap_or(99));
+            if let Ok(permit) = gate.acquire().await {
+                permit.forget();
+            }
+            Ok::<_, Error>("done")
+        }
+    })
+    .concurrency(1);
+    let store = StoreConfig::Sqlite(db.clone());
+    let served = Served::start_with(
+        |config| {
+            config.store = store;
+            config.max_held = 3;
+        },
+        |b| b.without_registered().short(short),
+    )
+    .await;
+    for n in 0..8 {
+        let status = served
+            .order("/shorts/one", &format!("o-{n}"), json!({ "n": n }))
+            .await;
+        assert_eq!(status, 200);
+    }
+    // One runs and two wait for the slot in the instance; five wait in the store.
+    let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the store");
+    let owned: Vec<(String, bool)> =
+        sqlx::query_as("SELECT order_id, owner IS NOT NULL FROM shorts_orders ORDER BY order_id")
+            .fetch_all(&mut c)
+            .await
+            .expect("read the store");
+    let leased: Vec<&str> = owned
+        .iter()
+        .filter(|(_, leased)| *leased)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(leased, ["o-0", "o-1", "o-2"], "{owned:?}");
+    assert_eq!(owned.len(), 8);
+    gate.add_permits(8);
+    let callbacks = served
+        .platform
+        .wait_for_count(8, PATIENCE)
+        .await
+        .expect("eight callbacks");
+    assert!(callbacks.iter().all(|c| c.ok()));
+    assert_eq!(*ran.lock().unwrap(), (0..8).collect::<Vec<u64>>(), "oldest first");
+    drop(c);
     served.stop().await;
 }
 

@@ -209,6 +209,7 @@ fn limits(report: &mut Report, config: &Config) {
             "three quarters of the open-file limit, at most 10000 (default)",
         ),
     }
+    report.ok("SHORTS_MAX_HELD", shown("SHORTS_MAX_HELD", config.max_held));
 }
 
 /// How the listener serves HTTPS, and the public URL.

@@ -171,7 +171,7 @@ impl Store for MemoryStore {
             fence: 1,
             steps: 0,
             job_token: order.job_token,
-            owner: Some(owner.to_owned()),
+            owner: order.leased.then(|| owner.to_owned()),
             lease_until: now + ms(lease),
             seq: *seq,
             runs: i32::from(order.started),

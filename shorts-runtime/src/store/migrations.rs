@@ -22,6 +22,7 @@ macro_rules! migrations {
             20261202000002 "job_token",
             20261203000001 "history",
             20261204000001 "uncompressed_bodies",
+            20261205000001 "due_index",
         )
     };
     ($folder:literal: $($version:literal $name:literal),+ $(,)?) => {

@@ -93,8 +93,13 @@ pub(crate) struct NewOrder {
     /// store replaces it with `null` in the transaction that stores the order's result.
     pub(crate) job_token: Option<std::ops::Range<usize>>,
     /// The accepting instance starts the short at once: the run is counted with the order, which
-    /// saves a write per order.
+    /// saves a write per order. Only a leased order starts.
     pub(crate) started: bool,
+    /// The accepting instance works on the order (it starts, or waits in that process for a slot
+    /// of its short) and holds its lease. Otherwise the order is committed without an owner, and
+    /// the first instance with room claims it, oldest first: an instance never holds more leases
+    /// than it can work on soon, however far the intake runs ahead of the shorts.
+    pub(crate) leased: bool,
 }
 
 /// An order this instance holds the lease of. It carries the length of the order's webhook body,
@@ -271,7 +276,8 @@ pub(crate) fn ms(duration: Duration) -> i64 {
 
 /// The operations every store offers. Implementations keep the invariants in the module docs.
 pub(crate) trait Store: Send + Sync + 'static {
-    /// Commits a new order, leased to `owner`; `None` when the `order_id` is already known.
+    /// Commits a new order, leased to `owner` if [`NewOrder::leased`]; `None` when the `order_id`
+    /// is already known.
     fn accept(
         &self,
         order: NewOrder,

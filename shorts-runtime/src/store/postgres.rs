@@ -128,7 +128,7 @@ impl Store for PgStore {
                 .bind(&order.short)
                 .bind(&order.callback_url)
                 .bind(i32::from(order.started))
-                .bind(owner)
+                .bind(order.leased.then_some(owner))
                 .bind(now + ms(lease))
                 .bind(now)
                 .bind(token_at)

@@ -24,6 +24,7 @@ pub(crate) fn order(id: &str) -> NewOrder {
         callback_url: "https://api.sellershorts.com/api/orders/callback".to_owned(),
         job_token: None,
         started: false,
+        leased: true,
     }
 }
 
@@ -72,7 +73,7 @@ pub(crate) trait Fixture: Sized {
 /// [`Fixture`] `$fixture` opens, so that a failing case hides none of the others.
 macro_rules! cases {
     ($fixture:ty) => {
-        $crate::store::suite::cases!(@each $fixture, |store| &**store; accept_once, leases_and_fences, results_and_retries, long_bodies_dropped_once_delivered, dead_and_retry, paused, heartbeat_and_release, release_one, ordering_and_limits, job_token_erased_with_the_result, dead_payloads_purged, purge, history_of_runs_and_attempts, attempts_kept_are_bounded, history_purged_with_the_order, pages_of_orders, overview_counts, fail_now_stuck_orders);
+        $crate::store::suite::cases!(@each $fixture, |store| &**store; accept_once, leases_and_fences, results_and_retries, long_bodies_dropped_once_delivered, dead_and_retry, paused, heartbeat_and_release, release_one, accepted_without_a_lease, ordering_and_limits, job_token_erased_with_the_result, dead_payloads_purged, purge, history_of_runs_and_attempts, attempts_kept_are_bounded, history_purged_with_the_order, pages_of_orders, overview_counts, fail_now_stuck_orders);
         $crate::store::suite::cases!(@each $fixture, |store| store; concurrent_accepts, concurrent_claims, concurrent_saves_and_settles);
     };
     (@each $fixture:ty, |$store:ident| $arg:expr; $($case:ident),*) => {
@@ -449,6 +450,38 @@ pub(crate) async fn heartbeat_and_release<S: Store>(store: &S) {
     assert_eq!((runs(store, "f1").await, runs(store, "f2").await), (0, 1));
     settle_delivered(store, "f1", again.fence).await;
     settle_delivered(store, "f2", other.fence).await;
+}
+
+/// An order accepted without a lease belongs to nobody: no heartbeat renews it, and the first
+/// claim takes it, with a new fence.
+pub(crate) async fn accepted_without_a_lease<S: Store>(store: &S) {
+    let queued = store
+        .accept(
+            NewOrder {
+                leased: false,
+                ..order("q1")
+            },
+            "one",
+            LONG,
+        )
+        .await
+        .expect("accept")
+        .expect("new");
+    let held = store
+        .accept(order("q2"), "one", LONG)
+        .await
+        .expect("accept")
+        .expect("new");
+    assert_eq!(store.heartbeat("one", LONG).await.expect("heartbeat"), 1);
+    let taken = store.claim("two", LONG, 100).await.expect("claim");
+    let ids: Vec<&str> = taken.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["q1"]);
+    assert!(taken[0].fence > queued.fence);
+    // Its first claim starts it as any other: the stale fence of the accept writes nothing.
+    assert_eq!(started(store, "q1", queued.fence).await, None);
+    assert_eq!(started(store, "q1", taken[0].fence).await, Some(1));
+    settle_delivered(store, "q1", taken[0].fence).await;
+    settle_delivered(store, "q2", held.fence).await;
 }
 
 pub(crate) async fn release_one<S: Store>(store: &S) {

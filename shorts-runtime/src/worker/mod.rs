@@ -21,6 +21,7 @@ pub(crate) use pending::{Held, Pending};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -107,6 +108,8 @@ pub(crate) struct Timing {
     pub(crate) retention: Duration,
     /// How long dead orders keep their webhook bodies; zero keeps them forever.
     pub(crate) dead_retention: Duration,
+    /// The most orders the instance holds at once (`SHORTS_MAX_HELD`).
+    pub(crate) max_held: usize,
 }
 
 /// Runs orders and delivers their callbacks.
@@ -131,6 +134,9 @@ pub(crate) struct Engine {
     beat: CancellationToken,
     /// Orders whose short is running in this process.
     running: std::sync::Mutex<HashSet<String>>,
+    /// Set when an order was committed without an owner (the instance held all it may): the
+    /// poller is woken as room frees, until a claim finds none left.
+    queued: AtomicBool,
     /// The bytes of webhook bodies held in memory.
     pub(crate) pending: Pending,
     /// Counts callback attempts, when metrics are on.
@@ -164,6 +170,7 @@ impl Engine {
             stop: CancellationToken::new(),
             beat: CancellationToken::new(),
             running: std::sync::Mutex::default(),
+            queued: AtomicBool::new(false),
             pending,
             metrics,
             alerts,
@@ -193,6 +200,10 @@ impl Engine {
         let target = self.delivery.target(job.callback_url.as_deref());
         // With a free slot the short starts at once, and its run is committed with the order.
         let permit = Arc::clone(&lane.permits).try_acquire_owned().ok();
+        // Without one it waits for a slot here, leased, while the instance holds fewer orders than
+        // it may; otherwise in the store, leased to nobody, so that renewing this instance's
+        // leases never grows with a backlog, and another instance with room may take it.
+        let leased = permit.is_some() || self.tasks.len() < self.timing.max_held;
         let job_token = if job.job_token {
             webhook::job_token_span(&job.payload)
         } else {
@@ -205,6 +216,7 @@ impl Engine {
             payload: job.payload.clone(),
             callback_url: target.to_string(),
             started: permit.is_some(),
+            leased,
         };
         let accepted = self.store.accept(order, &self.owner, self.timing.lease).await?;
         // Written: the store's copies are gone, and an order that waits holds nothing.
@@ -218,8 +230,14 @@ impl Engine {
             }
         });
         match accepted {
-            Some(claimed) => {
+            Some(claimed) if leased => {
                 self.spawn(claimed, start);
+                Ok(Submitted::New)
+            }
+            Some(_) => {
+                self.queued.store(true, Ordering::SeqCst);
+                // Room may have freed while the order was written.
+                self.wake();
                 Ok(Submitted::New)
             }
             None => {
@@ -235,8 +253,13 @@ impl Engine {
     fn spawn(self: &Arc<Self>, claimed: Claimed, start: Option<Start>) {
         let span = info_span!(parent: None, "order", order_id = %claimed.id, short = %claimed.short);
         let engine = Arc::clone(self);
-        self.tasks
-            .spawn(async move { engine.process(claimed, start).await }.instrument(span));
+        self.tasks.spawn(
+            async move {
+                Arc::clone(&engine).process(claimed, start).await;
+                engine.room_freed();
+            }
+            .instrument(span),
+        );
     }
 
     /// Works on one order until it is settled: runs the short and stores its callback unless an

@@ -1,6 +1,7 @@
 //! Looking for work: claiming due orders from the store when woken or every poll interval.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::error;
@@ -11,14 +12,25 @@ use crate::store::{FailedNow, Retried, Store, StoreError};
 /// Orders claimed per query.
 const CLAIM_BATCH: u32 = 64;
 
-/// Orders an instance works on at once before it stops claiming more (orders it accepts itself
-/// always start).
-const MAX_CLAIMED: usize = 4096;
-
 impl Engine {
     /// Looks for work now rather than at the next poll.
     pub(crate) fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// An order's task ends: while orders wait in the store for an instance with room, the
+    /// poller claims them as soon as a quarter of the bound (at most a batch) is free, rather
+    /// than at its next poll.
+    pub(super) fn room_freed(&self) {
+        if !self.queued.load(Ordering::SeqCst) {
+            return;
+        }
+        let max = self.timing.max_held;
+        // The task ending still counts until it returns.
+        let held = self.tasks.len().saturating_sub(1);
+        if max.saturating_sub(held) >= (max / 4).clamp(1, CLAIM_BATCH as usize) {
+            self.wake();
+        }
     }
 
     /// Puts a dead or paused order back to delivery (see [`App::retry`](crate::App::retry)) and
@@ -51,15 +63,24 @@ impl Engine {
                 () = self.stop.cancelled() => return,
             }
             loop {
-                let room = MAX_CLAIMED
+                let room = self
+                    .timing
+                    .max_held
                     .saturating_sub(self.tasks.len())
                     .min(CLAIM_BATCH as usize) as u32;
                 if room == 0 {
                     break;
                 }
+                // Cleared before the claim: an order committed without an owner during it sets it
+                // again.
+                self.queued.store(false, Ordering::SeqCst);
                 match self.store.claim(&self.owner, self.timing.lease, room).await {
                     Ok(batch) => {
                         let full = batch.len() as u32 == room;
+                        if full {
+                            // There may be more.
+                            self.queued.store(true, Ordering::SeqCst);
+                        }
                         for claimed in batch {
                             self.spawn(claimed, None);
                         }

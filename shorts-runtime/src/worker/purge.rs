@@ -104,6 +104,7 @@ mod tests {
             poll: Duration::from_secs(1),
             retention: Duration::from_secs(retention),
             dead_retention: Duration::from_secs(dead_retention),
+            max_held: 4096,
         }
     }
 

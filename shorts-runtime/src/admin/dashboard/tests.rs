@@ -37,6 +37,7 @@ async fn accept(app: &App, id: &str, short: &str, inputs: serde_json::Value) -> 
         callback_url: "http://127.0.0.1:9/api/orders/callback".to_owned(),
         job_token: None,
         started: false,
+        leased: true,
     };
     let claimed = app
         .store()

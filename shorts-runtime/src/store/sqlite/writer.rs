@@ -328,7 +328,7 @@ mod tests {
     use crate::store::sqlite::file::connect;
     use crate::store::sqlite::requests::{Accepting, Saving};
     use crate::store::suite::order;
-    use crate::store::{Claimed, OrderRecord, StoreError};
+    use crate::store::{Claimed, NewOrder, OrderRecord, StoreError};
 
     type Answered<T> = oneshot::Receiver<Result<T, StoreError>>;
 
@@ -512,6 +512,47 @@ mod tests {
                 "{lone_rows:?}"
             );
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An order accepted without a lease has no owner, alone or in a group beside a leased one.
+    #[tokio::test]
+    async fn orders_accepted_without_a_lease_have_no_owner() {
+        let dir = std::env::temp_dir().join(format!("shorts-unleased-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut c = connect(&dir.join("orders.db")).await.expect("open");
+        let accepting = |id: &str, leased: bool| {
+            let (reply, answer) = Reply::new(StoreOperation::Accept);
+            let op = Op::Accept(Accepting {
+                order: NewOrder { leased, ..order(id) },
+                owner: "one".to_owned(),
+                lease: Duration::from_secs(60),
+                reply,
+            });
+            (op, answer)
+        };
+        for group in [vec![("a", false)], vec![("b", false), ("c", true)]] {
+            let (ops, answers): (Vec<Op>, Vec<_>) =
+                group.iter().map(|&(id, leased)| accepting(id, leased)).unzip();
+            let (batch, others) = Batch::sort(ops.into_iter());
+            commit_group(&mut c, batch, others).await;
+            for answer in answers {
+                assert!(answer.await.expect("answered").expect("accepted").is_some());
+            }
+        }
+        let rows: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT order_id, owner FROM shorts_orders ORDER BY order_id")
+                .fetch_all(&mut c)
+                .await
+                .expect("rows");
+        assert_eq!(
+            rows,
+            [
+                ("a".to_owned(), None),
+                ("b".to_owned(), None),
+                ("c".to_owned(), Some("one".to_owned()))
+            ]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -9,7 +9,7 @@
 //! cargo run --release -p shorts-bench -- orders [--count N] [--postgres URL]
 //!                                                     # the operator's queries and dashboard pages
 //!                                                     # on 100,000 orders
-//! cargo run --release -p shorts-bench -- scaling [--quick]
+//! cargo run --release -p shorts-bench -- scaling [--quick] [--no-purge] [--no-postgres]
 //!                                                     # how cost grows: intake with 1,000,000
 //!                                                     # orders stored, their purge under load,
 //!                                                     # PostgreSQL with 1 and 3 instances
@@ -102,7 +102,8 @@ fn main() -> ExitCode {
                     if command == "all" {
                         println!();
                     }
-                    scaling::run(quick).await;
+                    let skip = |part: &str| args.iter().any(|a| a == &format!("--no-{part}"));
+                    scaling::run(quick, skip("purge"), skip("postgres")).await;
                 }
                 ExitCode::SUCCESS
             })
@@ -113,7 +114,7 @@ fn main() -> ExitCode {
         Some("orders") => runtime().block_on(orders(&args[1..])),
         _ => {
             eprintln!(
-                "usage: shorts-bench all | service | files | scaling [--quick] [--prebuilt] | build | callgrind [--orders N] | metrics [--quick] | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS] | orders [--count N] [--rounds N] [--postgres URL]"
+                "usage: shorts-bench all | service | files | scaling [--quick] [--prebuilt] [--no-purge] [--no-postgres] | build | callgrind [--orders N] | metrics [--quick] | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS] | orders [--count N] [--rounds N] [--postgres URL]"
             );
             ExitCode::from(2)
         }

@@ -28,7 +28,9 @@ fn now_ms() -> i64 {
 
 const DAY_MS: i64 = 86_400_000;
 
-pub(crate) async fn run(quick: bool) -> ExitCode {
+/// The scaling rows; `no_purge` and `no_postgres` leave those parts out (to measure one change
+/// to the stored-orders intake quickly).
+pub(crate) async fn run(quick: bool, no_purge: bool, no_postgres: bool) -> ExitCode {
     let settings = service::settings(quick);
     let stored: u32 = if quick { 10_000 } else { 1_000_000 };
     let dir = std::env::temp_dir().join(format!("shorts-bench-scaling-{}", std::process::id()));
@@ -97,7 +99,61 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
     );
     drop(full);
     retired.push(platform);
+    if !no_purge {
+        purge(&client, &dir, stored, rate, &quiet, quick, &mut rows, &mut after_table, &mut retired).await;
+    }
 
+    // 3. PostgreSQL, one instance and three on one store.
+    if !no_postgres {
+        match postgres(&client, &dir, &settings, quick, &mut retired).await {
+            Ok(postgres_rows) => rows.extend(postgres_rows),
+            Err(e) => rows.push(format!("| PostgreSQL: not measured ({e}) | | | | |")),
+        }
+    }
+
+    println!();
+    println!("{HEADER}");
+    println!("| --- | --- | --- | --- | --- |");
+    for row in rows {
+        println!("{row}");
+    }
+    println!();
+    for line in after_table {
+        println!("{line}");
+    }
+    println!();
+    println!(
+        "SQLite's plans (EXPLAIN QUERY PLAN) of the statements the server runs for a lone order, a poll, a run's start, a lease's renewal and the purge, on the database of {} stored orders:",
+        thousands(stored)
+    );
+    for (statement, lines) in plans {
+        println!("- `{}`", shortened(&statement));
+        if lines.is_empty() {
+            println!("    (no plan: reads no table)");
+        }
+        for line in lines {
+            println!("    {line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::mem::forget(retired);
+    ExitCode::SUCCESS
+}
+
+/// The purge of `stored` delivered orders under `rate` webhooks a second, against the `quiet` run
+/// at that rate: its rows, and its log and timeline after the table.
+#[allow(clippy::too_many_arguments, reason = "the run's accumulators, as in `run`")]
+async fn purge(
+    client: &reqwest::Client,
+    dir: &Path,
+    stored: u32,
+    rate: f64,
+    quiet: &Run,
+    quick: bool,
+    rows: &mut Vec<String>,
+    after_table: &mut Vec<String>,
+    retired: &mut Vec<MockPlatform>,
+) {
     let platform = MockPlatform::start().await.expect("mock");
     let db = dir.join("old.db");
     // Received over ten days, forty days ago: past any retention.
@@ -152,40 +208,6 @@ pub(crate) async fn run(quick: bool) -> ExitCode {
             .collect::<Vec<_>>()
             .join(" ")
     ));
-
-    // 3. PostgreSQL, one instance and three on one store.
-    match postgres(&client, &dir, &settings, quick, &mut retired).await {
-        Ok(postgres_rows) => rows.extend(postgres_rows),
-        Err(e) => rows.push(format!("| PostgreSQL: not measured ({e}) | | | | |")),
-    }
-
-    println!();
-    println!("{HEADER}");
-    println!("| --- | --- | --- | --- | --- |");
-    for row in rows {
-        println!("{row}");
-    }
-    println!();
-    for line in after_table {
-        println!("{line}");
-    }
-    println!();
-    println!(
-        "SQLite's plans (EXPLAIN QUERY PLAN) of the statements the server runs for a lone order, a poll, a run's start, a lease's renewal and the purge, on the database of {} stored orders:",
-        thousands(stored)
-    );
-    for (statement, lines) in plans {
-        println!("- `{}`", shortened(&statement));
-        if lines.is_empty() {
-            println!("    (no plan: reads no table)");
-        }
-        for line in lines {
-            println!("    {line}");
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    std::mem::forget(retired);
-    ExitCode::SUCCESS
 }
 
 /// Half a second of webhooks at 100/s: the server's connections to its store open (PostgreSQL's

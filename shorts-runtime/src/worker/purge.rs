@@ -71,9 +71,9 @@ impl Engine {
     }
 
     /// Deletes the delivered orders received before `before`, [`PURGE_BATCH`] at a time, waiting
-    /// as long as each batch took before the next: new orders are never held behind more than a
-    /// batch, and the store spends at most half its time purging. Returns how many were deleted.
-    /// Stops with the engine.
+    /// [`PURGE_PAUSE`] times as long as each batch took before the next: new orders are never held
+    /// behind more than a batch, and the store spends at most a quarter of its time purging.
+    /// Returns how many were deleted. Stops with the engine.
     async fn purge_delivered(&self, before: i64) -> Result<u64, crate::store::StoreError> {
         let mut purged = 0;
         loop {
@@ -84,15 +84,19 @@ impl Engine {
                 return Ok(purged);
             }
             tokio::select! {
-                () = tokio::time::sleep(started.elapsed()) => {}
+                () = tokio::time::sleep(started.elapsed() * PURGE_PAUSE) => {}
                 () = self.stop.cancelled() => return Ok(purged),
             }
         }
     }
 }
 
-/// Delivered orders deleted per transaction by the purge.
-const PURGE_BATCH: u32 = 500;
+/// Delivered orders deleted per transaction by the purge: about 20 ms of SQLite's writer at the
+/// 11,000 to 13,000 orders a second one long transaction deletes.
+const PURGE_BATCH: u32 = 250;
+
+/// The pause after a batch, in multiples of the time it took.
+const PURGE_PAUSE: u32 = 3;
 
 #[cfg(test)]
 mod tests {

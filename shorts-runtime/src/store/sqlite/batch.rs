@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use sqlx::query_builder::Separated;
 use sqlx::{QueryBuilder, Row as _, Sqlite, SqliteConnection};
 use tracing::error;
 
@@ -194,21 +195,7 @@ pub(super) fn push_accepts(query: &mut QueryBuilder<Sqlite>, accepts: &[Acceptin
                                      token_at, token_len) ",
     );
     query.push_values(accepts, |mut row, accepting| {
-        let Accepting {
-            order, owner, lease, ..
-        } = accepting;
-        let (token_at, token_len) = token_columns(order.job_token.as_ref());
-        row.push_bind(&order.id)
-            .push_bind(&order.short)
-            .push_bind(&order.callback_url)
-            .push_bind("received")
-            .push_bind(i32::from(order.started))
-            .push_bind(1_i64)
-            .push_bind(order.leased.then_some(owner.as_str()))
-            .push_bind(now + ms(*lease))
-            .push_bind(now)
-            .push_bind(token_at)
-            .push_bind(token_len);
+        push_order_values(&mut row, accepting, now)
     });
     // A known order keeps the body it came with: bodies are written and purged with their orders,
     // so an `order_id` has a body exactly when it has an order.
@@ -228,17 +215,34 @@ pub(super) fn push_accepts(query: &mut QueryBuilder<Sqlite>, accepts: &[Acceptin
 /// in a temporary table of its own for each statement (a lone order is the usual group below a
 /// few hundred orders a second).
 fn push_accept(query: &mut QueryBuilder<Sqlite>, accepting: &Accepting, now: i64) {
-    let Accepting {
-        order, owner, lease, ..
-    } = accepting;
-    let (token_at, token_len) = token_columns(order.job_token.as_ref());
+    let order = &accepting.order;
     query.push(
         "; INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, fence, owner, lease_until, received_at,
                                      token_at, token_len) VALUES (",
     );
+    push_order_values(&mut query.separated(", "), accepting, now);
+    query.push(") ON CONFLICT (order_id) DO NOTHING; ");
+    push_report_change(query, ACCEPTED, &order.id);
+    query.push("; INSERT INTO shorts_payloads (order_id, payload) VALUES (");
     query
-        .separated(", ")
         .push_bind(&order.id)
+        .push(", ")
+        .push_bind(order.payload.as_ref())
+        .push(") ON CONFLICT (order_id) DO NOTHING");
+    push_first_runs(query, std::slice::from_ref(accepting), now);
+}
+
+/// The values of a new order's row, in the columns' order of [`push_accepts`]' insert.
+fn push_order_values<Sep: std::fmt::Display>(
+    row: &mut Separated<'_, Sqlite, Sep>,
+    accepting: &Accepting,
+    now: i64,
+) {
+    let Accepting {
+        order, owner, lease, ..
+    } = accepting;
+    let (token_at, token_len) = token_columns(order.job_token.as_ref());
+    row.push_bind(&order.id)
         .push_bind(&order.short)
         .push_bind(&order.callback_url)
         .push_bind("received")
@@ -249,15 +253,6 @@ fn push_accept(query: &mut QueryBuilder<Sqlite>, accepting: &Accepting, now: i64
         .push_bind(now)
         .push_bind(token_at)
         .push_bind(token_len);
-    query.push(") ON CONFLICT (order_id) DO NOTHING; ");
-    push_report_change(query, ACCEPTED, &order.id);
-    query.push("; INSERT INTO shorts_payloads (order_id, payload) VALUES (");
-    query
-        .push_bind(&order.id)
-        .push(", ")
-        .push_bind(order.payload.as_ref())
-        .push(") ON CONFLICT (order_id) DO NOTHING");
-    push_first_runs(query, std::slice::from_ref(accepting), now);
 }
 
 /// Reports `id` as `kind` when the statement before changed a row (a single-row statement's

@@ -142,7 +142,9 @@ mod tests {
             .find(|(statement, _)| statement.starts_with("UPDATE shorts_orders SET fence"))
             .map(|(_, lines)| lines);
         assert!(
-            claim.is_some_and(|lines| lines.iter().any(|line| line.contains("USING INDEX shorts_orders_due"))
+            claim.is_some_and(|lines| lines
+                .iter()
+                .any(|line| line.contains("USING INDEX shorts_orders_due"))
                 && !lines.iter().any(|line| line.contains("TEMP B-TREE"))),
             "{plans:?}"
         );

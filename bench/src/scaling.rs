@@ -100,7 +100,18 @@ pub(crate) async fn run(quick: bool, no_purge: bool, no_postgres: bool) -> ExitC
     drop(full);
     retired.push(platform);
     if !no_purge {
-        purge(&client, &dir, stored, rate, &quiet, quick, &mut rows, &mut after_table, &mut retired).await;
+        purge(
+            &client,
+            &dir,
+            stored,
+            rate,
+            &quiet,
+            quick,
+            &mut rows,
+            &mut after_table,
+            &mut retired,
+        )
+        .await;
     }
 
     // 3. PostgreSQL, one instance and three on one store.

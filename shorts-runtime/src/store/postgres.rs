@@ -12,11 +12,11 @@ use super::error::{Failure, doing};
 use super::history::{self, KEPT_ATTEMPTS, RUN_TIMES_LIMIT};
 use super::sql::{
     BODIES_OF, CALLBACK_RATE, CLAIM_POSTGRES, FAIL_NOW, FAIL_NOW_CHECK_POSTGRES, HEARTBEAT, HISTORY_OF,
-    HOURLY, INSERT_OPERATOR_FAILURE, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_BOUND,
-    PURGE_DEAD_PAYLOADS, RELEASE, RELEASE_ORDER, RETRY, RUN_TIMES, SELECT_PAYLOAD, SETTLE,
-    START_RUN_POSTGRES, STATE_COUNTS, UPDATE_PAYLOAD, drop_delivered_bodies, fail_now_refusal, hour_counts,
-    mappers, orders_page, purge_offset, purge_statements, replacing_body, run_times, select_records, settled,
-    started, state_counts, token_columns, token_span, upsert_result,
+    HOURLY, INSERT_OPERATOR_FAILURE, INSERT_ORDER, INSERT_PAYLOAD, MARK_RESULT, PURGE_DEAD_PAYLOADS, RELEASE,
+    RELEASE_ORDER, RETRY, RUN_TIMES, SELECT_PAYLOAD, SETTLE, START_RUN_POSTGRES, STATE_COUNTS,
+    UPDATE_PAYLOAD, drop_delivered_bodies, fail_now_refusal, hour_counts, mappers, orders_page, purge_batch,
+    replacing_body, run_times, select_records, settled, started, state_counts, token_columns, token_span,
+    upsert_result,
 };
 use super::{
     CallbackAttempt, CallbackRate, Claimed, FailedNow, HourCount, NewOrder, OrderDetail, OrderFilter,
@@ -357,21 +357,8 @@ impl Store for PgStore {
     async fn purge(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
         doing(StoreOperation::Purge, async {
             let mut transaction = self.pool.begin().await?;
-            let found: Option<(i64, String)> = sqlx::query_as(PURGE_BOUND)
-                .bind(before)
-                .bind(purge_offset(limit))
-                .fetch_optional(&mut *transaction)
-                .await?;
-            let mut deleted = 0;
-            for statement in purge_statements(found.is_some()) {
-                let query = match &found {
-                    Some((at, id)) => sqlx::query(statement).bind(*at).bind(id),
-                    None => sqlx::query(statement).bind(before),
-                };
-                deleted = query.execute(&mut *transaction).await?.rows_affected();
-            }
+            let deleted = purge_batch(&mut *transaction, before, limit, |done| done.rows_affected()).await?;
             transaction.commit().await.map_err(Failure::commit)?;
-            // The last statement's count: the orders'.
             Ok::<_, Failure>(deleted)
         })
         .await

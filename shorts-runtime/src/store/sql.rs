@@ -312,9 +312,40 @@ pub(super) fn purge_statements(found: bool) -> [&'static str; 4] {
     if found { PURGE_UP_TO } else { PURGE_BEFORE }
 }
 
-/// `PURGE_BOUND`'s offset for a batch of `limit` orders.
-pub(super) fn purge_offset(limit: u32) -> i64 {
-    i64::from(limit.max(1)) - 1
+/// Deletes the oldest `limit` delivered orders received before `before` (see
+/// [`Store::purge`](super::Store::purge)) on `c`, in the caller's transaction: finds the batch's
+/// bound, then runs [`purge_statements`]. Returns the orders' count, which `affected` reads from
+/// the last statement's result.
+pub(super) async fn purge_batch<DB, C>(
+    c: &mut C,
+    before: i64,
+    limit: u32,
+    affected: fn(DB::QueryResult) -> u64,
+) -> Result<u64, sqlx::Error>
+where
+    DB: Database,
+    for<'e> &'e mut C: sqlx::Executor<'e, Database = DB>,
+    for<'q> DB::Arguments: sqlx::IntoArguments<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    (i64, String): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let offset = i64::from(limit.max(1)) - 1;
+    let found: Option<(i64, String)> = sqlx::query_as(PURGE_BOUND)
+        .bind(before)
+        .bind(offset)
+        .fetch_optional(&mut *c)
+        .await?;
+    let mut deleted = 0;
+    for statement in purge_statements(found.is_some()) {
+        let query = match &found {
+            Some((at, id)) => sqlx::query(statement).bind(*at).bind(id.clone()),
+            None => sqlx::query(statement).bind(before),
+        };
+        deleted = affected(query.execute(&mut *c).await?);
+    }
+    // The last statement's count: the orders'.
+    Ok(deleted)
 }
 
 /// Deletes the webhook bodies of dead orders received before $1.

@@ -10,10 +10,10 @@ use tracing::warn;
 
 use super::writer::may_end_transaction;
 use crate::store::sql::{
-    CLAIM_SQLITE, FAIL_NOW, FAIL_NOW_CHECK_SQLITE, HEARTBEAT, INSERT_OPERATOR_FAILURE, PURGE_BOUND,
-    PURGE_DEAD_PAYLOADS, RELEASE, RELEASE_ORDER, RETRY, SELECT_PAYLOAD, SELECT_PAYLOAD_LENGTH_AND_RESULT,
-    START_RUN_SQLITE, UPDATE_PAYLOAD, drop_delivered_bodies, fail_now_refusal, mappers, purge_offset,
-    purge_statements, replacing_body, select_records, started, token_span, upsert_result,
+    CLAIM_SQLITE, FAIL_NOW, FAIL_NOW_CHECK_SQLITE, HEARTBEAT, INSERT_OPERATOR_FAILURE, PURGE_DEAD_PAYLOADS,
+    RELEASE, RELEASE_ORDER, RETRY, SELECT_PAYLOAD, SELECT_PAYLOAD_LENGTH_AND_RESULT, START_RUN_SQLITE,
+    UPDATE_PAYLOAD, drop_delivered_bodies, fail_now_refusal, mappers, purge_batch, replacing_body,
+    select_records, started, token_span, upsert_result,
 };
 use crate::store::{Claimed, FailedNow, OrderRecord, OrderState, Started, ms, now_ms};
 
@@ -105,21 +105,7 @@ pub(super) async fn purge(c: &mut SqliteConnection, before: i64, limit: u32) -> 
 }
 
 async fn purge_now(c: &mut SqliteConnection, before: i64, limit: u32) -> Result<u64, sqlx::Error> {
-    let found: Option<(i64, String)> = sqlx::query_as(PURGE_BOUND)
-        .bind(before)
-        .bind(purge_offset(limit))
-        .fetch_optional(&mut *c)
-        .await?;
-    let mut deleted = 0;
-    for statement in purge_statements(found.is_some()) {
-        let query = match &found {
-            Some((at, id)) => sqlx::query(statement).bind(*at).bind(id),
-            None => sqlx::query(statement).bind(before),
-        };
-        deleted = query.execute(&mut *c).await?.rows_affected();
-    }
-    // The last statement's count: the orders'.
-    Ok(deleted)
+    purge_batch(c, before, limit, |done| done.rows_affected()).await
 }
 
 pub(super) async fn release(

@@ -387,7 +387,7 @@ fn lets_encrypt(url: &str) -> url::Url {
 }
 
 /// The default callback retry schedule: about three days in 12 attempts.
-pub const DEFAULT_RETRY_SCHEDULE: &str = "0s,5s,30s,2m,5m,30m,2h,5h,10h,14h,20h,24h";
+pub const DEFAULT_RETRY_SCHEDULE: &str = "0s,5s,30s,2m,5m,30m,2h,5h,10h,14h,20h,1day";
 
 impl Default for Config {
     fn default() -> Self {

@@ -293,6 +293,15 @@ async fn each_misconfiguration_is_marked_on_its_line() {
             "file mode 0644",
         ),
         (
+            "a PostgreSQL server that does not answer",
+            with(
+                &ready,
+                "SHORTS_STORE",
+                Some("postgres://shorts:pw-never-shown@127.0.0.1:1/orders?sslmode=disable"),
+            ),
+            "postgres                   postgres://shorts:***@127.0.0.1:1/orders does not open",
+        ),
+        (
             "a store in a folder that does not exist",
             with(
                 &ready,
@@ -351,6 +360,7 @@ async fn each_misconfiguration_is_marked_on_its_line() {
         assert!(text.contains("found"), "{what}: no summary:\n{text}");
         // The alert URL's path is a token: only its scheme and host are shown.
         assert!(!text.contains("tok3n"), "{what}:\n{text}");
+        assert!(!text.contains("pw-never-shown"), "{what}:\n{text}");
     }
 
     // A value that cannot be read at all is a configuration error: exit code 2, on one line.

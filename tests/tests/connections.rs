@@ -319,7 +319,7 @@ async fn a_thousand_idle_sockets_do_not_keep_webhooks_out() {
     let mut child = Child(command.spawn().expect("spawn"));
     let log = Log::collect(child.0.stderr.take().expect("stderr"));
     shorts_tests::process::wait_serving(port).await;
-    let limits = log.line("connection limits").await;
+    let limits = log.line("connection limits listener=\"webhooks\"").await;
     assert!(limits.contains("max_connections=192"), "{limits}");
     assert!(log.line("open-file limit").await.contains("limit=256"));
 

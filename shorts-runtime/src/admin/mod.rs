@@ -233,6 +233,7 @@ pub(crate) async fn serve(
         info!(%addr, auth, "admin listener: the dashboard at /, GET /metrics");
     }
     let limits = crate::server::Limits {
+        listener: "admin",
         max_connections: MAX_CONNECTIONS,
         ..crate::server::Limits::from_config(config)
     };

@@ -354,12 +354,17 @@ async fn store(report: &mut Report, store: &StoreConfig) {
             }
             label
         }
-        StoreConfig::Postgres(_) => store_name(store),
+        StoreConfig::Postgres(_) => "postgres".to_owned(),
+    };
+    // A database URL is too long for the label's column: it leads the text instead.
+    let url = match store {
+        StoreConfig::Postgres(_) => format!("{} ", store_name(store)),
+        _ => String::new(),
     };
     match tokio::time::timeout(PATIENCE, open_and_count(store)).await {
-        Ok(Ok(count)) => report.ok(&label, format!("opens and answers; {count}")),
-        Ok(Err(e)) => report.problem(&label, format!("does not open: {e}")),
-        Err(_) => report.problem(&label, format!("did not open within {}", duration(PATIENCE))),
+        Ok(Ok(count)) => report.ok(&label, format!("{url}opens and answers; {count}")),
+        Ok(Err(e)) => report.problem(&label, format!("{url}does not open: {e}")),
+        Err(_) => report.problem(&label, format!("{url}did not open within {}", duration(PATIENCE))),
     }
 }
 

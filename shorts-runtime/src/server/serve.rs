@@ -24,6 +24,8 @@ const OTHER_DESCRIPTORS: u64 = 32;
 /// How the server treats connections.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
+    /// Which listener these are, in the log: `webhooks` or `admin`.
+    pub(crate) listener: &'static str,
     /// The most connections open at once.
     pub(crate) max_connections: usize,
     /// The header and idle timeouts.
@@ -37,6 +39,7 @@ impl Limits {
     /// limit in force now.
     pub(crate) fn from_config(config: &crate::config::Config) -> Self {
         Self {
+            listener: "webhooks",
             max_connections: config
                 .max_connections
                 .unwrap_or_else(|| limits::default_max_connections(limits::open_file_limit())),
@@ -61,6 +64,7 @@ pub(crate) async fn serve(
 ) {
     let open_files = limits::open_file_limit();
     info!(
+        listener = limits.listener,
         max_connections = limits.max_connections,
         open_file_limit = open_files,
         idle_timeout = %crate::logs::duration(limits.timeouts.idle),

@@ -321,55 +321,58 @@ async fn prefill(platform: &MockPlatform, db: &Path, count: u32, first: i64) -> 
     .expect("the orders' ids");
     let callback_url = platform.callback_url();
     sqlx::query("BEGIN").execute(&mut c).await.expect("begin");
-    // As the server leaves them: accepted with its run started (runs 1, fence 1, a lease of 5 s),
-    // its body stored (outcome ok), delivered by one POST (attempts 1, steps 0, owner released).
-    sqlx::query(
-        "INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, attempts, fence, owner,
-                                    lease_until, next_at, last_error, received_at, steps, token_at, token_len,
-                                    outcome)
-         SELECT order_id, 'echo', $1, 'delivered', 1, 1, 1, NULL, received_at + 5000, NULL, NULL, received_at, 0,
-                NULL, NULL, 'ok'
-         FROM fill ORDER BY received_at",
-    )
-    .bind(&callback_url)
-    .execute(&mut c)
-    .await
-    .expect("the orders");
-    // The webhook body as `service::body` makes it (about 150 bytes).
-    sqlx::query(
-        r#"INSERT INTO shorts_payloads (order_id, payload)
-           SELECT order_id,
-                  CAST(printf('{"short_id":"abc123","order_id":"%s","inputs":{"text":"hello"},"callback_url":"%s","ts":%d}',
-                              order_id, $1, received_at / 1000) AS BLOB)
-           FROM fill ORDER BY received_at"#,
-    )
-    .bind(&callback_url)
-    .execute(&mut c)
-    .await
-    .expect("the webhook bodies");
-    // The callback body of `echo`'s text.
-    sqlx::query(
-        r#"INSERT INTO shorts_results (order_id, body)
-           SELECT order_id,
-                  CAST(printf('{"ok":true,"order_id":"%s","output_type":"text","result_text":"hello"}', order_id) AS BLOB)
-           FROM fill ORDER BY received_at"#,
-    )
-    .execute(&mut c)
-    .await
-    .expect("the callback bodies");
-    // Its run, then its callback POST.
-    sqlx::query(
-        "INSERT INTO shorts_history (order_id, kind, number, at, ended_at, outcome, status, detail)
-         SELECT order_id, kind, 1, at, ended_at, outcome, status, NULL FROM (
-             SELECT order_id, received_at AS t, 0 AS k, 'run' AS kind, received_at AS at,
-                    received_at + 1 AS ended_at, 'ok' AS outcome, NULL AS status FROM fill
-             UNION ALL
-             SELECT order_id, received_at, 1, 'callback', received_at + 2, NULL, 'accepted', 200 FROM fill)
-         ORDER BY t, k",
-    )
-    .execute(&mut c)
-    .await
-    .expect("the history");
+    // (what, the statement, whether it takes the callback URL as $1)
+    let fills = [
+        // As the server leaves them: accepted with its run started (runs 1, fence 1, a lease of 5
+        // s), its body stored (outcome ok), delivered by one POST (attempts 1, steps 0, owner
+        // released).
+        (
+            "the orders",
+            "INSERT INTO shorts_orders (order_id, short, callback_url, state, runs, attempts, fence, owner,
+                                        lease_until, next_at, last_error, received_at, steps, token_at, token_len,
+                                        outcome)
+             SELECT order_id, 'echo', $1, 'delivered', 1, 1, 1, NULL, received_at + 5000, NULL, NULL, received_at, 0,
+                    NULL, NULL, 'ok'
+             FROM fill ORDER BY received_at",
+            true,
+        ),
+        // The webhook body as `service::body` makes it (about 150 bytes).
+        (
+            "the webhook bodies",
+            r#"INSERT INTO shorts_payloads (order_id, payload)
+               SELECT order_id,
+                      CAST(printf('{"short_id":"abc123","order_id":"%s","inputs":{"text":"hello"},"callback_url":"%s","ts":%d}',
+                                  order_id, $1, received_at / 1000) AS BLOB)
+               FROM fill ORDER BY received_at"#,
+            true,
+        ),
+        // The callback body of `echo`'s text.
+        (
+            "the callback bodies",
+            r#"INSERT INTO shorts_results (order_id, body)
+               SELECT order_id,
+                      CAST(printf('{"ok":true,"order_id":"%s","output_type":"text","result_text":"hello"}', order_id) AS BLOB)
+               FROM fill ORDER BY received_at"#,
+            false,
+        ),
+        // Its run, then its callback POST.
+        (
+            "the history",
+            "INSERT INTO shorts_history (order_id, kind, number, at, ended_at, outcome, status, detail)
+             SELECT order_id, kind, 1, at, ended_at, outcome, status, NULL FROM (
+                 SELECT order_id, received_at AS t, 0 AS k, 'run' AS kind, received_at AS at,
+                        received_at + 1 AS ended_at, 'ok' AS outcome, NULL AS status FROM fill
+                 UNION ALL
+                 SELECT order_id, received_at, 1, 'callback', received_at + 2, NULL, 'accepted', 200 FROM fill)
+             ORDER BY t, k",
+            false,
+        ),
+    ];
+    for (what, statement, takes_url) in fills {
+        let query = sqlx::query(statement);
+        let query = if takes_url { query.bind(&callback_url) } else { query };
+        query.execute(&mut c).await.expect(what);
+    }
     sqlx::query("COMMIT").execute(&mut c).await.expect("commit");
     sqlx::query("DROP TABLE fill")
         .execute(&mut c)

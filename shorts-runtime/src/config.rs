@@ -350,6 +350,9 @@ pub enum TlsConfig {
         key: PathBuf,
     },
     /// HTTPS with a certificate obtained and renewed from an ACME CA (`SHORTS_ACME_DOMAINS`).
+    /// Needs the crate's `acme` feature: without it, [`Config::from_env`] refuses the
+    /// `SHORTS_ACME_*` variables and the server does not start from this variant
+    /// ([`TlsError::AcmeNotBuilt`](crate::TlsError::AcmeNotBuilt)).
     Acme(AcmeConfig),
 }
 

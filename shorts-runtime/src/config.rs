@@ -173,6 +173,20 @@ fn webhook_auth_from(get: &impl Fn(&str) -> Option<String>) -> Result<Vec<Webhoo
 pub(crate) const POSTGRES_NOT_BUILT: &str = "this build has no PostgreSQL support: turn on \
     shorts-runtime's `postgres` feature (`features = [\"postgres\"]` on its line in Cargo.toml)";
 
+/// Why ACME (`SHORTS_ACME_*`) cannot be used by a build without the `acme` feature, and how to
+/// turn it on.
+pub(crate) const ACME_NOT_BUILT: &str = "this build has no ACME support: turn on \
+    shorts-runtime's `acme` feature (`features = [\"acme\"]` on its line in Cargo.toml)";
+
+/// The variables of ACME, `SHORTS_ACME_DOMAINS` first.
+const ACME_VARS: [&str; 5] = [
+    "SHORTS_ACME_DOMAINS",
+    "SHORTS_ACME_EMAIL",
+    "SHORTS_ACME_DIRECTORY",
+    "SHORTS_ACME_CA_ROOT",
+    "SHORTS_ACME_CACHE",
+];
+
 /// Where orders are kept (`SHORTS_STORE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -341,6 +355,9 @@ pub enum TlsConfig {
         key: PathBuf,
     },
     /// HTTPS with a certificate obtained and renewed from an ACME CA (`SHORTS_ACME_DOMAINS`).
+    /// Needs the crate's `acme` feature: without it, [`Config::from_env`] refuses the
+    /// `SHORTS_ACME_*` variables and the server does not start from this variant
+    /// ([`TlsError::AcmeNotBuilt`](crate::TlsError::AcmeNotBuilt)).
     Acme(AcmeConfig),
 }
 
@@ -671,14 +688,21 @@ impl Config {
 
 /// Reads `SHORTS_TLS_CERT`/`SHORTS_TLS_KEY` and the `SHORTS_ACME_*` variables.
 fn tls_from(get: &impl Fn(&str) -> Option<String>) -> Result<TlsConfig, ConfigError> {
+    tls_from_built(get, cfg!(feature = "acme"))
+}
+
+/// [`tls_from`] for a build with or without ACME support (`acme_built`): without it, any
+/// `SHORTS_ACME_*` variable is refused with how to turn the feature on.
+fn tls_from_built(get: &impl Fn(&str) -> Option<String>, acme_built: bool) -> Result<TlsConfig, ConfigError> {
+    if !acme_built && let Some(var) = ACME_VARS.into_iter().find(|var| get(var).is_some()) {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: ACME_NOT_BUILT.to_owned(),
+        });
+    }
     let files = tls_files(get)?;
     let Some(domains) = get("SHORTS_ACME_DOMAINS") else {
-        for var in [
-            "SHORTS_ACME_EMAIL",
-            "SHORTS_ACME_DIRECTORY",
-            "SHORTS_ACME_CA_ROOT",
-            "SHORTS_ACME_CACHE",
-        ] {
+        for var in &ACME_VARS[1..] {
             if get(var).is_some() {
                 return Err(ConfigError::Missing {
                     var: "SHORTS_ACME_DOMAINS",
@@ -920,18 +944,79 @@ mod tests {
         }
     }
 
+    /// The TLS settings of `vars` as a build with ACME support reads them, with or without the
+    /// `acme` feature in this build.
+    fn acme_tls(vars: &[(&str, &str)]) -> Result<TlsConfig, ConfigError> {
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        tls_from_built(&|var: &str| vars.get(var).cloned(), true)
+    }
+
+    #[test]
+    fn acme_without_the_feature_says_how_to_turn_it_on() {
+        for var in ACME_VARS {
+            let set = |name: &str| (name == var).then(|| "shorts.example.com".to_owned());
+            let error = tls_from_built(&set, false)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                error.starts_with(&format!("`{var}` is invalid: ")),
+                "{var}: {error}"
+            );
+            assert!(
+                error.contains(
+                    "shorts-runtime's `acme` feature (`features = [\"acme\"]` on its line in Cargo.toml)"
+                ),
+                "{var}: {error}"
+            );
+        }
+        // With certificate files as well, the feature is what the line names.
+        let both = |name: &str| match name {
+            "SHORTS_ACME_EMAIL" | "SHORTS_ACME_CACHE" => Some("x".to_owned()),
+            "SHORTS_TLS_CERT" | "SHORTS_TLS_KEY" => Some("x.pem".to_owned()),
+            _ => None,
+        };
+        let error = tls_from_built(&both, false)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.starts_with("`SHORTS_ACME_EMAIL` is invalid: this build has no ACME support"),
+            "{error}"
+        );
+        // Certificate files and plain HTTP need no feature.
+        let files = |name: &str| name.starts_with("SHORTS_TLS_").then(|| "x.pem".to_owned());
+        assert!(matches!(
+            tls_from_built(&files, false),
+            Ok(TlsConfig::Files { .. })
+        ));
+        assert!(matches!(
+            tls_from_built(&|_: &str| None, false),
+            Ok(TlsConfig::None)
+        ));
+        // This build reads the environment as its features say.
+        let config = from(&[("SHORTS_ACME_DOMAINS", "shorts.example.com")]);
+        if cfg!(feature = "acme") {
+            assert!(matches!(config.map(|c| c.tls), Ok(TlsConfig::Acme(_))));
+        } else {
+            let error = config.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains("`acme` feature"), "{error}");
+        }
+    }
+
     #[test]
     fn acme() {
-        let config = from(&[("SHORTS_ACME_DOMAINS", "Shorts.Example.com, b.example.com")])
+        let tls = acme_tls(&[("SHORTS_ACME_DOMAINS", "Shorts.Example.com, b.example.com")])
             .unwrap_or_else(|e| panic!("{e}"));
-        let TlsConfig::Acme(acme) = config.tls else {
-            panic!("not acme: {:?}", config.tls)
+        let TlsConfig::Acme(acme) = tls else {
+            panic!("not acme: {tls:?}")
         };
         assert_eq!(acme.domains, ["shorts.example.com", "b.example.com"]);
         assert_eq!(acme.directory.as_str(), LETS_ENCRYPT_DIRECTORY);
         assert_eq!(acme.cache, PathBuf::from("shorts-acme"));
         assert_eq!(acme.email, None);
-        let config = from(&[
+        let tls = acme_tls(&[
             ("SHORTS_ACME_DOMAINS", "shorts.example.com"),
             ("SHORTS_ACME_DIRECTORY", "staging"),
             ("SHORTS_ACME_EMAIL", "ops@example.com"),
@@ -939,8 +1024,8 @@ mod tests {
             ("SHORTS_ACME_CA_ROOT", "/etc/test-ca.pem"),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
-        let TlsConfig::Acme(acme) = config.tls else {
-            panic!("not acme: {:?}", config.tls)
+        let TlsConfig::Acme(acme) = tls else {
+            panic!("not acme: {tls:?}")
         };
         assert_eq!(acme.directory.as_str(), LETS_ENCRYPT_STAGING_DIRECTORY);
         assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
@@ -980,7 +1065,7 @@ mod tests {
                 "SHORTS_ACME_DOMAINS",
             ),
         ] {
-            let error = from(&vars).err().map(|e| e.to_string()).unwrap_or_default();
+            let error = acme_tls(&vars).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(error.starts_with(&format!("`{var}`")), "{vars:?}: {error}");
         }
     }

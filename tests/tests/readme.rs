@@ -270,4 +270,19 @@ fn a_new_crate_made_as_the_readme_says_builds_and_runs() {
         stdout.contains("SHORTS_STORE") && stdout.contains("`postgres` feature"),
         "{stdout}\n{stderr}"
     );
+
+    // Nor ACME: `check` and `serve` refuse `SHORTS_ACME_DOMAINS` and say how to turn it on.
+    let acme = ("SHORTS_ACME_DOMAINS", "shorts.example.com");
+    let (status, stdout, stderr) = run(&["check"], &[acme]);
+    assert_eq!(status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("SHORTS_ACME_DOMAINS") && stdout.contains("`features = [\"acme\"]`"),
+        "{stdout}\n{stderr}"
+    );
+    let (status, stdout, stderr) = run(&["serve"], &[acme]);
+    assert_eq!(status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("SHORTS_ACME_DOMAINS") && stderr.contains("`acme` feature"),
+        "{stdout}\n{stderr}"
+    );
 }

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use rustls_pki_types::CertificateDer;
 use url::Url;
 
-use crate::config::{AcmeConfig, Config, DURATIONS, StoreConfig, TlsConfig};
+use crate::config::{Config, DURATIONS, StoreConfig, TlsConfig};
+use crate::server::x509::Leaf;
 use crate::short::Short;
 use crate::store::{AnyStore, Store as _};
 
@@ -495,55 +495,8 @@ async fn platform(report: &mut Report, config: &Config) {
     }
 }
 
-/// What a certificate says about itself.
-struct Described {
-    subject: String,
-    issuer: String,
-    names: Vec<String>,
-    not_before: SystemTime,
-    not_after: SystemTime,
-}
-
-fn describe_leaf(
-    leaf: &CertificateDer<'_>,
-) -> Result<Described, x509_parser::nom::Err<x509_parser::error::X509Error>> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())?;
-    let time = |t: x509_parser::time::ASN1Time| {
-        let secs = u64::try_from(t.timestamp()).unwrap_or_default();
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
-    };
-    let names = match parsed.subject_alternative_name() {
-        Ok(Some(san)) => san
-            .value
-            .general_names
-            .iter()
-            .filter_map(|name| match name {
-                x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
-                x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
-                    4 => <[u8; 4]>::try_from(*ip)
-                        .ok()
-                        .map(|v4| std::net::IpAddr::from(v4).to_string()),
-                    16 => <[u8; 16]>::try_from(*ip)
-                        .ok()
-                        .map(|v6| std::net::IpAddr::from(v6).to_string()),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    Ok(Described {
-        subject: parsed.subject().to_string(),
-        issuer: parsed.issuer().to_string(),
-        names,
-        not_before: time(parsed.validity().not_before),
-        not_after: time(parsed.validity().not_after),
-    })
-}
-
 /// Reports a certificate's subject, issuer and days left; marks one that is not valid now.
-fn report_certificate(report: &mut Report, label: &str, described: &Described) {
+fn report_certificate(report: &mut Report, label: &str, described: &Leaf) {
     let now = SystemTime::now();
     let who = format!(
         "subject {}, issuer {}, for {}",
@@ -597,7 +550,7 @@ async fn certificate(report: &mut Report, config: &Config) -> Option<Vec<String>
                     return None;
                 }
             };
-            match key.cert.first().map(describe_leaf) {
+            match key.cert.first().map(|leaf| crate::server::x509::read(leaf)) {
                 Some(Ok(described)) => {
                     report_certificate(report, "files", &described);
                     Some(described.names)
@@ -613,13 +566,17 @@ async fn certificate(report: &mut Report, config: &Config) -> Option<Vec<String>
             }
         }
         TlsConfig::Acme(acme) => {
+            #[cfg(feature = "acme")]
             acme_state(report, config, acme).await;
+            #[cfg(not(feature = "acme"))]
+            report.problem("ACME", crate::config::ACME_NOT_BUILT);
             Some(acme.domains.clone())
         }
     }
 }
 
-async fn acme_state(report: &mut Report, config: &Config, acme: &AcmeConfig) {
+#[cfg(feature = "acme")]
+async fn acme_state(report: &mut Report, config: &Config, acme: &crate::config::AcmeConfig) {
     for domain in &acme.domains {
         match tokio::time::timeout(PATIENCE, tokio::net::lookup_host((domain.as_str(), 443))).await {
             Ok(Ok(addresses)) => {
@@ -684,7 +641,7 @@ async fn acme_state(report: &mut Report, config: &Config, acme: &AcmeConfig) {
     let path = crate::server::acme::certificate_path(acme);
     match std::fs::read(&path) {
         Ok(pem) => match crate::server::tls::certified_key(&pem, &pem) {
-            Ok(key) => match key.cert.first().map(describe_leaf) {
+            Ok(key) => match key.cert.first().map(|leaf| crate::server::x509::read(leaf)) {
                 Some(Ok(described)) => report_certificate(report, "certificate", &described),
                 Some(Err(e)) => report.note(
                     "certificate",
@@ -764,7 +721,7 @@ mod tests {
             Some("https://shorts.example.com/".to_owned())
         );
         config.bind.set_port(8443);
-        config.tls = TlsConfig::Acme(AcmeConfig::new(["shorts.example.com"]));
+        config.tls = TlsConfig::Acme(crate::config::AcmeConfig::new(["shorts.example.com"]));
         assert_eq!(
             public_base(&config, Some(&names)).map(String::from),
             Some("https://shorts.example.com/".to_owned())

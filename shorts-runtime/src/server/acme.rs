@@ -67,22 +67,12 @@ impl Issued {
     /// Parses a PEM file holding the private key and the chain.
     fn parse(pem: &[u8]) -> Result<Self, PairError> {
         let key = certified_key(pem, pem)?;
-        let leaf = key
-            .cert
-            .first()
-            .ok_or(PairError::NoCertificate)?
-            .as_ref()
-            .to_vec();
-        let (_, parsed) =
-            x509_parser::parse_x509_certificate(&leaf).map_err(|e| PairError::Certificate(e.to_string()))?;
-        let time = |t: x509_parser::time::ASN1Time| {
-            let secs = u64::try_from(t.timestamp()).unwrap_or_default();
-            SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
-        };
+        let leaf = super::x509::read(key.cert.first().ok_or(PairError::NoCertificate)?)
+            .map_err(|e| PairError::Certificate(e.to_string()))?;
         Ok(Self {
             key,
-            not_before: time(parsed.validity().not_before),
-            not_after: time(parsed.validity().not_after),
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
         })
     }
 

@@ -1,9 +1,11 @@
 //! The HTTP side: the webhook routes, their auth, limits and answers.
 
+#[cfg(feature = "acme")]
 pub(crate) mod acme;
 pub(crate) mod limits;
 mod serve;
 pub(crate) mod tls;
+pub(crate) mod x509;
 
 pub(crate) use serve::{Limits, serve};
 pub(crate) use tls::Tls;

@@ -48,6 +48,9 @@ pub enum TlsError {
     /// The TLS settings cannot be built.
     #[error("TLS cannot be set up: {0}")]
     Rustls(#[from] rustls::Error),
+    /// ACME was asked of a build without the crate's `acme` feature.
+    #[error("{}", crate::config::ACME_NOT_BUILT)]
+    AcmeNotBuilt,
 }
 
 /// Why a certificate chain and a key cannot be served together.
@@ -146,6 +149,7 @@ impl CertStore {
     }
 
     /// Answers TLS-ALPN-01 validations of `domain` with `key`.
+    #[cfg(feature = "acme")]
     pub(crate) fn set_challenge(&self, domain: &str, key: CertifiedKey) {
         self.challenges
             .write()
@@ -154,6 +158,7 @@ impl CertStore {
     }
 
     /// Forgets every TLS-ALPN-01 answer.
+    #[cfg(feature = "acme")]
     pub(crate) fn clear_challenges(&self) {
         self.challenges
             .write()
@@ -245,10 +250,13 @@ impl Tls {
                 ));
                 vec![b"http/1.1".to_vec()]
             }
+            #[cfg(feature = "acme")]
             TlsConfig::Acme(acme) => {
                 super::acme::start(acme, Arc::clone(&store), stop.clone()).await?;
                 vec![b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()]
             }
+            #[cfg(not(feature = "acme"))]
+            TlsConfig::Acme(_) => return Err(TlsError::AcmeNotBuilt),
         };
         let mut server = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?

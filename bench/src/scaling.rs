@@ -370,7 +370,11 @@ async fn prefill(platform: &MockPlatform, db: &Path, count: u32, first: i64) -> 
     ];
     for (what, statement, takes_url) in fills {
         let query = sqlx::query(statement);
-        let query = if takes_url { query.bind(&callback_url) } else { query };
+        let query = if takes_url {
+            query.bind(&callback_url)
+        } else {
+            query
+        };
         query.execute(&mut c).await.expect(what);
     }
     sqlx::query("COMMIT").execute(&mut c).await.expect("commit");

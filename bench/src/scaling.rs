@@ -176,7 +176,7 @@ async fn purge(
         filled.as_secs_f64(),
         file_mib(&db)
     );
-    let purge = purge_under_load(&client, &platform, &db, rate, quick, oldest + 10 * DAY_MS + 1).await;
+    let purge = purge_under_load(client, &platform, &db, rate, quick, oldest + 10 * DAY_MS + 1).await;
     retired.push(platform);
     let run = &purge.run;
     rows.push(match purge.took {

@@ -422,3 +422,23 @@ async fn serve_mock_listens_where_shorts_bind_says() {
     assert!(serving.contains(&format!("addr=0.0.0.0:{port}")), "{serving}");
     assert_eq!(child.terminate().await, Some(0), "{}", log.text());
 }
+
+/// A trial never asks a CA for a certificate, even with the go-live settings in its environment:
+/// it serves plain HTTP, and says it ignored them.
+#[tokio::test]
+async fn serve_mock_ignores_the_acme_settings() {
+    let port = shorts_tests::process::free_port();
+    let mut command = short(None, &["serve", "--mock"]);
+    command
+        .env("PORT", port.to_string())
+        .env("SHORTS_ACME_DOMAINS", "shorts.invalid")
+        .env("SHORTS_ACME_EMAIL", "you@shorts.invalid");
+    let mut child = Child(command.spawn().expect("spawn"));
+    let log = Log::collect(child.0.stderr.take().expect("stderr"));
+    let ignored = log.line("SHORTS_ACME_DOMAINS is ignored").await;
+    assert!(ignored.contains("WARN"), "{ignored}");
+    let serving = log.line(" serving ").await;
+    assert!(serving.contains("scheme=\"http\""), "{serving}");
+    assert_eq!(child.terminate().await, Some(0), "{}", log.text());
+    assert!(!log.text().contains("requesting a certificate"), "{}", log.text());
+}

@@ -89,6 +89,12 @@ pub(super) async fn with_mock_platform(mut config: Config) -> Result<(Config, Mo
         config.bind.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     config.callback_url = url::Url::parse(&platform.callback_url())?;
+    // A trial asks no CA for a certificate (a validation that cannot succeed from a development
+    // machine still counts against the CA's limits): it serves plain HTTP.
+    if matches!(config.tls, crate::config::TlsConfig::Acme(_)) {
+        config.tls = crate::config::TlsConfig::None;
+        tracing::warn!("SHORTS_ACME_DOMAINS is ignored by `serve --mock`: a trial serves plain HTTP");
+    }
     if config.webhook_auth.is_empty() {
         config.webhook_auth = vec![WebhookAuth::new("x-api-key", MockPlatform::WEBHOOK_KEY)?];
     }

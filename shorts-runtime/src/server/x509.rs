@@ -377,7 +377,9 @@ mod tests {
     fn dn_value(kind: u8, text: &str) -> Option<DnValue> {
         Some(match kind {
             0 => DnValue::Utf8String(text.to_owned()),
-            1 => DnValue::PrintableString(PrintableString::try_from(text).ok()?),
+            // rcgen takes `?` in a PrintableString, but its DER writer (yasna) refuses it.
+            1 if !text.contains('?') => DnValue::PrintableString(PrintableString::try_from(text).ok()?),
+            1 => return None,
             2 => DnValue::Ia5String(Ia5String::try_from(text).ok()?),
             3 => DnValue::TeletexString(TeletexString::try_from(text).ok()?),
             4 => DnValue::BmpString(BmpString::try_from(text).ok()?),

@@ -22,6 +22,9 @@ use shorts_tests::{PATIENCE, TempDir, WEBHOOK_HEADERS};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 const DOMAIN: &str = "shorts.example.com";
 /// Lifetime of Pebble's certificates here: renewal is due after two thirds of it.
@@ -295,9 +298,10 @@ impl Log {
         LOG.get_or_init(|| {
             let log = Log::default();
             let _ = tracing_subscriber::fmt()
-                .with_env_filter("shorts_runtime=debug")
                 .with_ansi(false)
                 .with_writer(log.clone())
+                .finish()
+                .with(Targets::new().with_target("shorts_runtime", LevelFilter::DEBUG))
                 .try_init();
             log
         })

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use tracing_subscriber::filter::Targets;
 
 use crate::app::App;
 use crate::config::Config;
@@ -198,23 +199,56 @@ fn local_only(command: &str) -> ExitCode {
 /// exists, which says nothing to an operator).
 const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
 
+/// The log filter of `rust_log` (`RUST_LOG`: levels by target, such as
+/// `info,shorts_runtime=debug`) or the default; with the problem of a `RUST_LOG` that is not such a
+/// filter, to be logged.
+fn log_filter(rust_log: Result<String, std::env::VarError>) -> (Targets, Option<String>) {
+    let default = || DEFAULT_LOG_FILTER.parse().unwrap_or_default();
+    match rust_log {
+        Ok(value) if !value.trim().is_empty() => match value.parse() {
+            Ok(filter) => (filter, None),
+            Err(e) => (
+                default(),
+                Some(format!(
+                    "RUST_LOG={value:?} is not a log filter ({e}): it takes levels by target, \
+                     such as `info,shorts_runtime=debug`; logging with the default, \
+                     `{DEFAULT_LOG_FILTER}`"
+                )),
+            ),
+        },
+        Ok(_) | Err(std::env::VarError::NotPresent) => (default(), None),
+        Err(std::env::VarError::NotUnicode(_)) => (
+            default(),
+            Some(format!(
+                "RUST_LOG is not UTF-8; logging with the default, `{DEFAULT_LOG_FILTER}`"
+            )),
+        ),
+    }
+}
+
 /// Installs the subscriber writing to standard error in `format`, filtered by `RUST_LOG`.
 fn init_tracing(format: crate::logs::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let (filter, problem) = log_filter(std::env::var("RUST_LOG"));
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
     let _ = match format {
         crate::logs::LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .finish()
+            .with(filter)
             .try_init(),
         crate::logs::LogFormat::Json => builder
             .with_ansi(false)
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .event_format(crate::logs::JsonLines)
+            .finish()
+            .with(filter)
             .try_init(),
     };
+    if let Some(problem) = problem {
+        warn!("{problem}");
+    }
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {
@@ -541,13 +575,38 @@ mod tests {
 
     #[test]
     fn the_default_log_filter_is_read_whole() {
-        let filter = tracing_subscriber::EnvFilter::try_new(DEFAULT_LOG_FILTER)
+        use tracing::Level;
+        let filter: Targets = DEFAULT_LOG_FILTER
+            .parse()
             .unwrap_or_else(|e| panic!("{DEFAULT_LOG_FILTER}: {e}"));
-        // Read back, the directives are the same (in the filter's own order).
-        let read: std::collections::BTreeSet<String> =
-            filter.to_string().split(',').map(str::to_owned).collect();
-        let written: std::collections::BTreeSet<String> =
-            DEFAULT_LOG_FILTER.split(',').map(str::to_owned).collect();
-        assert_eq!(read, written);
+        assert!(filter.would_enable("shorts_runtime::server", &Level::INFO));
+        assert!(!filter.would_enable("shorts_runtime::server", &Level::DEBUG));
+        assert!(filter.would_enable("sqlx::postgres::notice", &Level::WARN));
+        assert!(!filter.would_enable("sqlx::postgres::notice", &Level::INFO));
+        assert!(filter.would_enable("sqlx::query", &Level::INFO));
+    }
+
+    #[test]
+    fn rust_log_sets_levels_by_target_and_a_bad_one_is_told() {
+        use std::env::VarError;
+        use tracing::Level;
+        let (filter, problem) = log_filter(Ok("warn,shorts_runtime=debug".into()));
+        assert_eq!(problem, None);
+        assert!(filter.would_enable("shorts_runtime::run", &Level::DEBUG));
+        assert!(!filter.would_enable("hyper", &Level::INFO));
+        for unset in [Err(VarError::NotPresent), Ok(" ".into())] {
+            let (filter, problem) = log_filter(unset);
+            assert_eq!(problem, None);
+            assert!(filter.would_enable("shorts_runtime", &Level::INFO));
+            assert!(!filter.would_enable("shorts_runtime", &Level::DEBUG));
+        }
+        // A filter of another syntax (spans, fields) is the default, and said.
+        let (filter, problem) = log_filter(Ok("[order{short=a}]=debug".into()));
+        let problem = problem.unwrap_or_default();
+        assert!(problem.contains("is not a log filter"), "{problem}");
+        assert!(problem.contains(DEFAULT_LOG_FILTER), "{problem}");
+        assert!(filter.would_enable("shorts_runtime", &Level::INFO));
+        let (_, problem) = log_filter(Err(VarError::NotUnicode("\u{fffd}".into())));
+        assert!(problem.is_some_and(|p| p.contains("not UTF-8")));
     }
 }

@@ -171,19 +171,19 @@ impl Store for MemoryStore {
             fence: 1,
             steps: 0,
             job_token: order.job_token,
-            owner: order.leased.then(|| owner.to_owned()),
-            lease_until: now + ms(lease),
+            owner: order.hold.leased().then(|| owner.to_owned()),
+            lease_until: order.hold.lease_until(now, lease),
             seq: *seq,
-            runs: i32::from(order.started),
+            runs: i32::from(order.hold.started()),
             received_at: now,
             outcome: None,
             history: Vec::new(),
         };
-        if order.started {
+        if order.hold.started() {
             row.run_started(1, now);
         }
         let mut claim = claimed(&row);
-        claim.started = order.started;
+        claim.started = order.hold.started();
         rows.insert(order.id, row);
         Ok(Some(claim))
     }

@@ -92,14 +92,39 @@ pub(crate) struct NewOrder {
     /// Where the `job_token` value sits in `payload` (see `wire::webhook::job_token_span`): the
     /// store replaces it with `null` in the transaction that stores the order's result.
     pub(crate) job_token: Option<std::ops::Range<usize>>,
-    /// The accepting instance starts the short at once: the run is counted with the order, which
-    /// saves a write per order. Only a leased order starts.
-    pub(crate) started: bool,
-    /// The accepting instance works on the order (it starts, or waits in that process for a slot
-    /// of its short) and holds its lease. Otherwise the order is committed without an owner, and
-    /// the first instance with room claims it, oldest first: an instance never holds more leases
-    /// than it can work on soon, however far the intake runs ahead of the shorts.
-    pub(crate) leased: bool,
+    /// What the accepting instance does with it.
+    pub(crate) hold: Hold,
+}
+
+/// What the instance that accepts an order does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// Holds its lease and starts the short at once: the run is counted with the order, which
+    /// saves a write per order.
+    Start,
+    /// Holds its lease; the order waits in that process for a slot of its short.
+    Wait,
+    /// None: the order is committed without an owner (nor a lease), and the first instance with
+    /// room claims it, oldest first. An instance never holds more leases than it can work on soon,
+    /// however far the intake runs ahead of the shorts.
+    Store,
+}
+
+impl Hold {
+    /// Whether the short starts with the accept.
+    pub(crate) fn started(self) -> bool {
+        self == Hold::Start
+    }
+
+    /// Whether the accepting instance holds the lease.
+    pub(crate) fn leased(self) -> bool {
+        self != Hold::Store
+    }
+
+    /// The new order's `lease_until`: `lease` from `now` when it is leased, else 0 (none).
+    pub(crate) fn lease_until(self, now: i64, lease: Duration) -> i64 {
+        if self.leased() { now + ms(lease) } else { 0 }
+    }
 }
 
 /// An order this instance holds the lease of. It carries the length of the order's webhook body,

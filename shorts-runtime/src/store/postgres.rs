@@ -127,9 +127,9 @@ impl Store for PgStore {
                 .bind(&order.id)
                 .bind(&order.short)
                 .bind(&order.callback_url)
-                .bind(i32::from(order.started))
-                .bind(order.leased.then_some(owner))
-                .bind(now + ms(lease))
+                .bind(i32::from(order.hold.started()))
+                .bind(order.hold.leased().then_some(owner))
+                .bind(order.hold.lease_until(now, lease))
                 .bind(now)
                 .bind(token_at)
                 .bind(token_len)
@@ -142,7 +142,7 @@ impl Store for PgStore {
                 .bind(&order.id)
                 .bind(order.payload.as_ref())
                 .bind(now)
-                .bind(order.started)
+                .bind(order.hold.started())
                 .execute(&mut *transaction)
                 .await?;
             transaction.commit().await.map_err(Failure::commit)?;
@@ -155,7 +155,7 @@ impl Store for PgStore {
                 attempts: 0,
                 steps: 0,
                 result: None,
-                started: order.started,
+                started: order.hold.started(),
                 received_at: now,
             }))
         })

@@ -23,8 +23,7 @@ pub(crate) fn order(id: &str) -> NewOrder {
         payload: Bytes::from_static(br#"{"order_id":"x"}"#),
         callback_url: "https://api.sellershorts.com/api/orders/callback".to_owned(),
         job_token: None,
-        started: false,
-        leased: true,
+        hold: super::Hold::Wait,
     }
 }
 
@@ -458,7 +457,7 @@ pub(crate) async fn accepted_without_a_lease<S: Store>(store: &S) {
     let queued = store
         .accept(
             NewOrder {
-                leased: false,
+                hold: super::Hold::Store,
                 ..order("q1")
             },
             "one",
@@ -1078,7 +1077,7 @@ pub(crate) async fn history_of_runs_and_attempts<S: Store>(store: &S) {
     // An order accepted with its run started has that run's start; a run stopped by a shutdown
     // says so, and the order's next run takes its number again.
     let mut new = order("h2");
-    new.started = true;
+    new.hold = super::Hold::Start;
     new.payload = Bytes::from_static(
         br#"{"order_id":"h2","inputs":{"doc":{"filename":"a.pdf","mime_type":"application/pdf","file_base64":"aGVsbG8="}}}"#,
     );

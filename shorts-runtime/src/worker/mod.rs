@@ -35,7 +35,7 @@ use crate::admin::alerts::Alerts;
 use crate::admin::metrics::{MaybeMetrics, Metrics, ShortMetrics};
 use crate::delivery::{Delivery, Rendered};
 use crate::short::Short;
-use crate::store::{AnyStore, Claimed, NewOrder, Store, StoreError};
+use crate::store::{AnyStore, Claimed, Hold, NewOrder, Store, StoreError};
 use crate::wire::webhook;
 use lease::Lease;
 
@@ -203,7 +203,13 @@ impl Engine {
         // Without one it waits for a slot here, leased, while the instance holds fewer orders than
         // it may; otherwise in the store, leased to nobody, so that renewing this instance's
         // leases never grows with a backlog, and another instance with room may take it.
-        let leased = permit.is_some() || self.tasks.len() < self.timing.max_held;
+        let hold = if permit.is_some() {
+            Hold::Start
+        } else if self.tasks.len() < self.timing.max_held {
+            Hold::Wait
+        } else {
+            Hold::Store
+        };
         let job_token = if job.job_token {
             webhook::job_token_span(&job.payload)
         } else {
@@ -215,8 +221,7 @@ impl Engine {
             short: lane.short.name.to_string(),
             payload: job.payload.clone(),
             callback_url: target.to_string(),
-            started: permit.is_some(),
-            leased,
+            hold,
         };
         let accepted = self.store.accept(order, &self.owner, self.timing.lease).await?;
         // Written: the store's copies are gone, and an order that waits holds nothing.
@@ -230,7 +235,7 @@ impl Engine {
             }
         });
         match accepted {
-            Some(claimed) if leased => {
+            Some(claimed) if hold.leased() => {
                 self.spawn(claimed, start);
                 Ok(Submitted::New)
             }

@@ -36,8 +36,7 @@ async fn accept(app: &App, id: &str, short: &str, inputs: serde_json::Value) -> 
         payload: payload(id, inputs),
         callback_url: "http://127.0.0.1:9/api/orders/callback".to_owned(),
         job_token: None,
-        started: false,
-        leased: true,
+        hold: crate::store::Hold::Wait,
     };
     let claimed = app
         .store()

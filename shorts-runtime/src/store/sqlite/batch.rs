@@ -11,7 +11,7 @@ use super::writer::Answer;
 use crate::store::error::Failure;
 use crate::store::history::KEPT_ATTEMPTS;
 use crate::store::sql::{push_drop_delivered_bodies, replacing_body, settle_set, settled, token_columns};
-use crate::store::{Claimed, OrderState, ms, now_ms};
+use crate::store::{Claimed, OrderState, now_ms};
 
 /// Accepts per statement: 13 parameters each, well under SQLite's limit of 32,766.
 pub(super) const ACCEPT_CHUNK: usize = 256;
@@ -246,10 +246,10 @@ fn push_order_values<Sep: std::fmt::Display>(
         .push_bind(&order.short)
         .push_bind(&order.callback_url)
         .push_bind("received")
-        .push_bind(i32::from(order.started))
+        .push_bind(i32::from(order.hold.started()))
         .push_bind(1_i64)
-        .push_bind(order.leased.then_some(owner.as_str()))
-        .push_bind(now + ms(*lease))
+        .push_bind(order.hold.leased().then_some(owner.as_str()))
+        .push_bind(order.hold.lease_until(now, *lease))
         .push_bind(now)
         .push_bind(token_at)
         .push_bind(token_len);
@@ -271,7 +271,7 @@ fn push_report_change(query: &mut QueryBuilder<Sqlite>, kind: i64, id: &str) {
 fn push_first_runs(query: &mut QueryBuilder<Sqlite>, accepts: &[Accepting], now: i64) {
     let started: Vec<&str> = accepts
         .iter()
-        .filter(|accepting| accepting.order.started)
+        .filter(|accepting| accepting.order.hold.started())
         .map(|accepting| accepting.order.id.as_str())
         .collect();
     if !started.is_empty() {
@@ -587,7 +587,7 @@ pub(super) fn accepted_answers(
                 attempts: 0,
                 steps: 0,
                 result: None,
-                started: order.started,
+                started: order.hold.started(),
                 received_at: now_ms(),
                 id: order.id,
                 short: order.short,

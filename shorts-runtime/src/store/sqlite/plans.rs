@@ -54,8 +54,7 @@ fn statements() -> Vec<String> {
         payload: Bytes::from_static(b"{}"),
         callback_url: "http://127.0.0.1/callback".to_owned(),
         job_token: None,
-        started: true,
-        leased: true,
+        hold: crate::store::Hold::Start,
     };
     let ops = vec![
         Op::Accept(Accepting {

@@ -328,7 +328,7 @@ mod tests {
     use crate::store::sqlite::file::connect;
     use crate::store::sqlite::requests::{Accepting, Saving};
     use crate::store::suite::order;
-    use crate::store::{Claimed, NewOrder, OrderRecord, StoreError};
+    use crate::store::{Claimed, Hold, NewOrder, OrderRecord, StoreError};
 
     type Answered<T> = oneshot::Receiver<Result<T, StoreError>>;
 
@@ -393,7 +393,7 @@ mod tests {
             let mut order = order(id);
             order.payload = Bytes::from_static(payload);
             order.job_token = crate::wire::webhook::job_token_span(payload);
-            order.started = true;
+            order.hold = crate::store::Hold::Start;
             let op = Op::Accept(Accepting {
                 order,
                 owner: "one".to_owned(),
@@ -524,7 +524,10 @@ mod tests {
         let accepting = |id: &str, leased: bool| {
             let (reply, answer) = Reply::new(StoreOperation::Accept);
             let op = Op::Accept(Accepting {
-                order: NewOrder { leased, ..order(id) },
+                order: NewOrder {
+                    hold: if leased { Hold::Wait } else { Hold::Store },
+                    ..order(id)
+                },
                 owner: "one".to_owned(),
                 lease: Duration::from_secs(60),
                 reply,
@@ -540,17 +543,18 @@ mod tests {
                 assert!(answer.await.expect("answered").expect("accepted").is_some());
             }
         }
-        let rows: Vec<(String, Option<String>)> =
-            sqlx::query_as("SELECT order_id, owner FROM shorts_orders ORDER BY order_id")
+        // No owner, and no lease either.
+        let rows: Vec<(String, Option<String>, bool)> =
+            sqlx::query_as("SELECT order_id, owner, lease_until > 0 FROM shorts_orders ORDER BY order_id")
                 .fetch_all(&mut c)
                 .await
                 .expect("rows");
         assert_eq!(
             rows,
             [
-                ("a".to_owned(), None),
-                ("b".to_owned(), None),
-                ("c".to_owned(), Some("one".to_owned()))
+                ("a".to_owned(), None, false),
+                ("b".to_owned(), None, false),
+                ("c".to_owned(), Some("one".to_owned()), true)
             ]
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -135,6 +135,13 @@ async fn a_host_ready_to_go_live_passes_and_gets_its_webhook_url() {
     assert_eq!(code, Some(0), "{text}");
     assert!(problems(&text).is_empty(), "{text}");
     assert!(text.contains("no problems found"), "{text}");
+    // Worth a note, not a problem: this host's self-signed certificate and short auth value.
+    let noted = |what: &str| {
+        text.lines()
+            .any(|l| l.trim_start().starts_with("note") && l.contains(what))
+    };
+    assert!(noted("self-signed (its issuer is its subject)"), "{text}");
+    assert!(noted("the value of `x-api-key` has 15 characters"), "{text}");
     // Every configuration value, secrets as set.
     for line in [
         "SHORTS_CALLBACK_SECRET     set",
@@ -246,6 +253,24 @@ async fn each_misconfiguration_is_marked_on_its_line() {
             "SHORTS_CALLBACK_SECRET     not set",
         ),
         (
+            "the example file's callback secret",
+            with(
+                &ready,
+                "SHORTS_CALLBACK_SECRET",
+                Some("replace-with-the-callback-secret"),
+            ),
+            "SHORTS_CALLBACK_SECRET     still the example file's placeholder",
+        ),
+        (
+            "the example file's webhook auth value",
+            with(
+                &ready,
+                "SHORTS_WEBHOOK_AUTH",
+                Some("x-api-key: replace-with-a-long-random-value"),
+            ),
+            "the value of `x-api-key` is still the example file's placeholder",
+        ),
+        (
             "no webhook auth",
             with(&ready, "SHORTS_WEBHOOK_AUTH", None),
             "SHORTS_WEBHOOK_AUTH        not set",
@@ -340,6 +365,15 @@ async fn each_misconfiguration_is_marked_on_its_line() {
         ),
         ("an ACME cache others can read", acme(&open_cache), "mode 0755"),
         (
+            "the example file's ACME domain",
+            with(
+                &acme(&host.dir.path("new-cache")),
+                "SHORTS_ACME_DOMAINS",
+                Some("shorts.example.com"),
+            ),
+            "shorts.example.com         a name reserved for examples",
+        ),
+        (
             "an alert URL whose host does not resolve",
             with(
                 &ready,
@@ -381,4 +415,18 @@ async fn each_misconfiguration_is_marked_on_its_line() {
     assert!(text.contains("none yet: obtained at start from"), "{text}");
     assert!(text.contains("https://shorts.invalid/shorts/work"), "{text}");
     assert!(!host.dir.path("fresh-cache").exists(), "check created the cache");
+    assert!(!text.contains("staging CA"), "{text}");
+    // Let's Encrypt's staging CA works, but for no client: a note.
+    let staging = with(
+        &acme(&host.dir.path("fresh-cache")),
+        "SHORTS_ACME_DIRECTORY",
+        Some("staging"),
+    );
+    let (_, text) = check(&staging);
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("note")
+            && l.contains("directory")
+            && l.contains("Let's Encrypt's staging CA")),
+        "{text}"
+    );
 }

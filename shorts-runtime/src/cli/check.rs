@@ -20,6 +20,13 @@ use crate::store::{AnyStore, Store as _};
 const PATIENCE: Duration = Duration::from_secs(10);
 /// A certificate with fewer days left is worth a note: renewal should have happened by then.
 const FEW_DAYS: u64 = 14;
+/// What the placeholders of the example environment file (`deploy/shorts.env.example`) start with.
+const PLACEHOLDER: &str = "replace-with";
+/// A webhook auth value shorter than this is worth a note: it could be guessed.
+const SHORT_AUTH_VALUE: usize = 16;
+/// The names reserved for documentation (RFC 2606), which no CA certifies.
+#[cfg(feature = "acme")]
+const EXAMPLE_DOMAINS: [&str; 3] = ["example.com", "example.net", "example.org"];
 
 /// Runs every check and prints the report; the exit code is 1 when a problem was found.
 pub(super) async fn check() -> ExitCode {
@@ -141,6 +148,11 @@ fn configuration(report: &mut Report, config: &Config) {
 /// The settings that connect the server to the platform: secrets, auth headers, URLs.
 fn connection(report: &mut Report, config: &Config) {
     match &config.callback_secret {
+        Some(secret) if secret.expose().starts_with(PLACEHOLDER) => report.problem(
+            "SHORTS_CALLBACK_SECRET",
+            "still the example file's placeholder: set it to the callback secret shown in the \
+             Connect step",
+        ),
         Some(_) => report.ok("SHORTS_CALLBACK_SECRET", "set"),
         None => report.problem(
             "SHORTS_CALLBACK_SECRET",
@@ -167,6 +179,29 @@ fn connection(report: &mut Report, config: &Config) {
             "SHORTS_WEBHOOK_AUTH",
             "not set: set it to the auth header entered in the Connect step, e.g. `x-api-key: abc123`",
         ),
+    }
+    for auth in &config.webhook_auth {
+        let value = auth.value.expose();
+        if value.contains(PLACEHOLDER) {
+            report.problem(
+                "SHORTS_WEBHOOK_AUTH",
+                format!(
+                    "the value of `{}` is still the example file's placeholder: set the value \
+                     entered in the Connect step",
+                    auth.header_name()
+                ),
+            );
+        } else if value.chars().count() < SHORT_AUTH_VALUE {
+            report.note(
+                "SHORTS_WEBHOOK_AUTH",
+                format!(
+                    "the value of `{}` has {} characters: a short value can be guessed; use a \
+                     long random one (e.g. `openssl rand -hex 32`), in the Connect step too",
+                    auth.header_name(),
+                    value.chars().count()
+                ),
+            );
+        }
     }
     for (var, url) in [
         ("SHORTS_CALLBACK_URL", Some(&config.callback_url)),
@@ -508,6 +543,13 @@ fn report_certificate(report: &mut Report, label: &str, described: &Leaf) {
             described.names.join(", ")
         }
     );
+    if described.subject == described.issuer {
+        report.note(
+            label,
+            "self-signed (its issuer is its subject): a client that checks certificates, as the \
+             platform's does, refuses it; use one from a CA (`SHORTS_ACME_DOMAINS` obtains one)",
+        );
+    }
     let expires = humantime::format_rfc3339_seconds(described.not_after);
     match described.not_after.duration_since(now) {
         Err(_) => report.problem(label, format!("{who}; expired at {expires}")),
@@ -578,6 +620,17 @@ async fn certificate(report: &mut Report, config: &Config) -> Option<Vec<String>
 #[cfg(feature = "acme")]
 async fn acme_state(report: &mut Report, config: &Config, acme: &crate::config::AcmeConfig) {
     for domain in &acme.domains {
+        let reserved = EXAMPLE_DOMAINS
+            .iter()
+            .any(|example| domain == example || domain.ends_with(&format!(".{example}")));
+        if reserved {
+            report.problem(
+                domain,
+                "a name reserved for examples, which no CA certifies: set SHORTS_ACME_DOMAINS to \
+                 this machine's own name",
+            );
+            continue;
+        }
         match tokio::time::timeout(PATIENCE, tokio::net::lookup_host((domain.as_str(), 443))).await {
             Ok(Ok(addresses)) => {
                 let shown: Vec<String> = addresses.map(|a| a.ip().to_string()).collect();
@@ -600,6 +653,13 @@ async fn acme_state(report: &mut Report, config: &Config, acme: &crate::config::
                 "the CA validates on port 443 and this server listens on {}: port 443 must reach it",
                 config.bind.port()
             ),
+        );
+    }
+    if acme.directory.as_str() == crate::config::LETS_ENCRYPT_STAGING_DIRECTORY {
+        report.note(
+            "directory",
+            "Let's Encrypt's staging CA (`SHORTS_ACME_DIRECTORY=staging`): its certificates are \
+             trusted by no client, the platform's included; unset SHORTS_ACME_DIRECTORY to go live",
         );
     }
     let cache = &acme.cache;

@@ -36,6 +36,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A variable asks for what this build leaves out (a cargo feature that is off).
+    #[error("`{var}` is set, but {reason}")]
+    NotBuilt {
+        /// The variable.
+        var: &'static str,
+        /// What the build lacks, and how to turn it on.
+        reason: &'static str,
+    },
 }
 
 /// A secret value whose `Debug` output is redacted.
@@ -229,7 +237,10 @@ impl StoreConfig {
         }
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             if !cfg!(feature = "postgres") {
-                return Err(invalid(POSTGRES_NOT_BUILT));
+                return Err(ConfigError::NotBuilt {
+                    var: "SHORTS_STORE",
+                    reason: POSTGRES_NOT_BUILT,
+                });
             }
             return Ok(StoreConfig::Postgres(Secret::new(text)));
         }
@@ -695,9 +706,9 @@ fn tls_from(get: &impl Fn(&str) -> Option<String>) -> Result<TlsConfig, ConfigEr
 /// `SHORTS_ACME_*` variable is refused with how to turn the feature on.
 fn tls_from_built(get: &impl Fn(&str) -> Option<String>, acme_built: bool) -> Result<TlsConfig, ConfigError> {
     if !acme_built && let Some(var) = ACME_VARS.into_iter().find(|var| get(var).is_some()) {
-        return Err(ConfigError::Invalid {
+        return Err(ConfigError::NotBuilt {
             var,
-            reason: ACME_NOT_BUILT.to_owned(),
+            reason: ACME_NOT_BUILT,
         });
     }
     let files = tls_files(get)?;
@@ -961,7 +972,7 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(
-                error.starts_with(&format!("`{var}` is invalid: ")),
+                error.starts_with(&format!("`{var}` is set, but this build has no ACME support")),
                 "{var}: {error}"
             );
             assert!(
@@ -982,7 +993,7 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
-            error.starts_with("`SHORTS_ACME_EMAIL` is invalid: this build has no ACME support"),
+            error.starts_with("`SHORTS_ACME_EMAIL` is set, but this build has no ACME support"),
             "{error}"
         );
         // Certificate files and plain HTTP need no feature.
@@ -1103,6 +1114,7 @@ mod tests {
             assert!(matches!(pg, Ok(StoreConfig::Postgres(url)) if url.expose() == "postgres://u:pw@h/db"));
         } else {
             let error = pg.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.starts_with("`SHORTS_STORE` is set, but"), "{error}");
             assert!(error.contains("`postgres` feature"), "{error}");
         }
     }

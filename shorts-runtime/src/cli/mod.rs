@@ -39,10 +39,13 @@ enum Command {
         /// Deliver callbacks to a built-in mock of the platform and print them, to try the server
         /// locally with curl. The webhook auth header defaults to `x-api-key: local-test-key`, the
         /// store to `memory`, the address to 127.0.0.1 (`SHORTS_BIND` chooses another).
+        #[cfg_attr(not(any(debug_assertions, feature = "testing")), arg(hide = true))]
         #[arg(long)]
         mock: bool,
     },
     /// Run one order in-process against a built-in mock of the platform and print the callback.
+    // Release builds leave the mock out: their help does not offer it.
+    #[cfg_attr(not(any(debug_assertions, feature = "testing")), command(hide = true))]
     Invoke {
         /// The short to run (see `list`).
         short: String,
@@ -423,11 +426,35 @@ fn list_shorts(shorts: &[Short]) -> ExitCode {
     }
 }
 
+/// The store of `SHORTS_STORE` for `orders` and `retry`: one that holds the server's orders.
 async fn open_store() -> Result<AnyStore, ExitCode> {
     let config = Config::from_env().map_err(|e| fail(USAGE, &e.to_string()))?;
+    if let Some(problem) = no_orders_in(&config.store) {
+        return Err(fail(1, &problem));
+    }
     AnyStore::open(&config.store)
         .await
         .map_err(|e| fail(1, &e.to_string()))
+}
+
+/// Why `store` cannot hold a server's orders for another process to read: the memory store keeps
+/// them inside the server, and a SQLite file that does not exist was never a server's (opening it
+/// would create an empty one).
+fn no_orders_in(store: &crate::config::StoreConfig) -> Option<String> {
+    use crate::config::StoreConfig;
+    match store {
+        StoreConfig::Memory => Some(
+            "SHORTS_STORE is `memory`: its orders live inside the running server, which no other \
+             command can read; set SHORTS_STORE as the server has it"
+                .to_owned(),
+        ),
+        StoreConfig::Sqlite(path) if !path.exists() => Some(format!(
+            "there is no order store at {} (SHORTS_STORE, relative to this folder): run this where \
+             the server runs, or set SHORTS_STORE to its file",
+            path.display()
+        )),
+        StoreConfig::Sqlite(_) | StoreConfig::Postgres(_) => None,
+    }
 }
 
 async fn orders(
@@ -571,6 +598,23 @@ mod tests {
             list_shorts(&[short("a").path("/x").build(), short("b").path("/x").build()]),
             ExitCode::from(USAGE)
         );
+    }
+
+    #[test]
+    fn orders_and_retry_refuse_a_store_that_holds_no_server_orders() {
+        use crate::config::StoreConfig;
+        let dir = std::env::temp_dir().join(format!("shorts-cli-{}", uuid::Uuid::new_v4()));
+        let missing = dir.join("shorts.db");
+        let problem = no_orders_in(&StoreConfig::Sqlite(missing.clone())).unwrap_or_default();
+        assert!(problem.contains("no order store at"), "{problem}");
+        assert!(problem.contains(&missing.display().to_string()), "{problem}");
+        assert!(!missing.exists());
+        let problem = no_orders_in(&StoreConfig::Memory).unwrap_or_default();
+        assert!(problem.contains("`memory`"), "{problem}");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&missing, b"").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(no_orders_in(&StoreConfig::Sqlite(missing)), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

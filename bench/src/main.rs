@@ -13,6 +13,8 @@
 //!                                                     # how cost grows: intake with 1,000,000
 //!                                                     # orders stored, their purge under load,
 //!                                                     # PostgreSQL with 1 and 3 instances
+//! cargo run --release -p shorts-bench -- purge [--rate R] [--stored N] [--quick]
+//!                                                     # the purge's rows alone
 //! ```
 //!
 //! The framework side runs as a child process of this binary (`serve`, through
@@ -109,12 +111,13 @@ fn main() -> ExitCode {
             })
         }
         Some("callgrind") => runtime().block_on(callgrind::run(&args[1..])),
+        Some("purge") => runtime().block_on(scaling::purge_alone(&args[1..])),
         Some("probe") => runtime().block_on(service::probe(&args[1..])),
         Some("metrics") => runtime().block_on(service::metrics(args.iter().any(|a| a == "--quick"))),
         Some("orders") => runtime().block_on(orders(&args[1..])),
         _ => {
             eprintln!(
-                "usage: shorts-bench all | service | files | scaling [--quick] [--prebuilt] [--no-purge] [--no-postgres] | build | callgrind [--orders N] | metrics [--quick] | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS] | orders [--count N] [--rounds N] [--postgres URL]"
+                "usage: shorts-bench all | service | files | scaling [--quick] [--prebuilt] [--no-purge] [--no-postgres] | purge [--rate R] [--stored N] [--quick] | build | callgrind [--orders N] | metrics [--quick] | probe sqlite|memory|memory-no-metrics|b1|b0 RATE [SECONDS] | orders [--count N] [--rounds N] [--postgres URL]"
             );
             ExitCode::from(2)
         }

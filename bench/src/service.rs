@@ -60,6 +60,13 @@ impl Contender {
     }
 }
 
+impl Contender {
+    /// Stops it and keeps its database file.
+    pub(crate) fn stop_keeping_db(mut self) {
+        self.db = PathBuf::new();
+    }
+}
+
 impl Drop for Contender {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -12,8 +12,8 @@ use crate::wire::webhook::without_job_token;
 use super::history::{self, HistoryRow, KEPT_ATTEMPTS, OrderSummary, RUN_TIMES_LIMIT};
 use super::{
     CallbackAttempt, CallbackRate, Claimed, FailedNow, HourCount, KEPT_BODY_LIMIT, NewOrder, OrderDetail,
-    OrderFilter, OrderPage, OrderRecord, OrderState, PageCursor, RunEnd, RunOutcome, RunTimes, Settle,
-    Started, Store, StoreError, ms, now_ms,
+    OrderFilter, OrderPage, OrderRecord, OrderState, PageCursor, Purged, RunEnd, RunOutcome, RunTimes,
+    Settle, Started, Store, StoreError, ms, now_ms,
 };
 
 #[derive(Debug, Clone)]
@@ -402,7 +402,8 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn purge(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+    async fn purge(&self, before: i64, limit: u32) -> Result<Purged, StoreError> {
+        let started = Instant::now();
         let mut guard = self.rows();
         let mut old: Vec<(i64, String)> = guard
             .rows
@@ -415,7 +416,10 @@ impl Store for MemoryStore {
         for (_, id) in &old {
             guard.rows.remove(id);
         }
-        Ok(old.len() as u64)
+        Ok(Purged {
+            orders: old.len() as u64,
+            held: started.elapsed(),
+        })
     }
 
     async fn purge_dead(&self, before: i64) -> Result<u64, StoreError> {

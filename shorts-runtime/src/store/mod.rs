@@ -96,6 +96,17 @@ pub(crate) struct NewOrder {
     pub(crate) hold: Hold,
 }
 
+/// A batch of the purge: what it deleted, and what it cost new orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Purged {
+    /// Delivered orders deleted.
+    pub(crate) orders: u64,
+    /// How long the batch held the store, which new orders wait behind: on SQLite its statements
+    /// in the writer (not the commit it shares with the orders of its group, nor its wait for the
+    /// writer); elsewhere the whole call.
+    pub(crate) held: Duration,
+}
+
 /// What the instance that accepts an order does with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Hold {
@@ -384,9 +395,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn retry(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes up to `limit` delivered orders received before `before` (ms since the Unix epoch),
-    /// oldest first, with their bodies; returns how many. Dead orders stay for an operator to see.
-    /// A purge goes in batches so that no transaction holds the store for long.
-    fn purge(&self, before: i64, limit: u32) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// oldest first, with their bodies; returns how many, and how long it held the store. Dead
+    /// orders stay for an operator to see. A purge goes in batches so that no transaction holds
+    /// the store for long.
+    fn purge(&self, before: i64, limit: u32) -> impl Future<Output = Result<Purged, StoreError>> + Send;
 
     /// Deletes the webhook bodies of dead orders received before `before` (ms since the Unix
     /// epoch); returns how many. Their records and callback bodies stay, for an operator to see and
@@ -542,7 +554,7 @@ impl Store for AnyStore {
         dispatch!(self, s => s.retry(id))
     }
 
-    async fn purge(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+    async fn purge(&self, before: i64, limit: u32) -> Result<Purged, StoreError> {
         dispatch!(self, s => s.purge(before, limit))
     }
 

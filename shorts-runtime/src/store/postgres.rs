@@ -1,7 +1,7 @@
 //! PostgreSQL, for several instances behind a load balancer: claims with
 //! `FOR UPDATE SKIP LOCKED`, leases renewed by heartbeats, and fenced writes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
@@ -20,8 +20,8 @@ use super::sql::{
 };
 use super::{
     CallbackAttempt, CallbackRate, Claimed, FailedNow, HourCount, NewOrder, OrderDetail, OrderFilter,
-    OrderPage, OrderRecord, OrderState, PageCursor, RunEnd, RunTimes, Settle, Started, Store, StoreError,
-    StoreOperation, ms, now_ms,
+    OrderPage, OrderRecord, OrderState, PageCursor, Purged, RunEnd, RunTimes, Settle, Started, Store,
+    StoreError, StoreOperation, ms, now_ms,
 };
 
 mappers!(PgRow);
@@ -354,12 +354,16 @@ impl Store for PgStore {
         .await
     }
 
-    async fn purge(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+    async fn purge(&self, before: i64, limit: u32) -> Result<Purged, StoreError> {
         doing(StoreOperation::Purge, async {
+            let started = Instant::now();
             let mut transaction = self.pool.begin().await?;
-            let deleted = purge_batch(&mut *transaction, before, limit, |done| done.rows_affected()).await?;
+            let orders = purge_batch(&mut *transaction, before, limit, |done| done.rows_affected()).await?;
             transaction.commit().await.map_err(Failure::commit)?;
-            Ok::<_, Failure>(deleted)
+            Ok::<_, Failure>(Purged {
+                orders,
+                held: started.elapsed(),
+            })
         })
         .await
     }

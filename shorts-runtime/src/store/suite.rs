@@ -758,15 +758,15 @@ pub(crate) async fn purge<S: Store>(store: &S) {
     assert_eq!(delivered, 2);
     // Nothing is older than a minute ago; everything delivered is older than a minute from now,
     // deleted a batch at a time, oldest first.
-    assert_eq!(store.purge(now_ms() - 60_000, 10).await.expect("purge"), 0);
-    assert_eq!(store.purge(now_ms() + 60_000, 1).await.expect("purge"), 1);
+    assert_eq!(store.purge(now_ms() - 60_000, 10).await.expect("purge").orders, 0);
+    assert_eq!(store.purge(now_ms() + 60_000, 1).await.expect("purge").orders, 1);
     assert!(
         store.get("a1").await.expect("get").is_none(),
         "the older one first"
     );
     assert!(store.get("p-delivered").await.expect("get").is_some());
     assert_eq!(
-        store.purge(now_ms() + 60_000, 10).await.expect("purge"),
+        store.purge(now_ms() + 60_000, 10).await.expect("purge").orders,
         delivered - 1
     );
     assert!(
@@ -1199,7 +1199,7 @@ pub(crate) async fn history_purged_with_the_order<S: Store>(store: &S) {
     assert_eq!(started(store, "g1", claimed.fence).await, Some(1));
     settle_delivered(store, "g1", claimed.fence).await;
     assert_eq!(events(store, "g1").await.len(), 3);
-    assert_eq!(store.purge(now_ms() + 1, 10).await.expect("purge"), 1);
+    assert_eq!(store.purge(now_ms() + 1, 10).await.expect("purge").orders, 1);
     assert!(store.detail("g1").await.expect("detail").is_none());
     store
         .accept(order("g1"), "one", LONG)

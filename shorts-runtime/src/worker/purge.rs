@@ -70,33 +70,55 @@ impl Engine {
         }
     }
 
-    /// Deletes the delivered orders received before `before`, [`PURGE_BATCH`] at a time, waiting
-    /// [`PURGE_PAUSE`] times as long as each batch took before the next: new orders are never held
-    /// behind more than a batch, and the store spends at most a quarter of its time purging.
-    /// Returns how many were deleted. Stops with the engine.
+    /// Deletes the delivered orders received before `before`, in batches that each hold the store
+    /// about [`PURGE_SLICE`] (see [`next_batch`]), waiting [`PURGE_PAUSE`] times as long as each
+    /// batch held it before the next: new orders are never held behind more than a short batch,
+    /// and the store spends at most a quarter of its time purging. Returns how many were deleted.
+    /// Stops with the engine.
     async fn purge_delivered(&self, before: i64) -> Result<u64, crate::store::StoreError> {
         let mut purged = 0;
+        let mut batch = FIRST_BATCH;
         loop {
-            let started = tokio::time::Instant::now();
-            let batch = self.store.purge(before, PURGE_BATCH).await?;
-            purged += batch;
-            if batch < u64::from(PURGE_BATCH) {
+            let done = self.store.purge(before, batch).await?;
+            purged += done.orders;
+            if done.orders < u64::from(batch) {
                 return Ok(purged);
             }
+            batch = next_batch(batch, done.held);
             tokio::select! {
-                () = tokio::time::sleep(started.elapsed() * PURGE_PAUSE) => {}
+                () = tokio::time::sleep(done.held * PURGE_PAUSE) => {}
                 () = self.stop.cancelled() => return Ok(purged),
             }
         }
     }
 }
 
-/// Delivered orders deleted per transaction by the purge: about 20 ms of SQLite's writer at the
-/// 11,000 to 13,000 orders a second one long transaction deletes.
-const PURGE_BATCH: u32 = 250;
+/// How long a batch of the purge should hold the store: what a new order may wait behind it.
+const PURGE_SLICE: Duration = Duration::from_millis(2);
 
 /// The pause after a batch, in multiples of the time it took.
 const PURGE_PAUSE: u32 = 3;
+
+/// Delivered orders deleted by the purge's first batch.
+const FIRST_BATCH: u32 = 64;
+
+/// The fewest and the most delivered orders a batch deletes.
+const BATCHES: std::ops::RangeInclusive<u32> = 8..=1024;
+
+/// The size of the batch after one of `size` orders that took `took`: half as many after a batch
+/// that took longer than [`PURGE_SLICE`], twice as many after one that took less than half of it,
+/// within [`BATCHES`]. Deleting an order takes from tens of microseconds to milliseconds, with the
+/// disk, the size of the file and the load, so the size follows what the batches take.
+fn next_batch(size: u32, took: Duration) -> u32 {
+    let size = if took > PURGE_SLICE {
+        size / 2
+    } else if took < PURGE_SLICE / 2 {
+        size.saturating_mul(2)
+    } else {
+        size
+    };
+    size.clamp(*BATCHES.start(), *BATCHES.end())
+}
 
 #[cfg(test)]
 mod tests {
@@ -110,6 +132,30 @@ mod tests {
             dead_retention: Duration::from_secs(dead_retention),
             max_held: 4096,
         }
+    }
+
+    #[test]
+    fn a_purge_batch_follows_the_time_batches_take() {
+        let ms = Duration::from_millis;
+        // Too long: halved, down to the fewest.
+        assert_eq!(next_batch(64, PURGE_SLICE + ms(1)), 32);
+        assert_eq!(next_batch(*BATCHES.start(), ms(1000)), *BATCHES.start());
+        // Quick: doubled, up to the most.
+        assert_eq!(next_batch(64, Duration::ZERO), 128);
+        assert_eq!(next_batch(*BATCHES.end(), Duration::ZERO), *BATCHES.end());
+        // About right: kept.
+        assert_eq!(next_batch(64, PURGE_SLICE), 64);
+        assert_eq!(next_batch(64, PURGE_SLICE / 2), 64);
+        // From any size, a run of slow batches reaches the fewest and of quick ones the most.
+        let mut size = FIRST_BATCH;
+        for _ in 0..16 {
+            size = next_batch(size, ms(100));
+        }
+        assert_eq!(size, *BATCHES.start());
+        for _ in 0..16 {
+            size = next_batch(size, Duration::ZERO);
+        }
+        assert_eq!(size, *BATCHES.end());
     }
 
     #[test]

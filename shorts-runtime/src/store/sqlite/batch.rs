@@ -33,6 +33,11 @@ pub(super) struct Batch {
 }
 
 impl Batch {
+    /// Whether it holds no request.
+    pub(super) fn is_empty(&self) -> bool {
+        self.accepts.is_empty() && self.saves.is_empty() && self.settles.is_empty()
+    }
+
     /// Splits a group into what multi-row statements write and the other requests, which run one
     /// by one after them. An order's second body or settle in one group (not seen in practice) is
     /// one of the others.

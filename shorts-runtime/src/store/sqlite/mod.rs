@@ -39,8 +39,8 @@ use super::sql::{
 };
 use super::{
     CallbackAttempt, CallbackRate, Claimed, FailedNow, HourCount, NewOrder, OrderDetail, OrderFilter,
-    OrderPage, OrderRecord, OrderState, PageCursor, RunEnd, RunTimes, Settle, Started, Store, StoreError,
-    StoreOperation,
+    OrderPage, OrderRecord, OrderState, PageCursor, Purged, RunEnd, RunTimes, Settle, Started, Store,
+    StoreError, StoreOperation,
 };
 pub(crate) use plans::query_plans;
 use requests::{Accepting, Op, Reply, Saving};
@@ -262,7 +262,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn purge(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+    async fn purge(&self, before: i64, limit: u32) -> Result<Purged, StoreError> {
         self.ask(StoreOperation::Purge, |reply| Op::Purge { before, limit, reply })
             .await
     }

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use crate::store::error::Failure;
 use crate::store::sql::Settled;
 use crate::store::{
-    CallbackAttempt, Claimed, FailedNow, NewOrder, OrderRecord, OrderState, RunEnd, Settle, Started,
+    CallbackAttempt, Claimed, FailedNow, NewOrder, OrderRecord, OrderState, Purged, RunEnd, Settle, Started,
     StoreError, StoreOperation,
 };
 
@@ -60,7 +60,7 @@ pub(super) enum Op {
     Purge {
         before: i64,
         limit: u32,
-        reply: Reply<u64>,
+        reply: Reply<Purged>,
     },
     PurgeDead {
         before: i64,

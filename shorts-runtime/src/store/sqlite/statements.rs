@@ -96,16 +96,35 @@ pub(super) async fn drop_bodies(c: &mut SqliteConnection, ids: &[&str]) -> bool 
     }
 }
 
-/// Deletes delivered orders received before `before`, whole or not at all.
-pub(super) async fn purge(c: &mut SqliteConnection, before: i64, limit: u32) -> Result<u64, sqlx::Error> {
+/// Deletes up to `limit` delivered orders received before `before` within the caller's
+/// transaction, whole or not at all.
+pub(super) async fn purge_within(
+    c: &mut SqliteConnection,
+    before: i64,
+    limit: u32,
+) -> Result<u64, sqlx::Error> {
     atomic(c, async |c: &mut SqliteConnection| {
-        purge_now(c, before, limit).await
+        purge_batch(c, before, limit, |done| done.rows_affected()).await
     })
     .await
 }
 
-async fn purge_now(c: &mut SqliteConnection, before: i64, limit: u32) -> Result<u64, sqlx::Error> {
-    purge_batch(c, before, limit, |done| done.rows_affected()).await
+/// Deletes up to `limit` delivered orders received before `before` in a transaction of its own,
+/// whole or not at all.
+pub(super) async fn purge(c: &mut SqliteConnection, before: i64, limit: u32) -> Result<u64, sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *c).await?;
+    let deleted = match purge_batch(c, before, limit, |done| done.rows_affected()).await {
+        Ok(deleted) => deleted,
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = sqlx::query("COMMIT").execute(&mut *c).await {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
+        return Err(e);
+    }
+    Ok(deleted)
 }
 
 pub(super) async fn release(

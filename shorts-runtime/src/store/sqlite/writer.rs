@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, watch};
@@ -15,11 +16,11 @@ use super::batch::{
 use super::checkpoint::checkpoint;
 use super::requests::{Op, Reply};
 use super::statements::{
-    claim, drop_bodies, fail_now, get, heartbeat, list, purge, purge_dead, release, release_order, retry,
-    start_run,
+    claim, drop_bodies, fail_now, get, heartbeat, list, purge, purge_dead, purge_within, release,
+    release_order, retry, start_run,
 };
 use crate::store::error::Failure;
-use crate::store::{OrderState, StoreOperation};
+use crate::store::{OrderState, Purged, StoreOperation};
 
 /// Most requests committed in one transaction.
 pub(super) const MAX_GROUP: usize = 512;
@@ -35,7 +36,18 @@ pub(super) async fn writer(
     let mut group = Vec::with_capacity(MAX_GROUP);
     while ops.recv_many(&mut group, MAX_GROUP).await > 0 {
         let (batch, others) = Batch::sort(group.drain(..));
-        commit_group(&mut connection, batch, others).await;
+        // A purge batch commits alone, after its group: the group's orders do not wait for the
+        // pages it deleted to be written.
+        let (purges, others): (Vec<Op>, Vec<Op>) =
+            others.into_iter().partition(|op| matches!(op, Op::Purge { .. }));
+        if !batch.is_empty() || !others.is_empty() {
+            commit_group(&mut connection, batch, others).await;
+        }
+        for op in purges {
+            if let Op::Purge { before, limit, reply } = op {
+                purge_alone(&mut connection, before, limit, reply).await;
+            }
+        }
         commits.send_replace(());
         // Kept for the next group when another checkpoint was running.
         if finish.load(Ordering::Relaxed) && checkpoint(&mut connection).await {
@@ -203,6 +215,17 @@ impl Answer {
     }
 }
 
+/// Deletes a batch of the purge in a transaction of its own, and answers with how long it held the
+/// writer: its statements and its commit.
+async fn purge_alone(c: &mut SqliteConnection, before: i64, limit: u32, reply: Reply<Purged>) {
+    let started = Instant::now();
+    let deleted = purge(c, before, limit).await;
+    let held = started.elapsed();
+    answered(reply, deleted.map(|orders| Purged { orders, held }))
+        .0
+        .send();
+}
+
 /// Runs one request inside the group's transaction: its answer, and whether its error may have ended
 /// that transaction.
 async fn run(c: &mut SqliteConnection, op: Op) -> (Answer, bool) {
@@ -231,7 +254,13 @@ async fn run(c: &mut SqliteConnection, op: Op) -> (Answer, bool) {
         } => answered(reply, release(c, &owner, &interrupted).await),
         Op::Get { id, reply } => answered(reply, get(c, &id).await),
         Op::List { state, limit, reply } => answered(reply, list(c, state, limit).await),
-        Op::Purge { before, limit, reply } => answered(reply, purge(c, before, limit).await),
+        // The writer commits each purge batch alone (`purge_alone`); within a group it is as right.
+        Op::Purge { before, limit, reply } => {
+            let started = Instant::now();
+            let deleted = purge_within(c, before, limit).await;
+            let held = started.elapsed();
+            answered(reply, deleted.map(|orders| Purged { orders, held }))
+        }
         Op::PurgeDead { before, reply } => answered(reply, purge_dead(c, before).await),
         Op::ReleaseOrder { id, fence, reply } => answered(reply, release_order(c, &id, fence).await),
         Op::Retry { id, reply } => answered(reply, retry(c, &id).await),

@@ -29,7 +29,6 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
-use url::Url;
 
 use crate::admin::alerts::Alerts;
 use crate::admin::metrics::{MaybeMetrics, Metrics, ShortMetrics};
@@ -267,7 +266,7 @@ impl Engine {
     async fn process(self: Arc<Self>, claimed: Claimed, start: Option<Start>) {
         // Whatever ends this task early (a store error, a panic), the lease does not outlive it.
         let mut lease = Lease::new(&self, &claimed);
-        let target = Url::parse(&claimed.callback_url).unwrap_or_else(|_| self.delivery.target(None));
+        let target = self.delivery.stored_target(&claimed.callback_url);
         let callback = match &claimed.result {
             Some(body) => Rendered::read_back(body.clone()),
             None => match self.run_and_store(&claimed, &target, start).await {

@@ -157,7 +157,7 @@ fn authorized(expected: &[crate::config::WebhookAuth], headers: &HeaderMap) -> b
         && expected.iter().all(|auth| {
             headers
                 .get(&auth.name)
-                .is_some_and(|value| same_secret(value.as_bytes(), auth.value.expose().as_bytes()))
+                .is_some_and(|value| digest_matches(value.as_bytes(), &auth.digest))
         })
 }
 
@@ -395,9 +395,19 @@ fn json(status: StatusCode, body: String) -> Response {
 /// Whether `given` is `expected`, in time that depends on neither: their SHA-256 digests are
 /// compared in constant time, so not even a difference in length ends the comparison early.
 pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    digest_matches(given, &digest(expected))
+}
+
+/// Whether the SHA-256 digest of `given` is `expected` (a secret's, see [`digest`]), compared
+/// in constant time.
+pub(crate) fn digest_matches(given: &[u8], expected: &[u8; 32]) -> bool {
+    bool::from(digest(given)[..].ct_eq(&expected[..]))
+}
+
+/// The SHA-256 digest of `bytes`.
+pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
     use sha2::{Digest as _, Sha256};
-    let (given, expected) = (Sha256::digest(given), Sha256::digest(expected));
-    bool::from(given[..].ct_eq(&expected[..]))
+    Sha256::digest(bytes).into()
 }
 
 #[cfg(test)]

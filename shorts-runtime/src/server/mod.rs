@@ -198,24 +198,18 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
         Ok(body) => body,
         Err(response) => return response,
     };
-    let (order_id, callback_url, job_token) = match Webhook::parse(&body) {
-        Ok(webhook) => (
-            webhook.order_id,
-            webhook.callback_url,
-            webhook.job_token.is_some(),
-        ),
+    let webhook = match Webhook::parse(&body) {
+        Ok(webhook) => webhook,
         Err(e) => {
             warn!(path = %e.path, error = %e.message, "webhook refused: not a SellerShorts webhook body");
             return rejection(StatusCode::BAD_REQUEST, &e.message, Some(&e.path));
         }
     };
     // What is logged about the order from here on names it.
-    let span = info_span!("order", order_id = %order_id, short = %state.lane.short.name);
-    let id = order_id.clone();
+    let span = info_span!("order", order_id = %webhook.order_id, short = %state.lane.short.name);
+    let id = webhook.order_id.clone();
     let job = Job {
-        order_id,
-        callback_url,
-        job_token,
+        webhook,
         payload: body,
         held,
     };

@@ -65,12 +65,8 @@ impl Lane {
 /// An order as it arrived: what the engine needs of its envelope, and the body it came in, held
 /// against the bound of pending bytes.
 pub(crate) struct Job {
-    /// The webhook's `order_id`.
-    pub(crate) order_id: String,
-    /// The webhook's `callback_url`, if it has one.
-    pub(crate) callback_url: Option<String>,
-    /// The body carries a `job_token`, which the store erases once the result is stored.
-    pub(crate) job_token: bool,
+    /// The webhook, as read from the body: an order that starts at once runs with it.
+    pub(crate) webhook: webhook::Webhook,
     /// The webhook body.
     pub(crate) payload: Bytes,
     /// The body's share of the bound of pending bytes.
@@ -83,6 +79,8 @@ struct Start {
     permit: OwnedSemaphorePermit,
     /// The webhook body.
     payload: Bytes,
+    /// The webhook, as read from the body at intake.
+    webhook: webhook::Webhook,
     /// The body's share of the bound of pending bytes.
     held: Held,
 }
@@ -196,21 +194,22 @@ impl Engine {
     ///
     /// When the store fails: the webhook must not be acknowledged then.
     pub(crate) async fn submit(self: &Arc<Self>, lane: &Lane, job: Job) -> Result<Submitted, StoreError> {
-        let target = self.delivery.target(job.callback_url.as_deref());
+        let target = self.delivery.target(job.webhook.callback_url.as_deref());
         // With a free slot the short starts at once, and its run is committed with the order.
         let permit = Arc::clone(&lane.permits).try_acquire_owned().ok();
         // Without one it waits for a slot here, leased, while the instance holds fewer orders than
         // it may; otherwise in the store, leased to nobody, so that renewing this instance's
         // leases never grows with a backlog, and another instance with room may take it.
         let leased = permit.is_some() || self.tasks.len() < self.timing.max_held;
-        let job_token = if job.job_token {
+        // The body carries a `job_token`, which the store erases once the result is stored.
+        let job_token = if job.webhook.job_token.is_some() {
             webhook::job_token_span(&job.payload)
         } else {
             None
         };
         let order = NewOrder {
             job_token,
-            id: job.order_id,
+            id: job.webhook.order_id.clone(),
             short: lane.short.name.to_string(),
             payload: job.payload.clone(),
             callback_url: target.to_string(),
@@ -225,6 +224,7 @@ impl Engine {
             Start {
                 permit,
                 payload: job.payload,
+                webhook: job.webhook,
                 held,
             }
         });

@@ -105,7 +105,7 @@ impl Engine {
             tokio::time::sleep(UNKNOWN_SHORT_WAIT).await;
             return None;
         };
-        let slot = self.begin_run(lane, claimed, start).await?;
+        let mut slot = self.begin_run(lane, claimed, start).await?;
         if slot.run > MAX_RUNS {
             error!(
                 runs = slot.run - 1,
@@ -119,7 +119,7 @@ impl Engine {
                 )),
             ));
         }
-        let call = match call(lane, slot.payload.clone()) {
+        let call = match call(lane, slot.payload.clone(), slot.webhook.take()) {
             Ok(call) => call,
             Err(e) => return Some((slot.run, Err(e))),
         };
@@ -147,6 +147,7 @@ impl Engine {
                 _permit: Some(start.permit),
                 _held: start.held,
                 payload: start.payload,
+                webhook: Some(start.webhook),
                 run: 1,
             });
         }
@@ -158,6 +159,7 @@ impl Engine {
                 _permit: permit,
                 _held: held,
                 payload: started.payload,
+                webhook: None,
                 run: started.run,
             }),
             Ok(None) => {
@@ -182,17 +184,22 @@ struct Slot {
     _held: Held,
     /// The webhook body.
     payload: Bytes,
+    /// The webhook read from the body at intake, when the order started as it arrived.
+    webhook: Option<Webhook>,
     /// Which run of the order this is, from 1.
     run: i32,
 }
 
-/// The call of the lane's handler for the webhook body `payload`; an error when the stored body
-/// is unreadable.
-fn call(lane: &Lane, payload: Bytes) -> Result<Call, Error> {
-    let webhook = Webhook::parse(&payload).map_err(|e| {
-        let message = format!("the stored order is unreadable: {}", e.message);
-        Error::with_kind(ErrorKind::Input, message)
-    })?;
+/// The call of the lane's handler for the webhook body `payload`, read from it unless `parsed`
+/// already is; an error when the stored body is unreadable.
+fn call(lane: &Lane, payload: Bytes, parsed: Option<Webhook>) -> Result<Call, Error> {
+    let webhook = match parsed {
+        Some(webhook) => webhook,
+        None => Webhook::parse(&payload).map_err(|e| {
+            let message = format!("the stored order is unreadable: {}", e.message);
+            Error::with_kind(ErrorKind::Input, message)
+        })?,
+    };
     Ok(Call {
         inputs: webhook.inputs,
         order: Order::from_inner(OrderInner {

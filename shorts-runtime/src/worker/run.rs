@@ -1,20 +1,24 @@
 //! Running the short on an order: waiting for a slot of its concurrency limit, committing the
 //! start of the run, and running the handler under its timeout with panics caught.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{Instrument as _, error, info, warn};
+use tracing::{error, info, warn};
 use url::Url;
 
 use super::{Engine, Held, Lane, Start};
 use crate::delivery::Rendered;
-use crate::short::Call;
 use crate::short::error::{Error, ErrorKind};
 use crate::short::order::{Order, OrderInner};
 use crate::short::output::Output;
+use crate::short::{Call, HandlerFuture};
 use crate::store::{Claimed, RunEnd, RunOutcome, Store};
 use crate::wire::webhook::Webhook;
 
@@ -213,15 +217,16 @@ fn call(lane: &Lane, payload: Bytes, parsed: Option<Webhook>) -> Result<Call, Er
     })
 }
 
-/// Runs the handler under the short's timeout, catching a panic. The handler's task is in the
-/// order's span: what the short logs carries the order's `order_id` and `short`.
+/// Runs the handler under the short's timeout, catching a panic. The handler runs on the order's
+/// task, in the order's span: what the short logs carries the order's `order_id` and `short`.
 async fn run(lane: &Lane, call: Call) -> Result<Output, Error> {
-    let handler = (lane.short.handler)(call).instrument(tracing::Span::current());
-    let mut handle = tokio::spawn(handler);
-    match tokio::time::timeout(lane.short.timeout, &mut handle).await {
+    let mut handler = CatchUnwind((lane.short.handler)(call));
+    let finished = tokio::time::timeout(lane.short.timeout, &mut handler).await;
+    // A handler stopped by its timeout is dropped here; a panic in its drop is caught too.
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(handler)));
+    match finished {
         Ok(Ok(result)) => result,
-        Ok(Err(join)) if join.is_panic() => {
-            let panic = join.into_panic();
+        Ok(Err(panic)) => {
             let message = panic
                 .downcast_ref::<&str>()
                 .copied()
@@ -233,19 +238,28 @@ async fn run(lane: &Lane, call: Call) -> Result<Output, Error> {
                 "the short failed unexpectedly (it panicked)".to_owned(),
             ))
         }
-        Ok(Err(_cancelled)) => Err(Error::with_kind(
-            ErrorKind::Panic,
-            "the short was cancelled before it finished".to_owned(),
+        Err(_elapsed) => Err(Error::with_kind(
+            ErrorKind::Timeout,
+            format!(
+                "the short did not finish within its timeout of {}",
+                crate::logs::duration(lane.short.timeout)
+            ),
         )),
-        Err(_elapsed) => {
-            handle.abort();
-            Err(Error::with_kind(
-                ErrorKind::Timeout,
-                format!(
-                    "the short did not finish within its timeout of {}",
-                    crate::logs::duration(lane.short.timeout)
-                ),
-            ))
+    }
+}
+
+/// A handler's future that ends with the panic's payload when a poll of it panics.
+struct CatchUnwind(HandlerFuture);
+
+impl Future for CatchUnwind {
+    type Output = std::thread::Result<Result<Output, Error>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let handler = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
+            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
         }
     }
 }

@@ -1,24 +1,22 @@
 //! Running the short on an order: waiting for a slot of its concurrency limit, committing the
 //! start of the run, and running the handler under its timeout with panics caught.
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{error, info, warn};
 use url::Url;
 
 use super::{Engine, Held, Lane, Start};
 use crate::delivery::Rendered;
+use crate::short::Call;
 use crate::short::error::{Error, ErrorKind};
 use crate::short::order::{Order, OrderInner};
 use crate::short::output::Output;
-use crate::short::{Call, HandlerFuture};
 use crate::store::{Claimed, RunEnd, RunOutcome, Store};
 use crate::wire::webhook::Webhook;
 
@@ -220,7 +218,7 @@ fn call(lane: &Lane, payload: Bytes, parsed: Option<Webhook>) -> Result<Call, Er
 /// Runs the handler under the short's timeout, catching a panic. The handler runs on the order's
 /// task, in the order's span: what the short logs carries the order's `order_id` and `short`.
 async fn run(lane: &Lane, call: Call) -> Result<Output, Error> {
-    let mut handler = CatchUnwind((lane.short.handler)(call));
+    let mut handler = AssertUnwindSafe((lane.short.handler)(call)).catch_unwind();
     let finished = tokio::time::timeout(lane.short.timeout, &mut handler).await;
     // A handler stopped by its timeout is dropped here; a panic in its drop is caught too.
     let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(handler)));
@@ -245,21 +243,5 @@ async fn run(lane: &Lane, call: Call) -> Result<Output, Error> {
                 crate::logs::duration(lane.short.timeout)
             ),
         )),
-    }
-}
-
-/// A handler's future that ends with the panic's payload when a poll of it panics.
-struct CatchUnwind(HandlerFuture);
-
-impl Future for CatchUnwind {
-    type Output = std::thread::Result<Result<Output, Error>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let handler = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
-            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
     }
 }

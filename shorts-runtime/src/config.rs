@@ -73,6 +73,8 @@ impl fmt::Debug for Secret {
 pub struct WebhookAuth {
     pub(crate) name: HeaderName,
     pub(crate) value: Secret,
+    /// The SHA-256 digest of `value`, which a webhook's header is compared with.
+    pub(crate) digest: [u8; 32],
 }
 
 impl WebhookAuth {
@@ -102,6 +104,7 @@ impl WebhookAuth {
         Ok(Self {
             name,
             value: Secret::new(value),
+            digest: crate::server::digest(value.as_bytes()),
         })
     }
 

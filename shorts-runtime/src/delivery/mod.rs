@@ -155,6 +155,10 @@ impl Delivery {
         let Some(text) = from_webhook else {
             return self.callback_url.clone();
         };
+        // The configured endpoint itself, as the platform's webhooks name it: nothing to check.
+        if text == self.callback_url.as_str() {
+            return self.callback_url.clone();
+        }
         match Url::parse(text) {
             Ok(url)
                 if url.scheme() == self.callback_url.scheme()
@@ -175,6 +179,15 @@ impl Delivery {
                 self.callback_url.clone()
             }
         }
+    }
+
+    /// The URL to send a stored order's callback to: `stored`, as [`Delivery::target`] chose it
+    /// when the order arrived, or the configured endpoint if it no longer parses.
+    pub(crate) fn stored_target(&self, stored: &str) -> Url {
+        if stored == self.callback_url.as_str() {
+            return self.callback_url.clone();
+        }
+        Url::parse(stored).unwrap_or_else(|_| self.callback_url.clone())
     }
 
     /// The prepare endpoint for an order whose callback goes to `target`: configured, or

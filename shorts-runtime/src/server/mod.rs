@@ -157,7 +157,7 @@ fn authorized(expected: &[crate::config::WebhookAuth], headers: &HeaderMap) -> b
         && expected.iter().all(|auth| {
             headers
                 .get(&auth.name)
-                .is_some_and(|value| same_secret(value.as_bytes(), auth.value.expose().as_bytes()))
+                .is_some_and(|value| digest_matches(value.as_bytes(), &auth.digest))
         })
 }
 
@@ -198,24 +198,18 @@ async fn webhook(State(state): State<WebhookState>, request: Request) -> Respons
         Ok(body) => body,
         Err(response) => return response,
     };
-    let (order_id, callback_url, job_token) = match Webhook::parse(&body) {
-        Ok(webhook) => (
-            webhook.order_id,
-            webhook.callback_url,
-            webhook.job_token.is_some(),
-        ),
+    let webhook = match Webhook::parse(&body) {
+        Ok(webhook) => webhook,
         Err(e) => {
             warn!(path = %e.path, error = %e.message, "webhook refused: not a SellerShorts webhook body");
             return rejection(StatusCode::BAD_REQUEST, &e.message, Some(&e.path));
         }
     };
     // What is logged about the order from here on names it.
-    let span = info_span!("order", order_id = %order_id, short = %state.lane.short.name);
-    let id = order_id.clone();
+    let span = info_span!("order", order_id = %webhook.order_id, short = %state.lane.short.name);
+    let id = webhook.order_id.clone();
     let job = Job {
-        order_id,
-        callback_url,
-        job_token,
+        webhook,
         payload: body,
         held,
     };
@@ -395,9 +389,19 @@ fn json(status: StatusCode, body: String) -> Response {
 /// Whether `given` is `expected`, in time that depends on neither: their SHA-256 digests are
 /// compared in constant time, so not even a difference in length ends the comparison early.
 pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    digest_matches(given, &digest(expected))
+}
+
+/// Whether the SHA-256 digest of `given` is `expected` (a secret's, see [`digest`]), compared
+/// in constant time.
+pub(crate) fn digest_matches(given: &[u8], expected: &[u8; 32]) -> bool {
+    bool::from(digest(given)[..].ct_eq(&expected[..]))
+}
+
+/// The SHA-256 digest of `bytes`.
+pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
     use sha2::{Digest as _, Sha256};
-    let (given, expected) = (Sha256::digest(given), Sha256::digest(expected));
-    bool::from(given[..].ct_eq(&expected[..]))
+    Sha256::digest(bytes).into()
 }
 
 #[cfg(test)]

@@ -308,6 +308,12 @@ pub fn input<T: ShortInput>(call: &Call) -> Result<T, Error> {
     } else {
         None
     };
+    // Read without keeping track of where; inputs at fault are read again for the path.
+    if without_nulls.is_none()
+        && let Ok(input) = T::deserialize(&mut serde_json::Deserializer::from_str(raw))
+    {
+        return Ok(input);
+    }
     let read = match without_nulls {
         Some(fields) => serde_path_to_error::deserialize(fields),
         None => serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(raw)),

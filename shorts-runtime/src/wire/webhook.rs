@@ -91,23 +91,31 @@ impl Webhook {
             });
         }
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let webhook: Webhook = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                not_json(&inner)
-            } else {
-                EnvelopeError {
-                    path,
-                    message: crate::short::without_position(&inner.to_string()),
-                }
-            }
-        })?;
+        // Read without keeping track of where: a body at fault is read again to find the path.
+        let webhook = Webhook::deserialize(&mut deserializer).map_err(|e| fault(text, e))?;
         deserializer.end().map_err(|e| not_json(&e))?;
         // The pass above skips unknown fields and `inputs` without reading their strings and
         // numbers; this one reads them, so the body is JSON that `serde_json::Value` holds.
         serde_json::from_str::<Readable>(text).map_err(|e| not_json(&e))?;
         Ok(webhook)
+    }
+}
+
+/// Why `text` is not a webhook body, with the path of the field at fault: `error` is what reading
+/// it found.
+fn fault(text: &str, error: serde_json::Error) -> EnvelopeError {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let (path, error) = match serde_path_to_error::deserialize::<_, Webhook>(&mut deserializer) {
+        Err(e) => (e.path().to_string(), e.into_inner()),
+        Ok(_) => (".".to_owned(), error),
+    };
+    if error.is_syntax() || error.is_eof() {
+        not_json(&error)
+    } else {
+        EnvelopeError {
+            path,
+            message: crate::short::without_position(&error.to_string()),
+        }
     }
 }
 

@@ -29,7 +29,6 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
-use url::Url;
 
 use crate::admin::alerts::Alerts;
 use crate::admin::metrics::{MaybeMetrics, Metrics, ShortMetrics};
@@ -66,12 +65,8 @@ impl Lane {
 /// An order as it arrived: what the engine needs of its envelope, and the body it came in, held
 /// against the bound of pending bytes.
 pub(crate) struct Job {
-    /// The webhook's `order_id`.
-    pub(crate) order_id: String,
-    /// The webhook's `callback_url`, if it has one.
-    pub(crate) callback_url: Option<String>,
-    /// The body carries a `job_token`, which the store erases once the result is stored.
-    pub(crate) job_token: bool,
+    /// The webhook, as read from the body: an order that starts at once runs with it.
+    pub(crate) webhook: webhook::Webhook,
     /// The webhook body.
     pub(crate) payload: Bytes,
     /// The body's share of the bound of pending bytes.
@@ -84,6 +79,8 @@ struct Start {
     permit: OwnedSemaphorePermit,
     /// The webhook body.
     payload: Bytes,
+    /// The webhook, as read from the body at intake.
+    webhook: webhook::Webhook,
     /// The body's share of the bound of pending bytes.
     held: Held,
 }
@@ -197,7 +194,7 @@ impl Engine {
     ///
     /// When the store fails: the webhook must not be acknowledged then.
     pub(crate) async fn submit(self: &Arc<Self>, lane: &Lane, job: Job) -> Result<Submitted, StoreError> {
-        let target = self.delivery.target(job.callback_url.as_deref());
+        let target = self.delivery.target(job.webhook.callback_url.as_deref());
         // With a free slot the short starts at once, and its run is committed with the order.
         let permit = Arc::clone(&lane.permits).try_acquire_owned().ok();
         // Without one it waits for a slot here, leased, while the instance holds fewer orders than
@@ -210,14 +207,15 @@ impl Engine {
         } else {
             Hold::Store
         };
-        let job_token = if job.job_token {
+        // The body carries a `job_token`, which the store erases once the result is stored.
+        let job_token = if job.webhook.job_token.is_some() {
             webhook::job_token_span(&job.payload)
         } else {
             None
         };
         let order = NewOrder {
             job_token,
-            id: job.order_id,
+            id: job.webhook.order_id.clone(),
             short: lane.short.name.to_string(),
             payload: job.payload.clone(),
             callback_url: target.to_string(),
@@ -231,6 +229,7 @@ impl Engine {
             Start {
                 permit,
                 payload: job.payload,
+                webhook: job.webhook,
                 held,
             }
         });
@@ -272,7 +271,7 @@ impl Engine {
     async fn process(self: Arc<Self>, claimed: Claimed, start: Option<Start>) {
         // Whatever ends this task early (a store error, a panic), the lease does not outlive it.
         let mut lease = Lease::new(&self, &claimed);
-        let target = Url::parse(&claimed.callback_url).unwrap_or_else(|_| self.delivery.target(None));
+        let target = self.delivery.stored_target(&claimed.callback_url);
         let callback = match &claimed.result {
             Some(body) => Rendered::read_back(body.clone()),
             None => match self.run_and_store(&claimed, &target, start).await {

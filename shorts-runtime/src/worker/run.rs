@@ -1,12 +1,14 @@
 //! Running the short on an order: waiting for a slot of its concurrency limit, committing the
 //! start of the run, and running the handler under its timeout with panics caught.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{Instrument as _, error, info, warn};
+use tracing::{error, info, warn};
 use url::Url;
 
 use super::{Engine, Held, Lane, Start};
@@ -105,7 +107,7 @@ impl Engine {
             tokio::time::sleep(UNKNOWN_SHORT_WAIT).await;
             return None;
         };
-        let slot = self.begin_run(lane, claimed, start).await?;
+        let mut slot = self.begin_run(lane, claimed, start).await?;
         if slot.run > MAX_RUNS {
             error!(
                 runs = slot.run - 1,
@@ -119,7 +121,7 @@ impl Engine {
                 )),
             ));
         }
-        let call = match call(lane, slot.payload.clone()) {
+        let call = match call(lane, slot.payload.clone(), slot.webhook.take()) {
             Ok(call) => call,
             Err(e) => return Some((slot.run, Err(e))),
         };
@@ -147,6 +149,7 @@ impl Engine {
                 _permit: Some(start.permit),
                 _held: start.held,
                 payload: start.payload,
+                webhook: Some(start.webhook),
                 run: 1,
             });
         }
@@ -158,6 +161,7 @@ impl Engine {
                 _permit: permit,
                 _held: held,
                 payload: started.payload,
+                webhook: None,
                 run: started.run,
             }),
             Ok(None) => {
@@ -182,17 +186,22 @@ struct Slot {
     _held: Held,
     /// The webhook body.
     payload: Bytes,
+    /// The webhook read from the body at intake, when the order started as it arrived.
+    webhook: Option<Webhook>,
     /// Which run of the order this is, from 1.
     run: i32,
 }
 
-/// The call of the lane's handler for the webhook body `payload`; an error when the stored body
-/// is unreadable.
-fn call(lane: &Lane, payload: Bytes) -> Result<Call, Error> {
-    let webhook = Webhook::parse(&payload).map_err(|e| {
-        let message = format!("the stored order is unreadable: {}", e.message);
-        Error::with_kind(ErrorKind::Input, message)
-    })?;
+/// The call of the lane's handler for the webhook body `payload`, read from it unless `parsed`
+/// already is; an error when the stored body is unreadable.
+fn call(lane: &Lane, payload: Bytes, parsed: Option<Webhook>) -> Result<Call, Error> {
+    let webhook = match parsed {
+        Some(webhook) => webhook,
+        None => Webhook::parse(&payload).map_err(|e| {
+            let message = format!("the stored order is unreadable: {}", e.message);
+            Error::with_kind(ErrorKind::Input, message)
+        })?,
+    };
     Ok(Call {
         inputs: webhook.inputs,
         order: Order::from_inner(OrderInner {
@@ -206,15 +215,16 @@ fn call(lane: &Lane, payload: Bytes) -> Result<Call, Error> {
     })
 }
 
-/// Runs the handler under the short's timeout, catching a panic. The handler's task is in the
-/// order's span: what the short logs carries the order's `order_id` and `short`.
+/// Runs the handler under the short's timeout, catching a panic. The handler runs on the order's
+/// task, in the order's span: what the short logs carries the order's `order_id` and `short`.
 async fn run(lane: &Lane, call: Call) -> Result<Output, Error> {
-    let handler = (lane.short.handler)(call).instrument(tracing::Span::current());
-    let mut handle = tokio::spawn(handler);
-    match tokio::time::timeout(lane.short.timeout, &mut handle).await {
+    let mut handler = AssertUnwindSafe((lane.short.handler)(call)).catch_unwind();
+    let finished = tokio::time::timeout(lane.short.timeout, &mut handler).await;
+    // A handler stopped by its timeout is dropped here; a panic in its drop is caught too.
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(handler)));
+    match finished {
         Ok(Ok(result)) => result,
-        Ok(Err(join)) if join.is_panic() => {
-            let panic = join.into_panic();
+        Ok(Err(panic)) => {
             let message = panic
                 .downcast_ref::<&str>()
                 .copied()
@@ -226,19 +236,12 @@ async fn run(lane: &Lane, call: Call) -> Result<Output, Error> {
                 "the short failed unexpectedly (it panicked)".to_owned(),
             ))
         }
-        Ok(Err(_cancelled)) => Err(Error::with_kind(
-            ErrorKind::Panic,
-            "the short was cancelled before it finished".to_owned(),
+        Err(_elapsed) => Err(Error::with_kind(
+            ErrorKind::Timeout,
+            format!(
+                "the short did not finish within its timeout of {}",
+                crate::logs::duration(lane.short.timeout)
+            ),
         )),
-        Err(_elapsed) => {
-            handle.abort();
-            Err(Error::with_kind(
-                ErrorKind::Timeout,
-                format!(
-                    "the short did not finish within its timeout of {}",
-                    crate::logs::duration(lane.short.timeout)
-                ),
-            ))
-        }
     }
 }

@@ -16,7 +16,7 @@ use crate::service::{self, Kind};
 
 /// `shorts-bench callgrind [--orders N] [--only NAME] [--keep]`: instructions per lone order for
 /// shorts (SQLite), shorts (memory), B1 and B0, with where they go; `--only` measures the
-/// contenders whose name holds NAME, `--keep` keeps the dumps.
+/// contenders whose name holds NAME (in any case), `--keep` keeps the dumps.
 pub(crate) async fn run(args: &[String]) -> ExitCode {
     let value = |name: &str| {
         args.iter()
@@ -74,7 +74,7 @@ async fn measure_all(batch: Batch, only: Option<&str>, keep: bool) {
     let kinds = [Kind::ShortsSqlite, Kind::ShortsMemory, Kind::B1, Kind::B0];
     for kind in kinds
         .into_iter()
-        .filter(|k| only.is_none_or(|o| k.name().to_lowercase().contains(o)))
+        .filter(|k| only.is_none_or(|o| k.name().to_lowercase().contains(&o.to_lowercase())))
     {
         let measured = measure(kind, batch, &dir).await;
         println!(

@@ -297,9 +297,11 @@ impl Log {
     fn install() -> Log {
         LOG.get_or_init(|| {
             let log = Log::default();
+            // `fmt()`'s own bound (`info` unless set) before the targets' filter.
             let _ = tracing_subscriber::fmt()
                 .with_ansi(false)
                 .with_writer(log.clone())
+                .with_max_level(LevelFilter::DEBUG)
                 .finish()
                 .with(Targets::new().with_target("shorts_runtime", LevelFilter::DEBUG))
                 .try_init();

@@ -96,6 +96,40 @@ async fn every_line_about_an_order_names_it_in_json() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The stderr of `list` run with `RUST_LOG` set to `rust_log` (or unset), the allocator left alone
+/// (which is logged at debug level).
+fn list_logging(rust_log: Option<&str>) -> String {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SHORTS_MALLOC_TUNING", "off")
+        .arg("list");
+    if let Some(rust_log) = rust_log {
+        command.env("RUST_LOG", rust_log);
+    }
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn rust_log_lets_debug_lines_through_by_target() {
+    const DEBUG_LINE: &str = "allocator settings left alone";
+    for on in ["debug", "warn,shorts_runtime::cli=debug", "shorts_runtime=trace"] {
+        let log = list_logging(Some(on));
+        assert!(log.contains(DEBUG_LINE), "RUST_LOG={on}:\n{log}");
+    }
+    for off in [None, Some("info"), Some("debug,shorts_runtime::cli=info")] {
+        let log = list_logging(off);
+        assert!(!log.contains(DEBUG_LINE), "RUST_LOG={off:?}:\n{log}");
+    }
+    // A filter of another form: said, and the default used.
+    let log = list_logging(Some("[order{short=echo}]=debug"));
+    assert!(log.contains("is not a log filter"), "{log}");
+    assert!(!log.contains(DEBUG_LINE), "{log}");
+}
+
 #[test]
 fn an_unknown_log_format_is_a_configuration_error() {
     let output = Command::new(BIN)

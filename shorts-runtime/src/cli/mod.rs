@@ -231,22 +231,29 @@ fn log_filter(rust_log: Result<String, std::env::VarError>) -> (Targets, Option<
 
 /// Installs the subscriber writing to standard error in `format`, filtered by `RUST_LOG`.
 fn init_tracing(format: crate::logs::LogFormat) {
+    use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let (filter, problem) = log_filter(std::env::var("RUST_LOG"));
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    // The filter is the layer's only one (`fmt()`'s own builder would keep its `info` bound too).
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry();
     let _ = match format {
-        crate::logs::LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .finish()
-            .with(filter)
+        crate::logs::LogFormat::Text => registry
+            .with(
+                layer
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_filter(filter),
+            )
             .try_init(),
-        crate::logs::LogFormat::Json => builder
-            .with_ansi(false)
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(crate::logs::JsonLines)
-            .finish()
-            .with(filter)
+        crate::logs::LogFormat::Json => registry
+            .with(
+                layer
+                    .with_ansi(false)
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .event_format(crate::logs::JsonLines)
+                    .with_filter(filter),
+            )
             .try_init(),
     };
     if let Some(problem) = problem {

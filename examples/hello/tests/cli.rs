@@ -409,6 +409,19 @@ async fn orders_until(store: &str, args: &[&str], wanted: &str) -> String {
 fn orders_on_an_empty_store_say_so() {
     let db = std::env::temp_dir().join(format!("hello-short-empty-{}.db", std::process::id()));
     let store = format!("sqlite://{}", db.display());
+    // No file there: not a server's store, and not made into an empty one.
+    for command in [&["orders"][..], &["retry", "o-1"]] {
+        let missing = run(hello().args(command).env("SHORTS_STORE", &store));
+        assert_eq!(missing.status.code(), Some(1), "{}", stderr(&missing));
+        assert!(
+            stderr(&missing).contains("there is no order store at"),
+            "{}",
+            stderr(&missing)
+        );
+        assert!(!db.exists());
+    }
+    // An empty file is an empty store.
+    std::fs::File::create(&db).expect("create the store's file");
     let all = run(hello().arg("orders").env("SHORTS_STORE", &store));
     assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
     assert_eq!(String::from_utf8_lossy(&all.stdout).trim(), "no orders");

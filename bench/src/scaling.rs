@@ -119,16 +119,7 @@ pub(crate) async fn run(quick: bool, no_purge: bool, no_postgres: bool) -> ExitC
         }
     }
 
-    println!();
-    println!("{HEADER}");
-    println!("| --- | --- | --- | --- | --- |");
-    for row in rows {
-        println!("{row}");
-    }
-    println!();
-    for line in after_table {
-        println!("{line}");
-    }
+    print_table(rows, after_table);
     println!();
     println!(
         "SQLite's plans (EXPLAIN QUERY PLAN) of the statements the server runs for a lone order, a poll, a run's start, a lease's renewal and the purge, on the database of {} stored orders:",
@@ -176,6 +167,14 @@ pub(crate) async fn purge_alone(args: &[String]) -> ExitCode {
         &mut retired,
     )
     .await;
+    print_table(rows, after_table);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::mem::forget(retired);
+    ExitCode::SUCCESS
+}
+
+/// Prints the section's table of `rows`, then `after_table`'s lines.
+fn print_table(rows: Vec<String>, after_table: Vec<String>) {
     println!();
     println!("{HEADER}");
     println!("| --- | --- | --- | --- | --- |");
@@ -186,9 +185,6 @@ pub(crate) async fn purge_alone(args: &[String]) -> ExitCode {
     for line in after_table {
         println!("{line}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    std::mem::forget(retired);
-    ExitCode::SUCCESS
 }
 
 /// The purge of `stored` delivered orders under `rate` webhooks a second, against the same server

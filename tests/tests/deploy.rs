@@ -306,6 +306,18 @@ fn the_environment_file_names_the_secrets_and_asks_for_mode_0600() {
         );
     }
     assert!(text.contains("0600"));
+    // Its placeholders are the ones `check` reports as problems when left in place.
+    for (name, placeholder) in [
+        ("SHORTS_CALLBACK_SECRET=", "replace-with"),
+        ("SHORTS_WEBHOOK_AUTH=", "replace-with"),
+        ("SHORTS_ACME_DOMAINS=", ".example.com"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(name) && l.contains(placeholder)),
+            "{name} in shorts.env.example does not hold {placeholder:?}, which check looks for"
+        );
+    }
 }
 
 /// `text` without `#` comments (outside quotes), for brace counting.
